@@ -1,0 +1,8 @@
+//! Manifold Mixup training in native Rust, on Burn.
+//!
+//! Data flows one way: files → [`data`] → batches → [`train`] (which draws a
+//! [`mixup::MixPlan`] per batch and runs a [`models::Classifier`] with it) → [`eval`] →
+//! [`report`]. [`mixup`] knows no dataset and [`models`] know no files.
+
+pub mod mixup;
+pub mod models;

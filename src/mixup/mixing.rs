@@ -1,0 +1,107 @@
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::MixPlan;
+
+/// A [`MixPlan`] placed on a device, ready to mix the hidden tensor at its mix point.
+#[derive(Clone, Debug)]
+pub struct TensorMix {
+    lambda: f64,
+    layer: usize,
+    partners: Tensor<1, Int>,
+}
+
+impl TensorMix {
+    pub fn new(plan: &MixPlan, device: &Device) -> Self {
+        let partners: Vec<i64> = plan.permutation.iter().map(|&i| i as i64).collect();
+        let count = partners.len();
+        Self {
+            lambda: plan.lambda,
+            layer: plan.layer,
+            partners: Tensor::from_data(TensorData::new(partners, [count]), device),
+        }
+    }
+
+    pub fn layer(&self) -> usize {
+        self.layer
+    }
+
+    /// `h ← λ·h + (1−λ)·h[perm]` when `point` is this plan's mix point, else `h` unchanged.
+    ///
+    /// Both terms stay in the autodiff graph, so each example's gradient comes from its own
+    /// term and from the term of the example it was paired with.
+    pub fn apply_at<const D: usize>(&self, point: usize, hidden: Tensor<D>) -> Tensor<D> {
+        if point != self.layer {
+            return hidden;
+        }
+        let partners = hidden.clone().select(0, self.partners.clone());
+        hidden.mul_scalar(self.lambda) + partners.mul_scalar(1.0 - self.lambda)
+    }
+}
+
+/// Applies an optional mix at a mix point; what every model's forward calls between blocks.
+pub fn mix_at<const D: usize>(
+    mix: Option<&TensorMix>,
+    point: usize,
+    hidden: Tensor<D>,
+) -> Tensor<D> {
+    match mix {
+        Some(mix) => mix.apply_at(point, hidden),
+        None => hidden,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Tolerance;
+
+    #[test]
+    fn mixes_only_at_its_point_and_with_its_partners() {
+        let device = Device::flex();
+        let plan = MixPlan {
+            lambda: 0.25,
+            layer: 1,
+            permutation: vec![2, 0, 1],
+        };
+        let mix = TensorMix::new(&plan, &device);
+        let h = Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], &device);
+        let untouched = mix.apply_at(0, h.clone());
+        untouched
+            .into_data()
+            .assert_eq(&h.clone().into_data(), true);
+        let mixed = mix.apply_at(1, h);
+        let expected = TensorData::from([
+            [0.25 * 1.0 + 0.75 * 5.0, 0.25 * 2.0 + 0.75 * 6.0],
+            [0.25 * 3.0 + 0.75 * 1.0, 0.25 * 4.0 + 0.75 * 2.0],
+            [0.25 * 5.0 + 0.75 * 3.0, 0.25 * 6.0 + 0.75 * 4.0],
+        ]);
+        mixed
+            .into_data()
+            .assert_approx_eq::<f32>(&expected, Tolerance::default());
+    }
+
+    #[test]
+    fn gradient_reaches_both_members_of_each_pair() {
+        let device = Device::flex().autodiff();
+        let plan = MixPlan {
+            lambda: 0.7,
+            layer: 0,
+            permutation: vec![1, 2, 0],
+        };
+        let mix = TensorMix::new(&plan, &device);
+        let h = Tensor::<2>::from_floats([[1.0], [2.0], [3.0]], &device).require_grad();
+        // Weight each output row differently so the gradient reveals who contributed where.
+        let weights = Tensor::<2>::from_floats([[1.0], [10.0], [100.0]], &device);
+        let loss = (mix.apply_at(0, h.clone()) * weights).sum();
+        let grads = loss.backward();
+        let grad = h.grad(&grads).unwrap();
+        // Row 0 feeds output 0 (λ) and output 2 (1−λ, as row 2's partner).
+        let expected = TensorData::from([
+            [0.7 * 1.0 + 0.3 * 100.0],
+            [0.7 * 10.0 + 0.3 * 1.0],
+            [0.7 * 100.0 + 0.3 * 10.0],
+        ]);
+        grad.into_data()
+            .assert_approx_eq::<f32>(&expected, Tolerance::default());
+    }
+}

@@ -1,0 +1,144 @@
+//! Building blocks shared by the model families.
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
+use burn::tensor::{Device, Tensor, activation};
+
+/// Batch normalisation with PyTorch's semantics, which the paper's numbers rest on:
+/// momentum 0.1, ε = 1e-5, and the *unbiased* batch variance in the running estimate
+/// (Burn's own layer keeps the biased one). Training statistics are used whenever the
+/// tensor carries autodiff, running statistics otherwise (`Module::valid`).
+#[derive(Module, Debug)]
+pub struct BatchNorm2d {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+}
+
+const BN_MOMENTUM: f64 = 0.1;
+const BN_EPSILON: f64 = 1e-5;
+
+impl BatchNorm2d {
+    pub fn new(channels: usize, device: &Device) -> Self {
+        Self {
+            weight: Initializer::Ones.init([channels], device),
+            bias: Initializer::Zeros.init([channels], device),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+        }
+    }
+
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let device = input.device();
+        if !device.is_autodiff() {
+            return burn::tensor::module::batch_norm(
+                input,
+                self.weight.val(),
+                self.bias.val(),
+                self.running_mean.value().to_device(&device),
+                self.running_var.value().to_device(&device),
+                BN_EPSILON,
+            );
+        }
+        let [batch, channels, height, width] = input.dims();
+        let per_channel = (batch * height * width) as f64;
+        let result = burn::tensor::module::batch_norm_train(
+            input,
+            self.weight.val(),
+            self.bias.val(),
+            BN_EPSILON,
+        );
+        let unbiased = per_channel / (per_channel - 1.0).max(1.0);
+        let mean = self.running_mean.value_sync().to_device(&device);
+        let var = self.running_var.value_sync().to_device(&device);
+        let mean =
+            mean.mul_scalar(1.0 - BN_MOMENTUM) + result.mean.detach().mul_scalar(BN_MOMENTUM);
+        let var = var.mul_scalar(1.0 - BN_MOMENTUM)
+            + result.variance.detach().mul_scalar(BN_MOMENTUM * unbiased);
+        debug_assert_eq!(mean.dims(), [channels]);
+        self.running_mean.update(mean.detach());
+        self.running_var.update(var.detach());
+        result.output
+    }
+}
+
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    activation::relu(x)
+}
+
+/// A square convolution with "same"-style padding `kernel / 2`.
+pub fn conv(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    bias: bool,
+    device: &Device,
+) -> Conv2d {
+    let pad = kernel / 2;
+    Conv2dConfig::new([in_channels, out_channels], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(bias)
+        .init(device)
+}
+
+/// Global average pooling to `[batch, channels]`.
+pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    burn::tensor::module::adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData, Tolerance};
+
+    #[test]
+    fn running_variance_is_unbiased_like_pytorch() {
+        let device = Device::flex().autodiff();
+        let bn = BatchNorm2d::new(2, &device);
+        let x = Tensor::<4>::random([3, 2, 2, 2], Distribution::Normal(1.0, 2.0), &device);
+        let values = x.clone().into_data().try_to_vec::<f32>().unwrap();
+        let _ = bn.forward(x);
+        // Running statistics are folded in lazily; `valid` synchronises them.
+        let bn = bn.valid();
+        for c in 0..2 {
+            let xs: Vec<f64> = (0..3)
+                .flat_map(|b| (0..4).map(move |i| (b, i)))
+                .map(|(b, i)| values[b * 8 + c * 4 + i] as f64)
+                .collect();
+            let n = xs.len() as f64;
+            let mean = xs.iter().sum::<f64>() / n;
+            let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+            let running_mean = bn
+                .running_mean
+                .value()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()[c];
+            let running_var = bn
+                .running_var
+                .value()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()[c];
+            assert!((running_mean as f64 - 0.1 * mean).abs() < 1e-5);
+            assert!((running_var as f64 - (0.9 + 0.1 * var)).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn evaluation_uses_running_statistics() {
+        let device = Device::flex();
+        let bn = BatchNorm2d::new(1, &device);
+        let x = Tensor::<4>::from_floats([[[[1.0, 3.0]]]], &device);
+        // Fresh running statistics are mean 0, variance 1: the output is x / sqrt(1 + ε).
+        let scale = 1.0 / (1.0f32 + 1e-5).sqrt();
+        bn.forward(x).into_data().assert_approx_eq::<f32>(
+            &TensorData::from([[[[scale, 3.0 * scale]]]]),
+            Tolerance::default(),
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! Classifiers that declare their mix points.
+//!
+//! Every model maps `[batch, channels, height, width]` images to `[batch, classes]` logits
+//! and takes an optional [`TensorMix`] that it applies at the mix point the plan names. Mix
+//! points sit between whole blocks, never inside a residual branch; 0 is always the input.
+
+mod layers;
+mod preact_resnet;
+mod resnet50;
+mod small;
+mod wide_resnet;
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use layers::BatchNorm2d;
+pub use preact_resnet::PreActResNet;
+pub use resnet50::ResNet50;
+pub use small::{Mlp, SmallCnn};
+pub use wide_resnet::WideResNet;
+
+use crate::mixup::TensorMix;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    #[error(
+        "unknown model '{0}': expected preactresnet18|34|50|101|152, wrn-<depth>-<k>, resnet50, small-cnn or mlp"
+    )]
+    UnknownModel(String),
+    #[error("wrn depth must be 6n+4 (e.g. 16, 22, 28, 40), got {0}")]
+    WrnDepth(usize),
+    #[error("{what} must be at least 1")]
+    Zero { what: &'static str },
+    #[error("input channels must be 1 or 3, got {0}")]
+    Channels(usize),
+    #[error("{model} needs images of at least {min}×{min} pixels, got {size}×{size}")]
+    TooSmall {
+        model: String,
+        min: usize,
+        size: usize,
+    },
+}
+
+/// A model family and its depth, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    PreActResNet { depth: usize },
+    WideResNet { depth: usize, widen: usize },
+    ResNet50,
+    SmallCnn,
+    Mlp,
+}
+
+impl FromStr for ModelKind {
+    type Err = ModelError;
+
+    fn from_str(name: &str) -> Result<Self, ModelError> {
+        let unknown = || ModelError::UnknownModel(name.to_string());
+        let lower = name.to_ascii_lowercase();
+        if let Some(depth) = lower.strip_prefix("preactresnet") {
+            let depth = depth.parse().map_err(|_| unknown())?;
+            preact_resnet::preact_layout(depth).ok_or_else(unknown)?;
+            return Ok(ModelKind::PreActResNet { depth });
+        }
+        if let Some(rest) = lower.strip_prefix("wrn-") {
+            let (depth, widen) = rest.split_once('-').ok_or_else(unknown)?;
+            let depth: usize = depth.parse().map_err(|_| unknown())?;
+            let widen: usize = widen.parse().map_err(|_| unknown())?;
+            if depth < 10 || (depth - 4) % 6 != 0 {
+                return Err(ModelError::WrnDepth(depth));
+            }
+            if widen == 0 {
+                return Err(ModelError::Zero {
+                    what: "wrn widen factor",
+                });
+            }
+            return Ok(ModelKind::WideResNet { depth, widen });
+        }
+        match lower.as_str() {
+            "resnet50" => Ok(ModelKind::ResNet50),
+            "small-cnn" => Ok(ModelKind::SmallCnn),
+            "mlp" => Ok(ModelKind::Mlp),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelKind::PreActResNet { depth } => write!(f, "preactresnet{depth}"),
+            ModelKind::WideResNet { depth, widen } => write!(f, "wrn-{depth}-{widen}"),
+            ModelKind::ResNet50 => f.write_str("resnet50"),
+            ModelKind::SmallCnn => f.write_str("small-cnn"),
+            ModelKind::Mlp => f.write_str("mlp"),
+        }
+    }
+}
+
+impl Serialize for ModelKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A named point between blocks where hidden states may be mixed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MixPoint {
+    pub index: usize,
+    pub name: &'static str,
+}
+
+impl ModelKind {
+    /// Every model family the command line accepts, one representative each, for listings.
+    pub const EXAMPLES: [&'static str; 9] = [
+        "preactresnet18",
+        "preactresnet34",
+        "preactresnet50",
+        "preactresnet101",
+        "preactresnet152",
+        "wrn-28-10",
+        "resnet50",
+        "small-cnn",
+        "mlp",
+    ];
+
+    pub fn mix_points(&self) -> Vec<MixPoint> {
+        let names: &[&'static str] = match self {
+            ModelKind::PreActResNet { .. } => &[
+                "input",
+                "after stage 1",
+                "after stage 2",
+                "after stage 3",
+                "after stage 4",
+            ],
+            ModelKind::WideResNet { .. } => {
+                &["input", "after group 1", "after group 2", "after group 3"]
+            }
+            ModelKind::ResNet50 => &[
+                "input",
+                "after stem and pool",
+                "after stage 1",
+                "after stage 2",
+                "after stage 3",
+                "after stage 4",
+            ],
+            ModelKind::SmallCnn => &["input", "after block 1", "after block 2", "after block 3"],
+            ModelKind::Mlp => &["input", "after hidden 1", "after hidden 2"],
+        };
+        names
+            .iter()
+            .enumerate()
+            .map(|(index, &name)| MixPoint { index, name })
+            .collect()
+    }
+
+    /// The eligible set the paper (or, for ResNet50, the origin's port) draws from.
+    pub fn paper_mix_points(&self) -> Vec<usize> {
+        match self {
+            ModelKind::ResNet50 => (0..=5).collect(),
+            _ => vec![0, 1, 2],
+        }
+    }
+
+    /// The base width when none is given.
+    pub fn default_width(&self) -> usize {
+        match self {
+            ModelKind::PreActResNet { .. } | ModelKind::ResNet50 => 64,
+            ModelKind::WideResNet { .. } => 16,
+            ModelKind::SmallCnn => 32,
+            ModelKind::Mlp => 256,
+        }
+    }
+
+    fn min_image_size(&self) -> usize {
+        match self {
+            ModelKind::SmallCnn => 8,
+            _ => 1,
+        }
+    }
+}
+
+/// Everything needed to build a model: the family, the data's shape and the width.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    pub in_channels: usize,
+    pub image_size: usize,
+    pub classes: usize,
+    pub width: usize,
+}
+
+impl ModelConfig {
+    pub fn new(kind: ModelKind, in_channels: usize, image_size: usize, classes: usize) -> Self {
+        Self {
+            kind,
+            in_channels,
+            image_size,
+            classes,
+            width: kind.default_width(),
+        }
+    }
+
+    pub fn with_width(mut self, width: usize) -> Self {
+        self.width = width;
+        self
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.in_channels != 1 && self.in_channels != 3 {
+            return Err(ModelError::Channels(self.in_channels));
+        }
+        for (what, value) in [
+            ("width", self.width),
+            ("number of classes", self.classes),
+            ("image size", self.image_size),
+        ] {
+            if value == 0 {
+                return Err(ModelError::Zero { what });
+            }
+        }
+        let min = self.kind.min_image_size();
+        if self.image_size < min {
+            return Err(ModelError::TooSmall {
+                model: self.kind.to_string(),
+                min,
+                size: self.image_size,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> Result<Classifier, ModelError> {
+        self.validate()?;
+        let (c, k, w) = (self.in_channels, self.classes, self.width);
+        Ok(match self.kind {
+            ModelKind::PreActResNet { depth } => {
+                Classifier::PreActResNet(PreActResNet::new(depth, c, k, w, device))
+            }
+            ModelKind::WideResNet { depth, widen } => {
+                Classifier::WideResNet(WideResNet::new(depth, widen, c, k, w, device))
+            }
+            ModelKind::ResNet50 => Classifier::ResNet50(ResNet50::new(c, k, w, device)),
+            ModelKind::SmallCnn => Classifier::SmallCnn(SmallCnn::new(c, k, w, device)),
+            ModelKind::Mlp => {
+                let inputs = c * self.image_size * self.image_size;
+                Classifier::Mlp(Mlp::new(inputs, k, w, device))
+            }
+        })
+    }
+}
+
+/// Any of the supported models, so the training loop runs whichever one the user names.
+#[derive(Module, Debug)]
+pub enum Classifier {
+    PreActResNet(PreActResNet),
+    WideResNet(WideResNet),
+    ResNet50(ResNet50),
+    SmallCnn(SmallCnn),
+    Mlp(Mlp),
+}
+
+impl Classifier {
+    /// Logits for `images`, mixing hidden states at the plan's mix point when one is given.
+    pub fn forward(&self, images: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        match self {
+            Classifier::PreActResNet(m) => m.forward(images, mix),
+            Classifier::WideResNet(m) => m.forward(images, mix),
+            Classifier::ResNet50(m) => m.forward(images, mix),
+            Classifier::SmallCnn(m) => m.forward(images, mix),
+            Classifier::Mlp(m) => m.forward(images, mix),
+        }
+    }
+}
+
+/// Counts trainable parameters the way PyTorch's `sum(p.numel() for p in m.parameters())`
+/// does: batch-norm running statistics are buffers, not parameters. The model must live on an
+/// autodiff device, where only trainable tensors require gradients.
+pub fn trainable_parameter_count(model: &Classifier) -> usize {
+    struct Trainable(usize);
+    impl burn::module::ModuleVisitor for Trainable {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if param.val().is_require_grad() {
+                self.0 += param.lazy_shape().num_elements();
+            }
+        }
+    }
+    let mut count = Trainable(0);
+    model.visit(&mut count);
+    count.0
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! Pre-activation ResNets with the CIFAR stem, as in the Manifold Mixup paper's code.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+use super::layers::{BatchNorm2d, conv, global_avg_pool, relu};
+use crate::mixup::{TensorMix, mix_at};
+
+/// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus the shortcut.
+#[derive(Module, Debug)]
+pub struct PreActBlock {
+    bn1: BatchNorm2d,
+    conv1: Conv2d,
+    bn2: BatchNorm2d,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl PreActBlock {
+    fn new(in_planes: usize, planes: usize, stride: usize, device: &Device) -> Self {
+        Self {
+            bn1: BatchNorm2d::new(in_planes, device),
+            conv1: conv(in_planes, planes, 3, stride, false, device),
+            bn2: BatchNorm2d::new(planes, device),
+            conv2: conv(planes, planes, 3, 1, false, device),
+            shortcut: (stride != 1 || in_planes != planes)
+                .then(|| conv(in_planes, planes, 1, stride, false, device)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let out = relu(self.bn1.forward(x.clone()));
+        let shortcut = match &self.shortcut {
+            Some(projection) => projection.forward(out.clone()),
+            None => x,
+        };
+        let out = self.conv1.forward(out);
+        let out = self.conv2.forward(relu(self.bn2.forward(out)));
+        out + shortcut
+    }
+}
+
+/// `bn → relu → conv1x1 → bn → relu → conv3x3 → bn → relu → conv1x1 (×4)`, plus the shortcut.
+#[derive(Module, Debug)]
+pub struct PreActBottleneck {
+    bn1: BatchNorm2d,
+    conv1: Conv2d,
+    bn2: BatchNorm2d,
+    conv2: Conv2d,
+    bn3: BatchNorm2d,
+    conv3: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+const EXPANSION: usize = 4;
+
+impl PreActBottleneck {
+    fn new(in_planes: usize, planes: usize, stride: usize, device: &Device) -> Self {
+        let out_planes = planes * EXPANSION;
+        Self {
+            bn1: BatchNorm2d::new(in_planes, device),
+            conv1: conv(in_planes, planes, 1, 1, false, device),
+            bn2: BatchNorm2d::new(planes, device),
+            conv2: conv(planes, planes, 3, stride, false, device),
+            bn3: BatchNorm2d::new(planes, device),
+            conv3: conv(planes, out_planes, 1, 1, false, device),
+            shortcut: (stride != 1 || in_planes != out_planes)
+                .then(|| conv(in_planes, out_planes, 1, stride, false, device)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let out = relu(self.bn1.forward(x.clone()));
+        let shortcut = match &self.shortcut {
+            Some(projection) => projection.forward(out.clone()),
+            None => x,
+        };
+        let out = self.conv1.forward(out);
+        let out = self.conv2.forward(relu(self.bn2.forward(out)));
+        let out = self.conv3.forward(relu(self.bn3.forward(out)));
+        out + shortcut
+    }
+}
+
+#[derive(Module, Debug)]
+pub enum PreActUnit {
+    Basic(PreActBlock),
+    Bottleneck(PreActBottleneck),
+}
+
+impl PreActUnit {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            PreActUnit::Basic(block) => block.forward(x),
+            PreActUnit::Bottleneck(block) => block.forward(x),
+        }
+    }
+}
+
+/// PreActResNet-18/34/50/101/152. Mix points: 0 input, 1–4 after each stage.
+#[derive(Module, Debug)]
+pub struct PreActResNet {
+    conv1: Conv2d,
+    layer1: Vec<PreActUnit>,
+    layer2: Vec<PreActUnit>,
+    layer3: Vec<PreActUnit>,
+    layer4: Vec<PreActUnit>,
+    linear: Linear,
+}
+
+/// Blocks per stage and whether the blocks are bottlenecks, for a supported depth.
+pub fn preact_layout(depth: usize) -> Option<([usize; 4], bool)> {
+    Some(match depth {
+        18 => ([2, 2, 2, 2], false),
+        34 => ([3, 4, 6, 3], false),
+        50 => ([3, 4, 6, 3], true),
+        101 => ([3, 4, 23, 3], true),
+        152 => ([3, 8, 36, 3], true),
+        _ => return None,
+    })
+}
+
+impl PreActResNet {
+    pub fn new(
+        depth: usize,
+        in_channels: usize,
+        classes: usize,
+        width: usize,
+        device: &Device,
+    ) -> Self {
+        let (blocks, bottleneck) = preact_layout(depth).expect("depth is validated by the caller");
+        let expansion = if bottleneck { EXPANSION } else { 1 };
+        let mut in_planes = width;
+        let mut stage = |planes: usize, count: usize, stride: usize| {
+            (0..count)
+                .map(|i| {
+                    let stride = if i == 0 { stride } else { 1 };
+                    let unit = if bottleneck {
+                        PreActUnit::Bottleneck(PreActBottleneck::new(
+                            in_planes, planes, stride, device,
+                        ))
+                    } else {
+                        PreActUnit::Basic(PreActBlock::new(in_planes, planes, stride, device))
+                    };
+                    in_planes = planes * expansion;
+                    unit
+                })
+                .collect::<Vec<_>>()
+        };
+        let layer1 = stage(width, blocks[0], 1);
+        let layer2 = stage(width * 2, blocks[1], 2);
+        let layer3 = stage(width * 4, blocks[2], 2);
+        let layer4 = stage(width * 8, blocks[3], 2);
+        Self {
+            conv1: conv(in_channels, width, 3, 1, false, device),
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+            linear: LinearConfig::new(width * 8 * expansion, classes).init(device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        let run = |units: &[PreActUnit], h: Tensor<4>| units.iter().fold(h, |h, u| u.forward(h));
+        let h = mix_at(mix, 0, x);
+        let h = run(&self.layer1, self.conv1.forward(h));
+        let h = mix_at(mix, 1, h);
+        let h = mix_at(mix, 2, run(&self.layer2, h));
+        let h = mix_at(mix, 3, run(&self.layer3, h));
+        let h = mix_at(mix, 4, run(&self.layer4, h));
+        self.linear.forward(global_avg_pool(h))
+    }
+}

@@ -1,0 +1,119 @@
+//! The origin's ResNet50: ImageNet stem and post-activation bottlenecks (stride on the first
+//! 1×1 convolution, as in the Caffe/Chainer definition), with its six mix points.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::{Device, Tensor};
+
+use super::layers::{BatchNorm2d, conv, global_avg_pool, relu};
+use crate::mixup::{TensorMix, mix_at};
+
+#[derive(Module, Debug)]
+pub struct Bottleneck {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    conv2: Conv2d,
+    bn2: BatchNorm2d,
+    conv3: Conv2d,
+    bn3: BatchNorm2d,
+    downsample: Option<Downsample>,
+}
+
+/// The projection shortcut: 1×1 convolution then batch norm.
+#[derive(Module, Debug)]
+pub struct Downsample {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl Bottleneck {
+    fn new(in_planes: usize, planes: usize, stride: usize, device: &Device) -> Self {
+        let out = planes * 4;
+        Self {
+            conv1: conv(in_planes, planes, 1, stride, false, device),
+            bn1: BatchNorm2d::new(planes, device),
+            conv2: conv(planes, planes, 3, 1, false, device),
+            bn2: BatchNorm2d::new(planes, device),
+            conv3: conv(planes, out, 1, 1, false, device),
+            bn3: BatchNorm2d::new(out, device),
+            downsample: (stride != 1 || in_planes != out).then(|| Downsample {
+                conv: conv(in_planes, out, 1, stride, false, device),
+                bn: BatchNorm2d::new(out, device),
+            }),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let h = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let h = relu(self.bn2.forward(self.conv2.forward(h)));
+        let h = self.bn3.forward(self.conv3.forward(h));
+        let shortcut = match &self.downsample {
+            Some(down) => down.bn.forward(down.conv.forward(x)),
+            None => x,
+        };
+        relu(h + shortcut)
+    }
+}
+
+/// Mix points: 0 input, 1 after stem and pool, 2–5 after each of the four stages.
+#[derive(Module, Debug)]
+pub struct ResNet50 {
+    conv1: Conv2d,
+    bn1: BatchNorm2d,
+    pool: MaxPool2d,
+    layer1: Vec<Bottleneck>,
+    layer2: Vec<Bottleneck>,
+    layer3: Vec<Bottleneck>,
+    layer4: Vec<Bottleneck>,
+    fc: Linear,
+}
+
+impl ResNet50 {
+    /// `width` is the first stage's bottleneck width (64 in the original network).
+    pub fn new(in_channels: usize, classes: usize, width: usize, device: &Device) -> Self {
+        let mut in_planes = width;
+        let mut stage = |planes: usize, count: usize, stride: usize| {
+            (0..count)
+                .map(|i| {
+                    let block =
+                        Bottleneck::new(in_planes, planes, if i == 0 { stride } else { 1 }, device);
+                    in_planes = planes * 4;
+                    block
+                })
+                .collect::<Vec<_>>()
+        };
+        let layer1 = stage(width, 3, 1);
+        let layer2 = stage(width * 2, 4, 2);
+        let layer3 = stage(width * 4, 6, 2);
+        let layer4 = stage(width * 8, 3, 2);
+        Self {
+            conv1: conv(in_channels, width, 7, 2, false, device),
+            bn1: BatchNorm2d::new(width, device),
+            pool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+            fc: LinearConfig::new(width * 8 * 4, classes).init(device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        let run = |blocks: &[Bottleneck], h: Tensor<4>| blocks.iter().fold(h, |h, b| b.forward(h));
+        let h = mix_at(mix, 0, x);
+        let h = self
+            .pool
+            .forward(relu(self.bn1.forward(self.conv1.forward(h))));
+        let h = mix_at(mix, 1, h);
+        let h = mix_at(mix, 2, run(&self.layer1, h));
+        let h = mix_at(mix, 3, run(&self.layer2, h));
+        let h = mix_at(mix, 4, run(&self.layer3, h));
+        let h = mix_at(mix, 5, run(&self.layer4, h));
+        self.fc.forward(global_avg_pool(h))
+    }
+}

@@ -1,0 +1,303 @@
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Distribution, Int, Tensor, TensorData, Tolerance};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+
+use super::*;
+use crate::mixup::{Loss, MixConfig, MixMode, MixPlan, mixed_loss, soft_targets};
+
+/// Small instances of every family, so the whole suite runs in seconds on a CPU.
+fn small_models() -> Vec<(ModelKind, usize)> {
+    vec![
+        (ModelKind::PreActResNet { depth: 18 }, 4),
+        (ModelKind::PreActResNet { depth: 50 }, 2),
+        (
+            ModelKind::WideResNet {
+                depth: 10,
+                widen: 2,
+            },
+            4,
+        ),
+        (ModelKind::ResNet50, 2),
+        (ModelKind::SmallCnn, 4),
+        (ModelKind::Mlp, 16),
+    ]
+}
+
+fn images(batch: usize, channels: usize, size: usize, device: &Device) -> Tensor<4> {
+    Tensor::random(
+        [batch, channels, size, size],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    )
+}
+
+#[test]
+fn output_shapes_for_grey_28_and_colour_32() {
+    let device = Device::flex();
+    for (kind, width) in small_models() {
+        for (channels, size) in [(1, 28), (3, 32)] {
+            let model = ModelConfig::new(kind, channels, size, 7)
+                .with_width(width)
+                .init(&device)
+                .unwrap();
+            let logits = model.forward(images(3, channels, size, &device), None);
+            assert_eq!(logits.dims(), [3, 7], "{kind} at {channels}×{size}×{size}");
+        }
+    }
+}
+
+fn plan(lambda: f64, layer: usize, permutation: Vec<usize>) -> MixPlan {
+    MixPlan {
+        lambda,
+        layer,
+        permutation,
+    }
+}
+
+#[test]
+fn lambda_one_is_exactly_the_unmixed_forward() {
+    let device = Device::flex();
+    for (kind, width) in small_models() {
+        let model = ModelConfig::new(kind, 3, 32, 5)
+            .with_width(width)
+            .init(&device)
+            .unwrap();
+        let x = images(4, 3, 32, &device);
+        let plain = model.forward(x.clone(), None).into_data();
+        for layer in 0..kind.mix_points().len() {
+            let mix = TensorMix::new(&plan(1.0, layer, vec![3, 2, 0, 1]), &device);
+            let mixed = model.forward(x.clone(), Some(&mix)).into_data();
+            mixed.assert_eq(&plain, true);
+        }
+    }
+}
+
+#[test]
+fn lambda_zero_at_the_input_is_the_forward_of_the_permuted_batch() {
+    let device = Device::flex();
+    for (kind, width) in small_models() {
+        let model = ModelConfig::new(kind, 1, 28, 5)
+            .with_width(width)
+            .init(&device)
+            .unwrap();
+        let x = images(4, 1, 28, &device);
+        let permutation = vec![2, 0, 3, 1];
+        let indices = Tensor::<1, Int>::from_data(
+            TensorData::new(permutation.iter().map(|&i| i as i64).collect(), [4]),
+            &device,
+        );
+        let expected = model
+            .forward(x.clone().select(0, indices), None)
+            .into_data();
+        let mix = TensorMix::new(&plan(0.0, 0, permutation), &device);
+        model
+            .forward(x, Some(&mix))
+            .into_data()
+            .assert_approx_eq::<f32>(&expected, Tolerance::default());
+    }
+}
+
+/// Every float parameter's id with its rank, so its gradient can be fetched with the right type.
+#[derive(Default)]
+struct ParamIds(Vec<(ParamId, usize)>);
+
+impl ModuleVisitor for ParamIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        // Batch-norm running statistics are visited too, but they are buffers.
+        if param.val().is_require_grad() {
+            self.0.push((param.id, D));
+        }
+    }
+}
+
+fn param_ids(model: &Classifier) -> Vec<(ParamId, usize)> {
+    let mut ids = ParamIds::default();
+    model.visit(&mut ids);
+    ids.0
+}
+
+fn grad_norm(grads: &GradientsParams, id: ParamId, rank: usize) -> Option<f32> {
+    let norm = |t: Tensor<1>| t.abs().sum().into_scalar::<f32>();
+    match rank {
+        1 => grads.get::<1>(id).map(norm),
+        2 => grads.get::<2>(id).map(|g| norm(g.flatten(0, 1))),
+        4 => grads.get::<4>(id).map(|g| norm(g.flatten(0, 3))),
+        other => panic!("unexpected parameter rank {other}"),
+    }
+}
+
+fn mixed_step_grads(model: &Classifier, mix_plan: &MixPlan, device: &Device) -> GradientsParams {
+    let batch = mix_plan.permutation.len();
+    let mix = TensorMix::new(mix_plan, device);
+    let logits = model.forward(images(batch, 3, 32, device), Some(&mix));
+    let labels: Vec<usize> = (0..batch).map(|i| i % 5).collect();
+    let targets = soft_targets(&labels, Some(mix_plan), 5, 0.0);
+    let targets = Tensor::from_data(TensorData::new(targets, [batch, 5]), device);
+    GradientsParams::from_grads(mixed_loss(logits, targets, Loss::SoftCe).backward(), model)
+}
+
+#[test]
+fn every_parameter_before_and_after_the_mix_point_gets_gradient() {
+    let device = Device::flex().autodiff();
+    for (kind, width) in small_models() {
+        let model = ModelConfig::new(kind, 3, 32, 5)
+            .with_width(width)
+            .init(&device)
+            .unwrap();
+        let deepest = *kind.paper_mix_points().last().unwrap();
+        let grads = mixed_step_grads(&model, &plan(0.6, deepest, vec![1, 2, 3, 0]), &device);
+        let ids = param_ids(&model);
+        assert!(!ids.is_empty());
+        for (id, rank) in ids {
+            let norm = grad_norm(&grads, id, rank)
+                .unwrap_or_else(|| panic!("{kind}: parameter {id} got no gradient"));
+            assert!(norm > 0.0, "{kind}: parameter {id} has a zero gradient");
+        }
+    }
+}
+
+#[test]
+fn hidden_mix_sends_each_examples_gradient_to_itself_and_its_partner_only() {
+    // The MLP has no batch norm, so examples interact only through the mix.
+    let device = Device::flex().autodiff();
+    let model = ModelConfig::new(ModelKind::Mlp, 1, 4, 3)
+        .with_width(8)
+        .init(&device)
+        .unwrap();
+    let x = images(4, 1, 4, &device).require_grad();
+    let mix = TensorMix::new(&plan(0.7, 1, vec![2, 3, 0, 1]), &device);
+    let logits = model.forward(x.clone(), Some(&mix));
+    let first_row = logits.narrow(0, 0, 1).sum();
+    let grads = first_row.backward();
+    let per_example: Vec<f32> = x
+        .grad(&grads)
+        .unwrap()
+        .abs()
+        .sum_dims(&[1, 2, 3])
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert!(
+        per_example[0] > 0.0 && per_example[2] > 0.0,
+        "{per_example:?}"
+    );
+    assert_eq!(
+        (per_example[1], per_example[3]),
+        (0.0, 0.0),
+        "{per_example:?}"
+    );
+}
+
+#[test]
+fn sgd_overfits_a_tiny_batch_with_manifold_mixing_on() {
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    for (kind, width) in small_models() {
+        let mut model = ModelConfig::new(kind, 3, 32, 4)
+            .with_width(width)
+            .init(&device)
+            .unwrap();
+        let mut optim = SgdConfig::new()
+            .with_momentum(Some(
+                burn::optim::momentum::MomentumConfig::new().with_dampening(0.0),
+            ))
+            .init();
+        let config = MixConfig {
+            mode: MixMode::Manifold,
+            alpha: 2.0,
+            mix_points: kind.paper_mix_points(),
+            layer_weights: vec![],
+        };
+        let mut rng = ChaCha12Rng::seed_from_u64(1);
+        let x = images(32, 3, 32, &device);
+        let labels: Vec<usize> = (0..32).map(|i| i % 4).collect();
+        let loss_at = |model: &Classifier, rng: &mut ChaCha12Rng| {
+            let mix_plan = config.draw(rng, 32).unwrap();
+            let mix = TensorMix::new(&mix_plan, &device);
+            let targets = soft_targets(&labels, Some(&mix_plan), 4, 0.0);
+            let targets = Tensor::from_data(TensorData::new(targets, [32, 4]), &device);
+            mixed_loss(model.forward(x.clone(), Some(&mix)), targets, Loss::SoftCe)
+        };
+        let mut losses = Vec::new();
+        for _ in 0..60 {
+            let loss = loss_at(&model, &mut rng);
+            losses.push(loss.clone().into_scalar::<f32>());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(0.05, model, grads);
+        }
+        let first = losses[..5].iter().sum::<f32>() / 5.0;
+        let last = losses[55..].iter().sum::<f32>() / 5.0;
+        assert!(last < 0.8 * first, "{kind}: loss {first} → {last}");
+    }
+}
+
+#[test]
+fn parameter_counts_match_the_pytorch_definitions() {
+    let device = Device::flex().autodiff();
+    let count = |name: &str, classes: usize| {
+        let model = ModelConfig::new(name.parse().unwrap(), 3, 32, classes)
+            .init(&device)
+            .unwrap();
+        trainable_parameter_count(&model)
+    };
+    // PyTorch's `sum(p.numel() for p in model.parameters())` for the same definitions:
+    // preactresnet18 of the paper's code and torchvision's resnet50 (ImageNet, 1000 classes).
+    assert_eq!(count("preactresnet18", 10), 11_171_146);
+    assert_eq!(count("resnet50", 1000), 25_557_032);
+    // WRN-28-10 with biased convolutions as in the paper's code, computed from the definition:
+    // stem 3→16, 12 blocks in 3 groups of 160/320/640 channels, final BN and linear.
+    let conv = |i: usize, o: usize, k: usize| i * o * k * k + o;
+    let bn = |c: usize| 2 * c;
+    let mut expected = conv(3, 16, 3);
+    let mut in_planes = 16;
+    for planes in [160, 320, 640] {
+        for _ in 0..4 {
+            expected +=
+                bn(in_planes) + conv(in_planes, planes, 3) + bn(planes) + conv(planes, planes, 3);
+            if in_planes != planes {
+                expected += conv(in_planes, planes, 1);
+            }
+            in_planes = planes;
+        }
+    }
+    expected += bn(640) + 640 * 10 + 10;
+    assert_eq!(count("wrn-28-10", 10), expected);
+}
+
+#[test]
+fn model_names_parse_and_reject_clearly() {
+    assert_eq!(
+        "wrn-28-10".parse(),
+        Ok(ModelKind::WideResNet {
+            depth: 28,
+            widen: 10
+        })
+    );
+    assert_eq!(
+        "PreActResNet34".parse(),
+        Ok(ModelKind::PreActResNet { depth: 34 })
+    );
+    assert_eq!(
+        "wrn-27-10".parse::<ModelKind>(),
+        Err(ModelError::WrnDepth(27))
+    );
+    assert!(matches!(
+        "vgg16".parse::<ModelKind>(),
+        Err(ModelError::UnknownModel(_))
+    ));
+    assert!(matches!(
+        "preactresnet19".parse::<ModelKind>(),
+        Err(ModelError::UnknownModel(_))
+    ));
+    for name in ModelKind::EXAMPLES {
+        let kind: ModelKind = name.parse().unwrap();
+        assert_eq!(kind.to_string(), name);
+        let points = kind.mix_points();
+        assert!(kind.paper_mix_points().iter().all(|&p| p < points.len()));
+    }
+    let config = ModelConfig::new(ModelKind::Mlp, 2, 28, 10);
+    assert_eq!(config.validate(), Err(ModelError::Channels(2)));
+}
