@@ -4,5 +4,6 @@
 //! [`mixup::MixPlan`] per batch and runs a [`models::Classifier`] with it) → [`eval`] →
 //! [`report`]. [`mixup`] knows no dataset and [`models`] know no files.
 
+pub mod data;
 pub mod mixup;
 pub mod models;

@@ -1,0 +1,77 @@
+/// Images of one split, held as raw bytes in `[count, channels, size, size]` order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageSet {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<usize>,
+    pub channels: usize,
+    pub size: usize,
+}
+
+impl ImageSet {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image_len(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    pub fn image(&self, index: usize) -> &[u8] {
+        let len = self.image_len();
+        &self.pixels[index * len..(index + 1) * len]
+    }
+
+    /// A new set holding the given examples, in the given order.
+    pub fn select(&self, indices: &[usize]) -> ImageSet {
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        ImageSet {
+            pixels,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            channels: self.channels,
+            size: self.size,
+        }
+    }
+
+    pub fn class_counts(&self, classes: usize) -> Vec<usize> {
+        let mut counts = vec![0; classes];
+        for &label in &self.labels {
+            counts[label] += 1;
+        }
+        counts
+    }
+
+    /// Per-channel mean and standard deviation of the pixels scaled to [0, 1].
+    pub fn channel_stats(&self) -> (Vec<f32>, Vec<f32>) {
+        let plane = self.size * self.size;
+        let mut sums = vec![0f64; self.channels];
+        let mut squares = vec![0f64; self.channels];
+        for image in self.pixels.chunks_exact(self.image_len()) {
+            for (c, values) in image.chunks_exact(plane).enumerate() {
+                let (s, q) = values.iter().fold((0u64, 0u64), |(s, q), &v| {
+                    (s + v as u64, q + (v as u64) * (v as u64))
+                });
+                sums[c] += s as f64;
+                squares[c] += q as f64;
+            }
+        }
+        let n = (self.len() * plane).max(1) as f64;
+        let mean: Vec<f64> = sums.iter().map(|s| s / n / 255.0).collect();
+        let std = squares
+            .iter()
+            .zip(&mean)
+            .map(|(q, m)| (q / n / (255.0 * 255.0) - m * m).max(0.0).sqrt())
+            .map(|s| if s > 1e-6 { s } else { 1.0 })
+            .collect::<Vec<_>>();
+        (
+            mean.iter().map(|&m| m as f32).collect(),
+            std.iter().map(|&s| s as f32).collect(),
+        )
+    }
+}
