@@ -4,6 +4,11 @@
 //! [`mixup::MixPlan`] per batch and runs a [`models::Classifier`] with it) → [`eval`] →
 //! [`report`]. [`mixup`] knows no dataset and [`models`] know no files.
 
+pub mod bench;
 pub mod data;
+pub mod eval;
+pub mod fsio;
 pub mod mixup;
 pub mod models;
+pub mod report;
+pub mod train;

@@ -1,1 +1,44 @@
-fn main() {}
+//! `mmix`: the command line. Errors from the library arrive here and leave as one line.
+
+mod cli;
+
+use clap::Parser;
+
+use cli::args::{Cli, Command, DataCommand, DemoArgs};
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command.unwrap_or(Command::Demo(DemoArgs {
+        out: None,
+        epochs: 6,
+        seed: 0,
+        device: "cpu".into(),
+    })) {
+        Command::Train(args) => {
+            let result = cli::train::run(&args, false)?;
+            cli::train::print_result(&result);
+            if result.interrupted {
+                return Ok(cli::train::INTERRUPTED_EXIT);
+            }
+        }
+        Command::Eval(args) => cli::commands::eval(&args)?,
+        Command::Compare(args) => cli::commands::compare(&args)?,
+        Command::Demo(args) => cli::commands::demo(&args)?,
+        Command::Models => cli::commands::models()?,
+        Command::Data {
+            command: DataCommand::Inspect(args),
+        } => cli::commands::inspect(&args)?,
+        Command::Bench(args) => cli::commands::bench(&args)?,
+    }
+    Ok(0)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}

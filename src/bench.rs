@@ -1,0 +1,191 @@
+//! Measurements of the train step and of the data pipeline, for `mmix bench`.
+
+use std::time::Instant;
+
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
+use serde::Serialize;
+
+use crate::data::{Augmentation, ImageSet, Normalization, make_batch};
+use crate::mixup::{Loss, MixConfig, MixMode, TensorMix, mixed_loss, soft_targets};
+use crate::models::{ModelConfig, ModelError, ModelKind};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StepBench {
+    pub model: String,
+    pub width: usize,
+    pub batch: usize,
+    pub mix: String,
+    pub device: String,
+    pub threads: usize,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub images_per_second: f64,
+    pub peak_rss_mb: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DataBench {
+    pub dataset: String,
+    pub batch: usize,
+    pub batches: usize,
+    pub images_per_second: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (0 where unavailable).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn summarise(mut times: Vec<f64>) -> (f64, f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let median = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    };
+    (median, times[0], times[times.len() - 1])
+}
+
+pub struct StepBenchConfig {
+    pub model: ModelKind,
+    pub width: usize,
+    pub batch: usize,
+    pub mix: MixMode,
+    pub channels: usize,
+    pub image_size: usize,
+    pub classes: usize,
+    pub steps: usize,
+    pub warmup: usize,
+}
+
+/// Times full train steps (plan, mixed forward, backward, SGD update, loss to the host) on
+/// random input of the model's shape.
+pub fn bench_step(
+    config: &StepBenchConfig,
+    device: &Device,
+    device_name: &str,
+) -> Result<StepBench, ModelError> {
+    device.seed(0);
+    let train_device = device.clone().autodiff();
+    let mut model = ModelConfig::new(
+        config.model,
+        config.channels,
+        config.image_size,
+        config.classes,
+    )
+    .with_width(config.width)
+    .init(&train_device)?;
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new()
+                .with_dampening(0.0)
+                .with_nesterov(true),
+        ))
+        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
+        .init();
+    let mix = MixConfig {
+        mode: config.mix,
+        alpha: 2.0,
+        mix_points: config.model.paper_mix_points(),
+        layer_weights: vec![],
+    };
+    let mut rng = ChaCha12Rng::seed_from_u64(0);
+    let shape = [
+        config.batch,
+        config.channels,
+        config.image_size,
+        config.image_size,
+    ];
+    let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &train_device);
+    let labels: Vec<usize> = (0..config.batch)
+        .map(|_| rng.random_range(0..config.classes))
+        .collect();
+    let mut times = Vec::with_capacity(config.steps);
+    for step in 0..config.warmup + config.steps {
+        let started = Instant::now();
+        let plan = mix.draw(&mut rng, config.batch);
+        let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
+        let targets = soft_targets(&labels, plan.as_ref(), config.classes, 0.0);
+        let targets = Tensor::from_data(
+            TensorData::new(targets, [config.batch, config.classes]),
+            &train_device,
+        );
+        let logits = model.forward(images.clone(), tensor_mix.as_ref());
+        let loss = mixed_loss(logits, targets, Loss::SoftCe);
+        let _ = loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.01, model, grads);
+        // Wait for the update itself, not only its enqueueing, on asynchronous devices.
+        let _ = device.sync();
+        if step >= config.warmup {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let (median, min, max) = summarise(times);
+    Ok(StepBench {
+        model: config.model.to_string(),
+        width: config.width,
+        batch: config.batch,
+        mix: config.mix.to_string(),
+        device: device_name.to_string(),
+        threads: rayon::current_num_threads(),
+        median_ms: median,
+        min_ms: min,
+        max_ms: max,
+        images_per_second: config.batch as f64 * 1e3 / median,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Times the data pipeline alone: shuffled batches with augmentation and normalisation.
+pub fn bench_data(
+    set: &ImageSet,
+    normalization: &Normalization,
+    augmentation: &Augmentation,
+    batch: usize,
+    batches: usize,
+    dataset: &str,
+) -> DataBench {
+    let mut rng = ChaCha12Rng::seed_from_u64(0);
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    let started = Instant::now();
+    let mut images = 0;
+    for b in 0..batches {
+        if (b * batch) % set.len() + batch > set.len() {
+            rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+        }
+        let start = (b * batch) % set.len();
+        let end = (start + batch).min(set.len());
+        let out = make_batch(
+            set,
+            &order[start..end],
+            normalization,
+            Some((augmentation, &mut rng)),
+        );
+        images += out.len();
+        std::hint::black_box(&out.images);
+    }
+    DataBench {
+        dataset: dataset.to_string(),
+        batch,
+        batches,
+        images_per_second: images as f64 / started.elapsed().as_secs_f64(),
+        peak_rss_mb: peak_rss_mb(),
+    }
+}

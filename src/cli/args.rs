@@ -1,0 +1,210 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use manifold_mixup::mixup::{Loss, MixMode};
+
+#[derive(Parser)]
+#[command(
+    name = "mmix",
+    version,
+    about = "Manifold Mixup training, evaluation and comparison on Burn"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a classifier with no, input or manifold mixup; writes a run folder.
+    Train(TrainArgs),
+    /// Re-evaluate a run's latest checkpoint and print the metrics as JSON.
+    Eval(EvalArgs),
+    /// Compare runs: a Markdown table and an overlay of test-accuracy curves.
+    Compare(CompareArgs),
+    /// Train a small CNN twice on the embedded Fashion-MNIST subset, without and with
+    /// manifold mixup, and compare (what `cargo run --release` runs).
+    Demo(DemoArgs),
+    /// List the models with their mix points and paper mix sets.
+    Models,
+    /// Inspect datasets.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Time the train step (or, with --data, the data pipeline) and print one JSON line.
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Counts per split and class, image shape, mean/std, and a PNG grid of samples.
+    Inspect(InspectArgs),
+}
+
+/// Every training option; each may also come from `--config run.toml` (flags win).
+#[derive(Args, Deserialize, Default, Clone, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrainArgs {
+    /// fashion-mnist-mini (embedded), fashion-mnist, mnist, cifar10, cifar100 or folder.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Dataset folder (default: $MMIX_DATA/<dataset>, or Debian's for fashion-mnist).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Image size for folder datasets.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// preactresnet18|34|50|101|152, wrn-<depth>-<k>, resnet50, small-cnn or mlp.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Base width (default: the model's own).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// cpu, cuda[:N] or wgpu[:N].
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long, value_enum)]
+    pub mix: Option<MixMode>,
+    /// Beta(α, α) parameter (default 2.0 for manifold, 1.0 for input mixup).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Eligible mix points, e.g. 0,1,2 (default: the model's paper set).
+    #[arg(long, value_delimiter = ',')]
+    pub mix_layers: Option<Vec<usize>>,
+    /// Relative weights for drawing the mix point, one per --mix-layers entry.
+    #[arg(long, value_delimiter = ',')]
+    pub layer_weights: Option<Vec<f64>>,
+    #[arg(long, value_enum)]
+    pub loss: Option<Loss>,
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Nesterov momentum (default true); `--nesterov false` turns it off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub nesterov: Option<bool>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// step:E1,E2,... or cosine (default: step at 50% and 75% of the epochs).
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Step-decay factor.
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep this many training examples (stratified).
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Keep this many training examples per class.
+    #[arg(long)]
+    pub labels_per_class: Option<usize>,
+    /// Hold this many training examples out for validation (stratified).
+    #[arg(long)]
+    pub valid_split: Option<usize>,
+    /// Turn off random crops and flips.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub no_augment: Option<bool>,
+    /// Run folder (default: runs/<model>-<dataset>-<mix>-s<seed>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder from its latest checkpoint.
+    #[arg(long)]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// A TOML file with any of these options (flags win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// test, valid or train.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Run folders.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write the overlay of test-accuracy curves.
+    #[arg(long, default_value = "compare.png")]
+    pub plot: PathBuf,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Parent folder of the two runs (default: the first free runs/demo, runs/demo-1, ...).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 6)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[arg(long, default_value = "fashion-mnist-mini")]
+    pub dataset: String,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Where to write samples.png (default: runs/inspect-<dataset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Show the samples after augmentation.
+    #[arg(long)]
+    pub augment: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "preactresnet18")]
+    pub model: String,
+    #[arg(long)]
+    pub width: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value = "manifold")]
+    pub mix: MixMode,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Input channels and size of the random batch (CIFAR layout by default).
+    #[arg(long, default_value_t = 3)]
+    pub channels: usize,
+    #[arg(long, default_value_t = 32)]
+    pub image_size: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Measure the data pipeline instead, on this dataset.
+    #[arg(long)]
+    pub data: bool,
+    #[arg(long, default_value = "fashion-mnist-mini")]
+    pub dataset: String,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}

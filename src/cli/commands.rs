@@ -1,0 +1,334 @@
+//! The smaller subcommands: eval, compare, demo, models, data inspect and bench.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+
+use manifold_mixup::bench::{StepBenchConfig, bench_data, bench_step};
+use manifold_mixup::data::{self, DatasetName, ImageSet, LoadOptions, Normalization, make_batch};
+use manifold_mixup::mixup::MixMode;
+use manifold_mixup::models::ModelKind;
+use manifold_mixup::report;
+use manifold_mixup::train::{self, checkpoint, parse_device};
+
+use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, InspectArgs, TrainArgs};
+use super::train as train_cmd;
+
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let mut config = train_cmd::load_saved_config(&args.dir)?;
+    if let Some(device) = &args.device {
+        config.device = device.clone();
+    }
+    let device = parse_device(&config.device).map_err(|e| anyhow!(e))?;
+    let data = train::prepare_data(&config)?;
+    let set = match args.split.as_str() {
+        "test" => &data.dataset.test,
+        "train" => &data.train,
+        "valid" => data
+            .valid
+            .as_ref()
+            .ok_or_else(|| anyhow!("the run in {} has no validation split", args.dir.display()))?,
+        other => bail!("unknown --split '{other}': expected test, valid or train"),
+    };
+    let folder = checkpoint::latest(&args.dir.join("checkpoint"))?
+        .ok_or_else(|| anyhow!("{} has no checkpoint yet", args.dir.display()))?;
+    let model = checkpoint::load_model(&folder, train::build_model(&config, &data, &device)?)?;
+    let metrics = train::evaluate(
+        &model,
+        set,
+        &data.normalization,
+        config.eval_batch_size,
+        &device,
+    );
+    let out = serde_json::json!({
+        "run": args.dir,
+        "checkpoint": folder,
+        "split": args.split,
+        "accuracy": metrics.accuracy,
+        "nll": metrics.nll,
+        "ece": metrics.ece,
+        "examples": metrics.count,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+pub fn compare(args: &CompareArgs) -> Result<()> {
+    let rows = args
+        .dirs
+        .iter()
+        .map(|dir| report::load_run(dir).map_err(|e| anyhow!(e)))
+        .collect::<Result<Vec<_>>>()?;
+    print!("{}", report::compare_table(&rows));
+    let curves: Vec<(String, Vec<train::EpochRecord>)> = rows
+        .iter()
+        .map(|r| {
+            let label = format!("{} {} seed {}", r.config.model, r.config.mix, r.config.seed);
+            (label, r.history.clone())
+        })
+        .collect();
+    report::plot_overlay(&args.plot, &curves)
+        .with_context(|| format!("cannot write {}", args.plot.display()))?;
+    println!("\ntest-accuracy curves: {}", args.plot.display());
+    Ok(())
+}
+
+fn first_free(base: &Path) -> PathBuf {
+    (0..)
+        .map(|i| {
+            if i == 0 {
+                base.to_path_buf()
+            } else {
+                PathBuf::from(format!("{}-{i}", base.display()))
+            }
+        })
+        .find(|p| !p.exists())
+        .expect("some suffix is free")
+}
+
+pub fn demo(args: &DemoArgs) -> Result<()> {
+    let root = match &args.out {
+        Some(dir) => {
+            if dir.exists() {
+                bail!("{} already exists; choose another --out", dir.display());
+            }
+            dir.clone()
+        }
+        None => first_free(Path::new("runs/demo")),
+    };
+    println!(
+        "demo: small-cnn on the embedded Fashion-MNIST subset (6,000 train / 1,000 test), {} epochs, seed {}, without and with manifold mixup\n",
+        args.epochs, args.seed
+    );
+    let mut dirs = Vec::new();
+    for mix in [MixMode::None, MixMode::Manifold] {
+        let dir = root.join(mix.to_string());
+        let args = TrainArgs {
+            dataset: Some("fashion-mnist-mini".into()),
+            model: Some("small-cnn".into()),
+            mix: Some(mix),
+            epochs: Some(args.epochs),
+            seed: Some(args.seed),
+            lr: Some(0.05),
+            device: Some(args.device.clone()),
+            out: Some(dir.clone()),
+            ..Default::default()
+        };
+        let result = train_cmd::run(&args, false)?;
+        train_cmd::print_result(&result);
+        if result.interrupted {
+            std::process::exit(train_cmd::INTERRUPTED_EXIT);
+        }
+        println!();
+        dirs.push(dir);
+    }
+    let plot = root.join("compare.png");
+    compare(&CompareArgs {
+        dirs: dirs.clone(),
+        plot,
+    })?;
+    println!(
+        "per-run curves: {} and {}",
+        dirs[0].join("curves.png").display(),
+        dirs[1].join("curves.png").display()
+    );
+    println!(
+        "one seed and {} epochs on a 6,000-image subset: a smoke test of the pipeline, not evidence for either method",
+        args.epochs
+    );
+    Ok(())
+}
+
+pub fn models() -> Result<()> {
+    println!("| model | mix points | paper set | default width |\n|---|---|---|---|");
+    for name in ModelKind::EXAMPLES {
+        let kind: ModelKind = name.parse()?;
+        let points: Vec<String> = kind
+            .mix_points()
+            .iter()
+            .map(|p| format!("{} {}", p.index, p.name))
+            .collect();
+        println!(
+            "| {} | {} | {:?} | {} |",
+            if name == "wrn-28-10" {
+                "wrn-<depth>-<k> (e.g. wrn-28-10)"
+            } else {
+                name
+            },
+            points.join(", "),
+            kind.paper_mix_points(),
+            kind.default_width()
+        );
+    }
+    Ok(())
+}
+
+/// A grid of up to eight samples per class (rows), scaled ×2.
+fn sample_grid(
+    set: &ImageSet,
+    classes: usize,
+    normalization: Option<(&Normalization, u64)>,
+) -> image::RgbImage {
+    const PER_CLASS: usize = 8;
+    const SCALE: usize = 2;
+    let size = set.size;
+    let cell = size * SCALE + 2;
+    let mut grid = image::RgbImage::from_pixel(
+        (PER_CLASS * cell) as u32,
+        (classes * cell) as u32,
+        image::Rgb([255, 255, 255]),
+    );
+    let mut rng = normalization.map(|(_, seed)| ChaCha12Rng::seed_from_u64(seed));
+    for class in 0..classes {
+        let members: Vec<usize> = (0..set.len())
+            .filter(|&i| set.labels[i] == class)
+            .take(PER_CLASS)
+            .collect();
+        for (col, &index) in members.iter().enumerate() {
+            let pixels: Vec<u8> = match (&normalization, rng.as_mut()) {
+                (Some((norm, _)), Some(rng)) => {
+                    // Undo the normalisation so augmented samples show as images again.
+                    let aug = data::Augmentation {
+                        crop_padding: if size >= 32 { 4 } else { 2 },
+                        horizontal_flip: true,
+                    };
+                    let batch = make_batch(set, &[index], norm, Some((&aug, rng)));
+                    let plane = size * size;
+                    batch
+                        .images
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let c = i / plane;
+                            ((v * norm.std[c] + norm.mean[c]) * 255.0)
+                                .round()
+                                .clamp(0.0, 255.0) as u8
+                        })
+                        .collect()
+                }
+                _ => set.image(index).to_vec(),
+            };
+            let plane = size * size;
+            for y in 0..size * SCALE {
+                for x in 0..size * SCALE {
+                    let p = (y / SCALE) * size + x / SCALE;
+                    let rgb = if set.channels == 3 {
+                        [pixels[p], pixels[plane + p], pixels[2 * plane + p]]
+                    } else {
+                        [pixels[p]; 3]
+                    };
+                    grid.put_pixel(
+                        (col * cell + 1 + x) as u32,
+                        (class * cell + 1 + y) as u32,
+                        image::Rgb(rgb),
+                    );
+                }
+            }
+        }
+    }
+    grid
+}
+
+pub fn inspect(args: &InspectArgs) -> Result<()> {
+    let name: DatasetName = args.dataset.parse()?;
+    let dataset = data::load(
+        name,
+        &LoadOptions {
+            data_dir: args.data_dir.clone(),
+            ..Default::default()
+        },
+    )?;
+    let classes = dataset.classes();
+    let (mean, std) = dataset.train.channel_stats();
+    println!("dataset {} from {}", dataset.name, dataset.source);
+    println!(
+        "image shape: {} × {} × {} (channels × height × width)",
+        dataset.train.channels, dataset.train.size, dataset.train.size
+    );
+    println!("training mean {mean:.4?} std {std:.4?} (pixels scaled to [0, 1])");
+    println!("default augmentation: {:?}", dataset.default_augmentation());
+    let train_counts = dataset.train.class_counts(classes);
+    let test_counts = dataset.test.class_counts(classes);
+    println!("| class | name | train | test |\n|---|---|---|---|");
+    for c in 0..classes {
+        println!(
+            "| {c} | {} | {} | {} |",
+            dataset.class_names[c], train_counts[c], test_counts[c]
+        );
+    }
+    println!(
+        "| all | | {} | {} |",
+        dataset.train.len(),
+        dataset.test.len()
+    );
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("inspect-{}", dataset.name)));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let normalization = Normalization { mean, std };
+    let grid = sample_grid(
+        &dataset.train,
+        classes.min(20),
+        args.augment.then_some((&normalization, args.seed)),
+    );
+    let mut png = std::io::Cursor::new(Vec::new());
+    grid.write_to(&mut png, image::ImageFormat::Png)?;
+    let path = out.join("samples.png");
+    manifold_mixup::fsio::write_atomic(&path, png.get_ref())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "samples (one row per class{}): {}",
+        if args.augment { ", augmented" } else { "" },
+        path.display()
+    );
+    Ok(())
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    if args.data {
+        let name: DatasetName = args.dataset.parse()?;
+        let dataset = data::load(
+            name,
+            &LoadOptions {
+                data_dir: args.data_dir.clone(),
+                ..Default::default()
+            },
+        )?;
+        let (mean, std) = dataset.train.channel_stats();
+        let result = bench_data(
+            &dataset.train,
+            &Normalization { mean, std },
+            &dataset.default_augmentation(),
+            args.batch_size,
+            args.steps.max(1) * 10,
+            &dataset.name.to_string(),
+        );
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let kind: ModelKind = args.model.parse()?;
+    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    let config = StepBenchConfig {
+        model: kind,
+        width: args.width.unwrap_or_else(|| kind.default_width()),
+        batch: args.batch_size,
+        mix: args.mix,
+        channels: args.channels,
+        image_size: args.image_size,
+        classes: 10,
+        steps: args.steps,
+        warmup: args.warmup,
+    };
+    if config.batch == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let result = bench_step(&config, &device, &args.device)?;
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}

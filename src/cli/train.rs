@@ -1,0 +1,353 @@
+//! `mmix train`: resolve the configuration, prepare the run folder, train with progress,
+//! and handle interrupts.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use manifold_mixup::data::{DatasetName, SplitConfig};
+use manifold_mixup::fsio::write_atomic;
+use manifold_mixup::mixup::{Loss, MixMode};
+use manifold_mixup::models::ModelKind;
+use manifold_mixup::report::{self, Summary};
+use manifold_mixup::train::{
+    self, EpochRecord, Progress, RunData, RunOutcome, Schedule, TrainConfig, parse_device,
+};
+
+use super::args::TrainArgs;
+
+/// Exit status of a run stopped by SIGINT, as shells expect.
+pub const INTERRUPTED_EXIT: i32 = 130;
+
+/// Flags win over the TOML file; what neither gives takes the paper's defaults.
+pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+    let file: TrainArgs = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --config {}", path.display()))?;
+            toml::from_str(&text)
+                .map_err(|e| anyhow!("{}: {}", path.display(), e.message().trim_end()))?
+        }
+        None => TrainArgs::default(),
+    };
+    macro_rules! pick {
+        ($field:ident) => {
+            args.$field.clone().or(file.$field.clone())
+        };
+    }
+    let dataset: DatasetName = pick!(dataset)
+        .unwrap_or_else(|| "fashion-mnist-mini".into())
+        .parse()?;
+    let model: ModelKind = pick!(model).unwrap_or_else(|| "small-cnn".into()).parse()?;
+    let mix = pick!(mix).unwrap_or(MixMode::Manifold);
+    let epochs = pick!(epochs).unwrap_or(30);
+    let schedule = match pick!(schedule) {
+        Some(text) => Schedule::parse(&text, epochs).map_err(|e| anyhow!(e))?,
+        None => Schedule::default_for(epochs),
+    };
+    let default_alpha = if mix == MixMode::Input { 1.0 } else { 2.0 };
+    let config = TrainConfig {
+        dataset,
+        data_dir: pick!(data_dir),
+        image_size: pick!(image_size).unwrap_or(32),
+        model,
+        width: pick!(width).unwrap_or_else(|| model.default_width()),
+        device: pick!(device).unwrap_or_else(|| "cpu".into()),
+        mix,
+        alpha: pick!(alpha).unwrap_or(default_alpha),
+        mix_layers: pick!(mix_layers).unwrap_or_else(|| model.paper_mix_points()),
+        layer_weights: pick!(layer_weights).unwrap_or_default(),
+        loss: pick!(loss).unwrap_or(Loss::SoftCe),
+        label_smoothing: pick!(label_smoothing).unwrap_or(0.0),
+        epochs,
+        batch_size: pick!(batch_size).unwrap_or(100),
+        lr: pick!(lr).unwrap_or(0.1),
+        momentum: pick!(momentum).unwrap_or(0.9),
+        nesterov: pick!(nesterov).unwrap_or(true),
+        weight_decay: pick!(weight_decay).unwrap_or(1e-4),
+        schedule,
+        gamma: pick!(gamma).unwrap_or(0.1),
+        seed: pick!(seed).unwrap_or(0),
+        split: SplitConfig {
+            valid_split: pick!(valid_split).unwrap_or(0),
+            train_subset: pick!(train_subset),
+            labels_per_class: pick!(labels_per_class),
+        },
+        augment: !pick!(no_augment).unwrap_or(false),
+        eval_batch_size: 500,
+    };
+    config.validate().map_err(|e| anyhow!(e))?;
+    Ok(config)
+}
+
+fn default_out(config: &TrainConfig) -> PathBuf {
+    PathBuf::from("runs").join(format!(
+        "{}-{}-{}-s{}",
+        config.model, config.dataset, config.mix, config.seed
+    ))
+}
+
+/// Flags that would change a saved run; `--resume` takes the run's own configuration.
+fn reject_flags_with_resume(args: &TrainArgs) -> Result<()> {
+    let given = TrainArgs {
+        resume: None,
+        device: None,
+        ..args.clone()
+    };
+    let untouched = format!("{:?}", TrainArgs::default());
+    if format!("{given:?}") != untouched {
+        bail!(
+            "--resume continues a run with its saved config.json; only --device may be given with it"
+        );
+    }
+    Ok(())
+}
+
+fn config_json(config: &TrainConfig, data: &RunData) -> serde_json::Value {
+    json!({
+        "train": config,
+        "crate_version": env!("CARGO_PKG_VERSION"),
+        "dataset": {
+            "source": data.dataset.source,
+            "classes": data.dataset.class_names,
+            "image_shape": [data.train.channels, data.train.size, data.train.size],
+            "train_examples": data.train.len(),
+            "valid_examples": data.valid.as_ref().map_or(0, |v| v.len()),
+            "test_examples": data.dataset.test.len(),
+            "normalization": data.normalization,
+            "augmentation": data.augmentation,
+        },
+    })
+}
+
+pub fn load_saved_config(dir: &Path) -> Result<TrainConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{} is not an mmix run folder: cannot read {}",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    serde_json::from_value(value["train"].clone())
+        .with_context(|| format!("{}: not an mmix run configuration", path.display()))
+}
+
+fn epoch_line(record: &EpochRecord, epochs: usize) -> String {
+    let valid = record
+        .valid
+        .map(|v| format!(" valid_acc {:.2}%", v.accuracy * 100.0))
+        .unwrap_or_default();
+    format!(
+        "epoch {:>3}/{epochs} lr {:.4} train_loss {:.4} train_acc {:.2}%{valid} test_acc {:.2}% test_nll {:.4} test_ece {:.2}% {:.0} img/s {:.1}s",
+        record.epoch,
+        record.lr,
+        record.train_loss,
+        record.train_acc * 100.0,
+        record.test.accuracy * 100.0,
+        record.test.nll,
+        record.test.ece * 100.0,
+        record.images_per_second,
+        record.seconds
+    )
+}
+
+fn install_interrupt_handler() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    // A second Ctrl-C leaves at once; the last committed checkpoint is intact either way.
+    let _ = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(INTERRUPTED_EXIT);
+        }
+        eprintln!(
+            "\ninterrupt: finishing this batch and writing a checkpoint (Ctrl-C again to quit now)"
+        );
+    });
+    flag
+}
+
+/// What a finished (or interrupted) train command reports back.
+pub struct TrainResult {
+    pub dir: PathBuf,
+    pub summary: Summary,
+    pub interrupted: bool,
+}
+
+pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
+    let (config, dir, resuming) = match &args.resume {
+        Some(dir) => {
+            reject_flags_with_resume(args)?;
+            let mut config = load_saved_config(dir)?;
+            if let Some(device) = &args.device {
+                config.device = device.clone();
+            }
+            (config, dir.clone(), true)
+        }
+        None => {
+            let config = resolve(args)?;
+            let dir = args.out.clone().unwrap_or_else(|| default_out(&config));
+            if dir.join("config.json").exists() {
+                bail!(
+                    "{} already holds a run; continue it with `mmix train --resume {}` or choose another --out",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            (config, dir, false)
+        }
+    };
+    let device = parse_device(&config.device).map_err(|e| anyhow!(e))?;
+    let data = train::prepare_data(&config)?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    if !resuming {
+        let text = serde_json::to_vec_pretty(&config_json(&config, &data))?;
+        write_atomic(&dir.join("config.json"), &text)
+            .with_context(|| format!("cannot write {}", dir.join("config.json").display()))?;
+    }
+    let log_path = dir.join("train.log");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let note = if resuming { "resumed" } else { "started" };
+    let headline = format!(
+        "{note} {} on {} ({} train / {} valid / {} test), mix {} α={} layers {:?}, {} epochs, seed {}, device {}",
+        config.model,
+        config.dataset,
+        data.train.len(),
+        data.valid.as_ref().map_or(0, |v| v.len()),
+        data.dataset.test.len(),
+        config.mix,
+        config.alpha,
+        config.mix_layers,
+        config.epochs,
+        config.seed,
+        config.device
+    );
+    println!("{headline} → {}", dir.display());
+    writeln!(log, "{headline}").ok();
+
+    let interactive = std::io::stdout().is_terminal() && !quiet_bar;
+    let bar = interactive.then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} batches, ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let interrupt = install_interrupt_handler();
+    let epochs = config.epochs;
+    let mut progress = |event: Progress| match event {
+        Progress::EpochStart { epoch, batches } => {
+            if let Some(bar) = &bar {
+                bar.reset();
+                bar.set_length(batches as u64);
+                bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+            }
+        }
+        Progress::Batch { done, loss, .. } => {
+            if let Some(bar) = &bar {
+                bar.set_position(done as u64);
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+        }
+        Progress::EpochEnd(record) => {
+            let line = epoch_line(record, epochs);
+            match &bar {
+                Some(bar) => bar.println(&line),
+                None => println!("{line}"),
+            }
+            writeln!(log, "{line}").ok();
+        }
+    };
+    let mut write_reports = |state: &train::RunState| {
+        report::write_run_reports(&dir, &config, state).map_err(|e| train::TrainError::Io {
+            path: dir.clone(),
+            source: e,
+        })
+    };
+    let outcome = train::run_training(
+        &config,
+        &data,
+        &device,
+        &dir.join("checkpoint"),
+        &interrupt,
+        &mut progress,
+        &mut write_reports,
+    );
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let (state, interrupted) = match outcome {
+        Ok(RunOutcome::Finished(state)) => (state, false),
+        Ok(RunOutcome::Interrupted(state)) => (state, true),
+        Err(e) => {
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log_path)
+                .ok();
+            if let Some(log) = log.as_mut() {
+                writeln!(log, "error: {e}").ok();
+            }
+            return Err(e).with_context(|| format!("run {}", dir.display()));
+        }
+    };
+    report::write_run_reports(&dir, &config, &state)
+        .with_context(|| format!("cannot write the reports in {}", dir.display()))?;
+    let summary = report::summary(&config, &state);
+    Ok(TrainResult {
+        dir,
+        summary,
+        interrupted,
+    })
+}
+
+pub fn print_result(result: &TrainResult) {
+    let s = &result.summary;
+    if result.interrupted {
+        println!(
+            "interrupted after {} of {} epochs; continue with `mmix train --resume {}`",
+            s.epochs_done,
+            s.epochs,
+            result.dir.display()
+        );
+        return;
+    }
+    if let Some(f) = &s.final_metrics {
+        println!(
+            "final: test_acc {:.2}% test_nll {:.4} test_ece {:.2}%",
+            f.test_acc * 100.0,
+            f.test_nll,
+            f.test_ece * 100.0
+        );
+    }
+    match &s.best_valid {
+        Some(b) => println!(
+            "best valid: epoch {} valid_acc {:.2}% (test_acc {:.2}% at that epoch)",
+            b.epoch,
+            b.valid_acc * 100.0,
+            b.test_acc * 100.0
+        ),
+        None => println!("best valid: none (no --valid-split)"),
+    }
+    println!(
+        "{:.0}s of training at {:.0} img/s; outputs in {}",
+        s.train_seconds,
+        s.train_images_per_second,
+        result.dir.display()
+    );
+}

@@ -1,0 +1,112 @@
+//! Evaluation metrics computed from logits on the host: accuracy, NLL and expected
+//! calibration error.
+
+use serde::{Deserialize, Serialize};
+
+pub const ECE_BINS: usize = 15;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub accuracy: f64,
+    pub nll: f64,
+    pub ece: f64,
+    pub count: usize,
+}
+
+/// Accumulates predictions batch by batch.
+#[derive(Clone, Debug)]
+pub struct MetricsAccumulator {
+    correct: usize,
+    nll_sum: f64,
+    count: usize,
+    bin_confidence: [f64; ECE_BINS],
+    bin_correct: [usize; ECE_BINS],
+    bin_count: [usize; ECE_BINS],
+}
+
+impl Default for MetricsAccumulator {
+    fn default() -> Self {
+        Self {
+            correct: 0,
+            nll_sum: 0.0,
+            count: 0,
+            bin_confidence: [0.0; ECE_BINS],
+            bin_correct: [0; ECE_BINS],
+            bin_count: [0; ECE_BINS],
+        }
+    }
+}
+
+impl MetricsAccumulator {
+    /// Adds a batch of row-major `logits` (`labels.len()` rows) and their labels.
+    pub fn add(&mut self, logits: &[f32], labels: &[usize]) {
+        let classes = logits.len() / labels.len().max(1);
+        for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = row.iter().map(|&z| (z as f64 - max).exp()).sum();
+            let log_sum = max + sum.ln();
+            let (predicted, &best) = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+                .expect("at least one class");
+            let confidence = (best as f64 - log_sum).exp();
+            let hit = predicted == label;
+            self.correct += hit as usize;
+            self.nll_sum += log_sum - row[label] as f64;
+            self.count += 1;
+            let bin = ((confidence * ECE_BINS as f64).ceil() as usize).clamp(1, ECE_BINS) - 1;
+            self.bin_confidence[bin] += confidence;
+            self.bin_correct[bin] += hit as usize;
+            self.bin_count[bin] += 1;
+        }
+    }
+
+    pub fn finish(&self) -> Metrics {
+        let n = self.count.max(1) as f64;
+        let ece = (0..ECE_BINS)
+            .filter(|&b| self.bin_count[b] > 0)
+            .map(|b| {
+                let count = self.bin_count[b] as f64;
+                let gap = self.bin_correct[b] as f64 / count - self.bin_confidence[b] / count;
+                gap.abs() * count / n
+            })
+            .sum();
+        Metrics {
+            accuracy: self.correct as f64 / n,
+            nll: self.nll_sum / n,
+            ece,
+            count: self.count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_nll_and_ece_match_hand_computation() {
+        let mut acc = MetricsAccumulator::default();
+        // Row 0: p = (0.75, 0.25), correct. Row 1: uniform over 2, label 1: argmax ties go to
+        // the first class, so it is wrong with confidence 0.5.
+        acc.add(&[(3f32).ln(), 0.0, 0.0, 0.0], &[0, 1]);
+        let m = acc.finish();
+        assert_eq!(m.count, 2);
+        assert!((m.accuracy - 0.5).abs() < 1e-12);
+        let nll = (-(0.75f64).ln() - (0.5f64).ln()) / 2.0;
+        assert!((m.nll - nll).abs() < 1e-6, "{} vs {nll}", m.nll);
+        // Bins: 0.75 → bin 11 (accuracy 1), 0.5 → bin 7 (accuracy 0).
+        let ece = 0.5 * (1.0 - 0.75) + 0.5 * 0.5;
+        assert!((m.ece - ece).abs() < 1e-6, "{} vs {ece}", m.ece);
+    }
+
+    #[test]
+    fn perfectly_confident_and_right_is_calibrated() {
+        let mut acc = MetricsAccumulator::default();
+        acc.add(&[50.0, 0.0, 0.0, 50.0], &[0, 1]);
+        let m = acc.finish();
+        assert_eq!(m.accuracy, 1.0);
+        assert!(m.ece < 1e-6 && m.nll < 1e-6);
+    }
+}

@@ -1,0 +1,122 @@
+//! `mmix compare`: a Markdown table over runs, with mean ± std over runs that differ only in
+//! their seed.
+
+use std::path::Path;
+
+use crate::train::{EpochRecord, RunState, TrainConfig};
+
+use super::{Summary, summary};
+
+/// One run as read back from its folder.
+pub struct CompareRow {
+    pub dir: String,
+    pub config: TrainConfig,
+    pub summary: Summary,
+    pub history: Vec<EpochRecord>,
+}
+
+/// Reads a run folder's `config.json` and its latest checkpoint state.
+pub fn load_run(dir: &Path) -> Result<CompareRow, String> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| {
+        format!(
+            "{}: {e} (is this an mmix run folder?)",
+            config_path.display()
+        )
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let config: TrainConfig = serde_json::from_value(value["train"].clone())
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let checkpoint_dir = dir.join("checkpoint");
+    let folder = crate::train::checkpoint::latest(&checkpoint_dir)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: the run has no finished epoch yet", dir.display()))?;
+    let state_path = folder.join("state.json");
+    let text = std::fs::read_to_string(&state_path)
+        .map_err(|e| format!("{}: {e}", state_path.display()))?;
+    let state: RunState =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", state_path.display()))?;
+    Ok(CompareRow {
+        dir: dir.display().to_string(),
+        summary: summary(&config, &state),
+        history: state.history,
+        config,
+    })
+}
+
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+fn cell(values: &[f64], scale: f64, digits: usize) -> String {
+    if values.is_empty() {
+        return "–".into();
+    }
+    let (mean, std) = mean_std(values);
+    if values.len() == 1 {
+        format!("{:.*}", digits, mean * scale)
+    } else {
+        format!("{:.*} ± {:.*}", digits, mean * scale, digits, std * scale)
+    }
+}
+
+/// Groups runs whose configurations differ only in the seed, in first-seen order.
+pub fn compare_table(rows: &[CompareRow]) -> String {
+    let mut groups: Vec<(TrainConfig, Vec<&CompareRow>)> = Vec::new();
+    for row in rows {
+        let mut key = row.config.clone();
+        key.seed = 0;
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(row),
+            None => groups.push((key, vec![row])),
+        }
+    }
+    let mut out = String::from(
+        "| model | mix | α | runs | final test acc (%) | test NLL | test ECE (%) | best-valid test acc (%) | epochs | train time (s) |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (config, members) in groups {
+        let finals: Vec<_> = members
+            .iter()
+            .filter_map(|r| r.summary.final_metrics.clone())
+            .collect();
+        let pick =
+            |f: &dyn Fn(&super::FinalMetrics) -> f64| finals.iter().map(f).collect::<Vec<_>>();
+        let best: Vec<f64> = members
+            .iter()
+            .filter_map(|r| r.summary.best_valid.as_ref().map(|b| b.test_acc))
+            .collect();
+        let times: Vec<f64> = members.iter().map(|r| r.summary.train_seconds).collect();
+        let epochs: Vec<String> = members
+            .iter()
+            .map(|r| r.summary.epochs_done.to_string())
+            .collect();
+        let mut epochs_cell = epochs.clone();
+        epochs_cell.dedup();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            config.model,
+            config.mix,
+            if config.mix == crate::mixup::MixMode::None {
+                "–".to_string()
+            } else {
+                config.alpha.to_string()
+            },
+            members.len(),
+            cell(&pick(&|f| f.test_acc), 100.0, 2),
+            cell(&pick(&|f| f.test_nll), 1.0, 4),
+            cell(&pick(&|f| f.test_ece), 100.0, 2),
+            cell(&best, 100.0, 2),
+            epochs_cell.join("/"),
+            cell(&times, 1.0, 0),
+        ));
+    }
+    out
+}

@@ -1,0 +1,129 @@
+//! What a run leaves behind for people: `metrics.csv`, `summary.json`, `curves.png`, and the
+//! comparison of several runs.
+
+mod compare;
+mod plot;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use compare::{CompareRow, compare_table, load_run};
+pub use plot::{plot_curves, plot_overlay};
+
+use crate::eval::Metrics;
+use crate::train::{EpochRecord, RunState, TrainConfig};
+
+pub const METRICS_HEADER: &str = "epoch,lr,train_loss,train_acc,valid_acc,valid_nll,valid_ece,test_acc,test_nll,test_ece,images_per_second,seconds";
+
+/// `metrics.csv`: one row per epoch. Valid columns are empty without a validation split.
+pub fn metrics_csv(history: &[EpochRecord]) -> String {
+    let mut out = String::from(METRICS_HEADER);
+    out.push('\n');
+    for r in history {
+        let valid = match &r.valid {
+            Some(v) => format!("{:.6},{:.6},{:.6}", v.accuracy, v.nll, v.ece),
+            None => ",,".into(),
+        };
+        out.push_str(&format!(
+            "{},{:.6e},{:.6},{:.6},{},{:.6},{:.6},{:.6},{:.1},{:.2}\n",
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            r.train_acc,
+            valid,
+            r.test.accuracy,
+            r.test.nll,
+            r.test.ece,
+            r.images_per_second,
+            r.seconds
+        ));
+    }
+    out
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinalMetrics {
+    pub test_acc: f64,
+    pub test_nll: f64,
+    pub test_ece: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestValid {
+    pub epoch: usize,
+    pub valid_acc: f64,
+    pub test_acc: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub model: String,
+    pub dataset: String,
+    pub mix: String,
+    pub alpha: f64,
+    pub seed: u64,
+    pub epochs: usize,
+    pub epochs_done: usize,
+    pub completed: bool,
+    #[serde(rename = "final")]
+    pub final_metrics: Option<FinalMetrics>,
+    /// The epoch chosen on the validation split (first best), and its test accuracy.
+    pub best_valid: Option<BestValid>,
+    pub train_seconds: f64,
+    pub train_images_per_second: f64,
+}
+
+pub fn summary(config: &TrainConfig, state: &RunState) -> Summary {
+    let last = state.history.last();
+    let best_valid = state
+        .history
+        .iter()
+        .filter_map(|r| r.valid.map(|v| (r, v)))
+        .fold(None::<(&EpochRecord, Metrics)>, |best, (r, v)| match best {
+            Some((_, b)) if b.accuracy >= v.accuracy => best,
+            _ => Some((r, v)),
+        })
+        .map(|(r, v)| BestValid {
+            epoch: r.epoch,
+            valid_acc: v.accuracy,
+            test_acc: r.test.accuracy,
+        });
+    Summary {
+        model: config.model.to_string(),
+        dataset: config.dataset.to_string(),
+        mix: config.mix.to_string(),
+        alpha: config.alpha,
+        seed: config.seed,
+        epochs: config.epochs,
+        epochs_done: state.epochs_done,
+        completed: state.epochs_done == config.epochs,
+        final_metrics: last.map(|r| FinalMetrics {
+            test_acc: r.test.accuracy,
+            test_nll: r.test.nll,
+            test_ece: r.test.ece,
+        }),
+        best_valid,
+        train_seconds: state.train_seconds,
+        train_images_per_second: state.train_images as f64 / state.train_seconds.max(1e-9),
+    }
+}
+
+/// Writes `metrics.csv`, `summary.json` and `curves.png` for the run in `dir`.
+pub fn write_run_reports(
+    dir: &Path,
+    config: &TrainConfig,
+    state: &RunState,
+) -> std::io::Result<()> {
+    crate::fsio::write_atomic(
+        &dir.join("metrics.csv"),
+        metrics_csv(&state.history).as_bytes(),
+    )?;
+    let summary = serde_json::to_vec_pretty(&summary(config, state)).expect("summary serialises");
+    crate::fsio::write_atomic(&dir.join("summary.json"), &summary)?;
+    let title = format!(
+        "{} on {}, mix {} (α = {})",
+        config.model, config.dataset, config.mix, config.alpha
+    );
+    plot_curves(&dir.join("curves.png"), &title, &state.history)
+}

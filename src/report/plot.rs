@@ -1,0 +1,155 @@
+//! PNG plots through plotters, with an embedded font so they render on any machine.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+use crate::train::EpochRecord;
+
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+fn plot_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("plotting failed: {e}"))
+}
+
+type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
+fn chart(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    caption: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<(), std::io::Error> {
+    let points = series.iter().flat_map(|s| s.1.iter());
+    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in points {
+        x_max = x_max.max(x);
+        y_min = y_min.min(y);
+        y_max = y_max.max(y);
+    }
+    if !y_min.is_finite() {
+        (y_min, y_max) = (0.0, 1.0);
+    }
+    let pad = ((y_max - y_min) * 0.05).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_label)
+        .draw()
+        .map_err(plot_error)?;
+    for (name, data, color) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(plot_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(plot_error)?;
+    Ok(())
+}
+
+fn render(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    register_font();
+    let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        draw(&root)?;
+        root.present().map_err(plot_error)?;
+    }
+    let image = image::RgbImage::from_raw(size.0, size.1, pixels).expect("buffer matches size");
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(plot_error)?;
+    crate::fsio::write_atomic(path, png.get_ref())
+}
+
+/// Loss and accuracy against epochs, train and test (and validation when present).
+pub fn plot_curves(path: &Path, title: &str, history: &[EpochRecord]) -> std::io::Result<()> {
+    let xs = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
+            .iter()
+            .filter_map(|r| f(r).map(|y| (r.epoch as f64, y)))
+            .collect()
+    };
+    let loss = vec![
+        ("train loss", xs(&|r| Some(r.train_loss)), BLUE),
+        ("test NLL", xs(&|r| Some(r.test.nll)), RED),
+    ];
+    let mut accuracy = vec![
+        ("train (mixup) accuracy", xs(&|r| Some(r.train_acc)), BLUE),
+        ("test accuracy", xs(&|r| Some(r.test.accuracy)), RED),
+    ];
+    let valid = xs(&|r| r.valid.map(|v| v.accuracy));
+    if !valid.is_empty() {
+        accuracy.push(("valid accuracy", valid, GREEN));
+    }
+    render(path, (1100, 450), |root| {
+        let title_height = 30;
+        root.titled(title, ("sans-serif", 20)).map_err(plot_error)?;
+        let (_, body) = root.split_vertically(title_height);
+        let (left, right) = body.split_horizontally(550);
+        chart(&left, "loss", "loss", &loss)?;
+        chart(&right, "accuracy", "accuracy", &accuracy)
+    })
+}
+
+/// Test-accuracy curves of several runs on one chart.
+pub fn plot_overlay(path: &Path, runs: &[(String, Vec<EpochRecord>)]) -> std::io::Result<()> {
+    let palette = [
+        BLUE,
+        RED,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(255, 140, 0),
+        RGBColor(128, 0, 128),
+    ];
+    let series: Vec<Series> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, history))| {
+            let points = history
+                .iter()
+                .map(|r| (r.epoch as f64, r.test.accuracy))
+                .collect();
+            (name.as_str(), points, palette[i % palette.len()])
+        })
+        .collect();
+    render(path, (800, 500), |root| {
+        chart(root, "test accuracy", "accuracy", &series)
+    })
+}

@@ -1,0 +1,169 @@
+//! Checkpoints: model, optimizer, RNG and progress, committed atomically as one folder.
+//!
+//! A checkpoint is written to a temporary folder, renamed to `epoch-E[-batch-B]`, and only
+//! then named in `latest` (itself written atomically). A crash at any moment leaves `latest`
+//! pointing at a complete checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use rand_chacha::ChaCha12Rng;
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use crate::eval::Metrics;
+use crate::fsio::write_atomic;
+use crate::models::Classifier;
+
+/// One finished epoch: a row of `metrics.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    /// Mixup accuracy: λ·[ŷ = y] + (1−λ)·[ŷ = y_partner], which is plain accuracy unmixed.
+    pub train_acc: f64,
+    pub valid: Option<Metrics>,
+    pub test: Metrics,
+    pub images_per_second: f64,
+    pub seconds: f64,
+}
+
+/// An epoch stopped part-way (by an interrupt), to be continued from `next_batch`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    pub order: Vec<usize>,
+    pub next_batch: usize,
+    pub loss_sum: f64,
+    pub acc_sum: f64,
+    pub seen: usize,
+    pub seconds: f64,
+}
+
+/// Everything besides the tensors needed to continue a run exactly.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub epochs_done: usize,
+    pub rng: ChaCha12Rng,
+    pub history: Vec<EpochRecord>,
+    pub train_seconds: f64,
+    pub train_images: usize,
+    pub partial: Option<PartialEpoch>,
+}
+
+const LATEST: &str = "latest";
+
+fn checkpoint_error(path: &Path, reason: impl ToString) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+pub fn save(
+    dir: &Path,
+    model: &Classifier,
+    optimizer: &ModuleOptimizer,
+    state: &RunState,
+) -> Result<PathBuf, TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let name = match &state.partial {
+        None => format!("epoch-{:04}", state.epochs_done),
+        Some(p) => format!("epoch-{:04}-batch-{:06}", state.epochs_done, p.next_batch),
+    };
+    let staging = dir.join(format!(".staging-{name}"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir(&staging).map_err(|e| TrainError::io(&staging, e))?;
+    // `valid` folds pending batch-norm running-statistic updates into the recorded values.
+    let model_bytes = model
+        .valid()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| checkpoint_error(&staging, format!("{e:?}")))?;
+    let optim_bytes = optimizer
+        .into_bytes()
+        .map_err(|e| checkpoint_error(&staging, format!("{e:?}")))?;
+    let state_json = serde_json::to_vec_pretty(state).expect("run state serialises");
+    for (file, bytes) in [
+        ("model.bpk", &model_bytes[..]),
+        ("optimizer.bpk", &optim_bytes[..]),
+        ("state.json", &state_json[..]),
+    ] {
+        write_atomic(&staging.join(file), bytes)
+            .map_err(|e| TrainError::io(staging.join(file), e))?;
+    }
+    let final_dir = dir.join(&name);
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&staging, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    write_atomic(&dir.join(LATEST), name.as_bytes())
+        .map_err(|e| TrainError::io(dir.join(LATEST), e))?;
+    // Older checkpoints are no longer needed once `latest` names the new one.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && path != final_dir {
+                let _ = std::fs::remove_dir_all(path);
+            }
+        }
+    }
+    Ok(final_dir)
+}
+
+/// The folder `latest` names, if the run has a checkpoint.
+pub fn latest(dir: &Path) -> Result<Option<PathBuf>, TrainError> {
+    let pointer = dir.join(LATEST);
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&pointer).map_err(|e| TrainError::io(&pointer, e))?;
+    let folder = dir.join(name.trim());
+    if !folder.is_dir() {
+        return Err(checkpoint_error(
+            &pointer,
+            format!("names {} which does not exist", folder.display()),
+        ));
+    }
+    Ok(Some(folder))
+}
+
+fn read_bytes(path: &Path) -> Result<Bytes, TrainError> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    Ok(Bytes::from_bytes_vec(bytes))
+}
+
+/// Loads a checkpoint folder onto a freshly built model and optimizer.
+pub fn load(
+    folder: &Path,
+    model: Classifier,
+    optimizer: ModuleOptimizer,
+) -> Result<(Classifier, ModuleOptimizer, RunState), TrainError> {
+    let model_path = folder.join("model.bpk");
+    let record = ModuleRecord::from_bytes(read_bytes(&model_path)?)
+        .map_err(|e| checkpoint_error(&model_path, format!("{e:?}")))?;
+    let model = model
+        .try_load_record(record)
+        .map_err(|e| checkpoint_error(&model_path, format!("{e:?}")))?;
+    let optim_path = folder.join("optimizer.bpk");
+    let optimizer = optimizer
+        .from_bytes(read_bytes(&optim_path)?)
+        .map_err(|e| checkpoint_error(&optim_path, format!("{e:?}")))?;
+    let state_path = folder.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+    let state: RunState =
+        serde_json::from_str(&text).map_err(|e| checkpoint_error(&state_path, e))?;
+    Ok((model, optimizer, state))
+}
+
+/// Loads only the model weights of a checkpoint folder (for evaluation).
+pub fn load_model(folder: &Path, model: Classifier) -> Result<Classifier, TrainError> {
+    let model_path = folder.join("model.bpk");
+    let record = ModuleRecord::from_bytes(read_bytes(&model_path)?)
+        .map_err(|e| checkpoint_error(&model_path, format!("{e:?}")))?;
+    model
+        .try_load_record(record)
+        .map_err(|e| checkpoint_error(&model_path, format!("{e:?}")))
+}

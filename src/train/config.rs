@@ -1,0 +1,161 @@
+//! The run's configuration: every choice that shapes a run, resolved once and saved with it.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DatasetName, SplitConfig};
+use crate::mixup::{Loss, MixMode};
+use crate::models::ModelKind;
+
+/// Learning-rate schedule, evaluated per epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Schedule {
+    /// Multiply by `gamma` at each listed epoch.
+    Step { milestones: Vec<usize> },
+    /// Cosine annealing from the base rate to 0 over the run.
+    Cosine,
+}
+
+impl Schedule {
+    /// Parses `step:150,225`, `step` (50% and 75% of `epochs`) or `cosine`.
+    pub fn parse(text: &str, epochs: usize) -> Result<Self, String> {
+        match text.split_once(':') {
+            None if text == "cosine" => Ok(Schedule::Cosine),
+            None if text == "step" => Ok(Schedule::default_for(epochs)),
+            Some(("step", list)) => {
+                let milestones = list
+                    .split(',')
+                    .map(|m| m.trim().parse::<usize>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        format!(
+                            "bad --schedule '{text}': milestones must be epochs, e.g. step:150,225"
+                        )
+                    })?;
+                Ok(Schedule::Step { milestones })
+            }
+            _ => Err(format!(
+                "bad --schedule '{text}': expected step:E1,E2,... or cosine"
+            )),
+        }
+    }
+
+    /// The paper's supervised setup: ×γ at 50% and 75% of the epochs.
+    pub fn default_for(epochs: usize) -> Self {
+        Schedule::Step {
+            milestones: vec![epochs / 2, epochs * 3 / 4],
+        }
+    }
+
+    /// Learning rate for the (0-based) `epoch`.
+    pub fn lr(&self, base: f64, gamma: f64, epoch: usize, epochs: usize) -> f64 {
+        match self {
+            Schedule::Step { milestones } => {
+                let passed = milestones.iter().filter(|&&m| epoch >= m).count();
+                base * gamma.powi(passed as i32)
+            }
+            Schedule::Cosine => {
+                let progress = epoch as f64 / epochs.max(1) as f64;
+                0.5 * base * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub dataset: DatasetName,
+    pub data_dir: Option<PathBuf>,
+    /// Target size for image-folder datasets.
+    pub image_size: usize,
+    pub model: ModelKind,
+    pub width: usize,
+    pub device: String,
+    pub mix: MixMode,
+    pub alpha: f64,
+    pub mix_layers: Vec<usize>,
+    pub layer_weights: Vec<f64>,
+    pub loss: Loss,
+    pub label_smoothing: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    pub gamma: f64,
+    pub seed: u64,
+    pub split: SplitConfig,
+    pub augment: bool,
+    pub eval_batch_size: usize,
+}
+
+impl TrainConfig {
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--width", self.width),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("--lr must be a positive number, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(format!(
+                "--momentum must be in [0, 1), got {}",
+                self.momentum
+            ));
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return Err("--nesterov needs a non-zero --momentum".into());
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(format!(
+                "--weight-decay must be ≥ 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!(
+                "--label-smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            ));
+        }
+        if !(self.gamma.is_finite() && self.gamma > 0.0) {
+            return Err(format!("--gamma must be positive, got {}", self.gamma));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        let step = Schedule::parse("step:2,4", 6).unwrap();
+        let lrs: Vec<f64> = (0..6).map(|e| step.lr(0.1, 0.1, e, 6)).collect();
+        for (got, want) in lrs.iter().zip([0.1, 0.1, 0.01, 0.01, 0.001, 0.001]) {
+            assert!((got - want).abs() < 1e-12, "{lrs:?}");
+        }
+        assert_eq!(
+            Schedule::default_for(200),
+            Schedule::Step {
+                milestones: vec![100, 150]
+            }
+        );
+        let cosine = Schedule::parse("cosine", 10).unwrap();
+        assert_eq!(cosine.lr(0.1, 0.1, 0, 10), 0.1);
+        assert!((cosine.lr(0.1, 0.1, 5, 10) - 0.05).abs() < 1e-12);
+        assert!(Schedule::parse("step:a", 10).is_err());
+        assert!(Schedule::parse("linear", 10).is_err());
+    }
+}

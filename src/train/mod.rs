@@ -1,0 +1,49 @@
+//! Training: the run's configuration, the loop, checkpoints and exact resume.
+
+pub mod checkpoint;
+mod config;
+mod device;
+mod run;
+
+use std::path::PathBuf;
+
+pub use checkpoint::{EpochRecord, RunState};
+pub use config::{Schedule, TrainConfig};
+pub use device::parse_device;
+pub use run::{Progress, RunData, RunOutcome, build_model, evaluate, prepare_data, run_training};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+    #[error(transparent)]
+    Mixup(#[from] crate::mixup::MixupError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checkpoint {}: {reason}", path.display())]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error(
+        "the training loss became {loss} at epoch {epoch}, batch {batch}; the last good checkpoint is kept (try a lower --lr)"
+    )]
+    NonFinite {
+        epoch: usize,
+        batch: usize,
+        loss: f64,
+    },
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

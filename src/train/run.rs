@@ -1,0 +1,342 @@
+//! The training loop, top to bottom: data, model, optimizer, then epochs of mixed steps,
+//! evaluation and a checkpoint.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha12Rng;
+
+use super::checkpoint::{self, EpochRecord, PartialEpoch, RunState};
+use super::{TrainConfig, TrainError};
+use crate::data::{Augmentation, Batch, Dataset, ImageSet, LoadOptions, Normalization, make_batch};
+use crate::eval::{Metrics, MetricsAccumulator};
+use crate::mixup::{MixConfig, MixPlan, TensorMix, mixed_loss, soft_targets};
+use crate::models::{Classifier, ModelConfig};
+
+/// What the loop reports as it goes; the CLI turns it into a bar or log lines.
+pub enum Progress<'a> {
+    EpochStart {
+        epoch: usize,
+        batches: usize,
+    },
+    Batch {
+        done: usize,
+        batches: usize,
+        loss: f64,
+    },
+    EpochEnd(&'a EpochRecord),
+}
+
+/// The data of a run after splitting, with the statistics it was normalised by.
+pub struct RunData {
+    pub dataset: Dataset,
+    pub train: ImageSet,
+    pub valid: Option<ImageSet>,
+    pub normalization: Normalization,
+    pub augmentation: Augmentation,
+}
+
+/// The split has its own RNG stream of the run's seed, so it does not depend on anything the
+/// training stream does, and evaluation can rebuild it from the config alone.
+const SPLIT_STREAM: u64 = 1;
+
+pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
+    let dataset = crate::data::load(
+        config.dataset,
+        &LoadOptions {
+            data_dir: config.data_dir.clone(),
+            image_size: config.image_size,
+            cifar100_labels_coarse: false,
+        },
+    )?;
+    let mut split_rng = ChaCha12Rng::seed_from_u64(config.seed);
+    split_rng.set_stream(SPLIT_STREAM);
+    let split = crate::data::split(
+        &dataset.train,
+        dataset.classes(),
+        &config.split,
+        &mut split_rng,
+    )?;
+    let train = dataset.train.select(&split.train);
+    let valid = (!split.valid.is_empty()).then(|| dataset.train.select(&split.valid));
+    let (mean, std) = train.channel_stats();
+    let augmentation = if config.augment {
+        dataset.default_augmentation()
+    } else {
+        Augmentation::none()
+    };
+    Ok(RunData {
+        dataset,
+        train,
+        valid,
+        normalization: Normalization { mean, std },
+        augmentation,
+    })
+}
+
+pub fn build_model(
+    config: &TrainConfig,
+    data: &RunData,
+    device: &Device,
+) -> Result<Classifier, TrainError> {
+    let model = ModelConfig::new(
+        config.model,
+        data.train.channels,
+        data.train.size,
+        data.dataset.classes(),
+    )
+    .with_width(config.width);
+    Ok(model.init(device)?)
+}
+
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    // PyTorch's SGD: no dampening (Burn defaults to 0.1), L2 weight decay on the gradient.
+    let momentum = (config.momentum > 0.0).then(|| {
+        MomentumConfig::new()
+            .with_momentum(config.momentum)
+            .with_dampening(0.0)
+            .with_nesterov(config.nesterov)
+    });
+    let decay =
+        (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
+    SgdConfig::new()
+        .with_momentum(momentum)
+        .with_weight_decay(decay)
+        .init()
+}
+
+fn images_tensor(batch: &Batch, device: &Device) -> Tensor<4> {
+    let shape = [batch.len(), batch.channels, batch.size, batch.size];
+    Tensor::from_data(TensorData::new(batch.images.clone(), shape), device)
+}
+
+/// Evaluates `model` (in evaluation mode) on a whole split.
+pub fn evaluate(
+    model: &Classifier,
+    set: &ImageSet,
+    normalization: &Normalization,
+    batch_size: usize,
+    device: &Device,
+) -> Metrics {
+    let model = model.valid();
+    let mut metrics = MetricsAccumulator::default();
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(batch_size) {
+        let batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
+        let logits = model.forward(images_tensor(&batch, device), None);
+        let values = logits
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("logits are f32");
+        metrics.add(&values, &batch.labels);
+    }
+    metrics.finish()
+}
+
+/// λ·[ŷ = y] + (1−λ)·[ŷ = y_partner], summed over the batch.
+fn mixup_hits(logits: &[f32], labels: &[usize], plan: Option<&MixPlan>) -> f64 {
+    let classes = logits.len() / labels.len();
+    logits
+        .chunks_exact(classes)
+        .enumerate()
+        .map(|(i, row)| {
+            let predicted = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+                .map(|(c, _)| c)
+                .unwrap_or(0);
+            match plan {
+                Some(p) => {
+                    p.lambda * (predicted == labels[i]) as u8 as f64
+                        + (1.0 - p.lambda) * (predicted == labels[p.permutation[i]]) as u8 as f64
+                }
+                None => (predicted == labels[i]) as u8 as f64,
+            }
+        })
+        .sum()
+}
+
+/// How a call to [`run_training`] ended.
+pub enum RunOutcome {
+    Finished(RunState),
+    /// Stopped by the interrupt flag after a checkpoint.
+    Interrupted(RunState),
+}
+
+/// Trains from scratch, or continues from the checkpoint in `checkpoint_dir` if it has one.
+///
+/// `interrupt` is polled after each batch: when set, the loop finishes that batch, writes a
+/// mid-epoch checkpoint and returns [`RunOutcome::Interrupted`]. `after_epoch` sees the state
+/// after every committed checkpoint, for the run's reports.
+pub fn run_training(
+    config: &TrainConfig,
+    data: &RunData,
+    device: &Device,
+    checkpoint_dir: &Path,
+    interrupt: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+    after_epoch: &mut dyn FnMut(&RunState) -> Result<(), TrainError>,
+) -> Result<RunOutcome, TrainError> {
+    let classes = data.dataset.classes();
+    let mix = MixConfig {
+        mode: config.mix,
+        alpha: config.alpha,
+        mix_points: config.mix_layers.clone(),
+        layer_weights: config.layer_weights.clone(),
+    };
+    mix.validate(config.model.mix_points().len() - 1)?;
+
+    device.seed(config.seed);
+    let train_device = device.clone().autodiff();
+    let mut model = build_model(config, data, &train_device)?;
+    let mut optim = optimizer(config);
+    let mut state = RunState {
+        epochs_done: 0,
+        rng: ChaCha12Rng::seed_from_u64(config.seed),
+        history: Vec::new(),
+        train_seconds: 0.0,
+        train_images: 0,
+        partial: None,
+    };
+    if let Some(folder) = checkpoint::latest(checkpoint_dir)? {
+        (model, optim, state) = checkpoint::load(&folder, model, optim)?;
+    }
+
+    let batch_size = config.batch_size.min(data.train.len());
+    let batches = data.train.len().div_ceil(batch_size);
+    while state.epochs_done < config.epochs {
+        let epoch = state.epochs_done;
+        let lr = config
+            .schedule
+            .lr(config.lr, config.gamma, epoch, config.epochs);
+        let mut partial = match state.partial.take() {
+            Some(partial) => partial,
+            None => {
+                let mut order: Vec<usize> = (0..data.train.len()).collect();
+                order.shuffle(&mut state.rng);
+                PartialEpoch {
+                    order,
+                    next_batch: 0,
+                    loss_sum: 0.0,
+                    acc_sum: 0.0,
+                    seen: 0,
+                    seconds: 0.0,
+                }
+            }
+        };
+        progress(Progress::EpochStart {
+            epoch: epoch + 1,
+            batches,
+        });
+        let started = Instant::now();
+        let seconds_before = partial.seconds;
+        while partial.next_batch < batches {
+            let b = partial.next_batch;
+            let indices =
+                &partial.order[b * batch_size..((b + 1) * batch_size).min(partial.order.len())];
+            let batch = make_batch(
+                &data.train,
+                indices,
+                &data.normalization,
+                Some((&data.augmentation, &mut state.rng)),
+            );
+            let plan = mix.draw(&mut state.rng, batch.len());
+            let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
+            let targets = soft_targets(
+                &batch.labels,
+                plan.as_ref(),
+                classes,
+                config.label_smoothing,
+            );
+            let targets = Tensor::from_data(
+                TensorData::new(targets, [batch.len(), classes]),
+                &train_device,
+            );
+
+            let logits = model.forward(images_tensor(&batch, &train_device), tensor_mix.as_ref());
+            let loss = mixed_loss(logits.clone(), targets, config.loss);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch: epoch + 1,
+                    batch: b + 1,
+                    loss: loss_value,
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+
+            let logits = logits
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("logits are f32");
+            partial.acc_sum += mixup_hits(&logits, &batch.labels, plan.as_ref());
+            partial.loss_sum += loss_value * batch.len() as f64;
+            partial.seen += batch.len();
+            partial.next_batch += 1;
+            progress(Progress::Batch {
+                done: partial.next_batch,
+                batches,
+                loss: partial.loss_sum / partial.seen as f64,
+            });
+
+            if interrupt.load(Ordering::SeqCst) && partial.next_batch < batches {
+                partial.seconds = seconds_before + started.elapsed().as_secs_f64();
+                state.partial = Some(partial);
+                checkpoint::save(checkpoint_dir, &model, &optim, &state)?;
+                return Ok(RunOutcome::Interrupted(state));
+            }
+        }
+        let train_seconds = seconds_before + started.elapsed().as_secs_f64();
+
+        let eval_started = Instant::now();
+        let valid = data.valid.as_ref().map(|set| {
+            evaluate(
+                &model,
+                set,
+                &data.normalization,
+                config.eval_batch_size,
+                device,
+            )
+        });
+        let test = evaluate(
+            &model,
+            &data.dataset.test,
+            &data.normalization,
+            config.eval_batch_size,
+            device,
+        );
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            train_loss: partial.loss_sum / partial.seen as f64,
+            train_acc: partial.acc_sum / partial.seen as f64,
+            valid,
+            test,
+            images_per_second: partial.seen as f64 / train_seconds,
+            seconds: train_seconds + eval_started.elapsed().as_secs_f64(),
+        };
+        state.train_seconds += train_seconds;
+        state.train_images += partial.seen;
+        state.history.push(record);
+        state.epochs_done += 1;
+        checkpoint::save(checkpoint_dir, &model, &optim, &state)?;
+        progress(Progress::EpochEnd(
+            state.history.last().expect("just pushed"),
+        ));
+        after_epoch(&state)?;
+        if interrupt.load(Ordering::SeqCst) && state.epochs_done < config.epochs {
+            return Ok(RunOutcome::Interrupted(state));
+        }
+    }
+    Ok(RunOutcome::Finished(state))
+}
