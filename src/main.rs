@@ -9,7 +9,7 @@ use cli::args::{Cli, Command, DataCommand, DemoArgs};
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command.unwrap_or(Command::Demo(DemoArgs {
         out: None,
-        epochs: 6,
+        epochs: 8,
         seed: 0,
         device: "cpu".into(),
     })) {
@@ -33,7 +33,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            // clap's usage block and tips make many lines; the first says what is wrong.
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let reason = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {reason} (see `mmix --help`)");
+            std::process::exit(2);
+        }
+    };
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(error) => {

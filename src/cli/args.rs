@@ -18,6 +18,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Train a classifier with no, input or manifold mixup; writes a run folder.
@@ -71,7 +73,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub mix: Option<MixMode>,
     /// Beta(α, α) parameter (default 2.0 for manifold, 1.0 for input mixup).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub alpha: Option<f64>,
     /// Eligible mix points, e.g. 0,1,2 (default: the model's paper set).
     #[arg(long, value_delimiter = ',')]
@@ -81,26 +83,26 @@ pub struct TrainArgs {
     pub layer_weights: Option<Vec<f64>>,
     #[arg(long, value_enum)]
     pub loss: Option<Loss>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub label_smoothing: Option<f64>,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
     pub batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// Nesterov momentum (default true); `--nesterov false` turns it off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub nesterov: Option<bool>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// step:E1,E2,... or cosine (default: step at 50% and 75% of the epochs).
     #[arg(long)]
     pub schedule: Option<String>,
     /// Step-decay factor.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub gamma: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
@@ -155,7 +157,7 @@ pub struct DemoArgs {
     /// Parent folder of the two runs (default: the first free runs/demo, runs/demo-1, ...).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 8)]
     pub epochs: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

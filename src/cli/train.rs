@@ -13,7 +13,7 @@ use serde_json::json;
 use manifold_mixup::data::{DatasetName, SplitConfig};
 use manifold_mixup::fsio::write_atomic;
 use manifold_mixup::mixup::{Loss, MixMode};
-use manifold_mixup::models::ModelKind;
+use manifold_mixup::models::{Classifier, ModelKind, to_safetensors};
 use manifold_mixup::report::{self, Summary};
 use manifold_mixup::train::{
     self, EpochRecord, Progress, RunData, RunOutcome, Schedule, TrainConfig, parse_device,
@@ -206,6 +206,7 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
     };
     let device = parse_device(&config.device).map_err(|e| anyhow!(e))?;
     let data = train::prepare_data(&config)?;
+    train::check_run(&config, &data)?;
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create run folder {}", dir.display()))?;
     if !resuming {
@@ -274,7 +275,16 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
             writeln!(log, "{line}").ok();
         }
     };
-    let mut write_reports = |state: &train::RunState| {
+    let mut write_reports = |state: &train::RunState, model: &Classifier| {
+        let weights_path = dir.join("model.safetensors");
+        let weights = to_safetensors(model).map_err(|reason| train::TrainError::Checkpoint {
+            path: weights_path.clone(),
+            reason,
+        })?;
+        write_atomic(&weights_path, &weights).map_err(|e| train::TrainError::Io {
+            path: weights_path.clone(),
+            source: e,
+        })?;
         report::write_run_reports(&dir, &config, state).map_err(|e| train::TrainError::Io {
             path: dir.clone(),
             source: e,

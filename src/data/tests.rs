@@ -49,7 +49,7 @@ fn idx_reads_back_gzip_and_raw() {
         assert_eq!(data.train.labels, vec![0, 9, 4]);
         assert_eq!(data.train.size, 4);
         assert_eq!(data.train.image(1)[0], 16);
-        assert_eq!(data.default_augmentation().horizontal_flip, false);
+        assert!(!data.default_augmentation().horizontal_flip);
     }
 }
 

@@ -70,7 +70,7 @@ impl FromStr for ModelKind {
             let (depth, widen) = rest.split_once('-').ok_or_else(unknown)?;
             let depth: usize = depth.parse().map_err(|_| unknown())?;
             let widen: usize = widen.parse().map_err(|_| unknown())?;
-            if depth < 10 || (depth - 4) % 6 != 0 {
+            if depth < 10 || !(depth - 4).is_multiple_of(6) {
                 return Err(ModelError::WrnDepth(depth));
             }
             if widen == 0 {
@@ -262,6 +262,8 @@ impl ModelConfig {
 }
 
 /// Any of the supported models, so the training loop runs whichever one the user names.
+// One value per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Classifier {
     PreActResNet(PreActResNet),
@@ -299,6 +301,20 @@ pub fn trainable_parameter_count(model: &Classifier) -> usize {
     let mut count = Trainable(0);
     model.visit(&mut count);
     count.0
+}
+
+/// The model's weights and batch-norm buffers as safetensors bytes, under PyTorch-style names
+/// (`layer1.0.bn1.weight`, `linear.weight` as `[out, in]`), so they open from Python.
+pub fn to_safetensors(model: &Classifier) -> Result<Vec<u8>, String> {
+    use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+    let mut store = SafetensorsStore::from_bytes(None)
+        .skip_enum_variants(true)
+        .with_to_adapter(BurnToPyTorchAdapter);
+    model
+        .valid()
+        .save_into(&mut store)
+        .map_err(|e| e.to_string())?;
+    store.get_bytes().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

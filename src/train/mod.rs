@@ -10,7 +10,9 @@ use std::path::PathBuf;
 pub use checkpoint::{EpochRecord, RunState};
 pub use config::{Schedule, TrainConfig};
 pub use device::parse_device;
-pub use run::{Progress, RunData, RunOutcome, build_model, evaluate, prepare_data, run_training};
+pub use run::{
+    Progress, RunData, RunOutcome, build_model, check_run, evaluate, prepare_data, run_training,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -82,19 +82,34 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
     })
 }
 
+fn model_config(config: &TrainConfig, data: &RunData) -> ModelConfig {
+    let (channels, size) = (data.train.channels, data.train.size);
+    ModelConfig::new(config.model, channels, size, data.dataset.classes()).with_width(config.width)
+}
+
 pub fn build_model(
     config: &TrainConfig,
     data: &RunData,
     device: &Device,
 ) -> Result<Classifier, TrainError> {
-    let model = ModelConfig::new(
-        config.model,
-        data.train.channels,
-        data.train.size,
-        data.dataset.classes(),
-    )
-    .with_width(config.width);
-    Ok(model.init(device)?)
+    Ok(model_config(config, data).init(device)?)
+}
+
+fn mix_config(config: &TrainConfig) -> MixConfig {
+    MixConfig {
+        mode: config.mix,
+        alpha: config.alpha,
+        mix_points: config.mix_layers.clone(),
+        layer_weights: config.layer_weights.clone(),
+    }
+}
+
+/// Everything that can be checked before a run folder is written: the model against the
+/// data's shape, and the mixing against the model's mix points.
+pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError> {
+    model_config(config, data).validate()?;
+    mix_config(config).validate(config.model.mix_points().len() - 1)?;
+    Ok(())
 }
 
 fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
@@ -184,16 +199,11 @@ pub fn run_training(
     checkpoint_dir: &Path,
     interrupt: &AtomicBool,
     progress: &mut dyn FnMut(Progress),
-    after_epoch: &mut dyn FnMut(&RunState) -> Result<(), TrainError>,
+    after_epoch: &mut dyn FnMut(&RunState, &Classifier) -> Result<(), TrainError>,
 ) -> Result<RunOutcome, TrainError> {
     let classes = data.dataset.classes();
-    let mix = MixConfig {
-        mode: config.mix,
-        alpha: config.alpha,
-        mix_points: config.mix_layers.clone(),
-        layer_weights: config.layer_weights.clone(),
-    };
-    mix.validate(config.model.mix_points().len() - 1)?;
+    check_run(config, data)?;
+    let mix = mix_config(config);
 
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
@@ -333,7 +343,7 @@ pub fn run_training(
         progress(Progress::EpochEnd(
             state.history.last().expect("just pushed"),
         ));
-        after_epoch(&state)?;
+        after_epoch(&state, &model)?;
         if interrupt.load(Ordering::SeqCst) && state.epochs_done < config.epochs {
             return Ok(RunOutcome::Interrupted(state));
         }

@@ -1,0 +1,531 @@
+//! The `mmix` binary driven as a user drives it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn mmix() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mmix"));
+    command.env_remove("MMIX_DATA");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    mmix().args(args).output().expect("mmix runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A small, fast configuration on the embedded data: 600 training images, 100 validation.
+fn small_run(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "--model",
+        "small-cnn",
+        "--width",
+        "8",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "600",
+        "--valid-split",
+        "100",
+        "--batch-size",
+        "50",
+        "--seed",
+        "5",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(out.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// `metrics.csv` without the timing columns, which no two runs share.
+fn metrics_without_timing(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|line| line.split(',').take(10).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+#[test]
+fn two_epoch_runs_write_every_output_for_each_mix_mode() {
+    let root = tempfile::tempdir().unwrap();
+    for mix in ["none", "input", "manifold"] {
+        let out = root.path().join(mix);
+        let output = run(&as_strs(&small_run(&out, &["--mix", mix])));
+        assert!(output.status.success(), "{mix}: {}", text(&output.stderr));
+        let stdout = text(&output.stdout);
+        assert!(
+            stdout.contains("epoch   2/2") && stdout.contains("final: test_acc"),
+            "{stdout}"
+        );
+
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["train"]["mix"], mix);
+        assert_eq!(config["dataset"]["train_examples"], 600);
+        assert_eq!(
+            config["dataset"]["normalization"]["mean"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(config["crate_version"].is_string());
+
+        let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3, "{csv}");
+        assert!(lines[0].starts_with("epoch,lr,train_loss,train_acc,valid_acc"));
+        for row in &lines[1..] {
+            let fields: Vec<&str> = row.split(',').collect();
+            assert_eq!(fields.len(), 12, "{row}");
+            assert!(
+                fields
+                    .iter()
+                    .all(|f| f.parse::<f64>().is_ok_and(f64::is_finite)),
+                "{row}"
+            );
+        }
+
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
+        for key in [
+            "model",
+            "dataset",
+            "mix",
+            "alpha",
+            "seed",
+            "epochs",
+            "train_seconds",
+            "train_images_per_second",
+        ] {
+            assert!(!summary[key].is_null(), "summary.json lacks {key}");
+        }
+        let test_acc = summary["final"]["test_acc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&test_acc));
+        let best = &summary["best_valid"];
+        assert!(
+            best["epoch"].as_u64().unwrap() >= 1
+                && best["valid_acc"].is_f64()
+                && best["test_acc"].is_f64()
+        );
+
+        let png = std::fs::read(out.join("curves.png")).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let weights = std::fs::read(out.join("model.safetensors")).unwrap();
+        let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&weights[8..8 + header_len]).unwrap();
+        assert!(
+            header.contains("\"block1.conv.weight\"") && header.contains("\"linear.weight\""),
+            "{header}"
+        );
+        let log = std::fs::read_to_string(out.join("train.log")).unwrap();
+        assert!(log.contains("epoch   2/2"));
+        let latest = std::fs::read_to_string(out.join("checkpoint/latest")).unwrap();
+        assert_eq!(latest, "epoch-0002");
+        for file in ["model.bpk", "optimizer.bpk", "state.json"] {
+            assert!(out.join("checkpoint/epoch-0002").join(file).is_file());
+        }
+
+        let eval = run(&["eval", out.to_str().unwrap()]);
+        assert!(eval.status.success(), "{}", text(&eval.stderr));
+        let metrics: serde_json::Value = serde_json::from_str(&text(&eval.stdout)).unwrap();
+        assert!((metrics["accuracy"].as_f64().unwrap() - test_acc).abs() < 1e-9);
+    }
+    let plot = root.path().join("compare.png");
+    let compare = run(&[
+        "compare",
+        root.path().join("none").to_str().unwrap(),
+        root.path().join("manifold").to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(compare.status.success(), "{}", text(&compare.stderr));
+    let table = text(&compare.stdout);
+    assert!(
+        table.contains("| small-cnn | none |") && table.contains("| small-cnn | manifold | 2 |"),
+        "{table}"
+    );
+    assert!(plot.is_file());
+}
+
+fn wait_for(path: &Path, expect: impl Fn(&str) -> bool, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if let Ok(content) = std::fs::read_to_string(path)
+            && expect(&content)
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn resumable_args(out: &Path) -> Vec<String> {
+    let mut args = small_run(out, &[]);
+    for (flag, value) in [("--epochs", "3"), ("--train-subset", "1500")] {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1] = value.into();
+    }
+    args
+}
+
+fn reference_run(root: &Path) -> PathBuf {
+    let reference = root.join("reference");
+    let output = run(&as_strs(&resumable_args(&reference)));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    reference
+}
+
+#[test]
+fn sigkill_then_resume_gives_the_uninterrupted_metrics() {
+    let root = tempfile::tempdir().unwrap();
+    let reference = reference_run(root.path());
+    let killed = root.path().join("killed");
+    let mut child = mmix()
+        .args(as_strs(&resumable_args(&killed)))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &killed.join("checkpoint/latest"),
+        |s| s == "epoch-0001",
+        Duration::from_secs(120),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = run(&["train", "--resume", killed.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(
+        metrics_without_timing(&killed),
+        metrics_without_timing(&reference)
+    );
+}
+
+#[test]
+fn sigint_checkpoints_mid_epoch_exits_130_and_resumes_exactly() {
+    let root = tempfile::tempdir().unwrap();
+    let reference = reference_run(root.path());
+    let stopped = root.path().join("stopped");
+    let child = mmix()
+        .args(as_strs(&resumable_args(&stopped)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run is training (its config is written), then interrupt it.
+    wait_for(
+        &stopped.join("config.json"),
+        |_| true,
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("--resume"));
+    assert!(stopped.join("checkpoint/latest").is_file());
+    let resumed = run(&["train", "--resume", stopped.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(
+        metrics_without_timing(&stopped),
+        metrics_without_timing(&reference)
+    );
+}
+
+#[test]
+fn exploding_loss_stops_with_a_message_and_keeps_the_last_checkpoint() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("nan");
+    // The learning rate jumps to 1e10 at the second epoch.
+    let output = run(&as_strs(&small_run(
+        &out,
+        &["--schedule", "step:1", "--gamma", "1e11", "--lr", "0.1"],
+    )));
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the training loss became") && stderr.contains("epoch 2"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("checkpoint/latest")).unwrap(),
+        "epoch-0001"
+    );
+}
+
+/// Every bad flag or file: non-zero exit, one line on stderr naming the problem, no panic.
+#[test]
+fn bad_input_gives_one_clear_line() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let bad_idx = dir.join("bad-idx");
+    std::fs::create_dir_all(&bad_idx).unwrap();
+    std::fs::write(
+        bad_idx.join("train-images-idx3-ubyte"),
+        b"\x00\x00\x08\x03garbage",
+    )
+    .unwrap();
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "learning-rate = 0.1\n").unwrap();
+    let existing = dir.join("existing");
+    std::fs::create_dir_all(&existing).unwrap();
+    std::fs::write(existing.join("config.json"), "{}").unwrap();
+    let out = dir.join("out").display().to_string();
+
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["train".into(), "--model".into(), "vgg16".into()],
+            "unknown model 'vgg16'",
+        ),
+        (
+            vec!["train".into(), "--model".into(), "wrn-27-2".into()],
+            "wrn depth must be 6n+4",
+        ),
+        (
+            vec!["train".into(), "--dataset".into(), "imagenet".into()],
+            "unknown dataset 'imagenet'",
+        ),
+        (
+            vec!["train".into(), "--epochs".into(), "0".into()],
+            "--epochs must be at least 1",
+        ),
+        (
+            vec!["train".into(), "--lr".into(), "-1".into()],
+            "--lr must be a positive number",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--mix-layers".into(),
+                "0,9".into(),
+                "--out".into(),
+                out.clone(),
+            ],
+            "mix point 9 does not exist",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--layer-weights".into(),
+                "1".into(),
+                "--out".into(),
+                out.clone(),
+            ],
+            "1 layer weights were given for 3 mix points",
+        ),
+        (
+            vec!["train".into(), "--schedule".into(), "linear".into()],
+            "bad --schedule 'linear'",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--valid-split".into(),
+                "6000".into(),
+                "--out".into(),
+                out.clone(),
+            ],
+            "--valid-split 6000 leaves no training data",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--dataset".into(),
+                "cifar10".into(),
+                "--data-dir".into(),
+                "/nonexistent/cifar".into(),
+            ],
+            "/nonexistent/cifar",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--dataset".into(),
+                "mnist".into(),
+                "--data-dir".into(),
+                bad_idx.display().to_string(),
+                "--out".into(),
+                out.clone(),
+            ],
+            "truncated",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--config".into(),
+                bad_toml.display().to_string(),
+            ],
+            "unknown field `learning-rate`",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--config".into(),
+                "/nonexistent.toml".into(),
+            ],
+            "cannot read --config /nonexistent.toml",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--out".into(),
+                existing.display().to_string(),
+            ],
+            "already holds a run",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--resume".into(),
+                dir.join("nothing").display().to_string(),
+            ],
+            "is not an mmix run folder",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--resume".into(),
+                existing.display().to_string(),
+                "--lr".into(),
+                "0.5".into(),
+            ],
+            "only --device may be given",
+        ),
+        (
+            vec!["train".into(), "--device".into(), "tpu".into()],
+            "unknown --device 'tpu'",
+        ),
+        (
+            vec!["eval".into(), dir.display().to_string()],
+            "is not an mmix run folder",
+        ),
+        (
+            vec!["compare".into(), dir.display().to_string()],
+            "config.json",
+        ),
+        (
+            vec![
+                "data".into(),
+                "inspect".into(),
+                "--dataset".into(),
+                "mnist".into(),
+                "--data-dir".into(),
+                bad_idx.display().to_string(),
+            ],
+            "train-images-idx3-ubyte",
+        ),
+        (
+            vec!["bench".into(), "--model".into(), "nope".into()],
+            "unknown model 'nope'",
+        ),
+        (
+            vec!["train".into(), "--epochs".into(), "many".into()],
+            "invalid value 'many' for '--epochs",
+        ),
+        (
+            vec!["train".into(), "--mix".into(), "cutmix".into()],
+            "invalid value 'cutmix' for '--mix",
+        ),
+        (
+            vec!["frobnicate".into()],
+            "unrecognized subcommand 'frobnicate'",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = run(&as_strs(&args));
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(
+        !dir.join("out").join("config.json").exists(),
+        "no run folder is left by a failed start"
+    );
+    assert_eq!(
+        std::fs::read_to_string(existing.join("config.json")).unwrap(),
+        "{}"
+    );
+}
+
+#[test]
+fn data_inspect_and_models_describe_what_the_model_sees() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("inspect");
+    let output = run(&[
+        "data",
+        "inspect",
+        "--augment",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("| 9 | ankle boot | 600 | 100 |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 × 28 × 28"));
+    assert_eq!(
+        &std::fs::read(out.join("samples.png")).unwrap()[..4],
+        b"\x89PNG"
+    );
+    let models = text(&run(&["models"]).stdout);
+    assert!(
+        models.contains("| resnet50 | 0 input, 1 after stem and pool"),
+        "{models}"
+    );
+}
+
+#[test]
+fn config_file_is_read_and_flags_win() {
+    let root = tempfile::tempdir().unwrap();
+    let toml = root.path().join("run.toml");
+    std::fs::write(&toml, "mix = \"input\"\nalpha = 0.4\nepochs = 1\nwidth = 4\nmodel = \"small-cnn\"\ntrain-subset = 200\nbatch-size = 50\n").unwrap();
+    let out = root.path().join("run");
+    let output = run(&[
+        "train",
+        "--config",
+        toml.to_str().unwrap(),
+        "--alpha",
+        "0.3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["train"]["mix"], "input");
+    assert_eq!(config["train"]["alpha"], 0.3);
+    assert_eq!(config["train"]["epochs"], 1);
+}
