@@ -7,7 +7,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
 use manifold_mixup::bench::{StepBenchConfig, bench_data, bench_step};
-use manifold_mixup::data::{self, DatasetName, ImageSet, LoadOptions, Normalization, make_batch};
+use manifold_mixup::data::{
+    self, Augmentation, Dataset, DatasetName, ImageSet, LoadOptions, Normalization, make_batch,
+};
 use manifold_mixup::mixup::MixMode;
 use manifold_mixup::models::ModelKind;
 use manifold_mixup::report;
@@ -176,7 +178,7 @@ pub fn models() -> Result<()> {
 fn sample_grid(
     set: &ImageSet,
     classes: usize,
-    normalization: Option<(&Normalization, u64)>,
+    augmented: Option<(&Normalization, &Augmentation, u64)>,
 ) -> image::RgbImage {
     const PER_CLASS: usize = 8;
     const SCALE: usize = 2;
@@ -187,21 +189,17 @@ fn sample_grid(
         (classes * cell) as u32,
         image::Rgb([255, 255, 255]),
     );
-    let mut rng = normalization.map(|(_, seed)| ChaCha12Rng::seed_from_u64(seed));
+    let mut rng = augmented.map(|(_, _, seed)| ChaCha12Rng::seed_from_u64(seed));
     for class in 0..classes {
         let members: Vec<usize> = (0..set.len())
             .filter(|&i| set.labels[i] == class)
             .take(PER_CLASS)
             .collect();
         for (col, &index) in members.iter().enumerate() {
-            let pixels: Vec<u8> = match (&normalization, rng.as_mut()) {
-                (Some((norm, _)), Some(rng)) => {
+            let pixels: Vec<u8> = match (&augmented, rng.as_mut()) {
+                (Some((norm, aug, _)), Some(rng)) => {
                     // Undo the normalisation so augmented samples show as images again.
-                    let aug = data::Augmentation {
-                        crop_padding: if size >= 32 { 4 } else { 2 },
-                        horizontal_flip: true,
-                    };
-                    let batch = make_batch(set, &[index], norm, Some((&aug, rng)));
+                    let batch = make_batch(set, &[index], norm, Some((*aug, rng)));
                     let plane = size * size;
                     batch
                         .images
@@ -238,15 +236,17 @@ fn sample_grid(
     grid
 }
 
+fn load_named(name: &str, data_dir: &Option<PathBuf>) -> Result<Dataset> {
+    let name: DatasetName = name.parse()?;
+    let options = LoadOptions {
+        data_dir: data_dir.clone(),
+        ..Default::default()
+    };
+    Ok(data::load(name, &options)?)
+}
+
 pub fn inspect(args: &InspectArgs) -> Result<()> {
-    let name: DatasetName = args.dataset.parse()?;
-    let dataset = data::load(
-        name,
-        &LoadOptions {
-            data_dir: args.data_dir.clone(),
-            ..Default::default()
-        },
-    )?;
+    let dataset = load_named(&args.dataset, &args.data_dir)?;
     let classes = dataset.classes();
     let (mean, std) = dataset.train.channel_stats();
     println!("dataset {} from {}", dataset.name, dataset.source);
@@ -276,16 +276,15 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("inspect-{}", dataset.name)));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let normalization = Normalization { mean, std };
+    let augmentation = dataset.default_augmentation();
     let grid = sample_grid(
         &dataset.train,
         classes.min(20),
-        args.augment.then_some((&normalization, args.seed)),
+        args.augment
+            .then_some((&normalization, &augmentation, args.seed)),
     );
-    let mut png = std::io::Cursor::new(Vec::new());
-    grid.write_to(&mut png, image::ImageFormat::Png)?;
     let path = out.join("samples.png");
-    manifold_mixup::fsio::write_atomic(&path, png.get_ref())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    report::write_png(&path, &grid).with_context(|| format!("cannot write {}", path.display()))?;
     println!(
         "samples (one row per class{}): {}",
         if args.augment { ", augmented" } else { "" },
@@ -296,14 +295,7 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
     if args.data {
-        let name: DatasetName = args.dataset.parse()?;
-        let dataset = data::load(
-            name,
-            &LoadOptions {
-                data_dir: args.data_dir.clone(),
-                ..Default::default()
-            },
-        )?;
+        let dataset = load_named(&args.dataset, &args.data_dir)?;
         let (mean, std) = dataset.train.channel_stats();
         let result = bench_data(
             &dataset.train,

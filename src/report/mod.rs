@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use compare::{CompareRow, compare_table, load_run};
-pub use plot::{plot_curves, plot_overlay};
+pub use plot::{plot_curves, plot_overlay, write_png};
 
 use crate::eval::Metrics;
 use crate::train::{EpochRecord, RunState, TrainConfig};

@@ -89,10 +89,15 @@ fn render(
         root.present().map_err(plot_error)?;
     }
     let image = image::RgbImage::from_raw(size.0, size.1, pixels).expect("buffer matches size");
+    write_png(path, &image)
+}
+
+/// Encodes `image` as PNG and writes it atomically.
+pub fn write_png(path: &Path, image: &image::RgbImage) -> std::io::Result<()> {
     let mut png = std::io::Cursor::new(Vec::new());
     image
         .write_to(&mut png, image::ImageFormat::Png)
-        .map_err(plot_error)?;
+        .map_err(std::io::Error::other)?;
     crate::fsio::write_atomic(path, png.get_ref())
 }
 

@@ -128,9 +128,11 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
         .init()
 }
 
-fn images_tensor(batch: &Batch, device: &Device) -> Tensor<4> {
+/// Moves the batch's pixels into a tensor, leaving its labels behind.
+fn images_tensor(batch: &mut Batch, device: &Device) -> Tensor<4> {
     let shape = [batch.len(), batch.channels, batch.size, batch.size];
-    Tensor::from_data(TensorData::new(batch.images.clone(), shape), device)
+    let pixels = std::mem::take(&mut batch.images);
+    Tensor::from_data(TensorData::new(pixels, shape), device)
 }
 
 /// Evaluates `model` (in evaluation mode) on a whole split.
@@ -145,8 +147,8 @@ pub fn evaluate(
     let mut metrics = MetricsAccumulator::default();
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(batch_size) {
-        let batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
-        let logits = model.forward(images_tensor(&batch, device), None);
+        let mut batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
+        let logits = model.forward(images_tensor(&mut batch, device), None);
         let values = logits
             .into_data()
             .try_into_vec::<f32>()
@@ -253,7 +255,7 @@ pub fn run_training(
             let b = partial.next_batch;
             let indices =
                 &partial.order[b * batch_size..((b + 1) * batch_size).min(partial.order.len())];
-            let batch = make_batch(
+            let mut batch = make_batch(
                 &data.train,
                 indices,
                 &data.normalization,
@@ -272,7 +274,10 @@ pub fn run_training(
                 &train_device,
             );
 
-            let logits = model.forward(images_tensor(&batch, &train_device), tensor_mix.as_ref());
+            let logits = model.forward(
+                images_tensor(&mut batch, &train_device),
+                tensor_mix.as_ref(),
+            );
             let loss = mixed_loss(logits.clone(), targets, config.loss);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
