@@ -120,3 +120,90 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{DatasetName, SplitConfig};
+    use crate::eval::Metrics;
+    use crate::mixup::{Loss, MixMode};
+    use crate::train::Schedule;
+
+    fn config(mix: MixMode, seed: u64) -> TrainConfig {
+        TrainConfig {
+            dataset: DatasetName::FashionMnistMini,
+            data_dir: None,
+            image_size: 32,
+            model: "small-cnn".parse().unwrap(),
+            width: 8,
+            device: "cpu".into(),
+            mix,
+            alpha: 2.0,
+            mix_layers: vec![0, 1, 2],
+            layer_weights: vec![],
+            loss: Loss::SoftCe,
+            label_smoothing: 0.0,
+            epochs: 1,
+            batch_size: 10,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-4,
+            schedule: Schedule::Cosine,
+            gamma: 0.1,
+            seed,
+            split: SplitConfig::default(),
+            augment: true,
+            eval_batch_size: 100,
+        }
+    }
+
+    fn row(mix: MixMode, seed: u64, test_acc: f64) -> CompareRow {
+        let metrics = Metrics {
+            accuracy: test_acc,
+            nll: 0.5,
+            ece: 0.02,
+            count: 100,
+        };
+        let history = vec![EpochRecord {
+            epoch: 1,
+            lr: 0.1,
+            train_loss: 1.0,
+            train_acc: 0.5,
+            valid: None,
+            test: metrics,
+            images_per_second: 100.0,
+            seconds: 10.0,
+        }];
+        let config = config(mix, seed);
+        let state = RunState {
+            epochs_done: 1,
+            rng: rand::SeedableRng::seed_from_u64(0),
+            history: history.clone(),
+            train_seconds: 10.0,
+            train_images: 1000,
+            partial: None,
+        };
+        CompareRow {
+            dir: format!("run-{seed}"),
+            summary: summary(&config, &state),
+            history,
+            config,
+        }
+    }
+
+    #[test]
+    fn runs_differing_only_in_seed_are_pooled_as_mean_and_std() {
+        let rows = vec![
+            row(MixMode::Manifold, 1, 0.80),
+            row(MixMode::None, 1, 0.70),
+            row(MixMode::Manifold, 2, 0.90),
+        ];
+        let table = compare_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        // Sample standard deviation of 80 and 90 is 7.07.
+        assert!(lines[2].contains("| manifold | 2 | 2 | 85.00 ± 7.07 |"), "{table}");
+        assert!(lines[3].contains("| none | – | 1 | 70.00 |"), "{table}");
+    }
+}
