@@ -91,12 +91,9 @@ pub fn bench_step(
     )
     .with_width(config.width)
     .init(&train_device)?;
+    // The PyTorch reference's optimizer: momentum 0.9 without dampening, weight decay 5e-4.
     let mut optim = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new()
-                .with_dampening(0.0)
-                .with_nesterov(true),
-        ))
+        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
     let mix = MixConfig {

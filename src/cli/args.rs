@@ -49,7 +49,7 @@ pub enum DataCommand {
 }
 
 /// Every training option; each may also come from `--config run.toml` (flags win).
-#[derive(Args, Deserialize, Default, Clone, Debug)]
+#[derive(Args, Deserialize, Default, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TrainArgs {
     /// fashion-mnist-mini (embedded), fashion-mnist, mnist, cifar10, cifar100 or folder.

@@ -203,7 +203,10 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "{table}");
         // Sample standard deviation of 80 and 90 is 7.07.
-        assert!(lines[2].contains("| manifold | 2 | 2 | 85.00 ± 7.07 |"), "{table}");
+        assert!(
+            lines[2].contains("| manifold | 2 | 2 | 85.00 ± 7.07 |"),
+            "{table}"
+        );
         assert!(lines[3].contains("| none | – | 1 | 70.00 |"), "{table}");
     }
 }
