@@ -13,6 +13,14 @@ pub struct Metrics {
     pub count: usize,
 }
 
+/// The predicted class of one row of logits; ties go to the lower class index.
+pub fn predicted_class(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map_or(0, |(class, _)| class)
+}
+
 /// Accumulates predictions batch by batch.
 #[derive(Clone, Debug)]
 pub struct MetricsAccumulator {
@@ -45,12 +53,8 @@ impl MetricsAccumulator {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
             let sum: f64 = row.iter().map(|&z| (z as f64 - max).exp()).sum();
             let log_sum = max + sum.ln();
-            let (predicted, &best) = row
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-                .expect("at least one class");
-            let confidence = (best as f64 - log_sum).exp();
+            let predicted = predicted_class(row);
+            let confidence = (row[predicted] as f64 - log_sum).exp();
             let hit = predicted == label;
             self.correct += hit as usize;
             self.nll_sum += log_sum - row[label] as f64;

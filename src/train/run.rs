@@ -17,7 +17,7 @@ use rand_chacha::ChaCha12Rng;
 use super::checkpoint::{self, EpochRecord, PartialEpoch, RunState};
 use super::{TrainConfig, TrainError};
 use crate::data::{Augmentation, Batch, Dataset, ImageSet, LoadOptions, Normalization, make_batch};
-use crate::eval::{Metrics, MetricsAccumulator};
+use crate::eval::{Metrics, MetricsAccumulator, predicted_class};
 use crate::mixup::{MixConfig, MixPlan, TensorMix, mixed_loss, soft_targets};
 use crate::models::{Classifier, ModelConfig};
 
@@ -165,12 +165,7 @@ fn mixup_hits(logits: &[f32], labels: &[usize], plan: Option<&MixPlan>) -> f64 {
         .chunks_exact(classes)
         .enumerate()
         .map(|(i, row)| {
-            let predicted = row
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-                .map(|(c, _)| c)
-                .unwrap_or(0);
+            let predicted = predicted_class(row);
             match plan {
                 Some(p) => {
                     p.lambda * (predicted == labels[i]) as u8 as f64
