@@ -141,12 +141,7 @@ pub fn load(
     model: Classifier,
     optimizer: ModuleOptimizer,
 ) -> Result<(Classifier, ModuleOptimizer, RunState), TrainError> {
-    let model_path = folder.join("model.bpk");
-    let record = ModuleRecord::from_bytes(read_bytes(&model_path)?)
-        .map_err(|e| checkpoint_error(&model_path, format!("{e:?}")))?;
-    let model = model
-        .try_load_record(record)
-        .map_err(|e| checkpoint_error(&model_path, format!("{e:?}")))?;
+    let model = load_model(folder, model)?;
     let optim_path = folder.join("optimizer.bpk");
     let optimizer = optimizer
         .from_bytes(read_bytes(&optim_path)?)
