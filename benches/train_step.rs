@@ -9,6 +9,7 @@ use manifold_mixup::mixup::MixMode;
 use manifold_mixup::models::ModelKind;
 
 fn main() {
+    manifold_mixup::process::configure();
     let device = Device::flex();
     for width in [16, 64] {
         for mix in [MixMode::None, MixMode::Manifold] {

@@ -33,6 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() {
+    manifold_mixup::process::configure();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => error.exit(),

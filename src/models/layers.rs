@@ -31,9 +31,18 @@ impl BatchNorm2d {
     }
 
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        self.normalize(input, false)
+    }
+
+    /// `relu(self.forward(input))`, in one pass where the backend allows.
+    pub fn forward_relu(&self, input: Tensor<4>) -> Tensor<4> {
+        self.normalize(input, true)
+    }
+
+    fn normalize(&self, input: Tensor<4>, relu: bool) -> Tensor<4> {
         let device = input.device();
         if !device.is_autodiff() {
-            return burn::tensor::module::batch_norm(
+            let output = burn::tensor::module::batch_norm(
                 input,
                 self.weight.val(),
                 self.bias.val(),
@@ -41,14 +50,20 @@ impl BatchNorm2d {
                 self.running_var.value().to_device(&device),
                 BN_EPSILON,
             );
+            return if relu {
+                activation::relu(output)
+            } else {
+                output
+            };
         }
         let [batch, channels, height, width] = input.dims();
         let per_channel = (batch * height * width) as f64;
-        let result = burn::tensor::module::batch_norm_train(
+        let result = crate::kernels::batch_norm::batch_norm_train(
             input,
             self.weight.val(),
             self.bias.val(),
             BN_EPSILON,
+            relu,
         );
         let unbiased = per_channel / (per_channel - 1.0).max(1.0);
         let mean = self.running_mean.value_sync().to_device(&device);
@@ -83,6 +98,25 @@ pub fn conv(
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_bias(bias)
         .init(device)
+}
+
+/// `conv`'s forward pass; on the Flex CPU backend with the `onednn` feature, through oneDNN.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "onednn")]
+    if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
+        && crate::kernels::onednn::accepts(&x, conv.dilation, conv.groups)
+    {
+        let geometry = crate::kernels::onednn::ConvGeometry {
+            stride: conv.stride,
+            padding: [(top, bottom), (left, right)],
+        };
+        let output = crate::kernels::onednn::conv2d(x, conv.weight.val(), geometry);
+        return match &conv.bias {
+            Some(bias) => output + bias.val().reshape([1, -1, 1, 1]),
+            None => output,
+        };
+    }
+    conv.forward(x)
 }
 
 /// Global average pooling to `[batch, channels]`.

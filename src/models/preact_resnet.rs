@@ -5,7 +5,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, conv, global_avg_pool, relu};
+use super::layers::{BatchNorm2d, conv, conv2d, global_avg_pool};
 use crate::mixup::{TensorMix, mix_at};
 
 /// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus the shortcut.
@@ -31,13 +31,13 @@ impl PreActBlock {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(x.clone()));
+        let out = self.bn1.forward_relu(x.clone());
         let shortcut = match &self.shortcut {
-            Some(projection) => projection.forward(out.clone()),
+            Some(projection) => conv2d(projection, out.clone()),
             None => x,
         };
-        let out = self.conv1.forward(out);
-        let out = self.conv2.forward(relu(self.bn2.forward(out)));
+        let out = conv2d(&self.conv1, out);
+        let out = conv2d(&self.conv2, self.bn2.forward_relu(out));
         out + shortcut
     }
 }
@@ -72,14 +72,14 @@ impl PreActBottleneck {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = relu(self.bn1.forward(x.clone()));
+        let out = self.bn1.forward_relu(x.clone());
         let shortcut = match &self.shortcut {
-            Some(projection) => projection.forward(out.clone()),
+            Some(projection) => conv2d(projection, out.clone()),
             None => x,
         };
-        let out = self.conv1.forward(out);
-        let out = self.conv2.forward(relu(self.bn2.forward(out)));
-        let out = self.conv3.forward(relu(self.bn3.forward(out)));
+        let out = conv2d(&self.conv1, out);
+        let out = conv2d(&self.conv2, self.bn2.forward_relu(out));
+        let out = conv2d(&self.conv3, self.bn3.forward_relu(out));
         out + shortcut
     }
 }
@@ -168,7 +168,7 @@ impl PreActResNet {
     pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
         let run = |units: &[PreActUnit], h: Tensor<4>| units.iter().fold(h, |h, u| u.forward(h));
         let h = mix_at(mix, 0, x);
-        let h = run(&self.layer1, self.conv1.forward(h));
+        let h = run(&self.layer1, conv2d(&self.conv1, h));
         let h = mix_at(mix, 1, h);
         let h = mix_at(mix, 2, run(&self.layer2, h));
         let h = mix_at(mix, 3, run(&self.layer3, h));

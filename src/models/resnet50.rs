@@ -7,7 +7,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, conv, global_avg_pool, relu};
+use super::layers::{BatchNorm2d, conv, conv2d, global_avg_pool, relu};
 use crate::mixup::{TensorMix, mix_at};
 
 #[derive(Module, Debug)]
@@ -46,11 +46,11 @@ impl Bottleneck {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let h = relu(self.bn2.forward(self.conv2.forward(h)));
-        let h = self.bn3.forward(self.conv3.forward(h));
+        let h = self.bn1.forward_relu(conv2d(&self.conv1, x.clone()));
+        let h = self.bn2.forward_relu(conv2d(&self.conv2, h));
+        let h = self.bn3.forward(conv2d(&self.conv3, h));
         let shortcut = match &self.downsample {
-            Some(down) => down.bn.forward(down.conv.forward(x)),
+            Some(down) => down.bn.forward(conv2d(&down.conv, x)),
             None => x,
         };
         relu(h + shortcut)
@@ -108,7 +108,7 @@ impl ResNet50 {
         let h = mix_at(mix, 0, x);
         let h = self
             .pool
-            .forward(relu(self.bn1.forward(self.conv1.forward(h))));
+            .forward(self.bn1.forward_relu(conv2d(&self.conv1, h)));
         let h = mix_at(mix, 1, h);
         let h = mix_at(mix, 2, run(&self.layer1, h));
         let h = mix_at(mix, 3, run(&self.layer2, h));

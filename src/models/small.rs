@@ -6,7 +6,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, conv, global_avg_pool, relu};
+use super::layers::{BatchNorm2d, conv, conv2d, global_avg_pool, relu};
 use crate::mixup::{TensorMix, mix_at};
 
 #[derive(Module, Debug)]
@@ -27,7 +27,7 @@ impl ConvBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.pool
-            .forward(relu(self.bn.forward(self.conv.forward(x))))
+            .forward(self.bn.forward_relu(conv2d(&self.conv, x)))
     }
 }
 

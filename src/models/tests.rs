@@ -196,7 +196,9 @@ fn sgd_overfits_a_tiny_batch_with_manifold_mixing_on() {
     let device = Device::flex().autodiff();
     device.seed(0);
     // Initial weights come from the backend's process-wide RNG, which tests running in
-    // parallel share: every family gets at least width 4 so it learns from any draw.
+    // parallel share: every family gets at least width 4 so it learns from any draw. After
+    // 100 steps every family is below half its first loss on either convolution path, which
+    // leaves the 0.8 bound a wide margin against rounding-order differences between them.
     for (kind, width) in small_models() {
         let width = width.max(4);
         let mut model = ModelConfig::new(kind, 3, 32, 4)
@@ -225,14 +227,14 @@ fn sgd_overfits_a_tiny_batch_with_manifold_mixing_on() {
             mixed_loss(model.forward(x.clone(), Some(&mix)), targets, Loss::SoftCe)
         };
         let mut losses = Vec::new();
-        for _ in 0..60 {
+        for _ in 0..100 {
             let loss = loss_at(&model, &mut rng);
             losses.push(loss.clone().into_scalar::<f32>());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(0.05, model, grads);
         }
         let first = losses[..5].iter().sum::<f32>() / 5.0;
-        let last = losses[55..].iter().sum::<f32>() / 5.0;
+        let last = losses[95..].iter().sum::<f32>() / 5.0;
         assert!(last < 0.8 * first, "{kind}: loss {first} → {last}");
     }
 }

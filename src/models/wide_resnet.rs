@@ -5,7 +5,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, conv, global_avg_pool, relu};
+use super::layers::{BatchNorm2d, conv, conv2d, global_avg_pool};
 use crate::mixup::{TensorMix, mix_at};
 
 /// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus a 1×1 projection of the raw input
@@ -32,10 +32,10 @@ impl WideBasic {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = self.conv1.forward(relu(self.bn1.forward(x.clone())));
-        let out = self.conv2.forward(relu(self.bn2.forward(out)));
+        let out = conv2d(&self.conv1, self.bn1.forward_relu(x.clone()));
+        let out = conv2d(&self.conv2, self.bn2.forward_relu(out));
         let shortcut = match &self.shortcut {
-            Some(projection) => projection.forward(x),
+            Some(projection) => conv2d(projection, x),
             None => x,
         };
         out + shortcut
@@ -92,10 +92,10 @@ impl WideResNet {
     pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
         let run = |blocks: &[WideBasic], h: Tensor<4>| blocks.iter().fold(h, |h, b| b.forward(h));
         let h = mix_at(mix, 0, x);
-        let h = mix_at(mix, 1, run(&self.layer1, self.conv1.forward(h)));
+        let h = mix_at(mix, 1, run(&self.layer1, conv2d(&self.conv1, h)));
         let h = mix_at(mix, 2, run(&self.layer2, h));
         let h = mix_at(mix, 3, run(&self.layer3, h));
-        let h = relu(self.bn.forward(h));
+        let h = self.bn.forward_relu(h);
         self.linear.forward(global_avg_pool(h))
     }
 }

@@ -1,0 +1,501 @@
+//! Training-mode batch normalisation of `[N, C, H, W]` f32 tensors on Flex, optionally
+//! followed by a ReLU in the same pass.
+//!
+//! Forward: per channel, the mean and the biased variance (two passes over a channel's
+//! values, accumulated in f64), then one pass writing `x · scale + shift` (clamped at 0 with
+//! the ReLU). Backward: per channel, `Σ dy` and `Σ dy · x̂` (with the ReLU, `dy` is zero
+//! where the output is), then one pass writing
+//! `dx = γ / σ · (dy − mean(dy) − x̂ · mean(dy · x̂))`. Channels are independent, so the
+//! reductions run in parallel over channels and the element-wise passes over `(n, c)` planes.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, ExtensionType, Flex, TensorMetadata,
+    backend_extension,
+};
+use burn::tensor::module::BatchNormTrainOutput;
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Batch normalisation with the batch's own statistics, as `burn::tensor::module::
+/// batch_norm_train` computes it (biased variance returned, statistics detached), then a ReLU
+/// if `relu`; through the kernels here when `input` is f32 on Flex.
+pub fn batch_norm_train(
+    input: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    relu: bool,
+) -> BatchNormTrainOutput<4> {
+    if !super::on_flex_f32(&input) {
+        let mut result = burn::tensor::module::batch_norm_train(input, gamma, beta, epsilon);
+        if relu {
+            result.output = burn::tensor::activation::relu(result.output);
+        }
+        return result;
+    }
+    let result = <Dispatch as FlexBatchNorm>::batch_norm_train_flex(
+        input.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+        relu,
+    );
+    BatchNormTrainOutput {
+        output: Tensor::from_dispatch(result.output),
+        mean: Tensor::from_dispatch(result.mean),
+        variance: Tensor::from_dispatch(result.variance),
+    }
+}
+
+#[derive(ExtensionType)]
+pub struct Normalized<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub mean: FloatTensor<B>,
+    pub variance: FloatTensor<B>,
+}
+
+#[backend_extension(Autodiff, Flex)]
+pub trait FlexBatchNorm: Backend {
+    fn batch_norm_train_flex(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> Normalized<Self>;
+}
+
+impl FlexBatchNorm for Flex {
+    fn batch_norm_train_flex(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> Normalized<Self> {
+        let result = forward(&x, &gamma, &beta, epsilon, relu);
+        Normalized {
+            output: result.output,
+            mean: result.mean,
+            variance: result.variance,
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FlexBatchNorm for Autodiff<Flex, C> {
+    fn batch_norm_train_flex(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> Normalized<Self> {
+        match BatchNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, gamma) = (x.primitive().clone(), gamma.primitive().clone());
+                let result = forward(&x, &gamma, beta.primitive(), epsilon, relu);
+                let state = BatchNormState {
+                    x,
+                    gamma,
+                    mean: result.mean.clone(),
+                    variance: result.variance.clone(),
+                    epsilon,
+                    relu_output: relu.then(|| result.output.clone()),
+                };
+                Normalized {
+                    output: prep.finish(state, result.output),
+                    mean: Self::from_inner(result.mean),
+                    variance: Self::from_inner(result.variance),
+                }
+            }
+            OpsKind::UnTracked(prep) => {
+                let result = forward(
+                    x.primitive(),
+                    gamma.primitive(),
+                    beta.primitive(),
+                    epsilon,
+                    relu,
+                );
+                Normalized {
+                    output: prep.finish(result.output),
+                    mean: Self::from_inner(result.mean),
+                    variance: Self::from_inner(result.variance),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+#[derive(Clone, Debug)]
+struct BatchNormState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    mean: FlexTensor,
+    /// Biased.
+    variance: FlexTensor,
+    epsilon: f64,
+    /// The forward output when a ReLU followed: where it is 0, no gradient passes.
+    relu_output: Option<FlexTensor>,
+}
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    type State = BatchNormState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let output_grad = grads.consume::<Flex>(&ops.node);
+        let result = backward(&ops.state, &output_grad);
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, result.x);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, result.gamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, result.beta);
+        }
+    }
+}
+
+/// A contiguous `[N, C, H, W]` f32 tensor viewed as its `(n, c)` planes.
+struct Planes {
+    tensor: FlexTensor,
+    batch: usize,
+    channels: usize,
+    plane: usize,
+}
+
+impl Planes {
+    fn new(tensor: &FlexTensor) -> Self {
+        let dims = tensor.shape();
+        let dims = dims.as_slice();
+        Self {
+            tensor: tensor.to_contiguous(),
+            batch: dims[0],
+            channels: dims[1],
+            plane: dims[2] * dims[3],
+        }
+    }
+
+    fn values(&self) -> &[f32] {
+        self.tensor
+            .as_slice::<f32>()
+            .expect("a contiguous f32 tensor")
+    }
+
+    /// Channel `c`'s values, plane by plane.
+    fn channel(&self, c: usize) -> impl Iterator<Item = &[f32]> {
+        let values = self.values();
+        (0..self.batch).map(move |n| {
+            let start = (n * self.channels + c) * self.plane;
+            &values[start..start + self.plane]
+        })
+    }
+
+    fn per_channel(&self) -> f64 {
+        (self.batch * self.plane) as f64
+    }
+
+    /// A new tensor of this shape, each `(n, c)` plane written by `fill(c, start, plane)`,
+    /// where `start` is the plane's offset in every tensor of this shape. `fill` must write
+    /// every element of the plane it gets.
+    fn map_planes(
+        &self,
+        fill: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
+    ) -> FlexTensor {
+        let len = self.batch * self.channels * self.plane;
+        let mut out = Vec::<f32>::with_capacity(len);
+        // Each element is written once below: no zero-filling pass first.
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(self.plane)
+            .enumerate()
+            .for_each(|(index, plane)| fill(index % self.channels, index * self.plane, plane));
+        // SAFETY: the planes tile the buffer and `fill` writes all of each (see the callers,
+        // which zip the plane with input slices of the same length).
+        unsafe { out.set_len(len) };
+        FlexTensor::from_data(TensorData::new(out, self.tensor.shape()))
+    }
+
+    fn plane_at(&self, start: usize) -> &[f32] {
+        &self.values()[start..start + self.plane]
+    }
+}
+
+/// Lanes for sums the compiler can vectorise (it keeps a scalar sum in order otherwise).
+const LANES: usize = 8;
+
+/// `(Σ a, Σ a · b)` over equal-length slices, in f32 lanes per plane, f64 across lanes.
+fn sum_and_dot(a: &[f32], b: &[f32]) -> (f64, f64) {
+    let (mut sum, mut dot) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail = a_chunks.remainder().iter().zip(b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for lane in 0..LANES {
+            sum[lane] += a[lane];
+            dot[lane] += a[lane] * b[lane];
+        }
+    }
+    let (tail_sum, tail_dot) = tail.fold((0.0f64, 0.0f64), |(s, d), (&a, &b)| {
+        (s + a as f64, d + (a * b) as f64)
+    });
+    (
+        sum.iter().map(|&v| v as f64).sum::<f64>() + tail_sum,
+        dot.iter().map(|&v| v as f64).sum::<f64>() + tail_dot,
+    )
+}
+
+/// `Σ (x − shift)` and `Σ (x − shift)²`, in f32 lanes, f64 across lanes.
+fn shifted_moments(xs: &[f32], shift: f32) -> (f64, f64) {
+    let (mut sum, mut squares) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            let d = chunk[lane] - shift;
+            sum[lane] += d;
+            squares[lane] += d * d;
+        }
+    }
+    let tail = tail.iter().fold((0.0f64, 0.0f64), |(s, q), &x| {
+        let d = (x - shift) as f64;
+        (s + d, q + d * d)
+    });
+    (
+        sum.iter().map(|&v| v as f64).sum::<f64>() + tail.0,
+        squares.iter().map(|&v| v as f64).sum::<f64>() + tail.1,
+    )
+}
+
+fn vector(values: Vec<f32>) -> FlexTensor {
+    let len = values.len();
+    FlexTensor::from_data(TensorData::new(values, [len]))
+}
+
+fn f32_values(tensor: &FlexTensor) -> Vec<f32> {
+    tensor
+        .to_contiguous()
+        .as_slice::<f32>()
+        .expect("a contiguous f32 tensor")
+        .to_vec()
+}
+
+struct Forward {
+    output: FlexTensor,
+    mean: FlexTensor,
+    variance: FlexTensor,
+}
+
+fn forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    epsilon: f64,
+    relu: bool,
+) -> Forward {
+    let x = Planes::new(x);
+    let (gamma, beta) = (f32_values(gamma), f32_values(beta));
+    let count = x.per_channel();
+    let statistics: Vec<(f64, f64)> = (0..x.channels)
+        .into_par_iter()
+        .map(|c| {
+            // Moments about the channel's first value, so that a large mean does not swamp
+            // the variance in f32; then one more pass would not change the result.
+            let shift = x.channel(c).next().map_or(0.0, |plane| plane[0]);
+            let (sum, squares) = x
+                .channel(c)
+                .map(|plane| shifted_moments(plane, shift))
+                .fold((0.0, 0.0), |(s, q), (ps, pq)| (s + ps, q + pq));
+            let offset = sum / count;
+            let variance = (squares / count - offset * offset).max(0.0);
+            (shift as f64 + offset, variance)
+        })
+        .collect();
+    let affine: Vec<(f32, f32)> = statistics
+        .iter()
+        .zip(gamma.iter().zip(&beta))
+        .map(|(&(mean, variance), (&gamma, &beta))| {
+            let scale = gamma as f64 / (variance + epsilon).sqrt();
+            (scale as f32, (beta as f64 - mean * scale) as f32)
+        })
+        .collect();
+    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+    let output = x.map_planes(|c, start, out| {
+        let (scale, shift) = affine[c];
+        for (slot, &v) in out.iter_mut().zip(x.plane_at(start)) {
+            slot.write((v * scale + shift).max(floor));
+        }
+    });
+    Forward {
+        output,
+        mean: vector(statistics.iter().map(|s| s.0 as f32).collect()),
+        variance: vector(statistics.iter().map(|s| s.1 as f32).collect()),
+    }
+}
+
+struct Gradient {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+}
+
+fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
+    let x = Planes::new(&state.x);
+    // With a ReLU after the normalisation, the gradient that reaches it is zero where the
+    // output is: mask it once, and the rest is plain batch-norm backward.
+    let dy = match &state.relu_output {
+        Some(output) => {
+            let (output, dy) = (Planes::new(output), Planes::new(output_grad));
+            let masked = dy.map_planes(|_, start, out| {
+                let pairs = dy.plane_at(start).iter().zip(output.plane_at(start));
+                for (slot, (&d, &o)) in out.iter_mut().zip(pairs) {
+                    slot.write(if o > 0.0 { d } else { 0.0 });
+                }
+            });
+            Planes::new(&masked)
+        }
+        None => Planes::new(output_grad),
+    };
+    let gamma = f32_values(&state.gamma);
+    let mean = f32_values(&state.mean);
+    let inv_std: Vec<f64> = f32_values(&state.variance)
+        .iter()
+        .map(|&v| 1.0 / (v as f64 + state.epsilon).sqrt())
+        .collect();
+    // Per channel: Σ dy and Σ dy · x̂ = s · (Σ dy · x − μ · Σ dy).
+    let sums: Vec<(f64, f64)> = (0..x.channels)
+        .into_par_iter()
+        .map(|c| {
+            let (sum_dy, sum_dy_x) = dy
+                .channel(c)
+                .zip(x.channel(c))
+                .map(|(dys, xs)| sum_and_dot(dys, xs))
+                .fold((0.0, 0.0), |(s, d), (ps, pd)| (s + ps, d + pd));
+            (sum_dy, inv_std[c] * (sum_dy_x - mean[c] as f64 * sum_dy))
+        })
+        .collect();
+    let count = x.per_channel();
+    // dx = k · (dy − mean(dy) − x̂ · mean(dy · x̂)), x̂ = (x − μ) · s, k = γ · s, written as
+    // dx = k · dy + a · x + b with a = −k · s · mean(dy · x̂), b = −k · mean(dy) − a · μ.
+    let coefficients: Vec<(f32, f32, f32)> = (0..x.channels)
+        .map(|c| {
+            let (sum_dy, sum_dy_xhat) = sums[c];
+            let k = gamma[c] as f64 * inv_std[c];
+            let a = -k * inv_std[c] * sum_dy_xhat / count;
+            let b = -k * sum_dy / count - a * mean[c] as f64;
+            (k as f32, a as f32, b as f32)
+        })
+        .collect();
+    let x_grad = x.map_planes(|c, start, out| {
+        let (k, a, b) = coefficients[c];
+        let pairs = dy.plane_at(start).iter().zip(x.plane_at(start));
+        for (slot, (&d, &x)) in out.iter_mut().zip(pairs) {
+            slot.write(k * d + a * x + b);
+        }
+    });
+    Gradient {
+        x: x_grad,
+        gamma: vector(sums.iter().map(|s| s.1 as f32).collect()),
+        beta: vector(sums.iter().map(|s| s.0 as f32).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, Tolerance};
+
+    fn tolerance() -> Tolerance<f32> {
+        Tolerance::rel_abs(1e-4, 1e-4)
+    }
+
+    /// Burn's own batch norm, then its ReLU: what the kernels must reproduce.
+    fn reference(
+        x: Tensor<4>,
+        gamma: Tensor<1>,
+        beta: Tensor<1>,
+        epsilon: f64,
+        relu: bool,
+    ) -> BatchNormTrainOutput<4> {
+        let mut result = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
+        if relu {
+            result.output = burn::tensor::activation::relu(result.output);
+        }
+        result
+    }
+
+    type BatchNorm = fn(Tensor<4>, Tensor<1>, Tensor<1>, f64, bool) -> BatchNormTrainOutput<4>;
+
+    #[test]
+    fn forward_and_gradients_match_burn_with_and_without_relu() {
+        let device = Device::flex().autodiff();
+        for relu in [false, true] {
+            for dims in [[4, 3, 5, 5], [2, 8, 1, 1], [16, 2, 7, 3]] {
+                let x = Tensor::<4>::random(dims, Distribution::Normal(2.0, 3.0), &device);
+                let gamma = Tensor::<1>::random([dims[1]], Distribution::Normal(1.0, 0.5), &device);
+                let beta = Tensor::<1>::random([dims[1]], Distribution::Normal(0.0, 0.5), &device);
+                let projection = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+                let run = |norm: BatchNorm| {
+                    let (x, gamma, beta) = (
+                        x.clone().require_grad(),
+                        gamma.clone().require_grad(),
+                        beta.clone().require_grad(),
+                    );
+                    let result = norm(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+                    let grads = (result.output.clone() * projection.clone())
+                        .sum()
+                        .backward();
+                    [
+                        result.output.inner().into_data(),
+                        result.mean.inner().into_data(),
+                        result.variance.inner().into_data(),
+                        x.grad(&grads).unwrap().into_data(),
+                        gamma.grad(&grads).unwrap().into_data(),
+                        beta.grad(&grads).unwrap().into_data(),
+                    ]
+                };
+                let expected = run(reference);
+                let actual = run(batch_norm_train);
+                for (name, (actual, expected)) in
+                    ["output", "mean", "variance", "dx", "dgamma", "dbeta"]
+                        .iter()
+                        .zip(actual.iter().zip(&expected))
+                {
+                    assert_eq!(actual.shape(), expected.shape(), "{name} {dims:?} {relu}");
+                    actual.assert_approx_eq::<f32>(expected, tolerance());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn without_autodiff_the_output_is_normalised_per_channel() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([6, 3, 4, 4], Distribution::Normal(5.0, 2.0), &device);
+        let ones = Tensor::<1>::ones([3], &device);
+        let result = batch_norm_train(x, ones.clone(), ones.zeros_like(), 0.0, false);
+        let output = result.output.swap_dims(0, 1).reshape([3, -1]);
+        let mean = output.clone().mean_dim(1).into_data();
+        let variance = output.var_bias(1).into_data();
+        mean.assert_approx_eq::<f32>(&TensorData::from([[0.0f32], [0.0], [0.0]]), tolerance());
+        variance.assert_approx_eq::<f32>(&TensorData::from([[1.0f32], [1.0], [1.0]]), tolerance());
+    }
+}

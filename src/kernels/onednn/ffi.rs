@@ -1,0 +1,112 @@
+//! The C ABI of `native/onednn_conv.cpp`. Buffers are plain NCHW (activations) and OIHW
+//! (weights) f32; the caller owns them and they stay valid for the duration of the call.
+
+use std::ffi::{CStr, c_char, c_int};
+
+/// Mirrors `MmixConvShape` in the C++ bridge, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: i64,
+    pub in_channels: i64,
+    pub in_height: i64,
+    pub in_width: i64,
+    pub out_channels: i64,
+    pub kernel_height: i64,
+    pub kernel_width: i64,
+    pub out_height: i64,
+    pub out_width: i64,
+    pub stride_height: i64,
+    pub stride_width: i64,
+    pub pad_top: i64,
+    pub pad_left: i64,
+    pub pad_bottom: i64,
+    pub pad_right: i64,
+}
+
+unsafe extern "C" {
+    fn mmix_onednn_last_error() -> *const c_char;
+    fn mmix_onednn_conv2d_forward(
+        shape: *const ConvShape,
+        src: *const f32,
+        weights: *const f32,
+        dst: *mut f32,
+    ) -> c_int;
+    fn mmix_onednn_conv2d_backward_data(
+        shape: *const ConvShape,
+        diff_dst: *const f32,
+        weights: *const f32,
+        diff_src: *mut f32,
+    ) -> c_int;
+    fn mmix_onednn_conv2d_backward_weights(
+        shape: *const ConvShape,
+        src: *const f32,
+        diff_dst: *const f32,
+        diff_weights: *mut f32,
+    ) -> c_int;
+}
+
+impl ConvShape {
+    fn src_len(&self) -> usize {
+        (self.batch * self.in_channels * self.in_height * self.in_width) as usize
+    }
+    fn weights_len(&self) -> usize {
+        (self.out_channels * self.in_channels * self.kernel_height * self.kernel_width) as usize
+    }
+    fn dst_len(&self) -> usize {
+        (self.batch * self.out_channels * self.out_height * self.out_width) as usize
+    }
+}
+
+/// The three operations, each returning a fresh buffer or the bridge's message.
+pub fn forward(shape: &ConvShape, src: &[f32], weights: &[f32]) -> Result<Vec<f32>, String> {
+    assert_eq!(
+        (src.len(), weights.len()),
+        (shape.src_len(), shape.weights_len())
+    );
+    filled(shape.dst_len(), |out| unsafe {
+        mmix_onednn_conv2d_forward(shape, src.as_ptr(), weights.as_ptr(), out)
+    })
+}
+
+pub fn backward_data(
+    shape: &ConvShape,
+    diff_dst: &[f32],
+    weights: &[f32],
+) -> Result<Vec<f32>, String> {
+    assert_eq!(
+        (diff_dst.len(), weights.len()),
+        (shape.dst_len(), shape.weights_len())
+    );
+    filled(shape.src_len(), |out| unsafe {
+        mmix_onednn_conv2d_backward_data(shape, diff_dst.as_ptr(), weights.as_ptr(), out)
+    })
+}
+
+pub fn backward_weights(
+    shape: &ConvShape,
+    src: &[f32],
+    diff_dst: &[f32],
+) -> Result<Vec<f32>, String> {
+    assert_eq!(
+        (src.len(), diff_dst.len()),
+        (shape.src_len(), shape.dst_len())
+    );
+    filled(shape.weights_len(), |out| unsafe {
+        mmix_onednn_conv2d_backward_weights(shape, src.as_ptr(), diff_dst.as_ptr(), out)
+    })
+}
+
+/// Runs `write` on an uninitialised buffer of `len` floats, which the bridge fills entirely on
+/// success; zero-filling first would cost a pass over every activation.
+fn filled(len: usize, write: impl FnOnce(*mut f32) -> c_int) -> Result<Vec<f32>, String> {
+    let mut out = Vec::<f32>::with_capacity(len);
+    if write(out.as_mut_ptr()) != 0 {
+        // SAFETY: the bridge always returns a valid NUL-terminated thread-local string.
+        let message = unsafe { CStr::from_ptr(mmix_onednn_last_error()) };
+        return Err(message.to_string_lossy().into_owned());
+    }
+    // SAFETY: on success every one of the `len` elements was written by oneDNN.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}

@@ -1,0 +1,266 @@
+//! Convolutions on oneDNN for the Flex CPU backend (cargo feature `onednn`).
+//!
+//! Burn's backend-extension mechanism routes one operation, a bias-free 2-D convolution, to
+//! oneDNN for Flex tensors: the forward pass, and under autodiff a hand-written backward that
+//! computes the input gradient and the weight gradient with oneDNN too. Everything else (and
+//! every other backend) stays on Burn. If oneDNN rejects a call, the operation falls back to
+//! Flex's own convolution, with one warning per process.
+//!
+//! `MMIX_ONEDNN=off` in the environment turns the route off at run time, so both paths can be
+//! timed from one build.
+
+mod ffi;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Shape, Tensor, TensorData};
+
+use ffi::ConvShape;
+
+/// Stride and `(begin, end)` padding per spatial axis; dilation 1 and one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub stride: [usize; 2],
+    pub padding: [(usize, usize); 2],
+}
+
+impl ConvGeometry {
+    fn options(self) -> ConvOptions<2> {
+        ConvOptions::new_with_padding(self.stride, self.padding, [1, 1], 1)
+    }
+
+    fn shape(self, x: &Shape, weight: &Shape) -> ConvShape {
+        let [batch, in_channels, in_height, in_width] = dims4(x);
+        let [out_channels, _, kernel_height, kernel_width] = dims4(weight);
+        let out_len = |input: usize, kernel: usize, (begin, end): (usize, usize), stride: usize| {
+            (input + begin + end - kernel) / stride + 1
+        };
+        let [(pad_top, pad_bottom), (pad_left, pad_right)] = self.padding;
+        let to_i64 = |v: usize| v as i64;
+        ConvShape {
+            batch: to_i64(batch),
+            in_channels: to_i64(in_channels),
+            in_height: to_i64(in_height),
+            in_width: to_i64(in_width),
+            out_channels: to_i64(out_channels),
+            kernel_height: to_i64(kernel_height),
+            kernel_width: to_i64(kernel_width),
+            out_height: to_i64(out_len(
+                in_height,
+                kernel_height,
+                self.padding[0],
+                self.stride[0],
+            )),
+            out_width: to_i64(out_len(
+                in_width,
+                kernel_width,
+                self.padding[1],
+                self.stride[1],
+            )),
+            stride_height: to_i64(self.stride[0]),
+            stride_width: to_i64(self.stride[1]),
+            pad_top: to_i64(pad_top),
+            pad_left: to_i64(pad_left),
+            pad_bottom: to_i64(pad_bottom),
+            pad_right: to_i64(pad_right),
+        }
+    }
+}
+
+fn dims4(shape: &Shape) -> [usize; 4] {
+    let dims = shape.as_slice();
+    [dims[0], dims[1], dims[2], dims[3]]
+}
+
+/// Whether the route is on for this process (`MMIX_ONEDNN=off` or `0` turns it off).
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        !matches!(
+            std::env::var("MMIX_ONEDNN").as_deref(),
+            Ok("off" | "0" | "false")
+        )
+    })
+}
+
+/// Whether oneDNN can take this convolution: route on, f32 tensors on Flex, dilation 1, no groups.
+pub fn accepts(x: &Tensor<4>, dilation: [usize; 2], groups: usize) -> bool {
+    enabled() && dilation == [1, 1] && groups == 1 && super::on_flex_f32(x)
+}
+
+/// A bias-free 2-D convolution of `x` `[N, C, H, W]` with `weight` `[O, C, kH, kW]` on oneDNN,
+/// differentiable in both. Call it only where [`accepts`] says so.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, geometry: ConvGeometry) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as OneDnnConv>::onednn_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        geometry,
+    ))
+}
+
+#[backend_extension(Autodiff, Flex)]
+pub trait OneDnnConv: Backend {
+    fn onednn_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self>;
+}
+
+impl OneDnnConv for Flex {
+    fn onednn_conv2d(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTensor {
+        forward(x, weight, geometry)
+    }
+}
+
+impl<C: CheckpointStrategy> OneDnnConv for Autodiff<Flex, C> {
+    fn onednn_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: ConvGeometry,
+    ) -> FloatTensor<Self> {
+        match ConvBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = x.primitive().clone();
+                let weight = weight.primitive().clone();
+                let output = forward(x.clone(), weight.clone(), geometry);
+                prep.finish((x, weight, geometry), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(
+                x.into_primitive(),
+                weight.into_primitive(),
+                geometry,
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (FlexTensor, FlexTensor, ConvGeometry);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        let output_grad = grads.consume::<Flex>(&ops.node);
+        let (x, weight, geometry) = ops.state;
+        if let Some(node) = node_weight {
+            let grad = weight_gradient(x.clone(), weight.clone(), output_grad.clone(), geometry);
+            grads.register::<Flex>(node.id, grad);
+        }
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, input_gradient(x, weight, output_grad, geometry));
+        }
+    }
+}
+
+fn forward(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTensor {
+    let shape = geometry.shape(&x.shape(), &weight.shape());
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let result = ffi::forward(&shape, f32s(&x), f32s(&weight));
+    let out_shape = [
+        shape.batch,
+        shape.out_channels,
+        shape.out_height,
+        shape.out_width,
+    ];
+    or_flex(result, out_shape, || {
+        Flex::conv2d(x, weight, None, geometry.options())
+    })
+}
+
+fn input_gradient(
+    x: FlexTensor,
+    weight: FlexTensor,
+    output_grad: FlexTensor,
+    geometry: ConvGeometry,
+) -> FlexTensor {
+    let shape = geometry.shape(&x.shape(), &weight.shape());
+    let (weight, output_grad) = (weight.to_contiguous(), output_grad.to_contiguous());
+    let result = ffi::backward_data(&shape, f32s(&output_grad), f32s(&weight));
+    let x_shape = [
+        shape.batch,
+        shape.in_channels,
+        shape.in_height,
+        shape.in_width,
+    ];
+    or_flex(result, x_shape, || {
+        Flex::conv2d_x_backward(x, weight, output_grad, geometry.options())
+    })
+}
+
+fn weight_gradient(
+    x: FlexTensor,
+    weight: FlexTensor,
+    output_grad: FlexTensor,
+    geometry: ConvGeometry,
+) -> FlexTensor {
+    let shape = geometry.shape(&x.shape(), &weight.shape());
+    let (x, output_grad) = (x.to_contiguous(), output_grad.to_contiguous());
+    let result = ffi::backward_weights(&shape, f32s(&x), f32s(&output_grad));
+    let weight_shape = [
+        shape.out_channels,
+        shape.in_channels,
+        shape.kernel_height,
+        shape.kernel_width,
+    ];
+    or_flex(result, weight_shape, || {
+        Flex::conv2d_weight_backward(x, weight, output_grad, geometry.options())
+    })
+}
+
+fn f32s(tensor: &FlexTensor) -> &[f32] {
+    tensor
+        .as_slice::<f32>()
+        .expect("contiguous f32 tensor (checked by `accepts`)")
+}
+
+static FALLBACKS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many oneDNN calls failed and fell back to Flex in this process.
+pub fn fallbacks() -> usize {
+    FALLBACKS.load(Ordering::Relaxed)
+}
+
+/// oneDNN's result as a tensor, or Flex's own computation if oneDNN failed.
+fn or_flex(
+    result: Result<Vec<f32>, String>,
+    shape: [i64; 4],
+    flex: impl FnOnce() -> FlexTensor,
+) -> FlexTensor {
+    match result {
+        Ok(values) => FlexTensor::from_data(TensorData::new(values, shape.map(|d| d as usize))),
+        Err(message) => {
+            FALLBACKS.fetch_add(1, Ordering::Relaxed);
+            static WARNING: Once = Once::new();
+            WARNING.call_once(|| {
+                eprintln!("warning: {message}; convolutions fall back to Burn's Flex kernels")
+            });
+            flex()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

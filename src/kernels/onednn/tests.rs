@@ -1,0 +1,110 @@
+use super::*;
+use burn::tensor::{Device, Distribution, Tolerance};
+
+/// Relative tolerance for sums over up to a few thousand products in f32, computed in a
+/// different order by the two libraries.
+fn tolerance() -> Tolerance<f32> {
+    Tolerance::rel_abs(1e-4, 5e-4)
+}
+
+fn burn_conv(x: Tensor<4>, weight: Tensor<4>, geometry: ConvGeometry) -> Tensor<4> {
+    burn::tensor::module::conv2d(x, weight, None, geometry.options())
+}
+
+/// `[batch, channels in, height, width]`, `[channels out, kernel]`, geometry.
+const CASES: [([usize; 4], [usize; 2], ConvGeometry); 9] = [
+    ([2, 3, 8, 8], [4, 3], geometry(1, 1)),
+    ([3, 4, 9, 7], [5, 3], geometry(2, 1)),
+    ([2, 6, 8, 8], [3, 1], geometry(2, 0)),
+    ([1, 2, 5, 6], [2, 7], geometry(1, 3)),
+    ([4, 16, 16, 16], [32, 3], geometry(1, 1)),
+    ([2, 3, 32, 32], [4, 7], geometry(2, 3)),
+    ([2, 16, 8, 8], [32, 1], geometry(2, 0)),
+    ([2, 64, 4, 4], [16, 1], geometry(1, 0)),
+    ([3, 32, 8, 8], [32, 3], geometry(2, 1)),
+];
+
+const fn geometry(stride: usize, pad: usize) -> ConvGeometry {
+    ConvGeometry {
+        stride: [stride, stride],
+        padding: [(pad, pad), (pad, pad)],
+    }
+}
+
+fn inputs(device: &Device, x: [usize; 4], out: [usize; 2]) -> (Tensor<4>, Tensor<4>) {
+    let x = Tensor::random(x, Distribution::Normal(0.0, 1.0), device);
+    let weight = Tensor::random(
+        [out[0], x.dims()[1], out[1], out[1]],
+        Distribution::Normal(0.0, 0.3),
+        device,
+    );
+    (x, weight)
+}
+
+#[test]
+fn forward_matches_burn_without_autodiff() {
+    let device = Device::flex();
+    for (x_dims, out, geometry) in CASES {
+        let (x, weight) = inputs(&device, x_dims, out);
+        let expected = burn_conv(x.clone(), weight.clone(), geometry);
+        let actual = conv2d(x, weight, geometry);
+        assert_eq!(actual.dims(), expected.dims(), "{x_dims:?} {geometry:?}");
+        actual
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), tolerance());
+    }
+    assert_eq!(fallbacks(), 0, "oneDNN itself computed every case");
+}
+
+#[test]
+fn forward_and_gradients_match_burn_under_autodiff() {
+    let device = Device::flex().autodiff();
+    for (x_dims, out, geometry) in CASES {
+        let (x, weight) = inputs(&device, x_dims, out);
+        // A random projection of the output, so every output element gets its own gradient.
+        let output_dims = burn_conv(x.clone(), weight.clone(), geometry).dims();
+        let projection = Tensor::<4>::random(output_dims, Distribution::Normal(0.0, 1.0), &device);
+
+        let run = |conv: fn(Tensor<4>, Tensor<4>, ConvGeometry) -> Tensor<4>| {
+            let x = x.clone().detach().require_grad();
+            let weight = weight.clone().detach().require_grad();
+            let output = conv(x.clone(), weight.clone(), geometry);
+            let grads = (output.clone() * projection.clone()).sum().backward();
+            (
+                output.inner(),
+                x.grad(&grads).expect("input gradient"),
+                weight.grad(&grads).expect("weight gradient"),
+            )
+        };
+        let (expected_out, expected_dx, expected_dw) = run(burn_conv);
+        let (out, dx, dw) = run(conv2d);
+        out.into_data()
+            .assert_approx_eq::<f32>(&expected_out.into_data(), tolerance());
+        dx.into_data()
+            .assert_approx_eq::<f32>(&expected_dx.into_data(), tolerance());
+        dw.into_data()
+            .assert_approx_eq::<f32>(&expected_dw.into_data(), tolerance());
+    }
+    assert_eq!(fallbacks(), 0, "oneDNN itself computed every case");
+}
+
+#[test]
+fn gradient_flows_to_an_earlier_layer_through_the_onednn_convolution() {
+    let device = Device::flex().autodiff();
+    let (x, weight) = inputs(&device, [2, 3, 6, 6], [4, 3]);
+    let scale = Tensor::<4>::ones([1, 3, 1, 1], &device).require_grad();
+    let output = conv2d(x * scale.clone(), weight, geometry(1, 1));
+    let grads = output.sum().backward();
+    let grad = scale.grad(&grads).expect("gradient reaches the scale");
+    assert!(grad.abs().sum().into_scalar::<f32>() > 0.0);
+}
+
+#[test]
+fn the_route_takes_only_plain_f32_flex_convolutions() {
+    let x = Tensor::<4>::zeros([1, 1, 4, 4], &Device::flex());
+    assert_eq!(accepts(&x, [1, 1], 1), enabled());
+    assert!(!accepts(&x, [2, 2], 1));
+    assert!(!accepts(&x, [1, 1], 2));
+    let autodiff = Tensor::<4>::zeros([1, 1, 4, 4], &Device::flex().autodiff());
+    assert_eq!(accepts(&autodiff, [1, 1], 1), enabled());
+}
