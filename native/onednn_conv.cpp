@@ -8,9 +8,13 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 
 namespace {
@@ -68,11 +72,50 @@ Geometry geometry(const MmixConvShape &s) {
 
 memory::desc any_desc(const memory::dims &dims) { return memory::desc(dims, dt::f32, tag::any); }
 
-convolution_forward::primitive_desc forward_pd(const Geometry &g) {
-  convolution_forward::desc desc(prop_kind::forward_training, algorithm::convolution_direct,
-                                 any_desc(g.src), any_desc(g.weights), any_desc(g.dst), g.strides,
-                                 g.padding_begin, g.padding_end);
-  return convolution_forward::primitive_desc(desc, cpu_engine());
+// The primitives of one convolution shape, made once: creating a primitive descriptor means
+// asking every implementation whether it applies, which costs more than small convolutions.
+struct Plan {
+  Geometry g;
+  convolution_forward::primitive_desc forward_pd;
+  convolution_forward forward;
+  convolution_backward_data::primitive_desc data_pd;
+  convolution_backward_data backward_data;
+  convolution_backward_weights::primitive_desc weights_pd;
+  convolution_backward_weights backward_weights;
+
+  explicit Plan(const Geometry &geometry) : g(geometry) {
+    forward_pd = convolution_forward::primitive_desc(
+        convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
+                                  any_desc(g.src), any_desc(g.weights), any_desc(g.dst),
+                                  g.strides, g.padding_begin, g.padding_end),
+        cpu_engine());
+    forward = convolution_forward(forward_pd);
+    data_pd = convolution_backward_data::primitive_desc(
+        convolution_backward_data::desc(algorithm::convolution_direct, any_desc(g.src),
+                                        any_desc(g.weights), any_desc(g.dst), g.strides,
+                                        g.padding_begin, g.padding_end),
+        cpu_engine(), forward_pd);
+    backward_data = convolution_backward_data(data_pd);
+    weights_pd = convolution_backward_weights::primitive_desc(
+        convolution_backward_weights::desc(algorithm::convolution_direct, any_desc(g.src),
+                                           any_desc(g.weights), any_desc(g.dst), g.strides,
+                                           g.padding_begin, g.padding_end),
+        cpu_engine(), forward_pd);
+    backward_weights = convolution_backward_weights(weights_pd);
+  }
+};
+
+using PlanKey = std::array<int64_t, sizeof(MmixConvShape) / sizeof(int64_t)>;
+
+const Plan &plan_for(const MmixConvShape &shape) {
+  static std::mutex lock;
+  static std::map<PlanKey, std::unique_ptr<Plan>> plans;
+  PlanKey key;
+  std::memcpy(key.data(), &shape, sizeof shape);
+  std::lock_guard<std::mutex> guard(lock);
+  auto &plan = plans[key];
+  if (!plan) plan.reset(new Plan(geometry(shape)));
+  return *plan;
 }
 
 // A caller's plain buffer, reordered into `wanted` if oneDNN chose another layout.
@@ -120,57 +163,50 @@ const char *mmix_onednn_last_error() { return last_error.c_str(); }
 int mmix_onednn_conv2d_forward(const MmixConvShape *shape, const float *src, const float *weights,
                                float *dst) {
   return guarded([&] {
-    Geometry g = geometry(*shape);
-    auto pd = forward_pd(g);
+    const Plan &plan = plan_for(*shape);
+    const Geometry &g = plan.g;
     stream s(cpu_engine());
-    memory src_mem = as_input(s, pd.src_desc(), g.src, tag::nchw, src);
-    memory weights_mem = as_input(s, pd.weights_desc(), g.weights, tag::oihw, weights);
-    Output out(pd.dst_desc(), g.dst, tag::nchw, dst);
-    convolution_forward(pd).execute(
+    memory src_mem = as_input(s, plan.forward_pd.src_desc(), g.src, tag::nchw, src);
+    memory weights_mem = as_input(s, plan.forward_pd.weights_desc(), g.weights, tag::oihw, weights);
+    Output out(plan.forward_pd.dst_desc(), g.dst, tag::nchw, dst);
+    plan.forward.execute(
         s, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, weights_mem}, {DNNL_ARG_DST, out.computed}});
     out.finish(s);
     s.wait();
   });
 }
 
-int mmix_onednn_conv2d_backward_data(const MmixConvShape *shape, const float *diff_dst,
-                                     const float *weights, float *diff_src) {
+// Both gradients of one convolution; a null output pointer skips that gradient. The output
+// gradient is reordered once for both when they want the same layout.
+int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const float *src,
+                                const float *weights, const float *diff_dst, float *diff_src,
+                                float *diff_weights) {
   return guarded([&] {
-    Geometry g = geometry(*shape);
-    auto hint = forward_pd(g);
-    convolution_backward_data::desc desc(algorithm::convolution_direct, any_desc(g.src),
-                                         any_desc(g.weights), any_desc(g.dst), g.strides,
-                                         g.padding_begin, g.padding_end);
-    convolution_backward_data::primitive_desc pd(desc, cpu_engine(), hint);
+    const Plan &plan = plan_for(*shape);
+    const Geometry &g = plan.g;
     stream s(cpu_engine());
-    memory diff_dst_mem = as_input(s, pd.diff_dst_desc(), g.dst, tag::nchw, diff_dst);
-    memory weights_mem = as_input(s, pd.weights_desc(), g.weights, tag::oihw, weights);
-    Output out(pd.diff_src_desc(), g.src, tag::nchw, diff_src);
-    convolution_backward_data(pd).execute(s, {{DNNL_ARG_DIFF_DST, diff_dst_mem},
-                                              {DNNL_ARG_WEIGHTS, weights_mem},
-                                              {DNNL_ARG_DIFF_SRC, out.computed}});
-    out.finish(s);
-    s.wait();
-  });
-}
-
-int mmix_onednn_conv2d_backward_weights(const MmixConvShape *shape, const float *src,
-                                        const float *diff_dst, float *diff_weights) {
-  return guarded([&] {
-    Geometry g = geometry(*shape);
-    auto hint = forward_pd(g);
-    convolution_backward_weights::desc desc(algorithm::convolution_direct, any_desc(g.src),
-                                            any_desc(g.weights), any_desc(g.dst), g.strides,
-                                            g.padding_begin, g.padding_end);
-    convolution_backward_weights::primitive_desc pd(desc, cpu_engine(), hint);
-    stream s(cpu_engine());
-    memory src_mem = as_input(s, pd.src_desc(), g.src, tag::nchw, src);
-    memory diff_dst_mem = as_input(s, pd.diff_dst_desc(), g.dst, tag::nchw, diff_dst);
-    Output out(pd.diff_weights_desc(), g.weights, tag::oihw, diff_weights);
-    convolution_backward_weights(pd).execute(s, {{DNNL_ARG_SRC, src_mem},
-                                                 {DNNL_ARG_DIFF_DST, diff_dst_mem},
-                                                 {DNNL_ARG_DIFF_WEIGHTS, out.computed}});
-    out.finish(s);
+    memory diff_dst_for_data;
+    if (diff_src != nullptr) {
+      diff_dst_for_data = as_input(s, plan.data_pd.diff_dst_desc(), g.dst, tag::nchw, diff_dst);
+      memory weights_mem = as_input(s, plan.data_pd.weights_desc(), g.weights, tag::oihw, weights);
+      Output out(plan.data_pd.diff_src_desc(), g.src, tag::nchw, diff_src);
+      plan.backward_data.execute(s, {{DNNL_ARG_DIFF_DST, diff_dst_for_data},
+                                     {DNNL_ARG_WEIGHTS, weights_mem},
+                                     {DNNL_ARG_DIFF_SRC, out.computed}});
+      out.finish(s);
+    }
+    if (diff_weights != nullptr) {
+      memory diff_dst_mem =
+          diff_src != nullptr && diff_dst_for_data.get_desc() == plan.weights_pd.diff_dst_desc()
+              ? diff_dst_for_data
+              : as_input(s, plan.weights_pd.diff_dst_desc(), g.dst, tag::nchw, diff_dst);
+      memory src_mem = as_input(s, plan.weights_pd.src_desc(), g.src, tag::nchw, src);
+      Output out(plan.weights_pd.diff_weights_desc(), g.weights, tag::oihw, diff_weights);
+      plan.backward_weights.execute(s, {{DNNL_ARG_SRC, src_mem},
+                                        {DNNL_ARG_DIFF_DST, diff_dst_mem},
+                                        {DNNL_ARG_DIFF_WEIGHTS, out.computed}});
+      out.finish(s);
+    }
     s.wait();
   });
 }

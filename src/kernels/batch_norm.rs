@@ -19,7 +19,7 @@ use burn::backend::{
     backend_extension,
 };
 use burn::tensor::module::BatchNormTrainOutput;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -177,34 +177,32 @@ impl Backward<Flex, 3> for BatchNormBackward {
 }
 
 /// A contiguous `[N, C, H, W]` f32 tensor viewed as its `(n, c)` planes.
-struct Planes {
-    tensor: FlexTensor,
+struct Planes<'a> {
+    values: &'a [f32],
+    shape: Shape,
     batch: usize,
     channels: usize,
     plane: usize,
 }
 
-impl Planes {
-    fn new(tensor: &FlexTensor) -> Self {
-        let dims = tensor.shape();
-        let dims = dims.as_slice();
+impl<'a> Planes<'a> {
+    /// `tensor` must be contiguous: see [`contiguous`].
+    fn new(tensor: &'a FlexTensor) -> Self {
+        let shape = tensor.shape();
+        let dims = shape.as_slice();
+        let (batch, channels, plane) = (dims[0], dims[1], dims[2] * dims[3]);
         Self {
-            tensor: tensor.to_contiguous(),
-            batch: dims[0],
-            channels: dims[1],
-            plane: dims[2] * dims[3],
+            values: tensor.as_slice::<f32>().expect("a contiguous f32 tensor"),
+            shape,
+            batch,
+            channels,
+            plane,
         }
     }
 
-    fn values(&self) -> &[f32] {
-        self.tensor
-            .as_slice::<f32>()
-            .expect("a contiguous f32 tensor")
-    }
-
     /// Channel `c`'s values, plane by plane.
-    fn channel(&self, c: usize) -> impl Iterator<Item = &[f32]> {
-        let values = self.values();
+    fn channel(&self, c: usize) -> impl Iterator<Item = &'a [f32]> {
+        let values = self.values;
         (0..self.batch).map(move |n| {
             let start = (n * self.channels + c) * self.plane;
             &values[start..start + self.plane]
@@ -232,11 +230,11 @@ impl Planes {
         // SAFETY: the planes tile the buffer and `fill` writes all of each (see the callers,
         // which zip the plane with input slices of the same length).
         unsafe { out.set_len(len) };
-        FlexTensor::from_data(TensorData::new(out, self.tensor.shape()))
+        FlexTensor::from_data(TensorData::new(out, self.shape.clone()))
     }
 
-    fn plane_at(&self, start: usize) -> &[f32] {
-        &self.values()[start..start + self.plane]
+    fn plane_at(&self, start: usize) -> &'a [f32] {
+        &self.values[start..start + self.plane]
     }
 }
 
@@ -285,6 +283,11 @@ fn shifted_moments(xs: &[f32], shift: f32) -> (f64, f64) {
     )
 }
 
+/// `tensor` with a dense row-major layout (shared, not copied, when it has one already).
+fn contiguous(tensor: &FlexTensor) -> FlexTensor {
+    tensor.to_contiguous()
+}
+
 fn vector(values: Vec<f32>) -> FlexTensor {
     let len = values.len();
     FlexTensor::from_data(TensorData::new(values, [len]))
@@ -311,7 +314,8 @@ fn forward(
     epsilon: f64,
     relu: bool,
 ) -> Forward {
-    let x = Planes::new(x);
+    let x = contiguous(x);
+    let x = Planes::new(&x);
     let (gamma, beta) = (f32_values(gamma), f32_values(beta));
     let count = x.per_channel();
     let statistics: Vec<(f64, f64)> = (0..x.channels)
@@ -358,22 +362,24 @@ struct Gradient {
 }
 
 fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
-    let x = Planes::new(&state.x);
+    let x = contiguous(&state.x);
+    let x = Planes::new(&x);
     // With a ReLU after the normalisation, the gradient that reaches it is zero where the
     // output is: mask it once, and the rest is plain batch-norm backward.
     let dy = match &state.relu_output {
         Some(output) => {
-            let (output, dy) = (Planes::new(output), Planes::new(output_grad));
-            let masked = dy.map_planes(|_, start, out| {
+            let (output, dy) = (contiguous(output), contiguous(output_grad));
+            let (output, dy) = (Planes::new(&output), Planes::new(&dy));
+            dy.map_planes(|_, start, out| {
                 let pairs = dy.plane_at(start).iter().zip(output.plane_at(start));
                 for (slot, (&d, &o)) in out.iter_mut().zip(pairs) {
                     slot.write(if o > 0.0 { d } else { 0.0 });
                 }
-            });
-            Planes::new(&masked)
+            })
         }
-        None => Planes::new(output_grad),
+        None => contiguous(output_grad),
     };
+    let dy = Planes::new(&dy);
     let gamma = f32_values(&state.gamma);
     let mean = f32_values(&state.mean);
     let inv_std: Vec<f64> = f32_values(&state.variance)

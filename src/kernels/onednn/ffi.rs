@@ -32,16 +32,12 @@ unsafe extern "C" {
         weights: *const f32,
         dst: *mut f32,
     ) -> c_int;
-    fn mmix_onednn_conv2d_backward_data(
-        shape: *const ConvShape,
-        diff_dst: *const f32,
-        weights: *const f32,
-        diff_src: *mut f32,
-    ) -> c_int;
-    fn mmix_onednn_conv2d_backward_weights(
+    fn mmix_onednn_conv2d_backward(
         shape: *const ConvShape,
         src: *const f32,
+        weights: *const f32,
         diff_dst: *const f32,
+        diff_src: *mut f32,
         diff_weights: *mut f32,
     ) -> c_int;
 }
@@ -58,7 +54,7 @@ impl ConvShape {
     }
 }
 
-/// The three operations, each returning a fresh buffer or the bridge's message.
+/// The forward pass into a fresh buffer, or the bridge's message.
 pub fn forward(shape: &ConvShape, src: &[f32], weights: &[f32]) -> Result<Vec<f32>, String> {
     assert_eq!(
         (src.len(), weights.len()),
@@ -69,32 +65,66 @@ pub fn forward(shape: &ConvShape, src: &[f32], weights: &[f32]) -> Result<Vec<f3
     })
 }
 
-pub fn backward_data(
+/// The gradients of a convolution's input and weights, each only if asked for.
+pub struct Gradients {
+    pub input: Option<Vec<f32>>,
+    pub weights: Option<Vec<f32>>,
+}
+
+pub fn backward(
     shape: &ConvShape,
-    diff_dst: &[f32],
+    src: &[f32],
     weights: &[f32],
-) -> Result<Vec<f32>, String> {
+    diff_dst: &[f32],
+    want: [bool; 2],
+) -> Result<Gradients, String> {
     assert_eq!(
-        (diff_dst.len(), weights.len()),
-        (shape.dst_len(), shape.weights_len())
+        (src.len(), weights.len(), diff_dst.len()),
+        (shape.src_len(), shape.weights_len(), shape.dst_len())
     );
-    filled(shape.src_len(), |out| unsafe {
-        mmix_onednn_conv2d_backward_data(shape, diff_dst.as_ptr(), weights.as_ptr(), out)
+    let [want_input, want_weights] = want;
+    let mut input = Vec::<f32>::with_capacity(if want_input { shape.src_len() } else { 0 });
+    let mut weight = Vec::<f32>::with_capacity(if want_weights { shape.weights_len() } else { 0 });
+    let pointer = |buffer: &mut Vec<f32>, wanted: bool| {
+        if wanted {
+            buffer.as_mut_ptr()
+        } else {
+            std::ptr::null_mut()
+        }
+    };
+    let (input_ptr, weight_ptr) = (
+        pointer(&mut input, want_input),
+        pointer(&mut weight, want_weights),
+    );
+    // SAFETY: the pointers are valid for the lengths the shape implies, or null.
+    let status = unsafe {
+        mmix_onednn_conv2d_backward(
+            shape,
+            src.as_ptr(),
+            weights.as_ptr(),
+            diff_dst.as_ptr(),
+            input_ptr,
+            weight_ptr,
+        )
+    };
+    if status != 0 {
+        return Err(last_error());
+    }
+    // SAFETY: on success the bridge wrote every element of each requested buffer.
+    unsafe {
+        input.set_len(if want_input { shape.src_len() } else { 0 });
+        weight.set_len(if want_weights { shape.weights_len() } else { 0 });
+    }
+    Ok(Gradients {
+        input: want_input.then_some(input),
+        weights: want_weights.then_some(weight),
     })
 }
 
-pub fn backward_weights(
-    shape: &ConvShape,
-    src: &[f32],
-    diff_dst: &[f32],
-) -> Result<Vec<f32>, String> {
-    assert_eq!(
-        (src.len(), diff_dst.len()),
-        (shape.src_len(), shape.dst_len())
-    );
-    filled(shape.weights_len(), |out| unsafe {
-        mmix_onednn_conv2d_backward_weights(shape, src.as_ptr(), diff_dst.as_ptr(), out)
-    })
+fn last_error() -> String {
+    // SAFETY: the bridge always returns a valid NUL-terminated thread-local string.
+    let message = unsafe { CStr::from_ptr(mmix_onednn_last_error()) };
+    message.to_string_lossy().into_owned()
 }
 
 /// Runs `write` on an uninitialised buffer of `len` floats, which the bridge fills entirely on
@@ -102,9 +132,7 @@ pub fn backward_weights(
 fn filled(len: usize, write: impl FnOnce(*mut f32) -> c_int) -> Result<Vec<f32>, String> {
     let mut out = Vec::<f32>::with_capacity(len);
     if write(out.as_mut_ptr()) != 0 {
-        // SAFETY: the bridge always returns a valid NUL-terminated thread-local string.
-        let message = unsafe { CStr::from_ptr(mmix_onednn_last_error()) };
-        return Err(message.to_string_lossy().into_owned());
+        return Err(last_error());
     }
     // SAFETY: on success every one of the `len` elements was written by oneDNN.
     unsafe { out.set_len(len) };

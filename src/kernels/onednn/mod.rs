@@ -165,12 +165,13 @@ impl Backward<Flex, 2> for ConvBackward {
         let [node_x, node_weight] = ops.parents;
         let output_grad = grads.consume::<Flex>(&ops.node);
         let (x, weight, geometry) = ops.state;
-        if let Some(node) = node_weight {
-            let grad = weight_gradient(x.clone(), weight.clone(), output_grad.clone(), geometry);
+        let want = [node_x.is_some(), node_weight.is_some()];
+        let [x_grad, weight_grad] = gradients(x, weight, output_grad, geometry, want);
+        if let (Some(node), Some(grad)) = (node_x, x_grad) {
             grads.register::<Flex>(node.id, grad);
         }
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, input_gradient(x, weight, output_grad, geometry));
+        if let (Some(node), Some(grad)) = (node_weight, weight_grad) {
+            grads.register::<Flex>(node.id, grad);
         }
     }
 }
@@ -178,56 +179,66 @@ impl Backward<Flex, 2> for ConvBackward {
 fn forward(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTensor {
     let shape = geometry.shape(&x.shape(), &weight.shape());
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-    let result = ffi::forward(&shape, f32s(&x), f32s(&weight));
     let out_shape = [
         shape.batch,
         shape.out_channels,
         shape.out_height,
         shape.out_width,
     ];
-    or_flex(result, out_shape, || {
-        Flex::conv2d(x, weight, None, geometry.options())
-    })
+    match ffi::forward(&shape, f32s(&x), f32s(&weight)) {
+        Ok(values) => tensor(values, out_shape),
+        Err(message) => {
+            fell_back(&message);
+            Flex::conv2d(x, weight, None, geometry.options())
+        }
+    }
 }
 
-fn input_gradient(
+/// The gradients of the input and of the weights, each where `want` asks for it.
+fn gradients(
     x: FlexTensor,
     weight: FlexTensor,
     output_grad: FlexTensor,
     geometry: ConvGeometry,
-) -> FlexTensor {
+    want: [bool; 2],
+) -> [Option<FlexTensor>; 2] {
     let shape = geometry.shape(&x.shape(), &weight.shape());
-    let (weight, output_grad) = (weight.to_contiguous(), output_grad.to_contiguous());
-    let result = ffi::backward_data(&shape, f32s(&output_grad), f32s(&weight));
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let output_grad = output_grad.to_contiguous();
+    let result = ffi::backward(&shape, f32s(&x), f32s(&weight), f32s(&output_grad), want);
     let x_shape = [
         shape.batch,
         shape.in_channels,
         shape.in_height,
         shape.in_width,
     ];
-    or_flex(result, x_shape, || {
-        Flex::conv2d_x_backward(x, weight, output_grad, geometry.options())
-    })
-}
-
-fn weight_gradient(
-    x: FlexTensor,
-    weight: FlexTensor,
-    output_grad: FlexTensor,
-    geometry: ConvGeometry,
-) -> FlexTensor {
-    let shape = geometry.shape(&x.shape(), &weight.shape());
-    let (x, output_grad) = (x.to_contiguous(), output_grad.to_contiguous());
-    let result = ffi::backward_weights(&shape, f32s(&x), f32s(&output_grad));
     let weight_shape = [
         shape.out_channels,
         shape.in_channels,
         shape.kernel_height,
         shape.kernel_width,
     ];
-    or_flex(result, weight_shape, || {
-        Flex::conv2d_weight_backward(x, weight, output_grad, geometry.options())
-    })
+    let options = geometry.options();
+    match result {
+        Ok(grads) => [
+            grads.input.map(|values| tensor(values, x_shape)),
+            grads.weights.map(|values| tensor(values, weight_shape)),
+        ],
+        Err(message) => {
+            fell_back(&message);
+            [
+                want[0].then(|| {
+                    Flex::conv2d_x_backward(
+                        x.clone(),
+                        weight.clone(),
+                        output_grad.clone(),
+                        options.clone(),
+                    )
+                }),
+                want[1].then(|| Flex::conv2d_weight_backward(x, weight, output_grad, options)),
+            ]
+        }
+    }
 }
 
 fn f32s(tensor: &FlexTensor) -> &[f32] {
@@ -243,23 +254,17 @@ pub fn fallbacks() -> usize {
     FALLBACKS.load(Ordering::Relaxed)
 }
 
-/// oneDNN's result as a tensor, or Flex's own computation if oneDNN failed.
-fn or_flex(
-    result: Result<Vec<f32>, String>,
-    shape: [i64; 4],
-    flex: impl FnOnce() -> FlexTensor,
-) -> FlexTensor {
-    match result {
-        Ok(values) => FlexTensor::from_data(TensorData::new(values, shape.map(|d| d as usize))),
-        Err(message) => {
-            FALLBACKS.fetch_add(1, Ordering::Relaxed);
-            static WARNING: Once = Once::new();
-            WARNING.call_once(|| {
-                eprintln!("warning: {message}; convolutions fall back to Burn's Flex kernels")
-            });
-            flex()
-        }
-    }
+fn tensor(values: Vec<f32>, shape: [i64; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.map(|d| d as usize)))
+}
+
+/// Counts a failed oneDNN call and warns about the first.
+fn fell_back(message: &str) {
+    FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    static WARNING: Once = Once::new();
+    WARNING.call_once(|| {
+        eprintln!("warning: {message}; convolutions fall back to Burn's Flex kernels")
+    });
 }
 
 #[cfg(test)]
