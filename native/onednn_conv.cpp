@@ -72,6 +72,18 @@ Geometry geometry(const MmixConvShape &s) {
 
 memory::desc any_desc(const memory::dims &dims) { return memory::desc(dims, dt::f32, tag::any); }
 
+// Each execution brings its own scratchpad, so one primitive can run on several threads at
+// once (with the library's scratchpad, concurrent runs of a primitive share one buffer).
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+memory scratchpad(const dnnl::primitive_desc_base &pd) {
+  return memory(pd.scratchpad_desc(), cpu_engine());
+}
+
 // The primitives of one convolution shape, made once: creating a primitive descriptor means
 // asking every implementation whether it applies, which costs more than small convolutions.
 struct Plan {
@@ -88,19 +100,19 @@ struct Plan {
         convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
                                   any_desc(g.src), any_desc(g.weights), any_desc(g.dst),
                                   g.strides, g.padding_begin, g.padding_end),
-        cpu_engine());
+        user_scratchpad(), cpu_engine());
     forward = convolution_forward(forward_pd);
     data_pd = convolution_backward_data::primitive_desc(
         convolution_backward_data::desc(algorithm::convolution_direct, any_desc(g.src),
                                         any_desc(g.weights), any_desc(g.dst), g.strides,
                                         g.padding_begin, g.padding_end),
-        cpu_engine(), forward_pd);
+        user_scratchpad(), cpu_engine(), forward_pd);
     backward_data = convolution_backward_data(data_pd);
     weights_pd = convolution_backward_weights::primitive_desc(
         convolution_backward_weights::desc(algorithm::convolution_direct, any_desc(g.src),
                                            any_desc(g.weights), any_desc(g.dst), g.strides,
                                            g.padding_begin, g.padding_end),
-        cpu_engine(), forward_pd);
+        user_scratchpad(), cpu_engine(), forward_pd);
     backward_weights = convolution_backward_weights(weights_pd);
   }
 };
@@ -169,8 +181,10 @@ int mmix_onednn_conv2d_forward(const MmixConvShape *shape, const float *src, con
     memory src_mem = as_input(s, plan.forward_pd.src_desc(), g.src, tag::nchw, src);
     memory weights_mem = as_input(s, plan.forward_pd.weights_desc(), g.weights, tag::oihw, weights);
     Output out(plan.forward_pd.dst_desc(), g.dst, tag::nchw, dst);
-    plan.forward.execute(
-        s, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, weights_mem}, {DNNL_ARG_DST, out.computed}});
+    plan.forward.execute(s, {{DNNL_ARG_SRC, src_mem},
+                             {DNNL_ARG_WEIGHTS, weights_mem},
+                             {DNNL_ARG_DST, out.computed},
+                             {DNNL_ARG_SCRATCHPAD, scratchpad(plan.forward_pd)}});
     out.finish(s);
     s.wait();
   });
@@ -192,7 +206,8 @@ int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const float *src,
       Output out(plan.data_pd.diff_src_desc(), g.src, tag::nchw, diff_src);
       plan.backward_data.execute(s, {{DNNL_ARG_DIFF_DST, diff_dst_for_data},
                                      {DNNL_ARG_WEIGHTS, weights_mem},
-                                     {DNNL_ARG_DIFF_SRC, out.computed}});
+                                     {DNNL_ARG_DIFF_SRC, out.computed},
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan.data_pd)}});
       out.finish(s);
     }
     if (diff_weights != nullptr) {
@@ -204,7 +219,8 @@ int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const float *src,
       Output out(plan.weights_pd.diff_weights_desc(), g.weights, tag::oihw, diff_weights);
       plan.backward_weights.execute(s, {{DNNL_ARG_SRC, src_mem},
                                         {DNNL_ARG_DIFF_DST, diff_dst_mem},
-                                        {DNNL_ARG_DIFF_WEIGHTS, out.computed}});
+                                        {DNNL_ARG_DIFF_WEIGHTS, out.computed},
+                                        {DNNL_ARG_SCRATCHPAD, scratchpad(plan.weights_pd)}});
       out.finish(s);
     }
     s.wait();

@@ -108,3 +108,28 @@ fn the_route_takes_only_plain_f32_flex_convolutions() {
     let autodiff = Tensor::<4>::zeros([1, 1, 4, 4], &Device::flex().autodiff());
     assert_eq!(accepts(&autodiff, [1, 1], 1), enabled());
 }
+
+#[test]
+fn one_shape_computed_on_several_threads_at_once_stays_correct() {
+    // The shape's primitives are shared; each run must bring its own scratch memory.
+    let device = Device::flex().autodiff();
+    let geometry = geometry(1, 1);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    let (x, weight) = inputs(&device, [8, 16, 12, 12], [16, 3]);
+                    let weight = weight.require_grad();
+                    let output = conv2d(x.clone(), weight.clone(), geometry);
+                    let grad = weight.grad(&output.sum().backward()).unwrap();
+                    let reference = weight.clone().detach().require_grad();
+                    let expected_output = burn_conv(x, reference.clone(), geometry);
+                    let expected = reference.grad(&expected_output.sum().backward()).unwrap();
+                    grad.into_data()
+                        .assert_approx_eq::<f32>(&expected.into_data(), tolerance());
+                }
+            });
+        }
+    });
+    assert_eq!(fallbacks(), 0);
+}
