@@ -21,6 +21,8 @@ pub struct StepBench {
     pub batch: usize,
     pub mix: String,
     pub device: String,
+    /// Which library ran the convolutions: `onednn` or `burn`.
+    pub convolution: &'static str,
     pub threads: usize,
     pub median_ms: f64,
     pub min_ms: f64,
@@ -141,6 +143,7 @@ pub fn bench_step(
         batch: config.batch,
         mix: config.mix.to_string(),
         device: device_name.to_string(),
+        convolution: crate::kernels::convolution_library(device),
         threads: rayon::current_num_threads(),
         median_ms: median,
         min_ms: min,

@@ -23,6 +23,8 @@ use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
+use super::filled_in_parallel;
+
 /// Batch normalisation with the batch's own statistics, as `burn::tensor::module::
 /// batch_norm_train` computes it (biased variance returned, statistics detached), then a ReLU
 /// if `relu`; through the kernels here when `input` is f32 on Flex.
@@ -221,15 +223,9 @@ impl<'a> Planes<'a> {
         fill: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
     ) -> FlexTensor {
         let len = self.batch * self.channels * self.plane;
-        let mut out = Vec::<f32>::with_capacity(len);
-        // Each element is written once below: no zero-filling pass first.
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(self.plane)
-            .enumerate()
-            .for_each(|(index, plane)| fill(index % self.channels, index * self.plane, plane));
-        // SAFETY: the planes tile the buffer and `fill` writes all of each (see the callers,
-        // which zip the plane with input slices of the same length).
-        unsafe { out.set_len(len) };
+        let out = filled_in_parallel(len, self.plane.max(1), |index, plane| {
+            fill(index % self.channels, index * self.plane, plane)
+        });
         FlexTensor::from_data(TensorData::new(out, self.shape.clone()))
     }
 

@@ -1,6 +1,9 @@
+use std::sync::Arc;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::MixPlan;
+use crate::kernels;
 
 /// A [`MixPlan`] placed on a device, ready to mix the hidden tensor at its mix point.
 #[derive(Clone, Debug)]
@@ -8,6 +11,8 @@ pub struct TensorMix {
     lambda: f64,
     layer: usize,
     partners: Tensor<1, Int>,
+    /// The same permutation on the host, for the fused kernel on the CPU backend.
+    permutation: Arc<[usize]>,
 }
 
 impl TensorMix {
@@ -18,6 +23,7 @@ impl TensorMix {
             lambda: plan.lambda,
             layer: plan.layer,
             partners: Tensor::from_data(TensorData::new(partners, [count]), device),
+            permutation: plan.permutation.clone().into(),
         }
     }
 
@@ -32,6 +38,9 @@ impl TensorMix {
     pub fn apply_at<const D: usize>(&self, point: usize, hidden: Tensor<D>) -> Tensor<D> {
         if point != self.layer {
             return hidden;
+        }
+        if kernels::on_flex_f32(&hidden) {
+            return kernels::mix::mix_rows(hidden, &self.permutation, self.lambda);
         }
         let partners = hidden.clone().select(0, self.partners.clone());
         hidden.mul_scalar(self.lambda) + partners.mul_scalar(1.0 - self.lambda)
