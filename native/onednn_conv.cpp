@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 
 namespace {
 
@@ -151,6 +152,18 @@ struct Output {
   }
 };
 
+// Runs `primitive` on two inputs into `out` with a scratchpad of its own, then moves the result
+// to the caller's buffer.
+using Argument = std::pair<int, memory>;
+void execute(stream &s, const dnnl::primitive &primitive, const dnnl::primitive_desc_base &pd,
+             const Argument &first, const Argument &second, int out_argument, Output &out) {
+  primitive.execute(s, {{first.first, first.second},
+                        {second.first, second.second},
+                        {out_argument, out.computed},
+                        {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
+  out.finish(s);
+}
+
 template <typename F>
 int guarded(F body) {
   try {
@@ -181,11 +194,8 @@ int mmix_onednn_conv2d_forward(const MmixConvShape *shape, const float *src, con
     memory src_mem = as_input(s, plan.forward_pd.src_desc(), g.src, tag::nchw, src);
     memory weights_mem = as_input(s, plan.forward_pd.weights_desc(), g.weights, tag::oihw, weights);
     Output out(plan.forward_pd.dst_desc(), g.dst, tag::nchw, dst);
-    plan.forward.execute(s, {{DNNL_ARG_SRC, src_mem},
-                             {DNNL_ARG_WEIGHTS, weights_mem},
-                             {DNNL_ARG_DST, out.computed},
-                             {DNNL_ARG_SCRATCHPAD, scratchpad(plan.forward_pd)}});
-    out.finish(s);
+    execute(s, plan.forward, plan.forward_pd, {DNNL_ARG_SRC, src_mem},
+            {DNNL_ARG_WEIGHTS, weights_mem}, DNNL_ARG_DST, out);
     s.wait();
   });
 }
@@ -204,11 +214,8 @@ int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const float *src,
       diff_dst_for_data = as_input(s, plan.data_pd.diff_dst_desc(), g.dst, tag::nchw, diff_dst);
       memory weights_mem = as_input(s, plan.data_pd.weights_desc(), g.weights, tag::oihw, weights);
       Output out(plan.data_pd.diff_src_desc(), g.src, tag::nchw, diff_src);
-      plan.backward_data.execute(s, {{DNNL_ARG_DIFF_DST, diff_dst_for_data},
-                                     {DNNL_ARG_WEIGHTS, weights_mem},
-                                     {DNNL_ARG_DIFF_SRC, out.computed},
-                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan.data_pd)}});
-      out.finish(s);
+      execute(s, plan.backward_data, plan.data_pd, {DNNL_ARG_DIFF_DST, diff_dst_for_data},
+              {DNNL_ARG_WEIGHTS, weights_mem}, DNNL_ARG_DIFF_SRC, out);
     }
     if (diff_weights != nullptr) {
       memory diff_dst_mem =
@@ -217,11 +224,8 @@ int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const float *src,
               : as_input(s, plan.weights_pd.diff_dst_desc(), g.dst, tag::nchw, diff_dst);
       memory src_mem = as_input(s, plan.weights_pd.src_desc(), g.src, tag::nchw, src);
       Output out(plan.weights_pd.diff_weights_desc(), g.weights, tag::oihw, diff_weights);
-      plan.backward_weights.execute(s, {{DNNL_ARG_SRC, src_mem},
-                                        {DNNL_ARG_DIFF_DST, diff_dst_mem},
-                                        {DNNL_ARG_DIFF_WEIGHTS, out.computed},
-                                        {DNNL_ARG_SCRATCHPAD, scratchpad(plan.weights_pd)}});
-      out.finish(s);
+      execute(s, plan.backward_weights, plan.weights_pd, {DNNL_ARG_SRC, src_mem},
+              {DNNL_ARG_DIFF_DST, diff_dst_mem}, DNNL_ARG_DIFF_WEIGHTS, out);
     }
     s.wait();
   });
