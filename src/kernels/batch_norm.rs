@@ -188,7 +188,7 @@ struct Planes<'a> {
 }
 
 impl<'a> Planes<'a> {
-    /// `tensor` must be contiguous: see [`contiguous`].
+    /// `tensor` must be contiguous (`FlexTensor::to_contiguous`).
     fn new(tensor: &'a FlexTensor) -> Self {
         let shape = tensor.shape();
         let dims = shape.as_slice();
@@ -279,11 +279,6 @@ fn shifted_moments(xs: &[f32], shift: f32) -> (f64, f64) {
     )
 }
 
-/// `tensor` with a dense row-major layout (shared, not copied, when it has one already).
-fn contiguous(tensor: &FlexTensor) -> FlexTensor {
-    tensor.to_contiguous()
-}
-
 fn vector(values: Vec<f32>) -> FlexTensor {
     let len = values.len();
     FlexTensor::from_data(TensorData::new(values, [len]))
@@ -310,7 +305,7 @@ fn forward(
     epsilon: f64,
     relu: bool,
 ) -> Forward {
-    let x = contiguous(x);
+    let x = x.to_contiguous();
     let x = Planes::new(&x);
     let (gamma, beta) = (f32_values(gamma), f32_values(beta));
     let count = x.per_channel();
@@ -359,13 +354,13 @@ struct Gradient {
 }
 
 fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
-    let x = contiguous(&state.x);
+    let x = state.x.to_contiguous();
     let x = Planes::new(&x);
     // With a ReLU after the normalisation, the gradient that reaches it is zero where the
     // output is: mask it once, and the rest is plain batch-norm backward.
     let dy = match &state.relu_output {
         Some(output) => {
-            let (output, dy) = (contiguous(output), contiguous(output_grad));
+            let (output, dy) = (output.to_contiguous(), output_grad.to_contiguous());
             let (output, dy) = (Planes::new(&output), Planes::new(&dy));
             dy.map_planes(|_, start, out| {
                 let pairs = dy.plane_at(start).iter().zip(output.plane_at(start));
@@ -374,7 +369,7 @@ fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
                 }
             })
         }
-        None => contiguous(output_grad),
+        None => output_grad.to_contiguous(),
     };
     let dy = Planes::new(&dy);
     let gamma = f32_values(&state.gamma);

@@ -2,7 +2,8 @@
 //! wired in through Burn's backend-extension mechanism and differentiated by hand.
 //!
 //! - [`batch_norm`]: training-mode batch normalisation in a few passes over the data, forward
-//!   and backward, with the ReLU that follows it fused in (Burn's generic version makes about a dozen, two of them transposing copies).
+//!   and backward, with the ReLU that follows it fused in (Burn's generic version makes about
+//!   a dozen, two of them transposing copies).
 //! - [`mix`]: the mix of hidden states, forward and backward, one pass each.
 //! - [`onednn`] (cargo feature `onednn`): convolution forward, input gradient and weight
 //!   gradient on oneDNN, the library PyTorch's CPU convolutions use.
