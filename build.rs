@@ -38,7 +38,7 @@ mod onednn {
             );
         }
         let mut build = cc::Build::new();
-        build.cpp(true).std("c++14").file(SOURCE).warnings(true);
+        build.cpp(true).std("c++17").file(SOURCE).warnings(true);
         if let Some(root) = &root {
             build.include(root.join("include"));
             println!(

@@ -3,6 +3,8 @@
 // Tensors cross this boundary as plain NCHW / OIHW f32 buffers owned by the caller. oneDNN picks
 // its own (blocked) layouts for the computation (`format_tag::any`), and reorders convert at the
 // edges: the blocked kernels are several times faster than any plain layout on AVX2/AVX-512.
+// The forward pass can hand back its input in the blocked layout (a `MmixSavedSource`), so the
+// weight gradient does not convert that input a second time.
 // Errors never cross as exceptions: each entry point returns 0 or -1 and leaves a message that
 // `mmix_onednn_last_error` returns.
 
@@ -15,6 +17,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <unordered_map>
 #include <string>
 #include <utility>
 
@@ -81,12 +85,72 @@ dnnl::primitive_attr user_scratchpad() {
   return attr;
 }
 
-memory scratchpad(const dnnl::primitive_desc_base &pd) {
-  return memory(pd.scratchpad_desc(), cpu_engine());
+// Runs `primitive` on `args`, with a scratchpad of its own when it needs one.
+void run(stream &s, const dnnl::primitive &primitive, const dnnl::primitive_desc_base &pd,
+         std::unordered_map<int, memory> args) {
+  if (pd.scratchpad_desc().get_size() != 0) {
+    args.insert({DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine())});
+  }
+  primitive.execute(s, args);
 }
 
-// The primitives of one convolution shape, made once: creating a primitive descriptor means
-// asking every implementation whether it applies, which costs more than small convolutions.
+// A move from one layout to another, made once per plan: creating a reorder asks every
+// implementation whether it applies, as creating any primitive does.
+class Conversion {
+ public:
+  Conversion(const memory::desc &from, const memory::desc &to) : from_(from), to_(to) {
+    if (from != to) {
+      pd_ = reorder::primitive_desc(cpu_engine(), from, cpu_engine(), to, user_scratchpad());
+      step_ = reorder(*pd_);
+    }
+  }
+
+  const memory::desc &from() const { return from_; }
+  const memory::desc &to() const { return to_; }
+
+  // `source` (in `from`'s layout) in `to`'s: itself when the layouts agree, else a new buffer.
+  memory apply(stream &s, const memory &source) const {
+    if (!step_) return source;
+    memory converted(to_, cpu_engine());
+    run(s, *step_, *pd_, {{DNNL_ARG_FROM, source}, {DNNL_ARG_TO, converted}});
+    return converted;
+  }
+
+  // `source` written into `target`, unless they are one buffer already.
+  void apply_into(stream &s, const memory &source, const memory &target) const {
+    if (step_) run(s, *step_, *pd_, {{DNNL_ARG_FROM, source}, {DNNL_ARG_TO, target}});
+  }
+
+ private:
+  memory::desc from_, to_;
+  std::optional<reorder::primitive_desc> pd_;
+  std::optional<reorder> step_;
+};
+
+// A caller's plain buffer, in the layout `conversion` leads to.
+memory input(stream &s, const Conversion &conversion, const float *data) {
+  return conversion.apply(s, memory(conversion.from(), cpu_engine(), const_cast<float *>(data)));
+}
+
+// Where a primitive writes an output in `conversion`'s source layout, and how it gets to the
+// caller's plain buffer afterwards (directly, when the layouts agree).
+class Output {
+ public:
+  Output(const Conversion &conversion, float *data)
+      : conversion_(conversion),
+        user_(conversion.to(), cpu_engine(), data),
+        computed_(conversion.from() == conversion.to() ? user_
+                                                       : memory(conversion.from(), cpu_engine())) {}
+  const memory &computed() const { return computed_; }
+  void finish(stream &s) const { conversion_.apply_into(s, computed_, user_); }
+
+ private:
+  const Conversion &conversion_;
+  memory user_, computed_;
+};
+
+// The primitives of one convolution shape, and the conversions around them, made once:
+// creating a primitive descriptor costs more than running small convolutions.
 struct Plan {
   Geometry g;
   convolution_forward::primitive_desc forward_pd;
@@ -95,6 +159,10 @@ struct Plan {
   convolution_backward_data backward_data;
   convolution_backward_weights::primitive_desc weights_pd;
   convolution_backward_weights backward_weights;
+  std::optional<Conversion> forward_src, forward_weights, forward_dst;
+  std::optional<Conversion> data_diff_dst, data_weights, data_diff_src;
+  std::optional<Conversion> weights_src, weights_diff_dst, weights_diff_weights;
+  std::optional<Conversion> saved_to_plain;
 
   explicit Plan(const Geometry &geometry) : g(geometry) {
     forward_pd = convolution_forward::primitive_desc(
@@ -115,6 +183,29 @@ struct Plan {
                                            g.padding_begin, g.padding_end),
         user_scratchpad(), cpu_engine(), forward_pd);
     backward_weights = convolution_backward_weights(weights_pd);
+
+    const memory::desc src = plain(g.src, tag::nchw), dst = plain(g.dst, tag::nchw);
+    const memory::desc weights = plain(g.weights, tag::oihw);
+    forward_src.emplace(src, forward_pd.src_desc());
+    forward_weights.emplace(weights, forward_pd.weights_desc());
+    forward_dst.emplace(forward_pd.dst_desc(), dst);
+    data_diff_dst.emplace(dst, data_pd.diff_dst_desc());
+    data_weights.emplace(weights, data_pd.weights_desc());
+    data_diff_src.emplace(data_pd.diff_src_desc(), src);
+    weights_src.emplace(src, weights_pd.src_desc());
+    weights_diff_dst.emplace(dst, weights_pd.diff_dst_desc());
+    weights_diff_weights.emplace(weights_pd.diff_weights_desc(), weights);
+    saved_to_plain.emplace(weights_pd.src_desc(), src);
+  }
+
+  // Whether the forward pass's converted input is what the weight gradient wants.
+  bool forward_source_serves_weights() const {
+    return forward_pd.src_desc() != forward_src->from() &&
+           forward_pd.src_desc() == weights_pd.src_desc();
+  }
+
+  static memory::desc plain(const memory::dims &dims, tag layout) {
+    return memory::desc(dims, dt::f32, layout);
   }
 };
 
@@ -131,39 +222,6 @@ const Plan &plan_for(const MmixConvShape &shape) {
   return *plan;
 }
 
-// A caller's plain buffer, reordered into `wanted` if oneDNN chose another layout.
-memory as_input(stream &s, const memory::desc &wanted, const memory::dims &dims, tag plain,
-                const float *data) {
-  memory user(memory::desc(dims, dt::f32, plain), cpu_engine(), const_cast<float *>(data));
-  if (wanted == user.get_desc()) return user;
-  memory converted(wanted, cpu_engine());
-  reorder(user, converted).execute(s, user, converted);
-  return converted;
-}
-
-// Where oneDNN writes an output, and how it gets to the caller's plain buffer afterwards.
-struct Output {
-  memory user, computed;
-  Output(const memory::desc &wanted, const memory::dims &dims, tag plain, float *data)
-      : user(memory::desc(dims, dt::f32, plain), cpu_engine(), data),
-        computed(wanted == user.get_desc() ? user : memory(wanted, cpu_engine())) {}
-  void finish(stream &s) {
-    if (computed.get() != user.get()) reorder(computed, user).execute(s, computed, user);
-  }
-};
-
-// Runs `primitive` on two inputs into `out` with a scratchpad of its own, then moves the result
-// to the caller's buffer.
-using Argument = std::pair<int, memory>;
-void execute(stream &s, const dnnl::primitive &primitive, const dnnl::primitive_desc_base &pd,
-             const Argument &first, const Argument &second, int out_argument, Output &out) {
-  primitive.execute(s, {{first.first, first.second},
-                        {second.first, second.second},
-                        {out_argument, out.computed},
-                        {DNNL_ARG_SCRATCHPAD, scratchpad(pd)}});
-  out.finish(s);
-}
-
 template <typename F>
 int guarded(F body) {
   try {
@@ -171,6 +229,8 @@ int guarded(F body) {
     return 0;
   } catch (const dnnl::error &e) {
     last_error = std::string("oneDNN: ") + e.what() + " (status " + std::to_string(e.status) + ")";
+  } catch (const std::bad_alloc &) {
+    last_error = "oneDNN: out of memory";
   } catch (const std::exception &e) {
     last_error = std::string("oneDNN: ") + e.what();
   } catch (...) {
@@ -183,49 +243,80 @@ int guarded(F body) {
 
 extern "C" {
 
+// A forward pass's input in the layout of the weight gradient's primitive.
+struct MmixSavedSource {
+  memory source;
+};
+
 const char *mmix_onednn_last_error() { return last_error.c_str(); }
 
+void mmix_onednn_saved_source_free(MmixSavedSource *saved) { delete saved; }
+
+// The forward pass. With a non-null `saved`, `*saved` receives the input in the weight
+// gradient's layout, or null when that layout is the plain one (the caller keeps `src` then).
 int mmix_onednn_conv2d_forward(const MmixConvShape *shape, const float *src, const float *weights,
-                               float *dst) {
+                               float *dst, MmixSavedSource **saved) {
+  if (saved != nullptr) *saved = nullptr;
   return guarded([&] {
     const Plan &plan = plan_for(*shape);
-    const Geometry &g = plan.g;
     stream s(cpu_engine());
-    memory src_mem = as_input(s, plan.forward_pd.src_desc(), g.src, tag::nchw, src);
-    memory weights_mem = as_input(s, plan.forward_pd.weights_desc(), g.weights, tag::oihw, weights);
-    Output out(plan.forward_pd.dst_desc(), g.dst, tag::nchw, dst);
-    execute(s, plan.forward, plan.forward_pd, {DNNL_ARG_SRC, src_mem},
-            {DNNL_ARG_WEIGHTS, weights_mem}, DNNL_ARG_DST, out);
+    memory src_mem = input(s, *plan.forward_src, src);
+    memory weights_mem = input(s, *plan.forward_weights, weights);
+    Output out(*plan.forward_dst, dst);
+    run(s, plan.forward, plan.forward_pd,
+        {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, weights_mem}, {DNNL_ARG_DST, out.computed()}});
+    out.finish(s);
+    s.wait();
+    if (saved != nullptr && plan.forward_source_serves_weights()) {
+      *saved = new MmixSavedSource{src_mem};
+    }
+  });
+}
+
+// A saved input back in the plain layout, for a caller that has to compute without oneDNN.
+int mmix_onednn_saved_source_to_plain(const MmixConvShape *shape, const MmixSavedSource *saved,
+                                      float *src) {
+  return guarded([&] {
+    const Plan &plan = plan_for(*shape);
+    stream s(cpu_engine());
+    const Conversion &conversion = *plan.saved_to_plain;
+    conversion.apply_into(s, saved->source, memory(conversion.to(), cpu_engine(), src));
     s.wait();
   });
 }
 
-// Both gradients of one convolution; a null output pointer skips that gradient. The output
-// gradient is reordered once for both when they want the same layout.
+// Both gradients of one convolution; a null output pointer skips that gradient. The input
+// comes as `saved` when the forward pass kept it, else as the plain `src`. The output
+// gradient is converted once for both when they want the same layout.
 int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const float *src,
-                                const float *weights, const float *diff_dst, float *diff_src,
-                                float *diff_weights) {
+                                const MmixSavedSource *saved, const float *weights,
+                                const float *diff_dst, float *diff_src, float *diff_weights) {
   return guarded([&] {
     const Plan &plan = plan_for(*shape);
-    const Geometry &g = plan.g;
     stream s(cpu_engine());
     memory diff_dst_for_data;
     if (diff_src != nullptr) {
-      diff_dst_for_data = as_input(s, plan.data_pd.diff_dst_desc(), g.dst, tag::nchw, diff_dst);
-      memory weights_mem = as_input(s, plan.data_pd.weights_desc(), g.weights, tag::oihw, weights);
-      Output out(plan.data_pd.diff_src_desc(), g.src, tag::nchw, diff_src);
-      execute(s, plan.backward_data, plan.data_pd, {DNNL_ARG_DIFF_DST, diff_dst_for_data},
-              {DNNL_ARG_WEIGHTS, weights_mem}, DNNL_ARG_DIFF_SRC, out);
+      diff_dst_for_data = input(s, *plan.data_diff_dst, diff_dst);
+      memory weights_mem = input(s, *plan.data_weights, weights);
+      Output out(*plan.data_diff_src, diff_src);
+      run(s, plan.backward_data, plan.data_pd,
+          {{DNNL_ARG_DIFF_DST, diff_dst_for_data},
+           {DNNL_ARG_WEIGHTS, weights_mem},
+           {DNNL_ARG_DIFF_SRC, out.computed()}});
+      out.finish(s);
     }
     if (diff_weights != nullptr) {
       memory diff_dst_mem =
-          diff_src != nullptr && diff_dst_for_data.get_desc() == plan.weights_pd.diff_dst_desc()
+          diff_src != nullptr && plan.data_diff_dst->to() == plan.weights_diff_dst->to()
               ? diff_dst_for_data
-              : as_input(s, plan.weights_pd.diff_dst_desc(), g.dst, tag::nchw, diff_dst);
-      memory src_mem = as_input(s, plan.weights_pd.src_desc(), g.src, tag::nchw, src);
-      Output out(plan.weights_pd.diff_weights_desc(), g.weights, tag::oihw, diff_weights);
-      execute(s, plan.backward_weights, plan.weights_pd, {DNNL_ARG_SRC, src_mem},
-              {DNNL_ARG_DIFF_DST, diff_dst_mem}, DNNL_ARG_DIFF_WEIGHTS, out);
+              : input(s, *plan.weights_diff_dst, diff_dst);
+      memory src_mem = saved != nullptr ? saved->source : input(s, *plan.weights_src, src);
+      Output out(*plan.weights_diff_weights, diff_weights);
+      run(s, plan.backward_weights, plan.weights_pd,
+          {{DNNL_ARG_SRC, src_mem},
+           {DNNL_ARG_DIFF_DST, diff_dst_mem},
+           {DNNL_ARG_DIFF_WEIGHTS, out.computed()}});
+      out.finish(s);
     }
     s.wait();
   });

@@ -1,12 +1,15 @@
 //! Training-mode batch normalisation of `[N, C, H, W]` f32 tensors on Flex, optionally
 //! followed by a ReLU in the same pass.
 //!
-//! Forward: per channel, the mean and the biased variance (two passes over a channel's
-//! values, accumulated in f64), then one pass writing `x · scale + shift` (clamped at 0 with
-//! the ReLU). Backward: per channel, `Σ dy` and `Σ dy · x̂` (with the ReLU, `dy` is zero
-//! where the output is), then one pass writing
-//! `dx = γ / σ · (dy − mean(dy) − x̂ · mean(dy · x̂))`. Channels are independent, so the
-//! reductions run in parallel over channels and the element-wise passes over `(n, c)` planes.
+//! Forward: per channel, the mean and the biased variance in one pass (moments about the
+//! channel's first value), then one pass writing `max((x − μ) · scale + β, floor)`, with
+//! `floor` 0 for the ReLU. Backward: per channel, `Σ g` and `Σ g · x̂` in one pass over `dy`
+//! and `x`, where `g` is `dy` gated by the ReLU, then one pass writing
+//! `dx = γ / σ · (g − mean(g) − x̂ · mean(g · x̂))`. The gate is recomputed from `x` with the
+//! forward pass's own operations rather than read from a kept output, so the output can be
+//! freed as soon as its consumers are done, and the backward pass reads two tensors, not three.
+//! Channels are independent, so the reductions run in parallel over channels and the
+//! element-wise passes over `(n, c)` planes; the loops themselves are in [`super::lanes`].
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -24,6 +27,9 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::filled_in_parallel;
+use super::lanes::{
+    Affine, gated_sum_and_dot, shifted_moments, write_affine, write_gated_gradient,
+};
 
 /// Batch normalisation with the batch's own statistics, as `burn::tensor::module::
 /// batch_norm_train` computes it (biased variance returned, statistics detached), then a ReLU
@@ -113,7 +119,7 @@ impl<C: CheckpointStrategy> FlexBatchNorm for Autodiff<Flex, C> {
                     mean: result.mean.clone(),
                     variance: result.variance.clone(),
                     epsilon,
-                    relu_output: relu.then(|| result.output.clone()),
+                    affine: result.affine,
                 };
                 Normalized {
                     output: prep.finish(state, result.output),
@@ -150,8 +156,9 @@ struct BatchNormState {
     /// Biased.
     variance: FlexTensor,
     epsilon: f64,
-    /// The forward output when a ReLU followed: where it is 0, no gradient passes.
-    relu_output: Option<FlexTensor>,
+    /// The forward pass's map per channel: with a ReLU, no gradient passes where it gave 0,
+    /// and recomputing where that was costs less than keeping the output.
+    affine: Vec<Affine>,
 }
 
 impl Backward<Flex, 3> for BatchNormBackward {
@@ -234,51 +241,6 @@ impl<'a> Planes<'a> {
     }
 }
 
-/// Lanes for sums the compiler can vectorise (it keeps a scalar sum in order otherwise).
-const LANES: usize = 8;
-
-/// `(Σ a, Σ a · b)` over equal-length slices, in f32 lanes per plane, f64 across lanes.
-fn sum_and_dot(a: &[f32], b: &[f32]) -> (f64, f64) {
-    let (mut sum, mut dot) = ([0.0f32; LANES], [0.0f32; LANES]);
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail = a_chunks.remainder().iter().zip(b_chunks.remainder());
-    for (a, b) in a_chunks.zip(b_chunks) {
-        for lane in 0..LANES {
-            sum[lane] += a[lane];
-            dot[lane] += a[lane] * b[lane];
-        }
-    }
-    let (tail_sum, tail_dot) = tail.fold((0.0f64, 0.0f64), |(s, d), (&a, &b)| {
-        (s + a as f64, d + (a * b) as f64)
-    });
-    (
-        sum.iter().map(|&v| v as f64).sum::<f64>() + tail_sum,
-        dot.iter().map(|&v| v as f64).sum::<f64>() + tail_dot,
-    )
-}
-
-/// `Σ (x − shift)` and `Σ (x − shift)²`, in f32 lanes, f64 across lanes.
-fn shifted_moments(xs: &[f32], shift: f32) -> (f64, f64) {
-    let (mut sum, mut squares) = ([0.0f32; LANES], [0.0f32; LANES]);
-    let chunks = xs.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for lane in 0..LANES {
-            let d = chunk[lane] - shift;
-            sum[lane] += d;
-            squares[lane] += d * d;
-        }
-    }
-    let tail = tail.iter().fold((0.0f64, 0.0f64), |(s, q), &x| {
-        let d = (x - shift) as f64;
-        (s + d, q + d * d)
-    });
-    (
-        sum.iter().map(|&v| v as f64).sum::<f64>() + tail.0,
-        squares.iter().map(|&v| v as f64).sum::<f64>() + tail.1,
-    )
-}
-
 fn vector(values: Vec<f32>) -> FlexTensor {
     let len = values.len();
     FlexTensor::from_data(TensorData::new(values, [len]))
@@ -296,6 +258,7 @@ struct Forward {
     output: FlexTensor,
     mean: FlexTensor,
     variance: FlexTensor,
+    affine: Vec<Affine>,
 }
 
 fn forward(
@@ -325,25 +288,23 @@ fn forward(
         })
         .collect();
     // (x − μ) · scale + β: centring first keeps the precision a large mean would take.
-    let affine: Vec<(f32, f32, f32)> = statistics
+    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+    let affine: Vec<Affine> = statistics
         .iter()
         .zip(gamma.iter().zip(&beta))
-        .map(|(&(mean, variance), (&gamma, &beta))| {
-            let scale = gamma as f64 / (variance + epsilon).sqrt();
-            (mean as f32, scale as f32, beta)
+        .map(|(&(mean, variance), (&gamma, &beta))| Affine {
+            mean: mean as f32,
+            scale: (gamma as f64 / (variance + epsilon).sqrt()) as f32,
+            shift: beta,
+            floor,
         })
         .collect();
-    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-    let output = x.map_planes(|c, start, out| {
-        let (mean, scale, beta) = affine[c];
-        for (slot, &v) in out.iter_mut().zip(x.plane_at(start)) {
-            slot.write(((v - mean) * scale + beta).max(floor));
-        }
-    });
+    let output = x.map_planes(|c, start, out| write_affine(out, x.plane_at(start), affine[c]));
     Forward {
         output,
         mean: vector(statistics.iter().map(|s| s.0 as f32).collect()),
         variance: vector(statistics.iter().map(|s| s.1 as f32).collect()),
+        affine,
     }
 }
 
@@ -356,58 +317,43 @@ struct Gradient {
 fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
     let x = state.x.to_contiguous();
     let x = Planes::new(&x);
-    // With a ReLU after the normalisation, the gradient that reaches it is zero where the
-    // output is: mask it once, and the rest is plain batch-norm backward.
-    let dy = match &state.relu_output {
-        Some(output) => {
-            let (output, dy) = (output.to_contiguous(), output_grad.to_contiguous());
-            let (output, dy) = (Planes::new(&output), Planes::new(&dy));
-            dy.map_planes(|_, start, out| {
-                let pairs = dy.plane_at(start).iter().zip(output.plane_at(start));
-                for (slot, (&d, &o)) in out.iter_mut().zip(pairs) {
-                    slot.write(if o > 0.0 { d } else { 0.0 });
-                }
-            })
-        }
-        None => output_grad.to_contiguous(),
-    };
+    let dy = output_grad.to_contiguous();
     let dy = Planes::new(&dy);
     let gamma = f32_values(&state.gamma);
     let mean = f32_values(&state.mean);
+    let affine = &state.affine;
     let inv_std: Vec<f64> = f32_values(&state.variance)
         .iter()
         .map(|&v| 1.0 / (v as f64 + state.epsilon).sqrt())
         .collect();
-    // Per channel: Σ dy and Σ dy · x̂ = s · (Σ dy · x − μ · Σ dy).
+    // Per channel, with g the gradient past the ReLU (dy, or 0 where the output was 0):
+    // Σ g and Σ g · x̂ = s · (Σ g · x − μ · Σ g).
     let sums: Vec<(f64, f64)> = (0..x.channels)
         .into_par_iter()
         .map(|c| {
-            let (sum_dy, sum_dy_x) = dy
+            let (sum_g, sum_g_x) = dy
                 .channel(c)
                 .zip(x.channel(c))
-                .map(|(dys, xs)| sum_and_dot(dys, xs))
+                .map(|(dys, xs)| gated_sum_and_dot(dys, xs, affine[c]))
                 .fold((0.0, 0.0), |(s, d), (ps, pd)| (s + ps, d + pd));
-            (sum_dy, inv_std[c] * (sum_dy_x - mean[c] as f64 * sum_dy))
+            (sum_g, inv_std[c] * (sum_g_x - mean[c] as f64 * sum_g))
         })
         .collect();
     let count = x.per_channel();
-    // dx = k · (dy − mean(dy) − x̂ · mean(dy · x̂)), x̂ = (x − μ) · s, k = γ · s, written as
-    // dx = k · dy + a · (x − μ) + b with a = −k · s · mean(dy · x̂), b = −k · mean(dy).
-    let coefficients: Vec<(f32, f32, f32, f32)> = (0..x.channels)
+    // dx = k · (g − mean(g) − x̂ · mean(g · x̂)), x̂ = (x − μ) · s, k = γ · s, written as
+    // dx = k · g + a · (x − μ) + b with a = −k · s · mean(g · x̂), b = −k · mean(g).
+    let coefficients: Vec<[f32; 3]> = (0..x.channels)
         .map(|c| {
-            let (sum_dy, sum_dy_xhat) = sums[c];
+            let (sum_g, sum_g_xhat) = sums[c];
             let k = gamma[c] as f64 * inv_std[c];
-            let a = -k * inv_std[c] * sum_dy_xhat / count;
-            let b = -k * sum_dy / count;
-            (k as f32, a as f32, b as f32, mean[c])
+            let a = -k * inv_std[c] * sum_g_xhat / count;
+            let b = -k * sum_g / count;
+            [k as f32, a as f32, b as f32]
         })
         .collect();
     let x_grad = x.map_planes(|c, start, out| {
-        let (k, a, b, mean) = coefficients[c];
-        let pairs = dy.plane_at(start).iter().zip(x.plane_at(start));
-        for (slot, (&d, &x)) in out.iter_mut().zip(pairs) {
-            slot.write(k * d + a * (x - mean) + b);
-        }
+        let (dy, xs) = (dy.plane_at(start), x.plane_at(start));
+        write_gated_gradient(out, dy, xs, affine[c], coefficients[c]);
     });
     Gradient {
         x: x_grad,
@@ -466,7 +412,13 @@ mod tests {
         for seed in 0..10 {
             let mut rng = ChaCha12Rng::seed_from_u64(seed);
             for relu in [false, true] {
-                for dims in [[4, 3, 5, 5], [4, 8, 1, 1], [16, 2, 7, 3], [8, 4, 6, 6]] {
+                for dims in [
+                    [4, 3, 5, 5],
+                    [4, 8, 1, 1],
+                    [16, 2, 7, 3],
+                    [8, 4, 6, 6],
+                    [3, 2, 10, 10],
+                ] {
                     let x = normal(&mut rng, dims, 2.0, 3.0, &device);
                     let gamma = normal(&mut rng, [dims[1]], 1.0, 0.5, &device);
                     let beta = normal(&mut rng, [dims[1]], 0.0, 0.5, &device);

@@ -12,6 +12,7 @@
 //! dtypes, GPU backends) takes Burn's own operation, so models call these unconditionally.
 
 pub mod batch_norm;
+mod lanes;
 pub mod mix;
 #[cfg(feature = "onednn")]
 pub mod onednn;

@@ -1,7 +1,9 @@
 //! The C ABI of `native/onednn_conv.cpp`. Buffers are plain NCHW (activations) and OIHW
 //! (weights) f32; the caller owns them and they stay valid for the duration of the call.
+//! A [`SavedSource`] is the bridge's own copy of a forward pass's input, in oneDNN's layout.
 
 use std::ffi::{CStr, c_char, c_int};
+use std::ptr::NonNull;
 
 /// Mirrors `MmixConvShape` in the C++ bridge, field for field.
 #[repr(C)]
@@ -24,6 +26,12 @@ pub struct ConvShape {
     pub pad_right: i64,
 }
 
+/// The bridge's `MmixSavedSource`, opaque here.
+#[repr(C)]
+struct SavedSourceHandle {
+    _private: [u8; 0],
+}
+
 unsafe extern "C" {
     fn mmix_onednn_last_error() -> *const c_char;
     fn mmix_onednn_conv2d_forward(
@@ -31,15 +39,59 @@ unsafe extern "C" {
         src: *const f32,
         weights: *const f32,
         dst: *mut f32,
+        saved: *mut *mut SavedSourceHandle,
     ) -> c_int;
+    fn mmix_onednn_saved_source_to_plain(
+        shape: *const ConvShape,
+        saved: *const SavedSourceHandle,
+        src: *mut f32,
+    ) -> c_int;
+    fn mmix_onednn_saved_source_free(saved: *mut SavedSourceHandle);
     fn mmix_onednn_conv2d_backward(
         shape: *const ConvShape,
         src: *const f32,
+        saved: *const SavedSourceHandle,
         weights: *const f32,
         diff_dst: *const f32,
         diff_src: *mut f32,
         diff_weights: *mut f32,
     ) -> c_int;
+}
+
+/// A forward pass's input as the bridge converted it for the weight gradient, so that the
+/// backward pass need not convert it again. Freed on drop.
+pub struct SavedSource(NonNull<SavedSourceHandle>);
+
+// SAFETY: the bridge never writes a saved source after creating it, and frees it only on drop.
+unsafe impl Send for SavedSource {}
+unsafe impl Sync for SavedSource {}
+
+impl Drop for SavedSource {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from the bridge and is freed once, here.
+        unsafe { mmix_onednn_saved_source_free(self.0.as_ptr()) }
+    }
+}
+
+impl std::fmt::Debug for SavedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SavedSource")
+    }
+}
+
+impl SavedSource {
+    /// The input back in plain NCHW, for computing without oneDNN.
+    pub fn to_plain(&self, shape: &ConvShape) -> Result<Vec<f32>, String> {
+        filled(shape.src_len(), |out| unsafe {
+            mmix_onednn_saved_source_to_plain(shape, self.0.as_ptr(), out)
+        })
+    }
+}
+
+/// A convolution's input, as the backward pass gets it.
+pub enum Source<'a> {
+    Plain(&'a [f32]),
+    Saved(&'a SavedSource),
 }
 
 impl ConvShape {
@@ -54,15 +106,28 @@ impl ConvShape {
     }
 }
 
-/// The forward pass into a fresh buffer, or the bridge's message.
-pub fn forward(shape: &ConvShape, src: &[f32], weights: &[f32]) -> Result<Vec<f32>, String> {
+/// The forward pass into a fresh buffer, or the bridge's message. With `save`, also the
+/// input in the layout the weight gradient wants, where that is not the plain one.
+pub fn forward(
+    shape: &ConvShape,
+    src: &[f32],
+    weights: &[f32],
+    save: bool,
+) -> Result<(Vec<f32>, Option<SavedSource>), String> {
     assert_eq!(
         (src.len(), weights.len()),
         (shape.src_len(), shape.weights_len())
     );
-    filled(shape.dst_len(), |out| unsafe {
-        mmix_onednn_conv2d_forward(shape, src.as_ptr(), weights.as_ptr(), out)
-    })
+    let mut saved: *mut SavedSourceHandle = std::ptr::null_mut();
+    let saved_slot = if save {
+        &raw mut saved
+    } else {
+        std::ptr::null_mut()
+    };
+    let output = filled(shape.dst_len(), |out| unsafe {
+        mmix_onednn_conv2d_forward(shape, src.as_ptr(), weights.as_ptr(), out, saved_slot)
+    })?;
+    Ok((output, NonNull::new(saved).map(SavedSource)))
 }
 
 /// The gradients of a convolution's input and weights, each only if asked for.
@@ -73,15 +138,22 @@ pub struct Gradients {
 
 pub fn backward(
     shape: &ConvShape,
-    src: &[f32],
+    source: Source<'_>,
     weights: &[f32],
     diff_dst: &[f32],
     want: [bool; 2],
 ) -> Result<Gradients, String> {
     assert_eq!(
-        (src.len(), weights.len(), diff_dst.len()),
-        (shape.src_len(), shape.weights_len(), shape.dst_len())
+        (weights.len(), diff_dst.len()),
+        (shape.weights_len(), shape.dst_len())
     );
+    let (src, saved) = match source {
+        Source::Plain(src) => {
+            assert_eq!(src.len(), shape.src_len());
+            (src.as_ptr(), std::ptr::null())
+        }
+        Source::Saved(saved) => (std::ptr::null(), saved.0.as_ptr().cast_const()),
+    };
     let [want_input, want_weights] = want;
     let mut input = Vec::<f32>::with_capacity(if want_input { shape.src_len() } else { 0 });
     let mut weight = Vec::<f32>::with_capacity(if want_weights { shape.weights_len() } else { 0 });
@@ -100,7 +172,8 @@ pub fn backward(
     let status = unsafe {
         mmix_onednn_conv2d_backward(
             shape,
-            src.as_ptr(),
+            src,
+            saved,
             weights.as_ptr(),
             diff_dst.as_ptr(),
             input_ptr,

@@ -12,7 +12,7 @@
 mod ffi;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::{Arc, Once, OnceLock};
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -26,7 +26,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, Tensor, TensorData};
 
-use ffi::ConvShape;
+use ffi::{ConvShape, SavedSource, Source};
 
 /// Stride and `(begin, end)` padding per spatial axis; dilation 1 and one group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,7 @@ pub trait OneDnnConv: Backend {
 
 impl OneDnnConv for Flex {
     fn onednn_conv2d(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTensor {
-        forward(x, weight, geometry)
+        forward(x, weight, geometry, false).0
     }
 }
 
@@ -136,16 +136,15 @@ impl<C: CheckpointStrategy> OneDnnConv for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let x = x.primitive().clone();
                 let weight = weight.primitive().clone();
-                let output = forward(x.clone(), weight.clone(), geometry);
-                prep.finish((x, weight, geometry), output)
+                let (output, input) =
+                    forward(x.primitive().clone(), weight.clone(), geometry, true);
+                prep.finish((input, weight, geometry), output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(
-                x.into_primitive(),
-                weight.into_primitive(),
-                geometry,
-            )),
+            OpsKind::UnTracked(prep) => {
+                let x = x.into_primitive();
+                prep.finish(forward(x, weight.into_primitive(), geometry, false).0)
+            }
         }
     }
 }
@@ -153,8 +152,28 @@ impl<C: CheckpointStrategy> OneDnnConv for Autodiff<Flex, C> {
 #[derive(Debug)]
 struct ConvBackward;
 
+/// A convolution's input as its backward pass keeps it: the tensor, or only oneDNN's copy of
+/// it (the forward pass made that copy anyway, and keeping it saves converting it again).
+#[derive(Clone, Debug)]
+enum Input {
+    Tensor(FlexTensor),
+    Saved {
+        copy: Arc<SavedSource>,
+        shape: Shape,
+    },
+}
+
+impl Input {
+    fn shape(&self) -> Shape {
+        match self {
+            Input::Tensor(x) => x.shape(),
+            Input::Saved { shape, .. } => shape.clone(),
+        }
+    }
+}
+
 impl Backward<Flex, 2> for ConvBackward {
-    type State = (FlexTensor, FlexTensor, ConvGeometry);
+    type State = (Input, FlexTensor, ConvGeometry);
 
     fn backward(
         self,
@@ -164,9 +183,9 @@ impl Backward<Flex, 2> for ConvBackward {
     ) {
         let [node_x, node_weight] = ops.parents;
         let output_grad = grads.consume::<Flex>(&ops.node);
-        let (x, weight, geometry) = ops.state;
+        let (input, weight, geometry) = ops.state;
         let want = [node_x.is_some(), node_weight.is_some()];
-        let [x_grad, weight_grad] = gradients(x, weight, output_grad, geometry, want);
+        let [x_grad, weight_grad] = gradients(input, weight, output_grad, geometry, want);
         if let (Some(node), Some(grad)) = (node_x, x_grad) {
             grads.register::<Flex>(node.id, grad);
         }
@@ -176,7 +195,13 @@ impl Backward<Flex, 2> for ConvBackward {
     }
 }
 
-fn forward(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTensor {
+/// The convolution, and with `keep_input` its input as the backward pass will keep it.
+fn forward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    geometry: ConvGeometry,
+    keep_input: bool,
+) -> (FlexTensor, Input) {
     let shape = geometry.shape(&x.shape(), &weight.shape());
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     let out_shape = [
@@ -185,27 +210,47 @@ fn forward(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTen
         shape.out_height,
         shape.out_width,
     ];
-    match ffi::forward(&shape, f32s(&x), f32s(&weight)) {
-        Ok(values) => tensor(values, out_shape),
+    match ffi::forward(&shape, f32s(&x), f32s(&weight), keep_input) {
+        Ok((values, saved)) => {
+            let input = match saved {
+                Some(copy) => Input::Saved {
+                    copy: Arc::new(copy),
+                    shape: x.shape(),
+                },
+                None => Input::Tensor(x),
+            };
+            (tensor(values, out_shape), input)
+        }
         Err(message) => {
             fell_back(&message);
-            Flex::conv2d(x, weight, None, geometry.options())
+            let output = Flex::conv2d(x.clone(), weight, None, geometry.options());
+            (output, Input::Tensor(x))
         }
     }
 }
 
 /// The gradients of the input and of the weights, each where `want` asks for it.
 fn gradients(
-    x: FlexTensor,
+    input: Input,
     weight: FlexTensor,
     output_grad: FlexTensor,
     geometry: ConvGeometry,
     want: [bool; 2],
 ) -> [Option<FlexTensor>; 2] {
-    let shape = geometry.shape(&x.shape(), &weight.shape());
-    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let shape = geometry.shape(&input.shape(), &weight.shape());
+    let weight = weight.to_contiguous();
     let output_grad = output_grad.to_contiguous();
-    let result = ffi::backward(&shape, f32s(&x), f32s(&weight), f32s(&output_grad), want);
+    let result = match &input {
+        Input::Tensor(x) => {
+            let x = x.to_contiguous();
+            let source = Source::Plain(f32s(&x));
+            ffi::backward(&shape, source, f32s(&weight), f32s(&output_grad), want)
+        }
+        Input::Saved { copy, .. } => {
+            let source = Source::Saved(copy);
+            ffi::backward(&shape, source, f32s(&weight), f32s(&output_grad), want)
+        }
+    };
     let x_shape = [
         shape.batch,
         shape.in_channels,
@@ -218,7 +263,6 @@ fn gradients(
         shape.kernel_height,
         shape.kernel_width,
     ];
-    let options = geometry.options();
     match result {
         Ok(grads) => [
             grads.input.map(|values| tensor(values, x_shape)),
@@ -226,6 +270,16 @@ fn gradients(
         ],
         Err(message) => {
             fell_back(&message);
+            let x = match input {
+                Input::Tensor(x) => x,
+                Input::Saved { copy, .. } => match copy.to_plain(&shape) {
+                    Ok(values) => tensor(values, x_shape),
+                    // The bridge can neither compute nor return the input: no gradient can
+                    // be computed, and training cannot go on correctly.
+                    Err(second) => panic!("{message}; then, recovering the input: {second}"),
+                },
+            };
+            let options = geometry.options();
             [
                 want[0].then(|| {
                     Flex::conv2d_x_backward(

@@ -133,3 +133,43 @@ fn one_shape_computed_on_several_threads_at_once_stays_correct() {
     });
     assert_eq!(fallbacks(), 0);
 }
+
+/// A Flex tensor of `dims` with values from a fixed pattern in [−1, 1].
+fn patterned(dims: [usize; 4], stride: usize) -> FlexTensor {
+    let len = dims.iter().product();
+    let values: Vec<f32> = (0..len)
+        .map(|i| ((i * stride) % 17) as f32 / 8.0 - 1.0)
+        .collect();
+    FlexTensor::from_data(TensorData::new(values, dims))
+}
+
+#[test]
+fn a_saved_input_gives_the_gradients_the_input_itself_gives() {
+    let mut saved_somewhere = false;
+    for (x_dims, [out_channels, kernel], geometry) in CASES {
+        let x = patterned(x_dims, 5);
+        let weight = patterned([out_channels, x_dims[1], kernel, kernel], 3);
+        let (output, input) = forward(x.clone(), weight.clone(), geometry, true);
+        let Input::Saved { copy, .. } = &input else {
+            continue;
+        };
+        saved_somewhere = true;
+        let shape = geometry.shape(&x.shape(), &weight.shape());
+        assert_eq!(copy.to_plain(&shape).unwrap(), f32s(&x), "{x_dims:?}");
+        let output_grad = patterned(dims4(&output.shape()), 7);
+        let from_saved = gradients(
+            input,
+            weight.clone(),
+            output_grad.clone(),
+            geometry,
+            [true; 2],
+        );
+        let from_tensor = gradients(Input::Tensor(x), weight, output_grad, geometry, [true; 2]);
+        for (saved, plain) in from_saved.into_iter().zip(from_tensor) {
+            let (saved, plain) = (saved.unwrap(), plain.unwrap());
+            assert_eq!(f32s(&saved), f32s(&plain), "{x_dims:?} {geometry:?}");
+        }
+    }
+    assert!(saved_somewhere, "oneDNN converts the input of some case");
+    assert_eq!(fallbacks(), 0);
+}
