@@ -5,6 +5,7 @@
 //!   and backward, with the ReLU that follows it fused in (Burn's generic version makes about
 //!   a dozen, two of them transposing copies).
 //! - [`mix`]: the mix of hidden states, forward and backward, one pass each.
+//! - `lanes`: the kernels' inner loops, compiled per vector width and picked at run time.
 //! - [`onednn`] (cargo feature `onednn`): convolution forward, input gradient and weight
 //!   gradient on oneDNN, the library PyTorch's CPU convolutions use.
 //!
