@@ -27,9 +27,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::filled_in_parallel;
-use super::lanes::{
-    Affine, gated_sum_and_dot, shifted_moments, write_affine, write_gated_gradient,
-};
+use super::lanes::{Affine, Sums, write_affine, write_gated_gradient};
 
 /// Batch normalisation with the batch's own statistics, as `burn::tensor::module::
 /// batch_norm_train` computes it (biased variance returned, statistics detached), then a ReLU
@@ -229,9 +227,15 @@ impl<'a> Planes<'a> {
         &self,
         fill: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
     ) -> FlexTensor {
+        // Small planes go several to a task, so that scheduling does not cost more than them.
+        let plane = self.plane.max(1);
+        let planes_per_task = (4096 / plane).max(1);
         let len = self.batch * self.channels * self.plane;
-        let out = filled_in_parallel(len, self.plane.max(1), |index, plane| {
-            fill(index % self.channels, index * self.plane, plane)
+        let out = filled_in_parallel(len, plane * planes_per_task, |task, values| {
+            for (offset, values) in values.chunks_mut(plane).enumerate() {
+                let index = task * planes_per_task + offset;
+                fill(index % self.channels, index * self.plane, values);
+            }
         });
         FlexTensor::from_data(TensorData::new(out, self.shape.clone()))
     }
@@ -278,10 +282,11 @@ fn forward(
             // Moments about the channel's first value, so that a large mean does not swamp
             // the variance in f32; then one more pass would not change the result.
             let shift = x.channel(c).next().map_or(0.0, |plane| plane[0]);
-            let (sum, squares) = x
-                .channel(c)
-                .map(|plane| shifted_moments(plane, shift))
-                .fold((0.0, 0.0), |(s, q), (ps, pq)| (s + ps, q + pq));
+            let mut sums = Sums::default();
+            for plane in x.channel(c) {
+                sums.add_shifted_moments(plane, shift);
+            }
+            let (sum, squares) = sums.total();
             let offset = sum / count;
             let variance = (squares / count - offset * offset).max(0.0);
             (shift as f64 + offset, variance)
@@ -331,11 +336,11 @@ fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
     let sums: Vec<(f64, f64)> = (0..x.channels)
         .into_par_iter()
         .map(|c| {
-            let (sum_g, sum_g_x) = dy
-                .channel(c)
-                .zip(x.channel(c))
-                .map(|(dys, xs)| gated_sum_and_dot(dys, xs, affine[c]))
-                .fold((0.0, 0.0), |(s, d), (ps, pd)| (s + ps, d + pd));
+            let mut sums = Sums::default();
+            for (dys, xs) in dy.channel(c).zip(x.channel(c)) {
+                sums.add_gated_sum_and_dot(dys, xs, affine[c]);
+            }
+            let (sum_g, sum_g_x) = sums.total();
             (sum_g, inv_std[c] * (sum_g_x - mean[c] as f64 * sum_g))
         })
         .collect();
