@@ -149,6 +149,15 @@ class Output {
   memory user_, computed_;
 };
 
+// Runs `primitive` on `inputs` with its output argument `out_argument` in `out`, then moves
+// that output to the caller's buffer.
+void run_into(stream &s, const dnnl::primitive &primitive, const dnnl::primitive_desc_base &pd,
+              std::unordered_map<int, memory> inputs, int out_argument, const Output &out) {
+  inputs.insert({out_argument, out.computed()});
+  run(s, primitive, pd, std::move(inputs));
+  out.finish(s);
+}
+
 // The primitives of one convolution shape, and the conversions around them, made once:
 // creating a primitive descriptor costs more than running small convolutions.
 struct Plan {
@@ -262,10 +271,9 @@ int mmix_onednn_conv2d_forward(const MmixConvShape *shape, const float *src, con
     stream s(cpu_engine());
     memory src_mem = input(s, *plan.forward_src, src);
     memory weights_mem = input(s, *plan.forward_weights, weights);
-    Output out(*plan.forward_dst, dst);
-    run(s, plan.forward, plan.forward_pd,
-        {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, weights_mem}, {DNNL_ARG_DST, out.computed()}});
-    out.finish(s);
+    run_into(s, plan.forward, plan.forward_pd,
+             {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, weights_mem}}, DNNL_ARG_DST,
+             Output(*plan.forward_dst, dst));
     s.wait();
     if (saved != nullptr && plan.forward_source_serves_weights()) {
       *saved = new MmixSavedSource{src_mem};
@@ -298,12 +306,9 @@ int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const float *src,
     if (diff_src != nullptr) {
       diff_dst_for_data = input(s, *plan.data_diff_dst, diff_dst);
       memory weights_mem = input(s, *plan.data_weights, weights);
-      Output out(*plan.data_diff_src, diff_src);
-      run(s, plan.backward_data, plan.data_pd,
-          {{DNNL_ARG_DIFF_DST, diff_dst_for_data},
-           {DNNL_ARG_WEIGHTS, weights_mem},
-           {DNNL_ARG_DIFF_SRC, out.computed()}});
-      out.finish(s);
+      run_into(s, plan.backward_data, plan.data_pd,
+               {{DNNL_ARG_DIFF_DST, diff_dst_for_data}, {DNNL_ARG_WEIGHTS, weights_mem}},
+               DNNL_ARG_DIFF_SRC, Output(*plan.data_diff_src, diff_src));
     }
     if (diff_weights != nullptr) {
       memory diff_dst_mem =
@@ -311,12 +316,9 @@ int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const float *src,
               ? diff_dst_for_data
               : input(s, *plan.weights_diff_dst, diff_dst);
       memory src_mem = saved != nullptr ? saved->source : input(s, *plan.weights_src, src);
-      Output out(*plan.weights_diff_weights, diff_weights);
-      run(s, plan.backward_weights, plan.weights_pd,
-          {{DNNL_ARG_SRC, src_mem},
-           {DNNL_ARG_DIFF_DST, diff_dst_mem},
-           {DNNL_ARG_DIFF_WEIGHTS, out.computed()}});
-      out.finish(s);
+      run_into(s, plan.backward_weights, plan.weights_pd,
+               {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_DIFF_DST, diff_dst_mem}},
+               DNNL_ARG_DIFF_WEIGHTS, Output(*plan.weights_diff_weights, diff_weights));
     }
     s.wait();
   });
