@@ -9,7 +9,7 @@
 //! forward pass's own operations rather than read from a kept output, so the output can be
 //! freed as soon as its consumers are done, and the backward pass reads two tensors, not three.
 //! Channels are independent, so the reductions run in parallel over channels and the
-//! element-wise passes over `(n, c)` planes; the loops themselves are in [`super::lanes`].
+//! element-wise passes over `(n, c)` planes; the loops themselves are in `lanes`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

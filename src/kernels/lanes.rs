@@ -148,8 +148,8 @@ pub fn write_affine(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: Affine) {
     }
 }
 
-/// `out = k · g + a · (x − mean) + b`, `g` as in [`Sums::add_gated_sum_and_dot`]: a batch norm's input
-/// gradient, given per-channel coefficients.
+/// `out = k · g + a · (x − mean) + b`, `g` as in [`Sums::add_gated_sum_and_dot`]: a batch
+/// norm's input gradient, given per-channel coefficients.
 #[multiversion(targets = "simd")]
 pub fn write_gated_gradient(
     out: &mut [MaybeUninit<f32>],

@@ -6,6 +6,10 @@
 //! every other backend) stays on Burn. If oneDNN rejects a call, the operation falls back to
 //! Flex's own convolution, with one warning per process.
 //!
+//! Under autodiff the forward pass keeps oneDNN's converted copy of its input (`Input::Saved`)
+//! rather than the input itself, where the weight gradient wants that layout: converting the
+//! input once serves both passes.
+//!
 //! `MMIX_ONEDNN=off` in the environment turns the route off at run time, so both paths can be
 //! timed from one build.
 
