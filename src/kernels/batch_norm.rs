@@ -103,42 +103,31 @@ impl<C: CheckpointStrategy> FlexBatchNorm for Autodiff<Flex, C> {
         epsilon: f64,
         relu: bool,
     ) -> Normalized<Self> {
-        match BatchNormBackward
+        let result = forward(
+            x.primitive(),
+            gamma.primitive(),
+            beta.primitive(),
+            epsilon,
+            relu,
+        );
+        let output = match BatchNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (x, gamma) = (x.primitive().clone(), gamma.primitive().clone());
-                let result = forward(&x, &gamma, beta.primitive(), epsilon, relu);
                 let state = BatchNormState {
-                    x,
-                    gamma,
-                    mean: result.mean.clone(),
-                    variance: result.variance.clone(),
-                    epsilon,
-                    affine: result.affine,
+                    x: x.primitive().clone(),
+                    channels: result.channels,
                 };
-                Normalized {
-                    output: prep.finish(state, result.output),
-                    mean: Self::from_inner(result.mean),
-                    variance: Self::from_inner(result.variance),
-                }
+                prep.finish(state, result.output)
             }
-            OpsKind::UnTracked(prep) => {
-                let result = forward(
-                    x.primitive(),
-                    gamma.primitive(),
-                    beta.primitive(),
-                    epsilon,
-                    relu,
-                );
-                Normalized {
-                    output: prep.finish(result.output),
-                    mean: Self::from_inner(result.mean),
-                    variance: Self::from_inner(result.variance),
-                }
-            }
+            OpsKind::UnTracked(prep) => prep.finish(result.output),
+        };
+        Normalized {
+            output,
+            mean: Self::from_inner(result.mean),
+            variance: Self::from_inner(result.variance),
         }
     }
 }
@@ -149,14 +138,18 @@ struct BatchNormBackward;
 #[derive(Clone, Debug)]
 struct BatchNormState {
     x: FlexTensor,
-    gamma: FlexTensor,
-    mean: FlexTensor,
-    /// Biased.
-    variance: FlexTensor,
-    epsilon: f64,
-    /// The forward pass's map per channel: with a ReLU, no gradient passes where it gave 0,
-    /// and recomputing where that was costs less than keeping the output.
-    affine: Vec<Affine>,
+    channels: Vec<Channel>,
+}
+
+/// What the backward pass needs of one channel from the forward pass.
+#[derive(Clone, Copy, Debug)]
+struct Channel {
+    /// The forward map: with a ReLU, no gradient passes where it gave 0, and recomputing
+    /// where that was costs less than keeping the output.
+    affine: Affine,
+    gamma: f32,
+    /// `1 / √(σ² + ε)`, σ² the biased variance.
+    inv_std: f64,
 }
 
 impl Backward<Flex, 3> for BatchNormBackward {
@@ -262,7 +255,7 @@ struct Forward {
     output: FlexTensor,
     mean: FlexTensor,
     variance: FlexTensor,
-    affine: Vec<Affine>,
+    channels: Vec<Channel>,
 }
 
 fn forward(
@@ -294,22 +287,31 @@ fn forward(
         .collect();
     // (x − μ) · scale + β: centring first keeps the precision a large mean would take.
     let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-    let affine: Vec<Affine> = statistics
+    let channels: Vec<Channel> = statistics
         .iter()
         .zip(gamma.iter().zip(&beta))
-        .map(|(&(mean, variance), (&gamma, &beta))| Affine {
-            mean: mean as f32,
-            scale: (gamma as f64 / (variance + epsilon).sqrt()) as f32,
-            shift: beta,
-            floor,
+        .map(|(&(mean, variance), (&gamma, &beta))| {
+            let inv_std = 1.0 / (variance + epsilon).sqrt();
+            let affine = Affine {
+                mean: mean as f32,
+                scale: (gamma as f64 * inv_std) as f32,
+                shift: beta,
+                floor,
+            };
+            Channel {
+                affine,
+                gamma,
+                inv_std,
+            }
         })
         .collect();
-    let output = x.map_planes(|c, start, out| write_affine(out, x.plane_at(start), affine[c]));
+    let output =
+        x.map_planes(|c, start, out| write_affine(out, x.plane_at(start), channels[c].affine));
     Forward {
         output,
         mean: vector(statistics.iter().map(|s| s.0 as f32).collect()),
         variance: vector(statistics.iter().map(|s| s.1 as f32).collect()),
-        affine,
+        channels,
     }
 }
 
@@ -324,41 +326,38 @@ fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
     let x = Planes::new(&x);
     let dy = output_grad.to_contiguous();
     let dy = Planes::new(&dy);
-    let gamma = f32_values(&state.gamma);
-    let mean = f32_values(&state.mean);
-    let affine = &state.affine;
-    let inv_std: Vec<f64> = f32_values(&state.variance)
-        .iter()
-        .map(|&v| 1.0 / (v as f64 + state.epsilon).sqrt())
-        .collect();
+    let channels = &state.channels;
     // Per channel, with g the gradient past the ReLU (dy, or 0 where the output was 0):
     // Σ g and Σ g · x̂ = s · (Σ g · x − μ · Σ g).
-    let sums: Vec<(f64, f64)> = (0..x.channels)
-        .into_par_iter()
-        .map(|c| {
+    let sums: Vec<(f64, f64)> = channels
+        .par_iter()
+        .enumerate()
+        .map(|(c, channel)| {
             let mut sums = Sums::default();
             for (dys, xs) in dy.channel(c).zip(x.channel(c)) {
-                sums.add_gated_sum_and_dot(dys, xs, affine[c]);
+                sums.add_gated_sum_and_dot(dys, xs, channel.affine);
             }
             let (sum_g, sum_g_x) = sums.total();
-            (sum_g, inv_std[c] * (sum_g_x - mean[c] as f64 * sum_g))
+            let mean = channel.affine.mean as f64;
+            (sum_g, channel.inv_std * (sum_g_x - mean * sum_g))
         })
         .collect();
     let count = x.per_channel();
     // dx = k · (g − mean(g) − x̂ · mean(g · x̂)), x̂ = (x − μ) · s, k = γ · s, written as
     // dx = k · g + a · (x − μ) + b with a = −k · s · mean(g · x̂), b = −k · mean(g).
-    let coefficients: Vec<[f32; 3]> = (0..x.channels)
-        .map(|c| {
-            let (sum_g, sum_g_xhat) = sums[c];
-            let k = gamma[c] as f64 * inv_std[c];
-            let a = -k * inv_std[c] * sum_g_xhat / count;
+    let coefficients: Vec<[f32; 3]> = channels
+        .iter()
+        .zip(&sums)
+        .map(|(channel, &(sum_g, sum_g_xhat))| {
+            let k = channel.gamma as f64 * channel.inv_std;
+            let a = -k * channel.inv_std * sum_g_xhat / count;
             let b = -k * sum_g / count;
             [k as f32, a as f32, b as f32]
         })
         .collect();
     let x_grad = x.map_planes(|c, start, out| {
         let (dy, xs) = (dy.plane_at(start), x.plane_at(start));
-        write_gated_gradient(out, dy, xs, affine[c], coefficients[c]);
+        write_gated_gradient(out, dy, xs, channels[c].affine, coefficients[c]);
     });
     Gradient {
         x: x_grad,
