@@ -174,23 +174,24 @@ struct Plan {
   std::optional<Conversion> saved_to_plain;
 
   explicit Plan(const Geometry &geometry) : g(geometry) {
+    const memory::desc src_any = any_desc(g.src), weights_any = any_desc(g.weights);
+    const memory::desc dst_any = any_desc(g.dst);
+    const auto direct = algorithm::convolution_direct;
+    const dnnl::primitive_attr attr = user_scratchpad();
     forward_pd = convolution_forward::primitive_desc(
-        convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
-                                  any_desc(g.src), any_desc(g.weights), any_desc(g.dst),
-                                  g.strides, g.padding_begin, g.padding_end),
-        user_scratchpad(), cpu_engine());
+        convolution_forward::desc(prop_kind::forward_training, direct, src_any, weights_any,
+                                  dst_any, g.strides, g.padding_begin, g.padding_end),
+        attr, cpu_engine());
     forward = convolution_forward(forward_pd);
     data_pd = convolution_backward_data::primitive_desc(
-        convolution_backward_data::desc(algorithm::convolution_direct, any_desc(g.src),
-                                        any_desc(g.weights), any_desc(g.dst), g.strides,
+        convolution_backward_data::desc(direct, src_any, weights_any, dst_any, g.strides,
                                         g.padding_begin, g.padding_end),
-        user_scratchpad(), cpu_engine(), forward_pd);
+        attr, cpu_engine(), forward_pd);
     backward_data = convolution_backward_data(data_pd);
     weights_pd = convolution_backward_weights::primitive_desc(
-        convolution_backward_weights::desc(algorithm::convolution_direct, any_desc(g.src),
-                                           any_desc(g.weights), any_desc(g.dst), g.strides,
+        convolution_backward_weights::desc(direct, src_any, weights_any, dst_any, g.strides,
                                            g.padding_begin, g.padding_end),
-        user_scratchpad(), cpu_engine(), forward_pd);
+        attr, cpu_engine(), forward_pd);
     backward_weights = convolution_backward_weights(weights_pd);
 
     const memory::desc src = plain(g.src, tag::nchw), dst = plain(g.dst, tag::nchw);

@@ -244,17 +244,15 @@ fn gradients(
     let shape = geometry.shape(&input.shape(), &weight.shape());
     let weight = weight.to_contiguous();
     let output_grad = output_grad.to_contiguous();
-    let result = match &input {
+    let plain_input;
+    let source = match &input {
         Input::Tensor(x) => {
-            let x = x.to_contiguous();
-            let source = Source::Plain(f32s(&x));
-            ffi::backward(&shape, source, f32s(&weight), f32s(&output_grad), want)
+            plain_input = x.to_contiguous();
+            Source::Plain(f32s(&plain_input))
         }
-        Input::Saved { copy, .. } => {
-            let source = Source::Saved(copy);
-            ffi::backward(&shape, source, f32s(&weight), f32s(&output_grad), want)
-        }
+        Input::Saved { copy, .. } => Source::Saved(copy),
     };
+    let result = ffi::backward(&shape, source, f32s(&weight), f32s(&output_grad), want);
     let x_shape = [
         shape.batch,
         shape.in_channels,
