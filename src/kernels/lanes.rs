@@ -148,6 +148,16 @@ pub fn write_affine(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: Affine) {
     }
 }
 
+/// `out = own · a + other · b`: two rows blended, as the mix of hidden states does.
+#[multiversion(targets = "simd")]
+pub fn write_blend(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], own: f32, other: f32) {
+    debug_assert_eq!(out.len(), a.len());
+    debug_assert_eq!(out.len(), b.len());
+    for (slot, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
+        slot.write(own * a + other * b);
+    }
+}
+
 /// `out = k · g + a · (x − mean) + b`, `g` as in [`Sums::add_gated_sum_and_dot`]: a batch
 /// norm's input gradient, given per-channel coefficients.
 #[multiversion(targets = "simd")]
@@ -297,6 +307,14 @@ mod tests {
                     assert_eq!(actual, expected, "gradient, length {len}, {gate:?}");
                 }
             }
+            let mut out = uninit(len);
+            write_blend(&mut out, &x, &dy, 0.3, 0.7);
+            let expected: Vec<f32> = x
+                .iter()
+                .zip(&dy)
+                .map(|(&a, &b)| 0.3 * a + 0.7 * b)
+                .collect();
+            assert_eq!(written(out), expected, "blend, length {len}");
         }
     }
 }

@@ -16,6 +16,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::{Tensor, TensorData};
 
 use super::filled_in_parallel;
+use super::lanes::write_blend;
 
 /// `λ·h + (1−λ)·h[partners]` along dimension 0, differentiable in `h`. `h` must be f32 on
 /// Flex ([`super::on_flex_f32`]) and `partners` a permutation of its rows.
@@ -103,9 +104,7 @@ fn mix(h: &FlexTensor, partners: &[usize], lambda: f64) -> FlexTensor {
     let out = filled_in_parallel(values.len(), row.max(1), |index, out| {
         let mine = &values[index * row..][..row];
         let partner = &values[partners[index] * row..][..row];
-        for (slot, (&a, &b)) in out.iter_mut().zip(mine.iter().zip(partner)) {
-            slot.write(own * a + other * b);
-        }
+        write_blend(out, mine, partner, own, other);
     });
     FlexTensor::from_data(TensorData::new(out, shape))
 }
