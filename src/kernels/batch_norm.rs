@@ -1,5 +1,6 @@
-//! Training-mode batch normalisation of `[N, C, H, W]` f32 tensors on Flex, optionally
-//! followed by a ReLU in the same pass.
+//! Training-mode batch normalisation of f32 tensors on Flex, optionally followed by a ReLU in
+//! the same pass. The tensor is plain `[N, C, H, W]` or channel-blocked `[N, C / b, H, W, b]`
+//! (channels in blocks of `b` innermost, oneDNN's `nChw16c` / `nChw8c` with `b` 16 / 8).
 //!
 //! Forward: per channel, the mean and the biased variance in one pass (moments about the
 //! channel's first value), then one pass writing `max((x − μ) · scale + β, floor)`, with
@@ -8,8 +9,11 @@
 //! `dx = γ / σ · (g − mean(g) − x̂ · mean(g · x̂))`. The gate is recomputed from `x` with the
 //! forward pass's own operations rather than read from a kept output, so the output can be
 //! freed as soon as its consumers are done, and the backward pass reads two tensors, not three.
-//! Channels are independent, so the reductions run in parallel over channels and the
-//! element-wise passes over `(n, c)` planes; the loops themselves are in `lanes`.
+//!
+//! Both layouts are walked as runs: the contiguous values of one image and one block of
+//! channels (a plane when `b = 1`), whose element `i` belongs to channel `i % b` of the block.
+//! Blocks are independent, so the reductions run in parallel over blocks and the element-wise
+//! passes over runs; the loops themselves are in `lanes`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -27,24 +31,36 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::filled_in_parallel;
-use super::lanes::{Affine, Sums, write_affine, write_gated_gradient};
+use super::lanes::{
+    Affine, LANES, LaneAffine, LaneGradient, Sums, per_lane, write_affine, write_gated_gradient,
+};
+use super::layout::{block_of, from_plain, to_plain};
 
 /// Batch normalisation with the batch's own statistics, as `burn::tensor::module::
 /// batch_norm_train` computes it (biased variance returned, statistics detached), then a ReLU
-/// if `relu`; through the kernels here when `input` is f32 on Flex.
-pub fn batch_norm_train(
-    input: Tensor<4>,
+/// if `relu`; through the kernels here when `input` is f32 on Flex. `input` is `[N, C, H, W]`
+/// or channel-blocked `[N, C / b, H, W, b]` with `b` dividing 16.
+pub fn batch_norm_train<const D: usize>(
+    input: Tensor<D>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
     relu: bool,
-) -> BatchNormTrainOutput<4> {
+) -> BatchNormTrainOutput<D> {
+    assert!(D == 4 || D == 5, "batch norm of a rank-{D} tensor");
     if !super::on_flex_f32(&input) {
-        let mut result = burn::tensor::module::batch_norm_train(input, gamma, beta, epsilon);
-        if relu {
-            result.output = burn::tensor::activation::relu(result.output);
-        }
-        return result;
+        let block = block_of(&input.dims());
+        let result = burn::tensor::module::batch_norm_train(to_plain(input), gamma, beta, epsilon);
+        let output = if relu {
+            burn::tensor::activation::relu(result.output)
+        } else {
+            result.output
+        };
+        return BatchNormTrainOutput {
+            output: from_plain(output, block),
+            mean: result.mean,
+            variance: result.variance,
+        };
     }
     let result = <Dispatch as FlexBatchNorm>::batch_norm_train_flex(
         input.into_dispatch(),
@@ -176,65 +192,77 @@ impl Backward<Flex, 3> for BatchNormBackward {
     }
 }
 
-/// A contiguous `[N, C, H, W]` f32 tensor viewed as its `(n, c)` planes.
-struct Planes<'a> {
+/// A contiguous f32 tensor, plain or channel-blocked, viewed as its runs: the values of one
+/// image and one block of channels, `(n, block)` in memory order.
+struct Runs<'a> {
     values: &'a [f32],
     shape: Shape,
     batch: usize,
-    channels: usize,
-    plane: usize,
+    blocks: usize,
+    /// Channels per block, `b`; 1 for the plain layout.
+    block: usize,
+    run: usize,
 }
 
-impl<'a> Planes<'a> {
+impl<'a> Runs<'a> {
     /// `tensor` must be contiguous (`FlexTensor::to_contiguous`).
     fn new(tensor: &'a FlexTensor) -> Self {
         let shape = tensor.shape();
-        let dims = shape.as_slice();
-        let (batch, channels, plane) = (dims[0], dims[1], dims[2] * dims[3]);
+        let (batch, blocks, block, run) = match *shape.as_slice() {
+            [n, c, h, w] => (n, c, 1, h * w),
+            [n, blocks, h, w, b] => (n, blocks, b, h * w * b),
+            ref dims => panic!("batch norm of a tensor of shape {dims:?}"),
+        };
+        assert!(
+            LANES.is_multiple_of(block),
+            "channel blocks of {block} do not divide {LANES} lanes"
+        );
         Self {
             values: tensor.as_slice::<f32>().expect("a contiguous f32 tensor"),
             shape,
             batch,
-            channels,
-            plane,
+            blocks,
+            block,
+            run,
         }
     }
 
-    /// Channel `c`'s values, plane by plane.
-    fn channel(&self, c: usize) -> impl Iterator<Item = &'a [f32]> {
+    fn channels(&self) -> usize {
+        self.blocks * self.block
+    }
+
+    /// Block `g`'s runs, image by image.
+    fn runs_of(&self, g: usize) -> impl Iterator<Item = &'a [f32]> {
         let values = self.values;
         (0..self.batch).map(move |n| {
-            let start = (n * self.channels + c) * self.plane;
-            &values[start..start + self.plane]
+            let start = (n * self.blocks + g) * self.run;
+            &values[start..start + self.run]
         })
     }
 
     fn per_channel(&self) -> f64 {
-        (self.batch * self.plane) as f64
+        (self.batch * self.run / self.block) as f64
     }
 
-    /// A new tensor of this shape, each `(n, c)` plane written by `fill(c, start, plane)`,
-    /// where `start` is the plane's offset in every tensor of this shape. `fill` must write
-    /// every element of the plane it gets.
-    fn map_planes(
-        &self,
-        fill: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync,
-    ) -> FlexTensor {
-        // Small planes go several to a task, so that scheduling does not cost more than them.
-        let plane = self.plane.max(1);
-        let planes_per_task = (4096 / plane).max(1);
-        let len = self.batch * self.channels * self.plane;
-        let out = filled_in_parallel(len, plane * planes_per_task, |task, values| {
-            for (offset, values) in values.chunks_mut(plane).enumerate() {
-                let index = task * planes_per_task + offset;
-                fill(index % self.channels, index * self.plane, values);
+    /// A new tensor of this shape, each run written by `fill(g, start, run)`, where `g` is
+    /// the run's block of channels and `start` its offset in every tensor of this shape.
+    /// `fill` must write every element of the run it gets.
+    fn map_runs(&self, fill: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync) -> FlexTensor {
+        // Short runs go several to a task, so that scheduling does not cost more than them.
+        let run = self.run.max(1);
+        let runs_per_task = (4096 / run).max(1);
+        let len = self.batch * self.blocks * self.run;
+        let out = filled_in_parallel(len, run * runs_per_task, |task, values| {
+            for (offset, values) in values.chunks_mut(run).enumerate() {
+                let index = task * runs_per_task + offset;
+                fill(index % self.blocks, index * self.run, values);
             }
         });
         FlexTensor::from_data(TensorData::new(out, self.shape.clone()))
     }
 
-    fn plane_at(&self, start: usize) -> &'a [f32] {
-        &self.values[start..start + self.plane]
+    fn run_at(&self, start: usize) -> &'a [f32] {
+        &self.values[start..start + self.run]
     }
 }
 
@@ -266,23 +294,31 @@ fn forward(
     relu: bool,
 ) -> Forward {
     let x = x.to_contiguous();
-    let x = Planes::new(&x);
+    let x = Runs::new(&x);
     let (gamma, beta) = (f32_values(gamma), f32_values(beta));
     let count = x.per_channel();
-    let statistics: Vec<(f64, f64)> = (0..x.channels)
+    let block = x.block;
+    let statistics: Vec<(f64, f64)> = (0..x.blocks)
         .into_par_iter()
-        .map(|c| {
-            // Moments about the channel's first value, so that a large mean does not swamp
+        .flat_map_iter(|g| {
+            // Moments about each channel's first value, so that a large mean does not swamp
             // the variance in f32; then one more pass would not change the result.
-            let shift = x.channel(c).next().map_or(0.0, |plane| plane[0]);
+            let shift = match x.runs_of(g).next() {
+                Some(run) if !run.is_empty() => per_lane(&run[..block]),
+                _ => [0.0; LANES],
+            };
             let mut sums = Sums::default();
-            for plane in x.channel(c) {
-                sums.add_shifted_moments(plane, shift);
+            for run in x.runs_of(g) {
+                sums.add_shifted_moments(run, &shift);
             }
-            let (sum, squares) = sums.total();
-            let offset = sum / count;
-            let variance = (squares / count - offset * offset).max(0.0);
-            (shift as f64 + offset, variance)
+            sums.per_channel(block)
+                .into_iter()
+                .zip(shift)
+                .map(|((sum, squares), shift)| {
+                    let offset = sum / count;
+                    let variance = (squares / count - offset * offset).max(0.0);
+                    (shift as f64 + offset, variance)
+                })
         })
         .collect();
     // (x − μ) · scale + β: centring first keeps the precision a large mean would take.
@@ -305,14 +341,21 @@ fn forward(
             }
         })
         .collect();
-    let output =
-        x.map_planes(|c, start, out| write_affine(out, x.plane_at(start), channels[c].affine));
+    assert_eq!(channels.len(), x.channels(), "one γ and one β per channel");
+    let maps = lane_affines(&channels, block);
+    let output = x.map_runs(|g, start, out| write_affine(out, x.run_at(start), &maps[g]));
     Forward {
         output,
         mean: vector(statistics.iter().map(|s| s.0 as f32).collect()),
         variance: vector(statistics.iter().map(|s| s.1 as f32).collect()),
         channels,
     }
+}
+
+/// Each block's affine maps, lane by lane.
+fn lane_affines(channels: &[Channel], block: usize) -> Vec<LaneAffine> {
+    let maps: Vec<Affine> = channels.iter().map(|channel| channel.affine).collect();
+    maps.chunks(block).map(LaneAffine::new).collect()
 }
 
 struct Gradient {
@@ -323,23 +366,28 @@ struct Gradient {
 
 fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
     let x = state.x.to_contiguous();
-    let x = Planes::new(&x);
+    let x = Runs::new(&x);
     let dy = output_grad.to_contiguous();
-    let dy = Planes::new(&dy);
+    let dy = Runs::new(&dy);
     let channels = &state.channels;
+    let block = x.block;
+    let maps = lane_affines(channels, block);
     // Per channel, with g the gradient past the ReLU (dy, or 0 where the output was 0):
     // Σ g and Σ g · x̂ = s · (Σ g · x − μ · Σ g).
-    let sums: Vec<(f64, f64)> = channels
-        .par_iter()
-        .enumerate()
-        .map(|(c, channel)| {
+    let sums: Vec<(f64, f64)> = (0..x.blocks)
+        .into_par_iter()
+        .flat_map_iter(|g| {
             let mut sums = Sums::default();
-            for (dys, xs) in dy.channel(c).zip(x.channel(c)) {
-                sums.add_gated_sum_and_dot(dys, xs, channel.affine);
+            for (dys, xs) in dy.runs_of(g).zip(x.runs_of(g)) {
+                sums.add_gated_sum_and_dot(dys, xs, &maps[g]);
             }
-            let (sum_g, sum_g_x) = sums.total();
-            let mean = channel.affine.mean as f64;
-            (sum_g, channel.inv_std * (sum_g_x - mean * sum_g))
+            let block_channels = &channels[g * block..(g + 1) * block];
+            sums.per_channel(block).into_iter().zip(block_channels).map(
+                |((sum_g, sum_g_x), channel)| {
+                    let mean = channel.affine.mean as f64;
+                    (sum_g, channel.inv_std * (sum_g_x - mean * sum_g))
+                },
+            )
         })
         .collect();
     let count = x.per_channel();
@@ -355,9 +403,17 @@ fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
             [k as f32, a as f32, b as f32]
         })
         .collect();
-    let x_grad = x.map_planes(|c, start, out| {
-        let (dy, xs) = (dy.plane_at(start), x.plane_at(start));
-        write_gated_gradient(out, dy, xs, channels[c].affine, coefficients[c]);
+    let gradients: Vec<LaneGradient> = coefficients
+        .chunks(block)
+        .zip(&maps)
+        .map(|(block, &affine)| {
+            let [k, a, b] =
+                [0, 1, 2].map(|j| per_lane(&block.iter().map(|c| c[j]).collect::<Vec<_>>()));
+            LaneGradient { affine, k, a, b }
+        })
+        .collect();
+    let x_grad = x.map_runs(|g, start, out| {
+        write_gated_gradient(out, dy.run_at(start), x.run_at(start), &gradients[g]);
     });
     Gradient {
         x: x_grad,
@@ -458,6 +514,69 @@ mod tests {
                             let bound = 1e-4 * a.abs().max(e.abs()) + 1e-4;
                             assert!((a - e).abs() <= bound, "{case}: [{index}] {a} vs {e}");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn channel_blocked_maps_normalise_like_plain_ones() {
+        let device = Device::flex().autodiff();
+        let mut rng = ChaCha12Rng::seed_from_u64(7);
+        // Blocks of every size that divides the lanes; runs shorter and longer than them.
+        for (dims, block) in [
+            ([3, 16, 5, 5], 16),
+            ([2, 32, 4, 4], 16),
+            ([4, 16, 3, 3], 8),
+            ([2, 8, 1, 1], 4),
+            ([5, 6, 2, 3], 2),
+            ([2, 4, 7, 7], 1),
+        ] {
+            for relu in [false, true] {
+                let x = normal(&mut rng, dims, 1.0, 2.0, &device);
+                let gamma = normal(&mut rng, [dims[1]], 1.0, 0.5, &device);
+                let beta = normal(&mut rng, [dims[1]], 0.0, 0.5, &device);
+                let projection = normal(&mut rng, dims, 0.0, 1.0, &device);
+                let run = |blocked: bool| {
+                    let (x, gamma, beta) = (
+                        x.clone().require_grad(),
+                        gamma.clone().require_grad(),
+                        beta.clone().require_grad(),
+                    );
+                    let (output, mean, variance) = if blocked {
+                        let input: Tensor<5> = from_plain(x.clone(), block);
+                        let result =
+                            batch_norm_train(input, gamma.clone(), beta.clone(), 1e-5, relu);
+                        (to_plain(result.output), result.mean, result.variance)
+                    } else {
+                        let result =
+                            batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
+                        (result.output, result.mean, result.variance)
+                    };
+                    let grads = (output.clone() * projection.clone()).sum().backward();
+                    [
+                        output.inner().into_data(),
+                        mean.inner().into_data(),
+                        variance.inner().into_data(),
+                        x.grad(&grads).unwrap().into_data(),
+                        gamma.grad(&grads).unwrap().into_data(),
+                        beta.grad(&grads).unwrap().into_data(),
+                    ]
+                };
+                let (blocked, plain) = (run(true), run(false));
+                for (name, (blocked, plain)) in
+                    ["output", "mean", "variance", "dx", "dgamma", "dbeta"]
+                        .iter()
+                        .zip(blocked.iter().zip(&plain))
+                {
+                    let case = format!("{name} of {dims:?} in blocks of {block}, relu {relu}");
+                    assert_eq!(blocked.shape(), plain.shape(), "{case}");
+                    for (index, (a, e)) in
+                        blocked.iter::<f32>().zip(plain.iter::<f32>()).enumerate()
+                    {
+                        let bound = 1e-4 * a.abs().max(e.abs()) + 1e-4;
+                        assert!((a - e).abs() <= bound, "{case}: [{index}] {a} vs {e}");
                     }
                 }
             }

@@ -2,47 +2,66 @@
 //! (AVX-512, AVX2, SSE4.2, ...) and picked at run time by `multiversion`: the crate's default
 //! target is plain x86-64, whose 4-wide SSE2 the compiler would otherwise be held to.
 //!
+//! Every loop walks its slice in chunks of [`LANES`] elements, and lane `l` of each chunk (and of
+//! the tail) has parameters of its own. A batch norm's slice is a run of a channel-blocked
+//! tensor: in blocks of `b` channels (`b` dividing [`LANES`]), lane `l` holds channel `l % b`
+//! of the block, and with `b = 1` (plain NCHW, a run is one channel's plane) every lane holds
+//! the same channel. So one set of loops serves both layouts, with no shuffles.
+//!
 //! Sums run in [`LANES`] independent f32 accumulators (the compiler keeps one scalar sum in
 //! order otherwise, which cannot be vectorised), moved into f64 every few thousand elements
 //! by [`Sums`].
 
 use std::mem::MaybeUninit;
 
-use multiversion::multiversion;
+use multiversion::{inherit_target, multiversion};
 
 /// One AVX-512 register of f32.
-const LANES: usize = 16;
+pub const LANES: usize = 16;
 
 /// Elements each f32 lane takes, at most, before the lanes are added into f64: the rounding
 /// of 256 f32 additions stays far below the statistics' tolerance, and widening once per
 /// 4,096 elements costs nothing even where a channel's slices are 16 elements long.
 const WIDEN_EVERY: usize = 256 * LANES;
 
-/// Two running sums over slices of one channel: `[Σ a, Σ b]` for some `a` and `b` of each
-/// element.
+/// One value per lane, for a block of `b` channels: lane `l` gets channel `l % b`'s.
+pub fn per_lane<T: Copy>(block: &[T]) -> [T; LANES] {
+    debug_assert!(!block.is_empty() && LANES.is_multiple_of(block.len()));
+    std::array::from_fn(|lane| block[lane % block.len()])
+}
+
+/// Two running sums per lane over runs of one block of channels: `[Σ a, Σ b]` for some `a`
+/// and `b` of each element.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Sums {
     lanes: [[f32; LANES]; 2],
     pending: usize,
-    total: [f64; 2],
+    total: [[f64; LANES]; 2],
 }
 
 impl Sums {
-    /// Adds `x − shift` and `(x − shift)²` for each `x`.
-    pub fn add_shifted_moments(&mut self, xs: &[f32], shift: f32) {
+    /// Adds `x − shift` and `(x − shift)²` for each `x`, `shift` per lane.
+    pub fn add_shifted_moments(&mut self, xs: &[f32], shift: &[f32; LANES]) {
         accumulate_shifted_moments(&mut self.lanes, xs, shift);
         self.counted(xs.len());
     }
 
     /// Adds `g` and `g · x`, `g = dy` where `affine` passes the gradient at `x`, else 0.
-    pub fn add_gated_sum_and_dot(&mut self, dy: &[f32], xs: &[f32], affine: Affine) {
+    pub fn add_gated_sum_and_dot(&mut self, dy: &[f32], xs: &[f32], affine: &LaneAffine) {
         accumulate_gated_sum_and_dot(&mut self.lanes, dy, xs, affine);
         self.counted(xs.len());
     }
 
-    pub fn total(mut self) -> (f64, f64) {
+    /// The two sums of each of a block's `block` channels (lanes `l`, `l + block`, ... added).
+    pub fn per_channel(mut self, block: usize) -> Vec<(f64, f64)> {
         self.widen();
-        (self.total[0], self.total[1])
+        let mut channels = vec![(0.0, 0.0); block];
+        for lane in 0..LANES {
+            let channel = &mut channels[lane % block];
+            channel.0 += self.total[0][lane];
+            channel.1 += self.total[1][lane];
+        }
+        channels
     }
 
     fn counted(&mut self, elements: usize) {
@@ -54,8 +73,10 @@ impl Sums {
 
     fn widen(&mut self) {
         for (total, lanes) in self.total.iter_mut().zip(&mut self.lanes) {
-            *total += lanes.iter().map(|&v| v as f64).sum::<f64>();
-            *lanes = [0.0; LANES];
+            for (total, lane) in total.iter_mut().zip(lanes.iter_mut()) {
+                *total += *lane as f64;
+                *lane = 0.0;
+            }
         }
         self.pending = 0;
     }
@@ -63,19 +84,20 @@ impl Sums {
 
 /// Adds `x − shift` and `(x − shift)²` into the lanes.
 #[multiversion(targets = "simd")]
-fn accumulate_shifted_moments(lanes: &mut [[f32; LANES]; 2], xs: &[f32], shift: f32) {
+fn accumulate_shifted_moments(lanes: &mut [[f32; LANES]; 2], xs: &[f32], shift: &[f32; LANES]) {
     let [mut sum, mut squares] = *lanes;
+    let shift = *shift;
     let chunks = xs.chunks_exact(LANES);
     let tail = chunks.remainder();
     for chunk in chunks {
         for lane in 0..LANES {
-            let d = chunk[lane] - shift;
+            let d = chunk[lane] - shift[lane];
             sum[lane] += d;
             squares[lane] += d * d;
         }
     }
     for (lane, &x) in tail.iter().enumerate() {
-        let d = x - shift;
+        let d = x - shift[lane];
         sum[lane] += d;
         squares[lane] += d * d;
     }
@@ -88,15 +110,16 @@ fn accumulate_gated_sum_and_dot(
     lanes: &mut [[f32; LANES]; 2],
     dy: &[f32],
     xs: &[f32],
-    affine: Affine,
+    affine: &LaneAffine,
 ) {
     debug_assert_eq!(dy.len(), xs.len());
     let [mut sum, mut dot] = *lanes;
+    let affine = *affine;
     let (dy_chunks, x_chunks) = (dy.chunks_exact(LANES), xs.chunks_exact(LANES));
     let (dy_tail, x_tail) = (dy_chunks.remainder(), x_chunks.remainder());
     for (dy, xs) in dy_chunks.zip(x_chunks) {
         for lane in 0..LANES {
-            let g = if affine.passes(xs[lane]) {
+            let g = if affine.passes(lane, xs[lane]) {
                 dy[lane]
             } else {
                 0.0
@@ -106,17 +129,15 @@ fn accumulate_gated_sum_and_dot(
         }
     }
     for (lane, (&dy, &x)) in dy_tail.iter().zip(x_tail).enumerate() {
-        let g = if affine.passes(x) { dy } else { 0.0 };
+        let g = if affine.passes(lane, x) { dy } else { 0.0 };
         sum[lane] += g;
         dot[lane] += g * x;
     }
     *lanes = [sum, dot];
 }
 
-/// A batch norm's per-channel affine map, `max((x − mean) · scale + shift, floor)`: `floor`
-/// is 0 when a ReLU follows and −∞ otherwise. Plain multiplies and adds, no fused ones, so
-/// that every target computes the same values in the forward and the backward pass (and
-/// CPUs without FMA make no library call).
+/// A batch norm's affine map for one channel, `max((x − mean) · scale + shift, floor)`:
+/// `floor` is 0 when a ReLU follows and −∞ otherwise.
 #[derive(Clone, Copy, Debug)]
 pub struct Affine {
     pub mean: f32,
@@ -125,27 +146,76 @@ pub struct Affine {
     pub floor: f32,
 }
 
-impl Affine {
+/// The affine maps of a block of channels, one per lane ([`per_lane`]). Plain multiplies and
+/// adds, no fused ones, so that every target computes the same values in the forward and the
+/// backward pass (and CPUs without FMA make no library call).
+#[derive(Clone, Copy, Debug)]
+pub struct LaneAffine {
+    mean: [f32; LANES],
+    scale: [f32; LANES],
+    shift: [f32; LANES],
+    floor: [f32; LANES],
+}
+
+impl LaneAffine {
+    pub fn new(block: &[Affine]) -> Self {
+        Self {
+            mean: per_lane(&block.iter().map(|a| a.mean).collect::<Vec<_>>()),
+            scale: per_lane(&block.iter().map(|a| a.scale).collect::<Vec<_>>()),
+            shift: per_lane(&block.iter().map(|a| a.shift).collect::<Vec<_>>()),
+            floor: per_lane(&block.iter().map(|a| a.floor).collect::<Vec<_>>()),
+        }
+    }
+
     #[inline(always)]
-    fn apply(self, x: f32) -> f32 {
-        ((x - self.mean) * self.scale + self.shift).max(self.floor)
+    fn apply(&self, lane: usize, x: f32) -> f32 {
+        ((x - self.mean[lane]) * self.scale[lane] + self.shift[lane]).max(self.floor[lane])
     }
 
     /// Whether the gradient passes at `x`: the output is above the floor (with a ReLU, the
     /// output is positive; without one, everywhere).
     #[inline(always)]
-    fn passes(self, x: f32) -> bool {
-        self.apply(x) > self.floor
+    fn passes(&self, lane: usize, x: f32) -> bool {
+        self.apply(lane, x) > self.floor[lane]
     }
 }
 
 /// `out = affine(x)`.
 #[multiversion(targets = "simd")]
-pub fn write_affine(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: Affine) {
+pub fn write_affine(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: &LaneAffine) {
     debug_assert_eq!(out.len(), xs.len());
-    for (slot, &x) in out.iter_mut().zip(xs) {
-        slot.write(affine.apply(x));
+    #[inherit_target]
+    #[inline(never)]
+    fn chunk(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: &LaneAffine) {
+        let xs: &[f32; LANES] = xs.try_into().expect("a whole chunk");
+        store(
+            out,
+            std::array::from_fn(|lane| affine.apply(lane, xs[lane])),
+        );
     }
+    let mut out_chunks = out.chunks_exact_mut(LANES);
+    let x_chunks = xs.chunks_exact(LANES);
+    let x_tail = x_chunks.remainder();
+    for (out, xs) in (&mut out_chunks).zip(x_chunks) {
+        chunk(out, xs, affine);
+    }
+    for (lane, (slot, &x)) in out_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(x_tail)
+        .enumerate()
+    {
+        slot.write(affine.apply(lane, x));
+    }
+}
+
+/// Writes a whole chunk at once. The element-wise loops compute each chunk in a function of
+/// its own, kept out of line: inlined, the compiler vectorises across chunks instead of along
+/// them (one lane of each of 16 chunks per register, with gathers and scatters).
+#[inline(always)]
+fn store(out: &mut [MaybeUninit<f32>], values: [f32; LANES]) {
+    let out: &mut [MaybeUninit<f32>; LANES] = out.try_into().expect("a whole chunk");
+    *out = values.map(MaybeUninit::new);
 }
 
 /// `out = own · a + other · b`: two rows blended, as the mix of hidden states does.
@@ -158,21 +228,56 @@ pub fn write_blend(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], own: f32,
     }
 }
 
-/// `out = k · g + a · (x − mean) + b`, `g` as in [`Sums::add_gated_sum_and_dot`]: a batch
-/// norm's input gradient, given per-channel coefficients.
+/// A batch norm's input gradient `dx = k · g + a · (x − mean) + b`, `g` as in
+/// [`Sums::add_gated_sum_and_dot`], given each lane's coefficients `[k, a, b]`.
+#[derive(Clone, Copy, Debug)]
+pub struct LaneGradient {
+    pub affine: LaneAffine,
+    pub k: [f32; LANES],
+    pub a: [f32; LANES],
+    pub b: [f32; LANES],
+}
+
+impl LaneGradient {
+    #[inline(always)]
+    fn apply(&self, lane: usize, dy: f32, x: f32) -> f32 {
+        let g = if self.affine.passes(lane, x) { dy } else { 0.0 };
+        self.k[lane] * g + (self.a[lane] * (x - self.affine.mean[lane]) + self.b[lane])
+    }
+}
+
+/// `out = gradient(dy, x)`.
 #[multiversion(targets = "simd")]
 pub fn write_gated_gradient(
     out: &mut [MaybeUninit<f32>],
     dy: &[f32],
     xs: &[f32],
-    affine: Affine,
-    [k, a, b]: [f32; 3],
+    gradient: &LaneGradient,
 ) {
     debug_assert_eq!(out.len(), dy.len());
     debug_assert_eq!(out.len(), xs.len());
-    for (slot, (&dy, &x)) in out.iter_mut().zip(dy.iter().zip(xs)) {
-        let g = if affine.passes(x) { dy } else { 0.0 };
-        slot.write(k * g + (a * (x - affine.mean) + b));
+    #[inherit_target]
+    #[inline(never)]
+    fn chunk(out: &mut [MaybeUninit<f32>], dy: &[f32], xs: &[f32], gradient: &LaneGradient) {
+        let dy: &[f32; LANES] = dy.try_into().expect("a whole chunk");
+        let xs: &[f32; LANES] = xs.try_into().expect("a whole chunk");
+        store(
+            out,
+            std::array::from_fn(|lane| gradient.apply(lane, dy[lane], xs[lane])),
+        );
+    }
+    let mut out_chunks = out.chunks_exact_mut(LANES);
+    let (dy_chunks, x_chunks) = (dy.chunks_exact(LANES), xs.chunks_exact(LANES));
+    let (dy_tail, x_tail) = (dy_chunks.remainder(), x_chunks.remainder());
+    for (out, (dy, xs)) in (&mut out_chunks).zip(dy_chunks.zip(x_chunks)) {
+        chunk(out, dy, xs, gradient);
+    }
+    let tail = out_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(dy_tail.iter().zip(x_tail));
+    for (lane, (slot, (&dy, &x))) in tail.enumerate() {
+        slot.write(gradient.apply(lane, dy, x));
     }
 }
 
@@ -190,8 +295,9 @@ mod tests {
             .collect()
     }
 
-    /// Lengths below, at and across the vector width, with tails.
-    const LENGTHS: [usize; 6] = [0, 1, 15, 16, 33, 100];
+    /// Lengths below, at and across the vector width, with tails; all multiples of 4, so
+    /// that they are runs of a block of 4 channels too.
+    const LENGTHS: [usize; 6] = [0, 4, 12, 16, 36, 100];
 
     fn ramp(len: usize, scale: f32) -> Vec<f32> {
         (0..len)
@@ -211,20 +317,36 @@ mod tests {
         ..RELU
     };
 
+    /// Four channels of different maps, two of them with a ReLU: a block of 4.
+    const BLOCK: [Affine; 4] = [
+        RELU,
+        PLAIN,
+        Affine {
+            mean: -1.0,
+            scale: 0.5,
+            shift: 0.5,
+            floor: 0.0,
+        },
+        Affine {
+            mean: 2.0,
+            scale: -1.5,
+            shift: 0.0,
+            floor: f32::NEG_INFINITY,
+        },
+    ];
+
+    /// The cases: every element of a slice in one channel, and a block of four channels.
+    fn blocks() -> [&'static [Affine]; 3] {
+        [&BLOCK[..1], &BLOCK[1..2], &BLOCK]
+    }
+
     fn affine(x: f32, affine: Affine) -> f32 {
         ((x - affine.mean) * affine.scale + affine.shift).max(affine.floor)
     }
 
-    fn shifted_moments(xs: &[f32], shift: f32) -> (f64, f64) {
-        let mut sums = Sums::default();
-        sums.add_shifted_moments(xs, shift);
-        sums.total()
-    }
-
-    fn gated_sum_and_dot(dy: &[f32], xs: &[f32], affine: Affine) -> (f64, f64) {
-        let mut sums = Sums::default();
-        sums.add_gated_sum_and_dot(dy, xs, affine);
-        sums.total()
+    /// Element `i` of a run of `block` channels belongs to channel `i % block.len()`.
+    fn channel_of(block: &[Affine], i: usize) -> Affine {
+        block[i % block.len()]
     }
 
     #[test]
@@ -233,9 +355,11 @@ mod tests {
         let xs = ramp(300 * 37, 0.25);
         let mut sums = Sums::default();
         for slice in xs.chunks(37) {
-            sums.add_shifted_moments(slice, -0.5);
+            sums.add_shifted_moments(slice, &[-0.5; LANES]);
         }
-        let (sum, squares) = sums.total();
+        let [(sum, squares)] = sums.per_channel(1)[..] else {
+            panic!("one channel")
+        };
         let expected_sum: f64 = xs.iter().map(|&x| (x + 0.5) as f64).sum();
         let expected_squares: f64 = xs.iter().map(|&x| ((x + 0.5) as f64).powi(2)).sum();
         assert!((sum - expected_sum).abs() <= 1e-6 * expected_sum.abs().max(1.0));
@@ -243,31 +367,35 @@ mod tests {
     }
 
     #[test]
-    fn sums_match_a_plain_f64_loop() {
+    fn sums_match_a_plain_f64_loop_per_channel() {
         for len in LENGTHS {
             let (x, dy) = (ramp(len, 0.5), ramp(len, -1.25));
-            let (sum, squares) = shifted_moments(&x, 0.75);
-            let expected_sum: f64 = x.iter().map(|&x| (x - 0.75) as f64).sum();
-            let expected_squares: f64 = x.iter().map(|&x| ((x - 0.75) as f64).powi(2)).sum();
-            assert!((sum - expected_sum).abs() < 1e-4, "length {len}");
-            assert!((squares - expected_squares).abs() < 1e-4, "length {len}");
-            for gate in [RELU, PLAIN] {
-                let gated: Vec<f32> = dy
-                    .iter()
-                    .zip(&x)
-                    .map(|(&dy, &x)| {
-                        if affine(x, gate) > gate.floor {
-                            dy
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                let (sum, dot) = gated_sum_and_dot(&dy, &x, gate);
-                let expected_sum: f64 = gated.iter().map(|&g| g as f64).sum();
-                let expected_dot: f64 = gated.iter().zip(&x).map(|(&g, &x)| (g * x) as f64).sum();
-                assert!((sum - expected_sum).abs() < 1e-4, "length {len}, {gate:?}");
-                assert!((dot - expected_dot).abs() < 1e-4, "length {len}, {gate:?}");
+            for block in blocks() {
+                let b = block.len();
+                let shifts: Vec<f32> = (0..b).map(|c| 0.75 - c as f32).collect();
+                let mut sums = Sums::default();
+                sums.add_shifted_moments(&x, &per_lane(&shifts));
+                let mut gated = Sums::default();
+                gated.add_gated_sum_and_dot(&dy, &x, &LaneAffine::new(block));
+                let (moments, gated) = (sums.per_channel(b), gated.per_channel(b));
+                for c in 0..b {
+                    let channel = || x.iter().zip(&dy).skip(c).step_by(b);
+                    let expected_sum: f64 = channel().map(|(&x, _)| (x - shifts[c]) as f64).sum();
+                    let expected_squares: f64 = channel()
+                        .map(|(&x, _)| ((x - shifts[c]) as f64).powi(2))
+                        .sum();
+                    let case = format!("length {len}, channel {c} of {b}");
+                    assert!((moments[c].0 - expected_sum).abs() < 1e-4, "{case}");
+                    assert!((moments[c].1 - expected_squares).abs() < 1e-4, "{case}");
+                    let map = block[c];
+                    let g = |(&x, &dy): (&f32, &f32)| {
+                        if affine(x, map) > map.floor { dy } else { 0.0 }
+                    };
+                    let expected_sum: f64 = channel().map(|p| g(p) as f64).sum();
+                    let expected_dot: f64 = channel().map(|p| (g(p) * p.0) as f64).sum();
+                    assert!((gated[c].0 - expected_sum).abs() < 1e-4, "{case}");
+                    assert!((gated[c].1 - expected_dot).abs() < 1e-4, "{case}");
+                }
             }
         }
     }
@@ -278,33 +406,51 @@ mod tests {
         let dy = vec![1.0; 100];
         let zeros = x.iter().filter(|&&x| affine(x, RELU) == 0.0).count();
         assert!(zeros > 0 && zeros < 100, "the ramp crosses the ReLU's kink");
-        let (sum, _) = gated_sum_and_dot(&dy, &x, RELU);
-        assert_eq!(sum, (100 - zeros) as f64);
-        let (sum, _) = gated_sum_and_dot(&dy, &x, PLAIN);
-        assert_eq!(sum, 100.0);
+        let gated_sum = |map: Affine| {
+            let mut sums = Sums::default();
+            sums.add_gated_sum_and_dot(&dy, &x, &LaneAffine::new(&[map]));
+            sums.per_channel(1)[0].0
+        };
+        assert_eq!(gated_sum(RELU), (100 - zeros) as f64);
+        assert_eq!(gated_sum(PLAIN), 100.0);
     }
 
     #[test]
-    fn element_wise_loops_write_every_element() {
+    fn element_wise_loops_write_every_element_with_its_channels_map() {
         for len in LENGTHS {
             let (x, dy) = (ramp(len, 0.5), ramp(len, 2.0));
-            for gate in [RELU, PLAIN] {
+            for block in blocks() {
+                let lanes = LaneAffine::new(block);
                 let mut out = uninit(len);
-                write_affine(&mut out, &x, gate);
-                let expected: Vec<f32> = x.iter().map(|&x| affine(x, gate)).collect();
-                assert_eq!(written(out), expected, "affine, length {len}, {gate:?}");
+                write_affine(&mut out, &x, &lanes);
+                let expected: Vec<f32> = (0..len)
+                    .map(|i| affine(x[i], channel_of(block, i)))
+                    .collect();
+                assert_eq!(written(out), expected, "affine, length {len}, {block:?}");
+                let coefficients: Vec<[f32; 3]> = (0..block.len())
+                    .map(|c| [1.5 + c as f32, -0.5, 0.25 * c as f32])
+                    .collect();
+                let [k, a, b] = [0, 1, 2]
+                    .map(|j| per_lane(&coefficients.iter().map(|c| c[j]).collect::<Vec<_>>()));
+                let gradient = LaneGradient {
+                    affine: lanes,
+                    k,
+                    a,
+                    b,
+                };
                 let mut out = uninit(len);
-                write_gated_gradient(&mut out, &dy, &x, gate, [1.5, -0.5, 0.25]);
-                let expected = dy.iter().zip(&x).map(|(&dy, &x)| {
-                    let g = if affine(x, gate) > gate.floor {
-                        dy
+                write_gated_gradient(&mut out, &dy, &x, &gradient);
+                let expected = (0..len).map(|i| {
+                    let (map, [k, a, b]) = (channel_of(block, i), coefficients[i % block.len()]);
+                    let g = if affine(x[i], map) > map.floor {
+                        dy[i]
                     } else {
                         0.0
                     };
-                    1.5 * g + (-0.5 * (x - gate.mean) + 0.25)
+                    k * g + (a * (x[i] - map.mean) + b)
                 });
                 for (actual, expected) in written(out).into_iter().zip(expected) {
-                    assert_eq!(actual, expected, "gradient, length {len}, {gate:?}");
+                    assert_eq!(actual, expected, "gradient, length {len}, {block:?}");
                 }
             }
             let mut out = uninit(len);

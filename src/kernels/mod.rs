@@ -4,6 +4,7 @@
 //! - [`batch_norm`]: training-mode batch normalisation in a few passes over the data, forward
 //!   and backward, with the ReLU that follows it fused in (Burn's generic version makes about
 //!   a dozen, two of them transposing copies).
+//! - [`layout`]: plain and channel-blocked feature maps, and the moves between them.
 //! - [`mix`]: the mix of hidden states, forward and backward, one pass each.
 //! - `lanes`: the kernels' inner loops, compiled per vector width and picked at run time.
 //! - [`onednn`] (cargo feature `onednn`): convolution forward, input gradient and weight
@@ -14,6 +15,7 @@
 
 pub mod batch_norm;
 mod lanes;
+pub mod layout;
 pub mod mix;
 #[cfg(feature = "onednn")]
 pub mod onednn;

@@ -5,6 +5,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, activation};
 
+use crate::kernels::layout::{Layout, block_of, channels_of, from_plain, to_plain};
+
 /// Batch normalisation with PyTorch's semantics, which the paper's numbers rest on:
 /// momentum 0.1, ε = 1e-5, and the *unbiased* batch variance in the running estimate
 /// (Burn's own layer keeps the biased one). Training statistics are used whenever the
@@ -30,34 +32,34 @@ impl BatchNorm2d {
         }
     }
 
-    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+    /// Normalises a plain `[N, C, H, W]` or channel-blocked `[N, C / b, H, W, b]` map.
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         self.normalize(input, false)
     }
 
     /// `relu(self.forward(input))`, in one pass where the backend allows.
-    pub fn forward_relu(&self, input: Tensor<4>) -> Tensor<4> {
+    pub fn forward_relu<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         self.normalize(input, true)
     }
 
-    fn normalize(&self, input: Tensor<4>, relu: bool) -> Tensor<4> {
+    fn normalize<const D: usize>(&self, input: Tensor<D>, relu: bool) -> Tensor<D> {
         let device = input.device();
+        let dims = input.dims();
         if !device.is_autodiff() {
-            let output = burn::tensor::module::batch_norm(
-                input,
-                self.weight.val(),
-                self.bias.val(),
-                self.running_mean.value().to_device(&device),
-                self.running_var.value().to_device(&device),
-                BN_EPSILON,
-            );
+            let layout = layout_of(&dims);
+            let var = self.running_var.value().to_device(&device);
+            let scale = self.weight.val() / var.add_scalar(BN_EPSILON).sqrt();
+            let mean = self.running_mean.value().to_device(&device);
+            let output = (input - per_channel(mean, layout)) * per_channel(scale, layout)
+                + per_channel(self.bias.val(), layout);
             return if relu {
                 activation::relu(output)
             } else {
                 output
             };
         }
-        let [batch, channels, height, width] = input.dims();
-        let per_channel = (batch * height * width) as f64;
+        let channels = channels_of(&dims);
+        let per_channel_count = (dims.iter().product::<usize>() / channels) as f64;
         let result = crate::kernels::batch_norm::batch_norm_train(
             input,
             self.weight.val(),
@@ -65,7 +67,7 @@ impl BatchNorm2d {
             BN_EPSILON,
             relu,
         );
-        let unbiased = per_channel / (per_channel - 1.0).max(1.0);
+        let unbiased = per_channel_count / (per_channel_count - 1.0).max(1.0);
         let mean = self.running_mean.value_sync().to_device(&device);
         let var = self.running_var.value_sync().to_device(&device);
         let mean =
@@ -77,6 +79,23 @@ impl BatchNorm2d {
         self.running_var.update(var.detach());
         result.output
     }
+}
+
+/// The layout of a plain (rank 4) or blocked (rank 5) map's shape.
+fn layout_of(dims: &[usize]) -> Layout {
+    match dims.len() {
+        4 => Layout::Plain,
+        _ => Layout::Blocked(block_of(dims)),
+    }
+}
+
+/// A per-channel vector `[C]` shaped to broadcast over maps of rank `D` in `layout`.
+fn per_channel<const D: usize>(values: Tensor<1>, layout: Layout) -> Tensor<D> {
+    let dims: [usize; D] = layout
+        .dims([1, values.dims()[0], 1, 1])
+        .try_into()
+        .unwrap_or_else(|_| panic!("a rank-{D} map in {layout:?}"));
+    values.reshape(dims)
 }
 
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -100,8 +119,40 @@ pub fn conv(
         .init(device)
 }
 
-/// `conv`'s forward pass; on the Flex CPU backend with the `onednn` feature, through oneDNN.
+/// The channels per block of a model's feature maps on `device`, when every channel count
+/// of the model is a multiple of `channel_unit`: the block oneDNN computes in where the route
+/// takes the model's convolutions and the block divides `channel_unit`, else 1 (plain maps).
+pub fn feature_block(device: &Device, channel_unit: usize) -> usize {
+    #[cfg(feature = "onednn")]
+    if crate::kernels::convolution_library(device) == "onednn" {
+        let block = crate::kernels::onednn::native_block();
+        if channel_unit.is_multiple_of(block) {
+            return block;
+        }
+    }
+    let _ = (device, channel_unit);
+    1
+}
+
+/// `conv`'s forward pass on a plain map; on the Flex CPU backend with the `onednn` feature,
+/// through oneDNN.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    convolve(conv, x, Layout::Plain)
+}
+
+/// `conv`'s forward pass on a plain map, written in blocks of `block` channels (rank 5).
+pub fn conv2d_to_blocks(conv: &Conv2d, x: Tensor<4>, block: usize) -> Tensor<5> {
+    convolve(conv, x, Layout::Blocked(block))
+}
+
+/// `conv`'s forward pass on a map in blocks of channels, written in blocks of the same size.
+pub fn conv2d_blocked(conv: &Conv2d, x: Tensor<5>) -> Tensor<5> {
+    let block = block_of(&x.dims());
+    convolve(conv, x, Layout::Blocked(block))
+}
+
+/// `conv` of a plain or blocked map `x`, written in `out` (of rank `R`).
+fn convolve<const D: usize, const R: usize>(conv: &Conv2d, x: Tensor<D>, out: Layout) -> Tensor<R> {
     #[cfg(feature = "onednn")]
     if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
         && crate::kernels::onednn::accepts(&x, conv.dilation, conv.groups)
@@ -110,18 +161,21 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
             stride: conv.stride,
             padding: [(top, bottom), (left, right)],
         };
-        let output = crate::kernels::onednn::conv2d(x, conv.weight.val(), geometry);
+        let output = crate::kernels::onednn::conv2d(x, conv.weight.val(), geometry, out);
         return match &conv.bias {
-            Some(bias) => output + bias.val().reshape([1, -1, 1, 1]),
+            Some(bias) => output + per_channel(bias.val(), out),
             None => output,
         };
     }
-    conv.forward(x)
+    from_plain(conv.forward(to_plain(x)), out.block())
 }
 
-/// Global average pooling to `[batch, channels]`.
-pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
-    burn::tensor::module::adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3)
+/// Global average pooling of a plain or blocked map to `[batch, channels]`.
+pub fn global_avg_pool<const D: usize>(x: Tensor<D>) -> Tensor<2> {
+    let dims = x.dims();
+    x.mean_dim(2)
+        .mean_dim(3)
+        .reshape([dims[0], channels_of(&dims)])
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, conv, conv2d, global_avg_pool};
+use super::layers::{
+    BatchNorm2d, conv, conv2d_blocked, conv2d_to_blocks, feature_block, global_avg_pool,
+};
 use crate::mixup::{TensorMix, mix_at};
 
 /// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus the shortcut.
@@ -30,14 +32,14 @@ impl PreActBlock {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let out = self.bn1.forward_relu(x.clone());
         let shortcut = match &self.shortcut {
-            Some(projection) => conv2d(projection, out.clone()),
+            Some(projection) => conv2d_blocked(projection, out.clone()),
             None => x,
         };
-        let out = conv2d(&self.conv1, out);
-        let out = conv2d(&self.conv2, self.bn2.forward_relu(out));
+        let out = conv2d_blocked(&self.conv1, out);
+        let out = conv2d_blocked(&self.conv2, self.bn2.forward_relu(out));
         out + shortcut
     }
 }
@@ -71,15 +73,15 @@ impl PreActBottleneck {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let out = self.bn1.forward_relu(x.clone());
         let shortcut = match &self.shortcut {
-            Some(projection) => conv2d(projection, out.clone()),
+            Some(projection) => conv2d_blocked(projection, out.clone()),
             None => x,
         };
-        let out = conv2d(&self.conv1, out);
-        let out = conv2d(&self.conv2, self.bn2.forward_relu(out));
-        let out = conv2d(&self.conv3, self.bn3.forward_relu(out));
+        let out = conv2d_blocked(&self.conv1, out);
+        let out = conv2d_blocked(&self.conv2, self.bn2.forward_relu(out));
+        let out = conv2d_blocked(&self.conv3, self.bn3.forward_relu(out));
         out + shortcut
     }
 }
@@ -93,7 +95,7 @@ pub enum PreActUnit {
 }
 
 impl PreActUnit {
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         match self {
             PreActUnit::Basic(block) => block.forward(x),
             PreActUnit::Bottleneck(block) => block.forward(x),
@@ -166,9 +168,21 @@ impl PreActResNet {
     }
 
     pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
-        let run = |units: &[PreActUnit], h: Tensor<4>| units.iter().fold(h, |h, u| u.forward(h));
+        // Every channel count is a multiple of the stem's.
+        let block = feature_block(&x.device(), self.conv1.weight.dims()[0]);
+        self.forward_in_blocks(x, mix, block)
+    }
+
+    /// `forward` with the hidden maps in blocks of `block` channels (1: plain).
+    pub fn forward_in_blocks(
+        &self,
+        x: Tensor<4>,
+        mix: Option<&TensorMix>,
+        block: usize,
+    ) -> Tensor<2> {
+        let run = |units: &[PreActUnit], h: Tensor<5>| units.iter().fold(h, |h, u| u.forward(h));
         let h = mix_at(mix, 0, x);
-        let h = run(&self.layer1, conv2d(&self.conv1, h));
+        let h = run(&self.layer1, conv2d_to_blocks(&self.conv1, h, block));
         let h = mix_at(mix, 1, h);
         let h = mix_at(mix, 2, run(&self.layer2, h));
         let h = mix_at(mix, 3, run(&self.layer3, h));

@@ -306,3 +306,56 @@ fn model_names_parse_and_reject_clearly() {
     let config = ModelConfig::new(ModelKind::Mlp, 2, 28, 10);
     assert_eq!(config.validate(), Err(ModelError::Channels(2)));
 }
+
+#[test]
+fn channel_blocked_feature_maps_train_and_evaluate_like_plain_ones() {
+    let device = Device::flex().autodiff();
+    let kinds = [
+        ModelKind::PreActResNet { depth: 18 },
+        ModelKind::WideResNet {
+            depth: 10,
+            widen: 1,
+        },
+    ];
+    for kind in kinds {
+        let model = ModelConfig::new(kind, 3, 16, 5)
+            .with_width(16)
+            .init(&device)
+            .unwrap();
+        let x = images(4, 3, 16, &device);
+        let mix = TensorMix::new(&plan(0.6, 2, vec![1, 2, 3, 0]), &device);
+        let forward = |model: &Classifier, x: Tensor<4>, mix: Option<&TensorMix>, block| match model
+        {
+            Classifier::PreActResNet(m) => m.forward_in_blocks(x, mix, block),
+            Classifier::WideResNet(m) => m.forward_in_blocks(x, mix, block),
+            _ => unreachable!("a model with blocked maps"),
+        };
+        // Training mode: batch statistics, mixing at a hidden layer, the input's gradient
+        // (which passes through every layer).
+        let train = |block: usize| {
+            let x = x.clone().require_grad();
+            let logits = forward(&model, x.clone(), Some(&mix), block);
+            let grads = logits.clone().sum().backward();
+            [
+                logits.inner().into_data(),
+                x.grad(&grads).unwrap().into_data(),
+            ]
+        };
+        let evaluate = |block: usize| {
+            let model = model.valid();
+            forward(&model, x.clone().inner(), None, block).into_data()
+        };
+        let tolerance = Tolerance::rel_abs(1e-3, 1e-4);
+        // Evaluation first: each training forward moves the running statistics.
+        let plain = evaluate(1);
+        for block in [8, 16] {
+            evaluate(block).assert_approx_eq::<f32>(&plain, tolerance);
+        }
+        let plain = train(1);
+        for block in [8, 16] {
+            for (blocked, plain) in train(block).iter().zip(&plain) {
+                blocked.assert_approx_eq::<f32>(plain, tolerance);
+            }
+        }
+    }
+}

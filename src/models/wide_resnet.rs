@@ -5,7 +5,9 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, conv, conv2d, global_avg_pool};
+use super::layers::{
+    BatchNorm2d, conv, conv2d_blocked, conv2d_to_blocks, feature_block, global_avg_pool,
+};
 use crate::mixup::{TensorMix, mix_at};
 
 /// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus a 1×1 projection of the raw input
@@ -31,11 +33,11 @@ impl WideBasic {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = conv2d(&self.conv1, self.bn1.forward_relu(x.clone()));
-        let out = conv2d(&self.conv2, self.bn2.forward_relu(out));
+    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        let out = conv2d_blocked(&self.conv1, self.bn1.forward_relu(x.clone()));
+        let out = conv2d_blocked(&self.conv2, self.bn2.forward_relu(out));
         let shortcut = match &self.shortcut {
-            Some(projection) => conv2d(projection, x),
+            Some(projection) => conv2d_blocked(projection, x),
             None => x,
         };
         out + shortcut
@@ -90,9 +92,22 @@ impl WideResNet {
     }
 
     pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
-        let run = |blocks: &[WideBasic], h: Tensor<4>| blocks.iter().fold(h, |h, b| b.forward(h));
+        // Every channel count is a multiple of the stem's.
+        let block = feature_block(&x.device(), self.conv1.weight.dims()[0]);
+        self.forward_in_blocks(x, mix, block)
+    }
+
+    /// `forward` with the hidden maps in blocks of `block` channels (1: plain).
+    pub fn forward_in_blocks(
+        &self,
+        x: Tensor<4>,
+        mix: Option<&TensorMix>,
+        block: usize,
+    ) -> Tensor<2> {
+        let run = |blocks: &[WideBasic], h: Tensor<5>| blocks.iter().fold(h, |h, b| b.forward(h));
         let h = mix_at(mix, 0, x);
-        let h = mix_at(mix, 1, run(&self.layer1, conv2d(&self.conv1, h)));
+        let stem = conv2d_to_blocks(&self.conv1, h, block);
+        let h = mix_at(mix, 1, run(&self.layer1, stem));
         let h = mix_at(mix, 2, run(&self.layer2, h));
         let h = mix_at(mix, 3, run(&self.layer3, h));
         let h = self.bn.forward_relu(h);

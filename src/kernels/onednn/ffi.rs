@@ -1,5 +1,6 @@
-//! The C ABI of `native/onednn_conv.cpp`. Buffers are plain NCHW (activations) and OIHW
-//! (weights) f32; the caller owns them and they stay valid for the duration of the call.
+//! The C ABI of `native/onednn_conv.cpp`. Buffers are f32, weights OIHW and activations NCHW
+//! or channel-blocked as the shape says; the caller owns them and they stay valid for the
+//! duration of the call.
 //! A [`SavedSource`] is the bridge's own copy of a forward pass's input, in oneDNN's layout.
 
 use std::ffi::{CStr, c_char, c_int};
@@ -24,6 +25,9 @@ pub struct ConvShape {
     pub pad_left: i64,
     pub pad_bottom: i64,
     pub pad_right: i64,
+    /// Channels per block of the input and of the output: 1 (NCHW), 8 or 16.
+    pub in_block: i64,
+    pub out_block: i64,
 }
 
 /// The bridge's `MmixSavedSource`, opaque here.
@@ -41,7 +45,8 @@ unsafe extern "C" {
         dst: *mut f32,
         saved: *mut *mut SavedSourceHandle,
     ) -> c_int;
-    fn mmix_onednn_saved_source_to_plain(
+    fn mmix_onednn_native_block() -> i64;
+    fn mmix_onednn_saved_source_to_user(
         shape: *const ConvShape,
         saved: *const SavedSourceHandle,
         src: *mut f32,
@@ -80,12 +85,19 @@ impl std::fmt::Debug for SavedSource {
 }
 
 impl SavedSource {
-    /// The input back in plain NCHW, for computing without oneDNN.
-    pub fn to_plain(&self, shape: &ConvShape) -> Result<Vec<f32>, String> {
+    /// The input back in the caller's layout, for computing without oneDNN.
+    pub fn to_user(&self, shape: &ConvShape) -> Result<Vec<f32>, String> {
         filled(shape.src_len(), |out| unsafe {
-            mmix_onednn_saved_source_to_plain(shape, self.0.as_ptr(), out)
+            mmix_onednn_saved_source_to_user(shape, self.0.as_ptr(), out)
         })
     }
+}
+
+/// Channels per block of the layout oneDNN computes convolutions in on this CPU (16, 8), or
+/// 1 when that is not a channel-blocked layout.
+pub fn native_block() -> usize {
+    // SAFETY: no arguments; the bridge catches every failure and answers 1 then.
+    unsafe { mmix_onednn_native_block() as usize }
 }
 
 /// A convolution's input, as the backward pass gets it.

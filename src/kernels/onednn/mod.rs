@@ -6,9 +6,11 @@
 //! every other backend) stays on Burn. If oneDNN rejects a call, the operation falls back to
 //! Flex's own convolution, with one warning per process.
 //!
-//! Under autodiff the forward pass keeps oneDNN's converted copy of its input (`Input::Saved`)
-//! rather than the input itself, where the weight gradient wants that layout: converting the
-//! input once serves both passes.
+//! Activations come and go plain (`[N, C, H, W]`) or channel-blocked (`[N, C / b, H, W, b]`,
+//! see [`super::layout`]); in the block size oneDNN computes in ([`native_block`]) they cross
+//! without a conversion. Otherwise, under autodiff, the forward pass keeps oneDNN's converted
+//! copy of its input (`Input::Saved`) rather than the input itself, where the weight gradient
+//! wants that layout: converting the input once serves both passes.
 //!
 //! `MMIX_ONEDNN=off` in the environment turns the route off at run time, so both paths can be
 //! timed from one build.
@@ -24,12 +26,13 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::ModuleOps;
+use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, Tensor, TensorData};
 
+use super::layout::{Layout, block_of, channels_of};
 use ffi::{ConvShape, SavedSource, Source};
 
 /// Stride and `(begin, end)` padding per spatial axis; dilation 1 and one group.
@@ -44,8 +47,11 @@ impl ConvGeometry {
         ConvOptions::new_with_padding(self.stride, self.padding, [1, 1], 1)
     }
 
-    fn shape(self, x: &Shape, weight: &Shape) -> ConvShape {
-        let [batch, in_channels, in_height, in_width] = dims4(x);
+    /// The bridge's description of this convolution of `x`, plain or blocked, giving an
+    /// output in blocks of `out_block` channels.
+    fn shape(self, x: &Shape, weight: &Shape, out_block: usize) -> ConvShape {
+        let x = x.as_slice();
+        let [batch, in_height, in_width] = [x[0], x[2], x[3]];
         let [out_channels, _, kernel_height, kernel_width] = dims4(weight);
         let out_len = |input: usize, kernel: usize, (begin, end): (usize, usize), stride: usize| {
             (input + begin + end - kernel) / stride + 1
@@ -54,7 +60,7 @@ impl ConvGeometry {
         let to_i64 = |v: usize| v as i64;
         ConvShape {
             batch: to_i64(batch),
-            in_channels: to_i64(in_channels),
+            in_channels: to_i64(channels_of(x)),
             in_height: to_i64(in_height),
             in_width: to_i64(in_width),
             out_channels: to_i64(out_channels),
@@ -78,8 +84,21 @@ impl ConvGeometry {
             pad_left: to_i64(pad_left),
             pad_bottom: to_i64(pad_bottom),
             pad_right: to_i64(pad_right),
+            in_block: to_i64(block_of(x)),
+            out_block: to_i64(out_block),
         }
     }
+}
+
+/// The output's `[N, C, H, W]`.
+fn out_dims(shape: &ConvShape) -> [usize; 4] {
+    [
+        shape.batch,
+        shape.out_channels,
+        shape.out_height,
+        shape.out_width,
+    ]
+    .map(|d| d as usize)
 }
 
 fn dims4(shape: &Shape) -> [usize; 4] {
@@ -99,17 +118,34 @@ pub fn enabled() -> bool {
 }
 
 /// Whether oneDNN can take this convolution: route on, f32 tensors on Flex, dilation 1, no groups.
-pub fn accepts(x: &Tensor<4>, dilation: [usize; 2], groups: usize) -> bool {
+pub fn accepts<const D: usize>(x: &Tensor<D>, dilation: [usize; 2], groups: usize) -> bool {
     enabled() && dilation == [1, 1] && groups == 1 && super::on_flex_f32(x)
 }
 
-/// A bias-free 2-D convolution of `x` `[N, C, H, W]` with `weight` `[O, C, kH, kW]` on oneDNN,
-/// differentiable in both. Call it only where [`accepts`] says so.
-pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, geometry: ConvGeometry) -> Tensor<4> {
+/// Channels per block of the layout oneDNN computes convolutions in on this CPU (16 with
+/// AVX-512, 8 with AVX2), or 1 when it computes in none: feature maps kept in it cross
+/// without conversions. Probed once per process.
+pub fn native_block() -> usize {
+    static BLOCK: OnceLock<usize> = OnceLock::new();
+    *BLOCK.get_or_init(ffi::native_block)
+}
+
+/// A bias-free 2-D convolution of the feature map `x` (plain `[N, C, H, W]` or blocked
+/// `[N, C / b, H, W, b]` with `b` 8 or 16) with `weight` `[O, C, kH, kW]` on oneDNN,
+/// differentiable in both, written in `out` layout (of rank `R`: 4 plain, 5 blocked). Call it
+/// only where [`accepts`] says so.
+pub fn conv2d<const D: usize, const R: usize>(
+    x: Tensor<D>,
+    weight: Tensor<4>,
+    geometry: ConvGeometry,
+    out: Layout,
+) -> Tensor<R> {
+    assert_eq!(R, out.rank(), "output rank");
     Tensor::from_dispatch(<Dispatch as OneDnnConv>::onednn_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         geometry,
+        out,
     ))
 }
 
@@ -119,12 +155,18 @@ pub trait OneDnnConv: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         geometry: ConvGeometry,
+        out: Layout,
     ) -> FloatTensor<Self>;
 }
 
 impl OneDnnConv for Flex {
-    fn onednn_conv2d(x: FlexTensor, weight: FlexTensor, geometry: ConvGeometry) -> FlexTensor {
-        forward(x, weight, geometry, false).0
+    fn onednn_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        geometry: ConvGeometry,
+        out: Layout,
+    ) -> FlexTensor {
+        forward(x, weight, geometry, out, false).0
     }
 }
 
@@ -133,6 +175,7 @@ impl<C: CheckpointStrategy> OneDnnConv for Autodiff<Flex, C> {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         geometry: ConvGeometry,
+        out: Layout,
     ) -> FloatTensor<Self> {
         match ConvBackward
             .prepare::<C>([x.node(), weight.node()])
@@ -142,12 +185,12 @@ impl<C: CheckpointStrategy> OneDnnConv for Autodiff<Flex, C> {
             OpsKind::Tracked(prep) => {
                 let weight = weight.primitive().clone();
                 let (output, input) =
-                    forward(x.primitive().clone(), weight.clone(), geometry, true);
-                prep.finish((input, weight, geometry), output)
+                    forward(x.primitive().clone(), weight.clone(), geometry, out, true);
+                prep.finish((input, weight, geometry, out), output)
             }
             OpsKind::UnTracked(prep) => {
                 let x = x.into_primitive();
-                prep.finish(forward(x, weight.into_primitive(), geometry, false).0)
+                prep.finish(forward(x, weight.into_primitive(), geometry, out, false).0)
             }
         }
     }
@@ -177,7 +220,7 @@ impl Input {
 }
 
 impl Backward<Flex, 2> for ConvBackward {
-    type State = (Input, FlexTensor, ConvGeometry);
+    type State = (Input, FlexTensor, ConvGeometry, Layout);
 
     fn backward(
         self,
@@ -187,9 +230,9 @@ impl Backward<Flex, 2> for ConvBackward {
     ) {
         let [node_x, node_weight] = ops.parents;
         let output_grad = grads.consume::<Flex>(&ops.node);
-        let (input, weight, geometry) = ops.state;
+        let (input, weight, geometry, out) = ops.state;
         let want = [node_x.is_some(), node_weight.is_some()];
-        let [x_grad, weight_grad] = gradients(input, weight, output_grad, geometry, want);
+        let [x_grad, weight_grad] = gradients(input, weight, output_grad, geometry, out, want);
         if let (Some(node), Some(grad)) = (node_x, x_grad) {
             grads.register::<Flex>(node.id, grad);
         }
@@ -204,16 +247,11 @@ fn forward(
     x: FlexTensor,
     weight: FlexTensor,
     geometry: ConvGeometry,
+    out: Layout,
     keep_input: bool,
 ) -> (FlexTensor, Input) {
-    let shape = geometry.shape(&x.shape(), &weight.shape());
+    let shape = geometry.shape(&x.shape(), &weight.shape(), out.block());
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-    let out_shape = [
-        shape.batch,
-        shape.out_channels,
-        shape.out_height,
-        shape.out_width,
-    ];
     match ffi::forward(&shape, f32s(&x), f32s(&weight), keep_input) {
         Ok((values, saved)) => {
             let input = match saved {
@@ -223,11 +261,15 @@ fn forward(
                 },
                 None => Input::Tensor(x),
             };
-            (tensor(values, out_shape), input)
+            (tensor(values, out.dims(out_dims(&shape))), input)
         }
         Err(message) => {
             fell_back(&message);
-            let output = Flex::conv2d(x.clone(), weight, None, geometry.options());
+            let plain = Flex::conv2d(to_plain(x.clone()), weight, None, geometry.options());
+            let output = Flex::float_reshape(
+                from_plain(plain, out.block()),
+                out.dims(out_dims(&shape)).into(),
+            );
             (output, Input::Tensor(x))
         }
     }
@@ -239,9 +281,11 @@ fn gradients(
     weight: FlexTensor,
     output_grad: FlexTensor,
     geometry: ConvGeometry,
+    out: Layout,
     want: [bool; 2],
 ) -> [Option<FlexTensor>; 2] {
-    let shape = geometry.shape(&input.shape(), &weight.shape());
+    let x_shape = input.shape();
+    let shape = geometry.shape(&x_shape, &weight.shape(), out.block());
     let weight = weight.to_contiguous();
     let output_grad = output_grad.to_contiguous();
     let plain_input;
@@ -253,48 +297,70 @@ fn gradients(
         Input::Saved { copy, .. } => Source::Saved(copy),
     };
     let result = ffi::backward(&shape, source, f32s(&weight), f32s(&output_grad), want);
-    let x_shape = [
-        shape.batch,
-        shape.in_channels,
-        shape.in_height,
-        shape.in_width,
-    ];
-    let weight_shape = [
-        shape.out_channels,
-        shape.in_channels,
-        shape.kernel_height,
-        shape.kernel_width,
-    ];
     match result {
         Ok(grads) => [
-            grads.input.map(|values| tensor(values, x_shape)),
-            grads.weights.map(|values| tensor(values, weight_shape)),
+            grads
+                .input
+                .map(|values| tensor(values, x_shape.as_slice().to_vec())),
+            grads
+                .weights
+                .map(|values| tensor(values, dims4(&weight.shape()).to_vec())),
         ],
         Err(message) => {
             fell_back(&message);
             let x = match input {
                 Input::Tensor(x) => x,
-                Input::Saved { copy, .. } => match copy.to_plain(&shape) {
-                    Ok(values) => tensor(values, x_shape),
+                Input::Saved {
+                    copy,
+                    shape: x_dims,
+                } => match copy.to_user(&shape) {
+                    Ok(values) => tensor(values, x_dims.as_slice().to_vec()),
                     // The bridge can neither compute nor return the input: no gradient can
                     // be computed, and training cannot go on correctly.
                     Err(second) => panic!("{message}; then, recovering the input: {second}"),
                 },
             };
+            let in_block = block_of(x_shape.as_slice());
+            let (x, output_grad) = (to_plain(x), to_plain(output_grad));
             let options = geometry.options();
             [
                 want[0].then(|| {
-                    Flex::conv2d_x_backward(
+                    let plain = Flex::conv2d_x_backward(
                         x.clone(),
                         weight.clone(),
                         output_grad.clone(),
                         options.clone(),
-                    )
+                    );
+                    // A map in blocks of one channel is rank 5 too.
+                    Flex::float_reshape(from_plain(plain, in_block), x_shape.clone())
                 }),
                 want[1].then(|| Flex::conv2d_weight_backward(x, weight, output_grad, options)),
             ]
         }
     }
+}
+
+/// A plain or blocked Flex tensor in the plain layout, for Flex's own convolutions.
+fn to_plain(x: FlexTensor) -> FlexTensor {
+    match *x.shape().as_slice() {
+        [_, _, _, _] => x,
+        [n, blocks, h, w, block] => {
+            let channels_outside = Flex::float_permute(x, &[0, 1, 4, 2, 3]);
+            Flex::float_reshape(channels_outside, Shape::from([n, blocks * block, h, w]))
+        }
+        ref dims => panic!("a feature map of shape {dims:?}"),
+    }
+}
+
+/// A plain Flex tensor in blocks of `block` channels (rank 5), or itself when `block` is 1.
+fn from_plain(x: FlexTensor, block: usize) -> FlexTensor {
+    if block == 1 {
+        return x;
+    }
+    let [n, c, h, w] = dims4(&x.shape());
+    let split = Flex::float_reshape(x, Shape::from([n, c / block, block, h, w]));
+    let blocked = Flex::float_permute(split, &[0, 1, 3, 4, 2]);
+    Flex::float_reshape(blocked, Shape::from([n, c / block, h, w, block]))
 }
 
 fn f32s(tensor: &FlexTensor) -> &[f32] {
@@ -310,8 +376,8 @@ pub fn fallbacks() -> usize {
     FALLBACKS.load(Ordering::Relaxed)
 }
 
-fn tensor(values: Vec<f32>, shape: [i64; 4]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.map(|d| d as usize)))
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// Counts a failed oneDNN call and warns about the first.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::kernels::layout::Layout;
 use burn::tensor::{Device, Distribution, Tolerance};
 
 /// Relative tolerance for sums over up to a few thousand products in f32, computed in a
@@ -12,7 +13,9 @@ fn burn_conv(x: Tensor<4>, weight: Tensor<4>, geometry: ConvGeometry) -> Tensor<
 }
 
 /// `[batch, channels in, height, width]`, `[channels out, kernel]`, geometry.
-const CASES: [([usize; 4], [usize; 2], ConvGeometry); 9] = [
+const CASES: [([usize; 4], [usize; 2], ConvGeometry); 11] = [
+    ([2, 3, 16, 16], [16, 3], geometry(1, 1)),
+    ([2, 16, 8, 8], [16, 3], geometry(1, 1)),
     ([2, 3, 8, 8], [4, 3], geometry(1, 1)),
     ([3, 4, 9, 7], [5, 3], geometry(2, 1)),
     ([2, 6, 8, 8], [3, 1], geometry(2, 0)),
@@ -47,7 +50,7 @@ fn forward_matches_burn_without_autodiff() {
     for (x_dims, out, geometry) in CASES {
         let (x, weight) = inputs(&device, x_dims, out);
         let expected = burn_conv(x.clone(), weight.clone(), geometry);
-        let actual = conv2d(x, weight, geometry);
+        let actual = conv2d(x, weight, geometry, Layout::Plain);
         assert_eq!(actual.dims(), expected.dims(), "{x_dims:?} {geometry:?}");
         actual
             .into_data()
@@ -77,7 +80,7 @@ fn forward_and_gradients_match_burn_under_autodiff() {
             )
         };
         let (expected_out, expected_dx, expected_dw) = run(burn_conv);
-        let (out, dx, dw) = run(conv2d);
+        let (out, dx, dw) = run(|x, weight, geometry| conv2d(x, weight, geometry, Layout::Plain));
         out.into_data()
             .assert_approx_eq::<f32>(&expected_out.into_data(), tolerance());
         dx.into_data()
@@ -89,11 +92,67 @@ fn forward_and_gradients_match_burn_under_autodiff() {
 }
 
 #[test]
+fn blocked_maps_convolve_like_plain_ones() {
+    use crate::kernels::layout::{from_plain, to_plain};
+    let device = Device::flex().autodiff();
+    let mut blocked_somewhere = false;
+    for block in [8, 16] {
+        for (x_dims, out, geometry) in CASES {
+            // Each side in blocks where its channels allow, else plain (as a model's stem).
+            let in_block = if x_dims[1] % block == 0 { block } else { 1 };
+            let out_layout = if out[0] % block == 0 {
+                Layout::Blocked(block)
+            } else {
+                Layout::Plain
+            };
+            blocked_somewhere |= in_block > 1 && out_layout != Layout::Plain;
+            let (x, weight) = inputs(&device, x_dims, out);
+            let output_dims = burn_conv(x.clone(), weight.clone(), geometry).dims();
+            let projection =
+                Tensor::<4>::random(output_dims, Distribution::Normal(0.0, 1.0), &device);
+            let run = |blocked: bool| {
+                let x = x.clone().detach().require_grad();
+                let weight = weight.clone().detach().require_grad();
+                let output = if blocked {
+                    let input: Tensor<5> = from_plain(x.clone(), in_block);
+                    match out_layout {
+                        Layout::Plain => {
+                            conv2d::<5, 4>(input, weight.clone(), geometry, out_layout)
+                        }
+                        Layout::Blocked(_) => {
+                            to_plain(conv2d::<5, 5>(input, weight.clone(), geometry, out_layout))
+                        }
+                    }
+                } else {
+                    burn_conv(x.clone(), weight.clone(), geometry)
+                };
+                let grads = (output.clone() * projection.clone()).sum().backward();
+                [
+                    output.inner().into_data(),
+                    x.grad(&grads).expect("input gradient").into_data(),
+                    weight.grad(&grads).expect("weight gradient").into_data(),
+                ]
+            };
+            for (actual, expected) in run(true).iter().zip(&run(false)) {
+                actual.assert_approx_eq::<f32>(expected, tolerance());
+            }
+        }
+    }
+    assert!(blocked_somewhere, "some case is blocked on both sides");
+    assert_eq!(fallbacks(), 0, "oneDNN itself computed every case");
+}
+
+#[test]
+fn the_native_block_is_a_blocked_layout_or_none() {
+    assert!([1, 8, 16].contains(&native_block()), "{}", native_block());
+}
+
+#[test]
 fn gradient_flows_to_an_earlier_layer_through_the_onednn_convolution() {
     let device = Device::flex().autodiff();
     let (x, weight) = inputs(&device, [2, 3, 6, 6], [4, 3]);
     let scale = Tensor::<4>::ones([1, 3, 1, 1], &device).require_grad();
-    let output = conv2d(x * scale.clone(), weight, geometry(1, 1));
+    let output: Tensor<4> = conv2d(x * scale.clone(), weight, geometry(1, 1), Layout::Plain);
     let grads = output.sum().backward();
     let grad = scale.grad(&grads).expect("gradient reaches the scale");
     assert!(grad.abs().sum().into_scalar::<f32>() > 0.0);
@@ -120,7 +179,8 @@ fn one_shape_computed_on_several_threads_at_once_stays_correct() {
                 for _ in 0..5 {
                     let (x, weight) = inputs(&device, [8, 16, 12, 12], [16, 3]);
                     let weight = weight.require_grad();
-                    let output = conv2d(x.clone(), weight.clone(), geometry);
+                    let output: Tensor<4> =
+                        conv2d(x.clone(), weight.clone(), geometry, Layout::Plain);
                     let grad = weight.grad(&output.sum().backward()).unwrap();
                     let reference = weight.clone().detach().require_grad();
                     let expected_output = burn_conv(x, reference.clone(), geometry);
@@ -149,22 +209,30 @@ fn a_saved_input_gives_the_gradients_the_input_itself_gives() {
     for (x_dims, [out_channels, kernel], geometry) in CASES {
         let x = patterned(x_dims, 5);
         let weight = patterned([out_channels, x_dims[1], kernel, kernel], 3);
-        let (output, input) = forward(x.clone(), weight.clone(), geometry, true);
+        let (output, input) = forward(x.clone(), weight.clone(), geometry, Layout::Plain, true);
         let Input::Saved { copy, .. } = &input else {
             continue;
         };
         saved_somewhere = true;
-        let shape = geometry.shape(&x.shape(), &weight.shape());
-        assert_eq!(copy.to_plain(&shape).unwrap(), f32s(&x), "{x_dims:?}");
+        let shape = geometry.shape(&x.shape(), &weight.shape(), 1);
+        assert_eq!(copy.to_user(&shape).unwrap(), f32s(&x), "{x_dims:?}");
         let output_grad = patterned(dims4(&output.shape()), 7);
         let from_saved = gradients(
             input,
             weight.clone(),
             output_grad.clone(),
             geometry,
+            Layout::Plain,
             [true; 2],
         );
-        let from_tensor = gradients(Input::Tensor(x), weight, output_grad, geometry, [true; 2]);
+        let from_tensor = gradients(
+            Input::Tensor(x),
+            weight,
+            output_grad,
+            geometry,
+            Layout::Plain,
+            [true; 2],
+        );
         for (saved, plain) in from_saved.into_iter().zip(from_tensor) {
             let (saved, plain) = (saved.unwrap(), plain.unwrap());
             assert_eq!(f32s(&saved), f32s(&plain), "{x_dims:?} {geometry:?}");
