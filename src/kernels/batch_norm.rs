@@ -231,13 +231,40 @@ impl<'a> Runs<'a> {
         self.blocks * self.block
     }
 
-    /// Block `g`'s runs, image by image.
-    fn runs_of(&self, g: usize) -> impl Iterator<Item = &'a [f32]> {
-        let values = self.values;
-        (0..self.batch).map(move |n| {
-            let start = (n * self.blocks + g) * self.run;
-            &values[start..start + self.run]
-        })
+    /// The run of image `n` and block `g`.
+    fn run(&self, n: usize, g: usize) -> &'a [f32] {
+        self.run_at((n * self.blocks + g) * self.run)
+    }
+
+    /// Per channel, two sums over all its values: `add(sums, n, g)` adds those of the run of
+    /// image `n` and block `g`. Blocks are split across images too, so that a map of one
+    /// block (16 channels at AVX-512's block size) still keeps every thread busy.
+    fn channel_sums(&self, add: impl Fn(&mut Sums, usize, usize) + Sync) -> Vec<(f64, f64)> {
+        let splits = (2 * rayon::current_num_threads())
+            .div_ceil(self.blocks)
+            .clamp(1, self.batch.max(1));
+        let images_per_split = self.batch.div_ceil(splits);
+        let partial: Vec<Vec<(f64, f64)>> = (0..self.blocks * splits)
+            .into_par_iter()
+            .map(|task| {
+                let (g, split) = (task / splits, task % splits);
+                let first = split * images_per_split;
+                let mut sums = Sums::default();
+                for n in first..(first + images_per_split).min(self.batch) {
+                    add(&mut sums, n, g);
+                }
+                sums.per_channel(self.block)
+            })
+            .collect();
+        let mut totals = vec![(0.0, 0.0); self.channels()];
+        for (task, block_sums) in partial.iter().enumerate() {
+            let block = &mut totals[task / splits * self.block..][..self.block];
+            for (total, sums) in block.iter_mut().zip(block_sums) {
+                total.0 += sums.0;
+                total.1 += sums.1;
+            }
+        }
+        totals
     }
 
     fn per_channel(&self) -> f64 {
@@ -298,27 +325,23 @@ fn forward(
     let (gamma, beta) = (f32_values(gamma), f32_values(beta));
     let count = x.per_channel();
     let block = x.block;
-    let statistics: Vec<(f64, f64)> = (0..x.blocks)
-        .into_par_iter()
-        .flat_map_iter(|g| {
-            // Moments about each channel's first value, so that a large mean does not swamp
-            // the variance in f32; then one more pass would not change the result.
-            let shift = match x.runs_of(g).next() {
-                Some(run) if !run.is_empty() => per_lane(&run[..block]),
-                _ => [0.0; LANES],
-            };
-            let mut sums = Sums::default();
-            for run in x.runs_of(g) {
-                sums.add_shifted_moments(run, &shift);
-            }
-            sums.per_channel(block)
-                .into_iter()
-                .zip(shift)
-                .map(|((sum, squares), shift)| {
-                    let offset = sum / count;
-                    let variance = (squares / count - offset * offset).max(0.0);
-                    (shift as f64 + offset, variance)
-                })
+    // Moments about each channel's first value, so that a large mean does not swamp the
+    // variance in f32; then one more pass would not change the result.
+    let shifts: Vec<[f32; LANES]> = (0..x.blocks)
+        .map(|g| match x.batch * x.run {
+            0 => [0.0; LANES],
+            _ => per_lane(&x.run(0, g)[..block]),
+        })
+        .collect();
+    let sums = x.channel_sums(|sums, n, g| sums.add_shifted_moments(x.run(n, g), &shifts[g]));
+    let statistics: Vec<(f64, f64)> = sums
+        .iter()
+        .enumerate()
+        .map(|(c, &(sum, squares))| {
+            let shift = shifts[c / block][c % block];
+            let offset = sum / count;
+            let variance = (squares / count - offset * offset).max(0.0);
+            (shift as f64 + offset, variance)
         })
         .collect();
     // (x − μ) · scale + β: centring first keeps the precision a large mean would take.
@@ -374,20 +397,13 @@ fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
     let maps = lane_affines(channels, block);
     // Per channel, with g the gradient past the ReLU (dy, or 0 where the output was 0):
     // Σ g and Σ g · x̂ = s · (Σ g · x − μ · Σ g).
-    let sums: Vec<(f64, f64)> = (0..x.blocks)
-        .into_par_iter()
-        .flat_map_iter(|g| {
-            let mut sums = Sums::default();
-            for (dys, xs) in dy.runs_of(g).zip(x.runs_of(g)) {
-                sums.add_gated_sum_and_dot(dys, xs, &maps[g]);
-            }
-            let block_channels = &channels[g * block..(g + 1) * block];
-            sums.per_channel(block).into_iter().zip(block_channels).map(
-                |((sum_g, sum_g_x), channel)| {
-                    let mean = channel.affine.mean as f64;
-                    (sum_g, channel.inv_std * (sum_g_x - mean * sum_g))
-                },
-            )
+    let sums: Vec<(f64, f64)> = x
+        .channel_sums(|sums, n, g| sums.add_gated_sum_and_dot(dy.run(n, g), x.run(n, g), &maps[g]))
+        .into_iter()
+        .zip(channels)
+        .map(|((sum_g, sum_g_x), channel)| {
+            let mean = channel.affine.mean as f64;
+            (sum_g, channel.inv_std * (sum_g_x - mean * sum_g))
         })
         .collect();
     let count = x.per_channel();
