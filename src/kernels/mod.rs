@@ -4,7 +4,8 @@
 //! - [`batch_norm`]: training-mode batch normalisation in a few passes over the data, forward
 //!   and backward, with the ReLU that follows it fused in (Burn's generic version makes about
 //!   a dozen, two of them transposing copies).
-//! - [`layout`]: plain and channel-blocked feature maps, and the moves between them.
+//! - [`layout`]: plain and channel-blocked feature maps (oneDNN's own layout, which models
+//!   keep between convolutions on the oneDNN route), and the moves between them.
 //! - [`mix`]: the mix of hidden states, forward and backward, one pass each.
 //! - `lanes`: the kernels' inner loops, compiled per vector width and picked at run time.
 //! - [`onednn`] (cargo feature `onednn`): convolution forward, input gradient and weight

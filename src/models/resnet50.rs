@@ -7,7 +7,10 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, conv, conv2d, global_avg_pool, relu};
+use super::layers::{
+    BatchNorm2d, conv, conv2d, conv2d_blocked, feature_block, global_avg_pool, relu,
+};
+use crate::kernels::layout::from_plain;
 use crate::mixup::{TensorMix, mix_at};
 
 #[derive(Module, Debug)]
@@ -45,12 +48,14 @@ impl Bottleneck {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.bn1.forward_relu(conv2d(&self.conv1, x.clone()));
-        let h = self.bn2.forward_relu(conv2d(&self.conv2, h));
-        let h = self.bn3.forward(conv2d(&self.conv3, h));
+    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        let h = self
+            .bn1
+            .forward_relu(conv2d_blocked(&self.conv1, x.clone()));
+        let h = self.bn2.forward_relu(conv2d_blocked(&self.conv2, h));
+        let h = self.bn3.forward(conv2d_blocked(&self.conv3, h));
         let shortcut = match &self.downsample {
-            Some(down) => down.bn.forward(conv2d(&down.conv, x)),
+            Some(down) => down.bn.forward(conv2d_blocked(&down.conv, x)),
             None => x,
         };
         relu(h + shortcut)
@@ -104,12 +109,25 @@ impl ResNet50 {
     }
 
     pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
-        let run = |blocks: &[Bottleneck], h: Tensor<4>| blocks.iter().fold(h, |h, b| b.forward(h));
+        // Every channel count is a multiple of the stem's.
+        let block = feature_block(&x.device(), self.conv1.weight.dims()[0]);
+        self.forward_in_blocks(x, mix, block)
+    }
+
+    /// `forward` with the stages' maps in blocks of `block` channels (1: plain). The stem and
+    /// its max pool (which takes only plain maps) stay plain; one conversion follows them.
+    pub fn forward_in_blocks(
+        &self,
+        x: Tensor<4>,
+        mix: Option<&TensorMix>,
+        block: usize,
+    ) -> Tensor<2> {
+        let run = |blocks: &[Bottleneck], h: Tensor<5>| blocks.iter().fold(h, |h, b| b.forward(h));
         let h = mix_at(mix, 0, x);
         let h = self
             .pool
             .forward(self.bn1.forward_relu(conv2d(&self.conv1, h)));
-        let h = mix_at(mix, 1, h);
+        let h = mix_at(mix, 1, from_plain::<5>(h, block));
         let h = mix_at(mix, 2, run(&self.layer1, h));
         let h = mix_at(mix, 3, run(&self.layer2, h));
         let h = mix_at(mix, 4, run(&self.layer3, h));

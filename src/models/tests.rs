@@ -310,24 +310,35 @@ fn model_names_parse_and_reject_clearly() {
 #[test]
 fn channel_blocked_feature_maps_train_and_evaluate_like_plain_ones() {
     let device = Device::flex().autodiff();
+    // Model, image size, and whether to compare the input gradient. ResNet50's input gradient
+    // is too ill-conditioned here to compare: scaling the input by 1 + 1e-6 moves it by up to
+    // 7e-2 in either layout alone (ReLUs flip; measured over 50 initialisations), so only its
+    // logits are compared. The backward pieces it adds, batch norm without a ReLU in blocks
+    // among them, have tests of their own (`kernels::batch_norm`).
     let kinds = [
-        ModelKind::PreActResNet { depth: 18 },
-        ModelKind::WideResNet {
-            depth: 10,
-            widen: 1,
-        },
+        (ModelKind::PreActResNet { depth: 18 }, 16, true),
+        (
+            ModelKind::WideResNet {
+                depth: 10,
+                widen: 1,
+            },
+            16,
+            true,
+        ),
+        (ModelKind::ResNet50, 64, false),
     ];
-    for kind in kinds {
-        let model = ModelConfig::new(kind, 3, 16, 5)
+    for (kind, size, compare_dx) in kinds {
+        let model = ModelConfig::new(kind, 3, size, 5)
             .with_width(16)
             .init(&device)
             .unwrap();
-        let x = images(4, 3, 16, &device);
+        let x = images(4, 3, size, &device);
         let mix = TensorMix::new(&plan(0.6, 2, vec![1, 2, 3, 0]), &device);
         let forward = |model: &Classifier, x: Tensor<4>, mix: Option<&TensorMix>, block| match model
         {
             Classifier::PreActResNet(m) => m.forward_in_blocks(x, mix, block),
             Classifier::WideResNet(m) => m.forward_in_blocks(x, mix, block),
+            Classifier::ResNet50(m) => m.forward_in_blocks(x, mix, block),
             _ => unreachable!("a model with blocked maps"),
         };
         // Training mode: batch statistics, mixing at a hidden layer, the input's gradient
@@ -345,16 +356,39 @@ fn channel_blocked_feature_maps_train_and_evaluate_like_plain_ones() {
             let model = model.valid();
             forward(&model, x.clone().inner(), None, block).into_data()
         };
-        let tolerance = Tolerance::rel_abs(1e-3, 1e-4);
+        // Relative to the whole tensor: a channel put in the wrong place would be off by the
+        // tensor's own size, while the layouts differ only in the order of batch norm's sums.
+        let assert_close = |blocked: &TensorData, plain: &TensorData, what: &str, bound: f64| {
+            assert_eq!(blocked.shape(), plain.shape(), "{kind}: {what}");
+            let pairs = blocked.iter::<f32>().zip(plain.iter::<f32>());
+            let (diff, norm) = pairs.fold((0.0, 0.0), |(d, n), (a, b)| {
+                (d + ((a - b) as f64).powi(2), n + (b as f64).powi(2))
+            });
+            let relative = (diff / norm.max(f64::MIN_POSITIVE)).sqrt();
+            assert!(relative < bound, "{kind}: {what} off by {relative:.2e}");
+        };
         // Evaluation first: each training forward moves the running statistics.
         let plain = evaluate(1);
         for block in [8, 16] {
-            evaluate(block).assert_approx_eq::<f32>(&plain, tolerance);
+            let what = format!("eval logits, blocks of {block}");
+            assert_close(&evaluate(block), &plain, &what, 1e-4);
         }
         let plain = train(1);
         for block in [8, 16] {
-            for (blocked, plain) in train(block).iter().zip(&plain) {
-                blocked.assert_approx_eq::<f32>(plain, tolerance);
+            let blocked = train(block);
+            assert_close(
+                &blocked[0],
+                &plain[0],
+                &format!("logits, blocks of {block}"),
+                1e-3,
+            );
+            if compare_dx {
+                assert_close(
+                    &blocked[1],
+                    &plain[1],
+                    &format!("dx, blocks of {block}"),
+                    1e-4,
+                );
             }
         }
     }
