@@ -122,7 +122,7 @@ pub fn conv(
 /// The channels per block of a model's feature maps on `device`, when every channel count
 /// of the model is a multiple of `channel_unit`: the block oneDNN computes in where the route
 /// takes the model's convolutions and the block divides `channel_unit`, else 1 (plain maps).
-pub fn feature_block(device: &Device, channel_unit: usize) -> usize {
+fn feature_block(device: &Device, channel_unit: usize) -> usize {
     #[cfg(feature = "onednn")]
     if crate::kernels::convolution_library(device) == "onednn" {
         let block = crate::kernels::onednn::native_block();
@@ -132,6 +132,12 @@ pub fn feature_block(device: &Device, channel_unit: usize) -> usize {
     }
     let _ = (device, channel_unit);
     1
+}
+
+/// The channels per block of a model's feature maps for input `x`, when every channel count of
+/// the model is a multiple of its `stem` convolution's (see `feature_block`).
+pub fn stem_block(stem: &Conv2d, x: &Tensor<4>) -> usize {
+    feature_block(&x.device(), stem.weight.dims()[0])
 }
 
 /// `conv`'s forward pass on a plain map; on the Flex CPU backend with the `onednn` feature,

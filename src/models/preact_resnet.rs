@@ -6,7 +6,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::layers::{
-    BatchNorm2d, conv, conv2d_blocked, conv2d_to_blocks, feature_block, global_avg_pool,
+    BatchNorm2d, conv, conv2d_blocked, conv2d_to_blocks, global_avg_pool, stem_block,
 };
 use crate::mixup::{TensorMix, mix_at};
 
@@ -168,8 +168,7 @@ impl PreActResNet {
     }
 
     pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
-        // Every channel count is a multiple of the stem's.
-        let block = feature_block(&x.device(), self.conv1.weight.dims()[0]);
+        let block = stem_block(&self.conv1, &x);
         self.forward_in_blocks(x, mix, block)
     }
 

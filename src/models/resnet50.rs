@@ -7,9 +7,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{
-    BatchNorm2d, conv, conv2d, conv2d_blocked, feature_block, global_avg_pool, relu,
-};
+use super::layers::{BatchNorm2d, conv, conv2d, conv2d_blocked, global_avg_pool, relu, stem_block};
 use crate::kernels::layout::from_plain;
 use crate::mixup::{TensorMix, mix_at};
 
@@ -109,8 +107,7 @@ impl ResNet50 {
     }
 
     pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
-        // Every channel count is a multiple of the stem's.
-        let block = feature_block(&x.device(), self.conv1.weight.dims()[0]);
+        let block = stem_block(&self.conv1, &x);
         self.forward_in_blocks(x, mix, block)
     }
 
