@@ -330,7 +330,7 @@ fn forward(
     let shifts: Vec<[f32; LANES]> = (0..x.blocks)
         .map(|g| match x.batch * x.run {
             0 => [0.0; LANES],
-            _ => per_lane(&x.run(0, g)[..block]),
+            _ => per_lane(block, |c| x.run(0, g)[c]),
         })
         .collect();
     let sums = x.channel_sums(|sums, n, g| sums.add_shifted_moments(x.run(n, g), &shifts[g]));
@@ -423,8 +423,7 @@ fn backward(state: &BatchNormState, output_grad: &FlexTensor) -> Gradient {
         .chunks(block)
         .zip(&maps)
         .map(|(block, &affine)| {
-            let [k, a, b] =
-                [0, 1, 2].map(|j| per_lane(&block.iter().map(|c| c[j]).collect::<Vec<_>>()));
+            let [k, a, b] = [0, 1, 2].map(|j| per_lane(block.len(), |c| block[c][j]));
             LaneGradient { affine, k, a, b }
         })
         .collect();
@@ -449,22 +448,67 @@ mod tests {
         Tolerance::rel_abs(1e-4, 1e-4)
     }
 
-    /// Burn's own batch norm, then its ReLU: what the kernels must reproduce.
+    /// Burn's own batch norm (ε = 1e-5), then its ReLU: what the kernels must reproduce.
     fn reference(
         x: Tensor<4>,
         gamma: Tensor<1>,
         beta: Tensor<1>,
-        epsilon: f64,
         relu: bool,
     ) -> BatchNormTrainOutput<4> {
-        let mut result = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
+        let mut result = burn::tensor::module::batch_norm_train(x, gamma, beta, 1e-5);
         if relu {
             result.output = burn::tensor::activation::relu(result.output);
         }
         result
     }
 
-    type BatchNorm = fn(Tensor<4>, Tensor<1>, Tensor<1>, f64, bool) -> BatchNormTrainOutput<4>;
+    /// A batch norm's inputs, and a projection of its output whose sum the gradients are of
+    /// (so that every output element gets its own gradient).
+    struct Inputs {
+        x: Tensor<4>,
+        gamma: Tensor<1>,
+        beta: Tensor<1>,
+        projection: Tensor<4>,
+    }
+
+    impl Inputs {
+        /// `x` normal with `(mean, std)`, γ around 1, β around 0.
+        fn normal(
+            rng: &mut ChaCha12Rng,
+            dims: [usize; 4],
+            (mean, std): (f32, f32),
+            device: &Device,
+        ) -> Self {
+            Self {
+                x: normal(rng, dims, mean, std, device),
+                gamma: normal(rng, [dims[1]], 1.0, 0.5, device),
+                beta: normal(rng, [dims[1]], 0.0, 0.5, device),
+                projection: normal(rng, dims, 0.0, 1.0, device),
+            }
+        }
+
+        /// Output, mean, variance, and the gradients of x, γ and β, of `norm` on these inputs.
+        fn results(
+            &self,
+            norm: impl Fn(Tensor<4>, Tensor<1>, Tensor<1>) -> BatchNormTrainOutput<4>,
+        ) -> [TensorData; 6] {
+            let x = self.x.clone().require_grad();
+            let gamma = self.gamma.clone().require_grad();
+            let beta = self.beta.clone().require_grad();
+            let result = norm(x.clone(), gamma.clone(), beta.clone());
+            let grads = (result.output.clone() * self.projection.clone())
+                .sum()
+                .backward();
+            [
+                result.output.inner().into_data(),
+                result.mean.inner().into_data(),
+                result.variance.inner().into_data(),
+                x.grad(&grads).unwrap().into_data(),
+                gamma.grad(&grads).unwrap().into_data(),
+                beta.grad(&grads).unwrap().into_data(),
+            ]
+        }
+    }
 
     /// Normal samples from a seeded stream of the test's own, so a failure can be replayed
     /// (the backend's generator is shared by tests running in parallel).
@@ -482,6 +526,23 @@ mod tests {
         Tensor::from_data(TensorData::new(values, dims), device)
     }
 
+    /// Output, mean, variance and the three gradients of two batch norms agree element by
+    /// element within 1e-4, relative and absolute.
+    fn assert_results_close(actual: &[TensorData; 6], expected: &[TensorData; 6], case: &str) {
+        let names = ["output", "mean", "variance", "dx", "dgamma", "dbeta"];
+        for (name, (actual, expected)) in names.iter().zip(actual.iter().zip(expected)) {
+            assert_eq!(actual.shape(), expected.shape(), "{name} of {case}");
+            let pairs = actual.iter::<f32>().zip(expected.iter::<f32>());
+            for (index, (a, e)) in pairs.enumerate() {
+                let bound = 1e-4 * a.abs().max(e.abs()) + 1e-4;
+                assert!(
+                    (a - e).abs() <= bound,
+                    "{name} of {case}: [{index}] {a} vs {e}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn forward_and_gradients_match_burn_with_and_without_relu() {
         let device = Device::flex().autodiff();
@@ -495,42 +556,12 @@ mod tests {
                     [8, 4, 6, 6],
                     [3, 2, 10, 10],
                 ] {
-                    let x = normal(&mut rng, dims, 2.0, 3.0, &device);
-                    let gamma = normal(&mut rng, [dims[1]], 1.0, 0.5, &device);
-                    let beta = normal(&mut rng, [dims[1]], 0.0, 0.5, &device);
-                    let projection = normal(&mut rng, dims, 0.0, 1.0, &device);
-                    let run = |norm: BatchNorm| {
-                        let (x, gamma, beta) = (
-                            x.clone().require_grad(),
-                            gamma.clone().require_grad(),
-                            beta.clone().require_grad(),
-                        );
-                        let result = norm(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
-                        let grads = (result.output.clone() * projection.clone())
-                            .sum()
-                            .backward();
-                        [
-                            result.output.inner().into_data(),
-                            result.mean.inner().into_data(),
-                            result.variance.inner().into_data(),
-                            x.grad(&grads).unwrap().into_data(),
-                            gamma.grad(&grads).unwrap().into_data(),
-                            beta.grad(&grads).unwrap().into_data(),
-                        ]
-                    };
-                    let expected = run(reference);
-                    let actual = run(batch_norm_train);
-                    let names = ["output", "mean", "variance", "dx", "dgamma", "dbeta"];
-                    for (name, (actual, expected)) in names.iter().zip(actual.iter().zip(&expected))
-                    {
-                        let case = format!("{name} of {dims:?}, relu {relu}, seed {seed}");
-                        assert_eq!(actual.shape(), expected.shape(), "{case}");
-                        let pairs = actual.iter::<f32>().zip(expected.iter::<f32>());
-                        for (index, (a, e)) in pairs.enumerate() {
-                            let bound = 1e-4 * a.abs().max(e.abs()) + 1e-4;
-                            assert!((a - e).abs() <= bound, "{case}: [{index}] {a} vs {e}");
-                        }
-                    }
+                    let inputs = Inputs::normal(&mut rng, dims, (2.0, 3.0), &device);
+                    let ours = inputs
+                        .results(|x, gamma, beta| batch_norm_train(x, gamma, beta, 1e-5, relu));
+                    let burn = inputs.results(|x, gamma, beta| reference(x, gamma, beta, relu));
+                    let case = format!("{dims:?}, relu {relu}, seed {seed}");
+                    assert_results_close(&ours, &burn, &case);
                 }
             }
         }
@@ -550,51 +581,20 @@ mod tests {
             ([2, 4, 7, 7], 1),
         ] {
             for relu in [false, true] {
-                let x = normal(&mut rng, dims, 1.0, 2.0, &device);
-                let gamma = normal(&mut rng, [dims[1]], 1.0, 0.5, &device);
-                let beta = normal(&mut rng, [dims[1]], 0.0, 0.5, &device);
-                let projection = normal(&mut rng, dims, 0.0, 1.0, &device);
-                let run = |blocked: bool| {
-                    let (x, gamma, beta) = (
-                        x.clone().require_grad(),
-                        gamma.clone().require_grad(),
-                        beta.clone().require_grad(),
-                    );
-                    let (output, mean, variance) = if blocked {
-                        let input: Tensor<5> = from_plain(x.clone(), block);
-                        let result =
-                            batch_norm_train(input, gamma.clone(), beta.clone(), 1e-5, relu);
-                        (to_plain(result.output), result.mean, result.variance)
-                    } else {
-                        let result =
-                            batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, relu);
-                        (result.output, result.mean, result.variance)
-                    };
-                    let grads = (output.clone() * projection.clone()).sum().backward();
-                    [
-                        output.inner().into_data(),
-                        mean.inner().into_data(),
-                        variance.inner().into_data(),
-                        x.grad(&grads).unwrap().into_data(),
-                        gamma.grad(&grads).unwrap().into_data(),
-                        beta.grad(&grads).unwrap().into_data(),
-                    ]
-                };
-                let (blocked, plain) = (run(true), run(false));
-                for (name, (blocked, plain)) in
-                    ["output", "mean", "variance", "dx", "dgamma", "dbeta"]
-                        .iter()
-                        .zip(blocked.iter().zip(&plain))
-                {
-                    let case = format!("{name} of {dims:?} in blocks of {block}, relu {relu}");
-                    assert_eq!(blocked.shape(), plain.shape(), "{case}");
-                    for (index, (a, e)) in
-                        blocked.iter::<f32>().zip(plain.iter::<f32>()).enumerate()
-                    {
-                        let bound = 1e-4 * a.abs().max(e.abs()) + 1e-4;
-                        assert!((a - e).abs() <= bound, "{case}: [{index}] {a} vs {e}");
+                let inputs = Inputs::normal(&mut rng, dims, (1.0, 2.0), &device);
+                let blocked = inputs.results(|x, gamma, beta| {
+                    let input: Tensor<5> = from_plain(x, block);
+                    let result = batch_norm_train(input, gamma, beta, 1e-5, relu);
+                    BatchNormTrainOutput {
+                        output: to_plain(result.output),
+                        mean: result.mean,
+                        variance: result.variance,
                     }
-                }
+                });
+                let plain =
+                    inputs.results(|x, gamma, beta| batch_norm_train(x, gamma, beta, 1e-5, relu));
+                let case = format!("{dims:?} in blocks of {block}, relu {relu}");
+                assert_results_close(&blocked, &plain, &case);
             }
         }
     }

@@ -24,10 +24,11 @@ pub const LANES: usize = 16;
 /// 4,096 elements costs nothing even where a channel's slices are 16 elements long.
 const WIDEN_EVERY: usize = 256 * LANES;
 
-/// One value per lane, for a block of `b` channels: lane `l` gets channel `l % b`'s.
-pub fn per_lane<T: Copy>(block: &[T]) -> [T; LANES] {
-    debug_assert!(!block.is_empty() && LANES.is_multiple_of(block.len()));
-    std::array::from_fn(|lane| block[lane % block.len()])
+/// One value per lane, for a block of `block` channels: lane `l` gets `value(l % block)`,
+/// channel `l % block`'s.
+pub fn per_lane<T>(block: usize, value: impl Fn(usize) -> T) -> [T; LANES] {
+    debug_assert!(block > 0 && LANES.is_multiple_of(block));
+    std::array::from_fn(|lane| value(lane % block))
 }
 
 /// Two running sums per lane over runs of one block of channels: `[Σ a, Σ b]` for some `a`
@@ -160,10 +161,10 @@ pub struct LaneAffine {
 impl LaneAffine {
     pub fn new(block: &[Affine]) -> Self {
         Self {
-            mean: per_lane(&block.iter().map(|a| a.mean).collect::<Vec<_>>()),
-            scale: per_lane(&block.iter().map(|a| a.scale).collect::<Vec<_>>()),
-            shift: per_lane(&block.iter().map(|a| a.shift).collect::<Vec<_>>()),
-            floor: per_lane(&block.iter().map(|a| a.floor).collect::<Vec<_>>()),
+            mean: per_lane(block.len(), |c| block[c].mean),
+            scale: per_lane(block.len(), |c| block[c].scale),
+            shift: per_lane(block.len(), |c| block[c].shift),
+            floor: per_lane(block.len(), |c| block[c].floor),
         }
     }
 
@@ -374,7 +375,7 @@ mod tests {
                 let b = block.len();
                 let shifts: Vec<f32> = (0..b).map(|c| 0.75 - c as f32).collect();
                 let mut sums = Sums::default();
-                sums.add_shifted_moments(&x, &per_lane(&shifts));
+                sums.add_shifted_moments(&x, &per_lane(b, |c| shifts[c]));
                 let mut gated = Sums::default();
                 gated.add_gated_sum_and_dot(&dy, &x, &LaneAffine::new(block));
                 let (moments, gated) = (sums.per_channel(b), gated.per_channel(b));
@@ -430,8 +431,8 @@ mod tests {
                 let coefficients: Vec<[f32; 3]> = (0..block.len())
                     .map(|c| [1.5 + c as f32, -0.5, 0.25 * c as f32])
                     .collect();
-                let [k, a, b] = [0, 1, 2]
-                    .map(|j| per_lane(&coefficients.iter().map(|c| c[j]).collect::<Vec<_>>()));
+                let [k, a, b] =
+                    [0, 1, 2].map(|j| per_lane(coefficients.len(), |c| coefficients[c][j]));
                 let gradient = LaneGradient {
                     affine: lanes,
                     k,
