@@ -6,6 +6,7 @@ use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, activation};
 
 use crate::kernels::layout::{Layout, block_of, channels_of, from_plain, to_plain};
+use crate::mixup::TensorMix;
 
 /// Batch normalisation with PyTorch's semantics, which the paper's numbers rest on:
 /// momentum 0.1, ε = 1e-5, and the *unbiased* batch variance in the running estimate
@@ -134,10 +135,20 @@ fn feature_block(device: &Device, channel_unit: usize) -> usize {
     1
 }
 
-/// The channels per block of a model's feature maps for input `x`, when every channel count of
-/// the model is a multiple of its `stem` convolution's (see `feature_block`).
-pub fn stem_block(stem: &Conv2d, x: &Tensor<4>) -> usize {
-    feature_block(&x.device(), stem.weight.dims()[0])
+/// A model that can keep its hidden maps channel-blocked: every channel count is a multiple
+/// of its stem convolution's, so one block size fits them all.
+pub trait BlockedModel {
+    /// The first convolution, whose output channels every other count is a multiple of.
+    fn stem(&self) -> &Conv2d;
+
+    /// Logits for `x`, with the hidden maps in blocks of `block` channels (1: plain).
+    fn forward_in_blocks(&self, x: Tensor<4>, mix: Option<&TensorMix>, block: usize) -> Tensor<2>;
+
+    /// Logits for `x`, in the block size the device's convolutions compute in.
+    fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        let block = feature_block(&x.device(), self.stem().weight.dims()[0]);
+        self.forward_in_blocks(x, mix, block)
+    }
 }
 
 /// `conv`'s forward pass on a plain map; on the Flex CPU backend with the `onednn` feature,

@@ -17,7 +17,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use layers::BatchNorm2d;
+pub use layers::{BatchNorm2d, BlockedModel};
 pub use preact_resnet::PreActResNet;
 pub use resnet50::ResNet50;
 pub use small::{Mlp, SmallCnn};

@@ -6,7 +6,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::layers::{
-    BatchNorm2d, conv, conv2d_blocked, conv2d_to_blocks, global_avg_pool, stem_block,
+    BatchNorm2d, BlockedModel, conv, conv2d_blocked, conv2d_to_blocks, global_avg_pool,
 };
 use crate::mixup::{TensorMix, mix_at};
 
@@ -166,19 +166,15 @@ impl PreActResNet {
             linear: LinearConfig::new(width * 8 * expansion, classes).init(device),
         }
     }
+}
 
-    pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
-        let block = stem_block(&self.conv1, &x);
-        self.forward_in_blocks(x, mix, block)
+impl BlockedModel for PreActResNet {
+    fn stem(&self) -> &Conv2d {
+        &self.conv1
     }
 
-    /// `forward` with the hidden maps in blocks of `block` channels (1: plain).
-    pub fn forward_in_blocks(
-        &self,
-        x: Tensor<4>,
-        mix: Option<&TensorMix>,
-        block: usize,
-    ) -> Tensor<2> {
+    /// Keeps the hidden maps in blocks of `block` channels (1: plain).
+    fn forward_in_blocks(&self, x: Tensor<4>, mix: Option<&TensorMix>, block: usize) -> Tensor<2> {
         let run = |units: &[PreActUnit], h: Tensor<5>| units.iter().fold(h, |h, u| u.forward(h));
         let h = mix_at(mix, 0, x);
         let h = run(&self.layer1, conv2d_to_blocks(&self.conv1, h, block));

@@ -7,7 +7,9 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
-use super::layers::{BatchNorm2d, conv, conv2d, conv2d_blocked, global_avg_pool, relu, stem_block};
+use super::layers::{
+    BatchNorm2d, BlockedModel, conv, conv2d, conv2d_blocked, global_avg_pool, relu,
+};
 use crate::kernels::layout::from_plain;
 use crate::mixup::{TensorMix, mix_at};
 
@@ -105,20 +107,16 @@ impl ResNet50 {
             fc: LinearConfig::new(width * 8 * 4, classes).init(device),
         }
     }
+}
 
-    pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
-        let block = stem_block(&self.conv1, &x);
-        self.forward_in_blocks(x, mix, block)
+impl BlockedModel for ResNet50 {
+    fn stem(&self) -> &Conv2d {
+        &self.conv1
     }
 
-    /// `forward` with the stages' maps in blocks of `block` channels (1: plain). The stem and
+    /// Keeps the stages' maps in blocks of `block` channels (1: plain). The stem and
     /// its max pool (which takes only plain maps) stay plain; one conversion follows them.
-    pub fn forward_in_blocks(
-        &self,
-        x: Tensor<4>,
-        mix: Option<&TensorMix>,
-        block: usize,
-    ) -> Tensor<2> {
+    fn forward_in_blocks(&self, x: Tensor<4>, mix: Option<&TensorMix>, block: usize) -> Tensor<2> {
         let run = |blocks: &[Bottleneck], h: Tensor<5>| blocks.iter().fold(h, |h, b| b.forward(h));
         let h = mix_at(mix, 0, x);
         let h = self

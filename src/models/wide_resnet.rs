@@ -6,7 +6,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::layers::{
-    BatchNorm2d, conv, conv2d_blocked, conv2d_to_blocks, global_avg_pool, stem_block,
+    BatchNorm2d, BlockedModel, conv, conv2d_blocked, conv2d_to_blocks, global_avg_pool,
 };
 use crate::mixup::{TensorMix, mix_at};
 
@@ -90,19 +90,15 @@ impl WideResNet {
             linear: LinearConfig::new(widths[2], classes).init(device),
         }
     }
+}
 
-    pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
-        let block = stem_block(&self.conv1, &x);
-        self.forward_in_blocks(x, mix, block)
+impl BlockedModel for WideResNet {
+    fn stem(&self) -> &Conv2d {
+        &self.conv1
     }
 
-    /// `forward` with the hidden maps in blocks of `block` channels (1: plain).
-    pub fn forward_in_blocks(
-        &self,
-        x: Tensor<4>,
-        mix: Option<&TensorMix>,
-        block: usize,
-    ) -> Tensor<2> {
+    /// Keeps the hidden maps in blocks of `block` channels (1: plain).
+    fn forward_in_blocks(&self, x: Tensor<4>, mix: Option<&TensorMix>, block: usize) -> Tensor<2> {
         let run = |blocks: &[WideBasic], h: Tensor<5>| blocks.iter().fold(h, |h, b| b.forward(h));
         let h = mix_at(mix, 0, x);
         let stem = conv2d_to_blocks(&self.conv1, h, block);
