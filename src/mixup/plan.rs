@@ -28,7 +28,7 @@ impl std::fmt::Display for MixMode {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MixupError {
-    #[error("alpha must be a finite number, got {0}")]
+    #[error("alpha must be a finite number ≥ 0 (0 turns mixing off), got {0}")]
     BadAlpha(f64),
     #[error("the eligible mix points are empty")]
     NoMixPoints,
@@ -44,7 +44,8 @@ pub enum MixupError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MixConfig {
     pub mode: MixMode,
-    /// λ ~ Beta(α, α); α ≤ 0 means λ = 1 (no mixing), as in the paper's code.
+    /// λ ~ Beta(α, α); α = 0 means λ = 1 (no mixing), as in the paper's code. A negative α
+    /// is refused rather than read as 0: it is a typo more often than a choice.
     pub alpha: f64,
     /// Eligible mix points for [`MixMode::Manifold`] (0 is the input).
     pub mix_points: Vec<usize>,
@@ -55,7 +56,7 @@ pub struct MixConfig {
 impl MixConfig {
     /// Checks the configuration against a model with mix points `0..=last_point`.
     pub fn validate(&self, last_point: usize) -> Result<(), MixupError> {
-        if !self.alpha.is_finite() {
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return Err(MixupError::BadAlpha(self.alpha));
         }
         if self.mode != MixMode::Manifold {
@@ -301,7 +302,11 @@ mod tests {
             Err(MixupError::BadWeights)
         );
         let mut config = manifold(vec![0], vec![]);
-        config.alpha = f64::NAN;
-        assert!(matches!(config.validate(4), Err(MixupError::BadAlpha(_))));
+        for alpha in [f64::NAN, f64::INFINITY, -1.0] {
+            config.alpha = alpha;
+            assert!(matches!(config.validate(4), Err(MixupError::BadAlpha(_))));
+        }
+        config.alpha = 0.0;
+        assert_eq!(config.validate(4), Ok(()));
     }
 }
