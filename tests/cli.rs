@@ -220,6 +220,33 @@ fn sigkill_then_resume_gives_the_uninterrupted_metrics() {
         metrics_without_timing(&killed),
         metrics_without_timing(&reference)
     );
+
+    // A damaged checkpoint is named in one line, and the run's files stay as they were.
+    let latest = std::fs::read_to_string(killed.join("checkpoint/latest")).unwrap();
+    let weights = killed
+        .join("checkpoint")
+        .join(latest.trim())
+        .join("model.bpk");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..100]).unwrap();
+    let metrics = std::fs::read_to_string(killed.join("metrics.csv")).unwrap();
+    for args in [
+        vec!["train", "--resume", killed.to_str().unwrap()],
+        vec!["eval", killed.to_str().unwrap()],
+    ] {
+        let output = run(&args);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("model.bpk: damaged or unreadable"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(killed.join("metrics.csv")).unwrap(),
+        metrics
+    );
 }
 
 #[test]
@@ -318,6 +345,10 @@ fn bad_input_gives_one_clear_line() {
         (
             vec!["train".into(), "--lr".into(), "-1".into()],
             "--lr must be a positive number",
+        ),
+        (
+            vec!["train".into(), "--alpha".into(), "-1".into()],
+            "alpha must be a finite number ≥ 0",
         ),
         (
             vec![

@@ -281,14 +281,9 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
             path: weights_path.clone(),
             reason,
         })?;
-        write_atomic(&weights_path, &weights).map_err(|e| train::TrainError::Io {
-            path: weights_path.clone(),
-            source: e,
-        })?;
-        report::write_run_reports(&dir, &config, state).map_err(|e| train::TrainError::Io {
-            path: dir.clone(),
-            source: e,
-        })
+        write_atomic(&weights_path, &weights)
+            .map_err(|e| train::TrainError::io(&weights_path, e))?;
+        report::write_run_reports(&dir, &config, state).map_err(|e| train::TrainError::io(&dir, e))
     };
     let outcome = train::run_training(
         &config,

@@ -3,10 +3,11 @@ use std::path::PathBuf;
 /// Everything that can be wrong with a dataset on disk, each naming the file and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{}: {source}", path.display())]
+    // The reason is in the message, not a `source`: printed as a chain it would show twice.
+    #[error("{}: {reason}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{}: not an IDX file of unsigned bytes (magic {found:02x?}, expected [00, 00, 08, {rank:02x}])", path.display())]
     BadMagic {
@@ -60,10 +61,10 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, reason: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            reason,
         }
     }
 }

@@ -67,8 +67,9 @@ fn embedded_subset_is_stratified_fashion_mnist() {
     );
 }
 
+/// The error as `mmix` prints it: the message and every cause below it.
 fn message(err: DataError) -> String {
-    err.to_string()
+    format!("{:#}", anyhow::Error::new(err))
 }
 
 #[test]
@@ -76,6 +77,11 @@ fn missing_file_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let err = message(load(DatasetName::Mnist, &options(dir.path())).unwrap_err());
     assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+    assert_eq!(
+        err.matches("(os error").count(),
+        1,
+        "the reason once: {err}"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use burn::store::ModuleRecord;
+use burn::store::{ModuleRecord, RecordError};
 use burn::tensor::Bytes;
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,14 @@ fn checkpoint_error(path: &Path, reason: impl ToString) -> TrainError {
     }
 }
 
+/// Why a record could not be loaded, in the reader's terms.
+fn describe(error: RecordError) -> String {
+    match error {
+        RecordError::Io(reason) => format!("damaged or unreadable ({reason})"),
+        RecordError::Validation(reason) => format!("does not fit this model ({reason})"),
+    }
+}
+
 pub fn save(
     dir: &Path,
     model: &Classifier,
@@ -83,10 +91,10 @@ pub fn save(
         .valid()
         .into_record()
         .into_bytes()
-        .map_err(|e| checkpoint_error(&staging, format!("{e:?}")))?;
+        .map_err(|e| checkpoint_error(&staging, e))?;
     let optim_bytes = optimizer
         .into_bytes()
-        .map_err(|e| checkpoint_error(&staging, format!("{e:?}")))?;
+        .map_err(|e| checkpoint_error(&staging, e))?;
     let state_json = serde_json::to_vec_pretty(state).expect("run state serialises");
     for (file, bytes) in [
         ("model.bpk", &model_bytes[..]),
@@ -145,7 +153,7 @@ pub fn load(
     let optim_path = folder.join("optimizer.bpk");
     let optimizer = optimizer
         .from_bytes(read_bytes(&optim_path)?)
-        .map_err(|e| checkpoint_error(&optim_path, format!("{e:?}")))?;
+        .map_err(|e| checkpoint_error(&optim_path, describe(e)))?;
     let state_path = folder.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
     let state: RunState =
@@ -157,8 +165,8 @@ pub fn load(
 pub fn load_model(folder: &Path, model: Classifier) -> Result<Classifier, TrainError> {
     let model_path = folder.join("model.bpk");
     let record = ModuleRecord::from_bytes(read_bytes(&model_path)?)
-        .map_err(|e| checkpoint_error(&model_path, format!("{e:?}")))?;
+        .map_err(|e| checkpoint_error(&model_path, describe(e)))?;
     model
         .try_load_record(record)
-        .map_err(|e| checkpoint_error(&model_path, format!("{e:?}")))
+        .map_err(|e| checkpoint_error(&model_path, describe(e)))
 }

@@ -24,10 +24,11 @@ pub enum TrainError {
     Mixup(#[from] crate::mixup::MixupError),
     #[error("{0}")]
     Config(String),
-    #[error("{}: {source}", path.display())]
+    // The reason is in the message, not a `source`: printed as a chain it would show twice.
+    #[error("{}: {reason}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("checkpoint {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
@@ -42,10 +43,11 @@ pub enum TrainError {
 }
 
 impl TrainError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// A failed read or write of `path`.
+    pub fn io(path: impl Into<PathBuf>, reason: std::io::Error) -> Self {
         TrainError::Io {
             path: path.into(),
-            source,
+            reason,
         }
     }
 }
