@@ -42,10 +42,11 @@ impl Schedule {
         }
     }
 
-    /// The paper's supervised setup: ×γ at 50% and 75% of the epochs.
+    /// The paper's supervised setup: ×γ at 50% and 75% of the epochs. A milestone is never
+    /// epoch 0: a one-epoch run would otherwise train at γ² times the rate it was given.
     pub fn default_for(epochs: usize) -> Self {
         Schedule::Step {
-            milestones: vec![epochs / 2, epochs * 3 / 4],
+            milestones: vec![(epochs / 2).max(1), (epochs * 3 / 4).max(1)],
         }
     }
 
@@ -152,6 +153,10 @@ mod tests {
                 milestones: vec![100, 150]
             }
         );
+        for epochs in 1..=3 {
+            let default = Schedule::default_for(epochs);
+            assert_eq!(default.lr(0.1, 0.1, 0, epochs), 0.1, "{default:?}");
+        }
         let cosine = Schedule::parse("cosine", 10).unwrap();
         assert_eq!(cosine.lr(0.1, 0.1, 0, 10), 0.1);
         assert!((cosine.lr(0.1, 0.1, 5, 10) - 0.05).abs() < 1e-12);
