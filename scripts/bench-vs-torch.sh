@@ -1,36 +1,113 @@
 #!/usr/bin/env bash
 # Alternates `mmix bench` with the PyTorch reference (../shared/bench/torch-ref.sh) on the same
-# machine, so their ratio is measured under the same conditions. Usage:
-#   scripts/bench-vs-torch.sh [ROUNDS] [STEPS]
+# machine, so their ratio is measured under the same conditions, and prints the rounds and
+# their summary as Markdown. Usage:
+#   scripts/bench-vs-torch.sh [ROUNDS] [STEPS_AT_WIDTH_64] [STEPS_AT_WIDTH_16]
 # Build first (`cargo build --release`, or with `--features onednn`) and keep the machine
-# otherwise idle. A oneDNN build is timed twice, with its convolutions on oneDNN and on Burn
-# (MMIX_ONEDNN=off). Each PyTorch line is followed by that process's peak RSS.
+# otherwise idle. Each round runs, per width: mmix --mix none, mmix --mix manifold, PyTorch
+# contiguous, PyTorch channels-last. With BURN_CONV=1 a oneDNN build is also timed with its
+# convolutions on Burn (MMIX_ONEDNN=off). The ratio is mmix's images per second over the
+# faster PyTorch format's in the same round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-2}
-steps=${2:-5}
+rounds=${1:-4}
+steps_64=${2:-5}
+steps_16=${3:-10}
 mmix=${MMIX:-./target/release/mmix}
 torch_ref=${TORCH_REF:-../shared/bench/torch-ref.sh}
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 lscpu | grep -E 'Model name|^CPU\(s\)|MHz' || true
-conv_libraries=(on)
-if MMIX_ONEDNN=off "$mmix" bench --model mlp --channels 1 --image-size 8 --steps 1 --warmup 0 \
-  | grep -q '"convolution":"burn"' && "$mmix" bench --model mlp --channels 1 --image-size 8 \
-  --steps 1 --warmup 0 | grep -q '"convolution":"onednn"'; then
-  conv_libraries=(on off)
-fi
+"$mmix" bench --model mlp --channels 1 --image-size 8 --steps 1 --warmup 0 | tail -n 1
+
+# One result line: round, width, program, images per second, peak RSS in MiB.
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"; }
+
+mmix_run() { # round width steps mix label [env...]
+  local round=$1 width=$2 steps=$3 mix=$4 label=$5
+  shift 5
+  env "$@" "$mmix" bench --model preactresnet18 --width "$width" --batch-size 128 --mix "$mix" \
+    --steps "$steps" --warmup 1 | tail -n 1 | python3 -c '
+import json, sys
+line = json.loads(sys.stdin.read())
+print(line["images_per_second"], line["peak_rss_mb"])' | {
+    read -r ips rss
+    record "$round" "$width" "$label" "$ips" "$rss"
+  }
+}
+
+torch_run() { # round width steps format
+  local round=$1 width=$2 steps=$3 format=$4 output
+  output=$(/usr/bin/time -f "peak-rss-kb %M" "$torch_ref" --widths "$width" --formats "$format" \
+    --batch 128 --steps "$steps" --warmup 1 --no-env 2>&1)
+  # The reference's table: w B format median min max img/s GFLOP/s ...
+  local ips rss_kb
+  ips=$(awk -v w="$width" '$1 == w && $2 == 128 { print $7 }' <<<"$output")
+  rss_kb=$(awk '$1 == "peak-rss-kb" { print $2 }' <<<"$output")
+  record "$round" "$width" "torch-$format" "$ips" "$((rss_kb / 1024))"
+}
+
 for round in $(seq "$rounds"); do
-  echo "## round $round"
   for width in 64 16; do
-    for onednn in "${conv_libraries[@]}"; do
-      for mix in none manifold; do
-        MMIX_ONEDNN=$onednn "$mmix" bench --model preactresnet18 --width "$width" \
-          --batch-size 128 --mix "$mix" --steps "$steps" --warmup 1
-      done
+    steps=$([[ $width == 64 ]] && echo "$steps_64" || echo "$steps_16")
+    echo "round $round, width $width" >&2
+    for mix in none manifold; do
+      mmix_run "$round" "$width" "$steps" "$mix" "mmix-$mix"
+      if [[ ${BURN_CONV:-0} == 1 ]]; then
+        mmix_run "$round" "$width" "$steps" "$mix" "burn-conv-$mix" MMIX_ONEDNN=off
+      fi
     done
     for format in contiguous channels_last; do
-      /usr/bin/time -f "torch peak RSS: %M KB" "$torch_ref" --widths "$width" \
-        --formats "$format" --batch 128 --steps "$steps" --warmup 1 --no-env 2>&1 \
-        | grep -E "^ *$width +128|peak RSS"
+      torch_run "$round" "$width" "$steps" "$format"
     done
   done
 done
+
+python3 - "$results" <<'EOF'
+import statistics, sys
+from collections import defaultdict
+
+runs = defaultdict(dict)  # (round, width) -> program -> (img/s, MiB)
+for line in open(sys.argv[1]):
+    round_, width, program, ips, rss = line.split("\t")
+    runs[(int(round_), int(width))][program] = (float(ips), float(rss))
+
+burn = any(p.startswith("burn-conv") for r in runs.values() for p in r)
+header = "| round | width | mmix none | mmix manifold |"
+header += " Burn conv none / manifold |" if burn else ""
+header += " PyTorch contiguous / channels-last | ratio: manifold (none) |"
+print(header)
+print("|" + "---|" * (header.count("|") - 1))
+ratios = defaultdict(lambda: defaultdict(list))
+for (round_, width), r in sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+    torch_best = max(r["torch-contiguous"][0], r["torch-channels_last"][0])
+    for mix in ("none", "manifold"):
+        ratios[width][mix].append(r[f"mmix-{mix}"][0] / torch_best)
+    row = f"| {round_} | {width} | {r['mmix-none'][0]:.1f} img/s | {r['mmix-manifold'][0]:.1f} img/s |"
+    if burn:
+        row += f" {r['burn-conv-none'][0]:.1f} / {r['burn-conv-manifold'][0]:.1f} img/s |"
+    row += f" {r['torch-contiguous'][0]:.1f} / {r['torch-channels_last'][0]:.1f} img/s |"
+    row += f" **{ratios[width]['manifold'][-1]:.2f}×** ({ratios[width]['none'][-1]:.2f}×) |"
+    print(row)
+
+print()
+for width in sorted(ratios, reverse=True):
+    rounds = [r for (rd, w), r in runs.items() if w == width]
+    def median(program, field=0):
+        return statistics.median(r[program][field] for r in rounds)
+    for mix in ("manifold", "none"):
+        values = ratios[width][mix]
+        print(
+            f"width {width}, {mix}: median ratio {statistics.median(values):.2f}× "
+            f"(range {min(values):.2f}–{max(values):.2f}×, ≥ 1.0× in {sum(v >= 1 for v in values)} "
+            f"of {len(values)} rounds); median img/s mmix {median('mmix-' + mix):.1f}"
+        )
+    print(
+        f"width {width}: median img/s PyTorch contiguous {median('torch-contiguous'):.1f}, "
+        f"channels-last {median('torch-channels_last'):.1f}; peak RSS mmix "
+        f"{min(r['mmix-manifold'][1] for r in rounds):.0f}–{max(r['mmix-manifold'][1] for r in rounds):.0f} MiB, "
+        f"PyTorch {min(min(r['torch-contiguous'][1], r['torch-channels_last'][1]) for r in rounds):.0f}–"
+        f"{max(max(r['torch-contiguous'][1], r['torch-channels_last'][1]) for r in rounds):.0f} MiB"
+    )
+EOF
