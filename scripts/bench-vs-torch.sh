@@ -31,10 +31,8 @@ mmix_run() { # round width steps mix label [env...]
     --steps "$steps" --warmup 1 | tail -n 1 | python3 -c '
 import json, sys
 line = json.loads(sys.stdin.read())
-print(line["images_per_second"], line["peak_rss_mb"])' | {
-    read -r ips rss
-    record "$round" "$width" "$label" "$ips" "$rss"
-  }
+print(*sys.argv[1:], line["images_per_second"], line["peak_rss_mb"], sep="\t")' \
+    "$round" "$width" "$label" >>"$results"
 }
 
 torch_run() { # round width steps format
@@ -94,8 +92,11 @@ for (round_, width), r in sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][
 print()
 for width in sorted(ratios, reverse=True):
     rounds = [r for (rd, w), r in runs.items() if w == width]
-    def median(program, field=0):
-        return statistics.median(r[program][field] for r in rounds)
+    def median(program):
+        return statistics.median(r[program][0] for r in rounds)
+    def rss(*programs):
+        values = [r[p][1] for r in rounds for p in programs]
+        return f"{min(values):.0f}–{max(values):.0f} MiB"
     for mix in ("manifold", "none"):
         values = ratios[width][mix]
         print(
@@ -106,8 +107,6 @@ for width in sorted(ratios, reverse=True):
     print(
         f"width {width}: median img/s PyTorch contiguous {median('torch-contiguous'):.1f}, "
         f"channels-last {median('torch-channels_last'):.1f}; peak RSS mmix "
-        f"{min(r['mmix-manifold'][1] for r in rounds):.0f}–{max(r['mmix-manifold'][1] for r in rounds):.0f} MiB, "
-        f"PyTorch {min(min(r['torch-contiguous'][1], r['torch-channels_last'][1]) for r in rounds):.0f}–"
-        f"{max(max(r['torch-contiguous'][1], r['torch-channels_last'][1]) for r in rounds):.0f} MiB"
+        f"{rss('mmix-manifold')}, PyTorch {rss('torch-contiguous', 'torch-channels_last')}"
     )
 EOF
