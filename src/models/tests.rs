@@ -310,86 +310,108 @@ fn model_names_parse_and_reject_clearly() {
 #[test]
 fn channel_blocked_feature_maps_train_and_evaluate_like_plain_ones() {
     let device = Device::flex().autodiff();
-    // Model, image size, and whether to compare the input gradient. ResNet50's input gradient
-    // is too ill-conditioned here to compare: scaling the input by 1 + 1e-6 moves it by up to
-    // 7e-2 in either layout alone (ReLUs flip; measured over 50 initialisations), so only its
-    // logits are compared. The backward pieces it adds, batch norm without a ReLU in blocks
-    // among them, have tests of their own (`kernels::batch_norm`).
+    // Model, image size, and how many initialisations to draw for the input gradient (0: not
+    // compared). The input gradient jumps wherever a ReLU's input sits within rounding of zero:
+    // over 200 initialisations of each small model, 97% of draws agree to ~2e-6 and the rest
+    // differ by 1e-3 to 2e-2, as often as scaling the input by 1 + 1e-6 moves it in the plain
+    // layout alone. A channel put in the wrong place shows in every draw, so the closest of
+    // three must agree. ResNet50's input gradient flips far more often (up to 7e-2 from that
+    // nudge), so only its logits are compared; the backward pieces it adds, batch norm without
+    // a ReLU in blocks among them, have tests of their own (`kernels::batch_norm`).
     let kinds = [
-        (ModelKind::PreActResNet { depth: 18 }, 16, true),
+        (ModelKind::PreActResNet { depth: 18 }, 16, 3),
         (
             ModelKind::WideResNet {
                 depth: 10,
                 widen: 1,
             },
             16,
-            true,
+            3,
         ),
-        (ModelKind::ResNet50, 64, false),
+        (ModelKind::ResNet50, 64, 0),
     ];
-    for (kind, size, compare_dx) in kinds {
-        let model = ModelConfig::new(kind, 3, size, 5)
-            .with_width(16)
-            .init(&device)
-            .unwrap();
-        let x = images(4, 3, size, &device);
-        let mix = TensorMix::new(&plan(0.6, 2, vec![1, 2, 3, 0]), &device);
-        let forward = |model: &Classifier, x: Tensor<4>, mix: Option<&TensorMix>, block| match model
-        {
-            Classifier::PreActResNet(m) => m.forward_in_blocks(x, mix, block),
-            Classifier::WideResNet(m) => m.forward_in_blocks(x, mix, block),
-            Classifier::ResNet50(m) => m.forward_in_blocks(x, mix, block),
-            _ => unreachable!("a model with blocked maps"),
-        };
-        // Training mode: batch statistics, mixing at a hidden layer, the input's gradient
-        // (which passes through every layer).
-        let train = |block: usize| {
-            let x = x.clone().require_grad();
-            let logits = forward(&model, x.clone(), Some(&mix), block);
-            let grads = logits.clone().sum().backward();
-            [
-                logits.inner().into_data(),
-                x.grad(&grads).unwrap().into_data(),
-            ]
-        };
-        let evaluate = |block: usize| {
-            let model = model.valid();
-            forward(&model, x.clone().inner(), None, block).into_data()
-        };
-        // Relative to the whole tensor: a channel put in the wrong place would be off by the
-        // tensor's own size, while the layouts differ only in the order of batch norm's sums.
-        let assert_close = |blocked: &TensorData, plain: &TensorData, what: &str, bound: f64| {
-            assert_eq!(blocked.shape(), plain.shape(), "{kind}: {what}");
-            let pairs = blocked.iter::<f32>().zip(plain.iter::<f32>());
-            let (diff, norm) = pairs.fold((0.0, 0.0), |(d, n), (a, b)| {
-                (d + ((a - b) as f64).powi(2), n + (b as f64).powi(2))
-            });
-            let relative = (diff / norm.max(f64::MIN_POSITIVE)).sqrt();
-            assert!(relative < bound, "{kind}: {what} off by {relative:.2e}");
-        };
-        // Evaluation first: each training forward moves the running statistics.
-        let plain = evaluate(1);
-        for block in [8, 16] {
-            let what = format!("eval logits, blocks of {block}");
-            assert_close(&evaluate(block), &plain, &what, 1e-4);
+    for (kind, size, dx_draws) in kinds {
+        let mut dx_errors = Vec::new();
+        for _ in 0..dx_draws.max(1) {
+            let model = ModelConfig::new(kind, 3, size, 5)
+                .with_width(16)
+                .init(&device)
+                .unwrap();
+            let x = images(4, 3, size, &device);
+            let errors = compare_blocked_with_plain(kind, &model, x, &device);
+            dx_errors.push(errors);
         }
-        let plain = train(1);
-        for block in [8, 16] {
-            let blocked = train(block);
-            assert_close(
-                &blocked[0],
-                &plain[0],
-                &format!("logits, blocks of {block}"),
-                1e-3,
+        if dx_draws > 0 {
+            let closest = dx_errors.iter().copied().fold(f64::INFINITY, f64::min);
+            let all: Vec<String> = dx_errors.iter().map(|e| format!("{e:.2e}")).collect();
+            assert!(
+                closest < 1e-4,
+                "{kind}: dx in blocks is off in every draw: {}",
+                all.join(", ")
             );
-            if compare_dx {
-                assert_close(
-                    &blocked[1],
-                    &plain[1],
-                    &format!("dx, blocks of {block}"),
-                    1e-4,
-                );
-            }
         }
     }
+}
+
+/// Checks evaluation and training logits in blocks of 8 and 16 channels against the plain
+/// layout, and returns how far the input gradient is off in the worse of the two.
+fn compare_blocked_with_plain(
+    kind: ModelKind,
+    model: &Classifier,
+    x: Tensor<4>,
+    device: &Device,
+) -> f64 {
+    let mix = TensorMix::new(&plan(0.6, 2, vec![1, 2, 3, 0]), device);
+    let forward = |model: &Classifier, x: Tensor<4>, mix: Option<&TensorMix>, block| match model {
+        Classifier::PreActResNet(m) => m.forward_in_blocks(x, mix, block),
+        Classifier::WideResNet(m) => m.forward_in_blocks(x, mix, block),
+        Classifier::ResNet50(m) => m.forward_in_blocks(x, mix, block),
+        _ => unreachable!("a model with blocked maps"),
+    };
+    // Training mode: batch statistics, mixing at a hidden layer, the input's gradient (which
+    // passes through every layer).
+    let train = |block: usize| {
+        let x = x.clone().require_grad();
+        let logits = forward(model, x.clone(), Some(&mix), block);
+        let grads = logits.clone().sum().backward();
+        [
+            logits.inner().into_data(),
+            x.grad(&grads).unwrap().into_data(),
+        ]
+    };
+    let evaluate = |block: usize| {
+        let model = model.valid();
+        forward(&model, x.clone().inner(), None, block).into_data()
+    };
+    // Relative to the whole tensor: a channel put in the wrong place would be off by the
+    // tensor's own size, while the layouts differ only in the order of batch norm's sums.
+    let relative_error = |blocked: &TensorData, plain: &TensorData, what: &str| {
+        assert_eq!(blocked.shape(), plain.shape(), "{kind}: {what}");
+        let pairs = blocked.iter::<f32>().zip(plain.iter::<f32>());
+        let (diff, norm) = pairs.fold((0.0, 0.0), |(d, n), (a, b)| {
+            (d + ((a - b) as f64).powi(2), n + (b as f64).powi(2))
+        });
+        (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
+    };
+    // Evaluation first: each training forward moves the running statistics.
+    let plain = evaluate(1);
+    for block in [8, 16] {
+        let error = relative_error(&evaluate(block), &plain, "eval logits");
+        assert!(
+            error < 1e-4,
+            "{kind}: eval logits, blocks of {block}, off by {error:.2e}"
+        );
+    }
+    let plain = train(1);
+    let mut dx_error: f64 = 0.0;
+    for block in [8, 16] {
+        let [logits, dx] = train(block);
+        let error = relative_error(&logits, &plain[0], "logits");
+        assert!(
+            error < 1e-3,
+            "{kind}: logits, blocks of {block}, off by {error:.2e}"
+        );
+        dx_error = dx_error.max(relative_error(&dx, &plain[1], "dx"));
+    }
+    dx_error
 }
