@@ -28,6 +28,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             command: DataCommand::Inspect(args),
         } => cli::commands::inspect(&args)?,
         Command::Bench(args) => cli::commands::bench(&args)?,
+        Command::Study(args) => return cli::study::run(&args),
     }
     Ok(0)
 }

@@ -487,6 +487,44 @@ fn bad_input_gives_one_clear_line() {
             vec!["frobnicate".into()],
             "unrecognized subcommand 'frobnicate'",
         ),
+        (
+            vec!["train".into(), "--attack".into(), "cw:0.1".into()],
+            "bad attack 'cw:0.1'",
+        ),
+        (
+            vec!["train".into(), "--attack".into(), "fgsm:-0.1".into()],
+            "ε must be a finite number ≥ 0",
+        ),
+        (
+            vec![
+                "eval".into(),
+                existing.display().to_string(),
+                "--attack".into(),
+                "pgd:0.1".into(),
+            ],
+            "bad attack 'pgd:0.1'",
+        ),
+        (
+            vec!["train".into(), "--deform".into(), "spin:10".into()],
+            "bad deformation 'spin:10'",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--spectrum-at".into(),
+                "9".into(),
+                "--out".into(),
+                out.clone(),
+            ],
+            "mix point 9 does not exist",
+        ),
+        (
+            vec![
+                "study".into(),
+                dir.join("missing.toml").display().to_string(),
+            ],
+            "cannot read study file",
+        ),
     ];
     for (args, expected) in cases {
         let output = run(&as_strs(&args));
@@ -498,6 +536,45 @@ fn bad_input_gives_one_clear_line() {
             stderr.starts_with("error: ") && stderr.contains(expected),
             "{args:?}: {stderr}"
         );
+    }
+    // Study files that cannot run: each is refused in one line before anything is written.
+    let studies = [
+        (
+            "empty-seeds",
+            "seeds = []\n[[arm]]\nname = \"a\"\n",
+            "the grid is empty",
+        ),
+        ("no-arms", "seeds = [1]\n", "the grid is empty"),
+        (
+            "unknown-flag",
+            "seeds = [1]\n[[arm]]\nname = \"a\"\nlearnrate = 0.1\n",
+            "arm 'a': unknown field `learnrate`",
+        ),
+        (
+            "seed-in-arm",
+            "seeds = [1]\n[[arm]]\nname = \"a\"\nseed = 3\n",
+            "may not set `seed`",
+        ),
+        (
+            "bad-attack",
+            "seeds = [1]\n[evaluate]\nattacks = [\"fgsm\"]\n[[arm]]\nname = \"a\"\n",
+            "bad attack 'fgsm'",
+        ),
+        (
+            "bad-baseline",
+            "seeds = [1]\nbaseline = \"b\"\n[[arm]]\nname = \"a\"\n",
+            "baseline 'b' is not an arm's name",
+        ),
+    ];
+    for (name, body, expected) in studies {
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, body).unwrap();
+        let output = run(&["study", file.to_str().unwrap()]);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{name} succeeded");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(!dir.join(name).exists(), "{name}: the study left a folder");
     }
     assert!(
         !dir.join("out").join("config.json").exists(),
@@ -559,4 +636,148 @@ fn config_file_is_read_and_flags_win() {
     assert_eq!(config["train"]["mix"], "input");
     assert_eq!(config["train"]["alpha"], 0.3);
     assert_eq!(config["train"]["epochs"], 1);
+}
+
+#[test]
+fn a_run_measures_attacks_deformations_calibration_and_spectrum_when_asked() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    let extra = [
+        "--attack",
+        "fgsm:0.1",
+        "--deform",
+        "rotate:20",
+        "--spectrum-at",
+        "2",
+        "--attack-examples",
+        "200",
+    ];
+    let output = run(&as_strs(&small_run(&out, &extra)));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("evaluation of epoch 2"),
+        "{}",
+        text(&output.stdout)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let evaluation = &summary["evaluation"];
+    let clean = evaluation["clean"]["accuracy"].as_f64().unwrap();
+    assert_eq!(summary["final"]["test_acc"].as_f64().unwrap(), clean);
+    assert_eq!(evaluation["attacks"][0]["attack"], "fgsm:0.1");
+    assert_eq!(evaluation["attacks"][0]["examples"], 200);
+    assert_eq!(
+        evaluation["deformations"][0]["description"],
+        "rotation U(−20°, 20°)"
+    );
+    assert_eq!(evaluation["spectrum"]["point"], 2);
+    assert_eq!(evaluation["reliability"].as_array().unwrap().len(), 15);
+    for file in ["evaluation.json", "reliability.png", "spectrum.png"] {
+        assert!(out.join(file).is_file(), "{file} is missing");
+    }
+
+    // `mmix eval` measures what it is asked on the same weights and records it with the run.
+    let output = run(&["eval", out.to_str().unwrap(), "--attack", "pgd:0.1:3"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let printed: serde_json::Value = serde_json::from_str(text(&output.stdout).trim()).unwrap();
+    assert_eq!(printed["accuracy"].as_f64().unwrap(), clean);
+    let attacked = &printed["evaluation"]["attacks"][0];
+    assert_eq!(attacked["attack"], "pgd:0.1:3");
+    assert!(attacked["accuracy"].as_f64().unwrap() <= clean);
+    let output = run(&[
+        "compare",
+        out.to_str().unwrap(),
+        "--plot",
+        root.path().join("c.png").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("pgd:0.1:3 acc (%)"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(root.path().join("c-reliability.png").is_file());
+}
+
+const TINY_STUDY: &str = r#"
+title = "tiny"
+seeds = [1, 2]
+
+[train]
+model = "small-cnn"
+width = 4
+epochs = 2
+train-subset = 300
+valid-split = 100
+batch-size = 50
+
+[evaluate]
+attacks = ["fgsm:0.05", "pgd:0.05:2"]
+attack-examples = 100
+deformations = ["rotate:10"]
+spectrum-at = 2
+spectrum-examples = 20
+
+[[arm]]
+name = "none"
+mix = "none"
+
+[[arm]]
+name = "manifold"
+mix = "manifold"
+alpha = 2.0
+"#;
+
+/// `report.md` up to its wall times, which no two studies share.
+fn report_without_times(dir: &Path) -> String {
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    report.split("## Wall times").next().unwrap().to_string()
+}
+
+#[test]
+fn a_study_killed_and_restarted_reports_like_an_uninterrupted_one() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("tiny.toml");
+    std::fs::write(&file, TINY_STUDY).unwrap();
+    let reference = root.path().join("reference");
+    let output = run(&[
+        "study",
+        file.to_str().unwrap(),
+        "--out",
+        reference.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report = report_without_times(&reference);
+    assert!(report.contains("| fgsm:0.05 acc (%) |"), "{report}");
+    assert!(report.contains("manifold − none"), "{report}");
+
+    // Killed inside the second run, then again during an evaluation or a later run.
+    let killed = root.path().join("killed");
+    let study = [
+        "study",
+        file.to_str().unwrap(),
+        "--out",
+        killed.to_str().unwrap(),
+    ];
+    for marker in [
+        "runs/manifold/seed-1/checkpoint/latest",
+        "runs/none/seed-2/config.json",
+    ] {
+        let mut child = mmix().args(study).stdout(Stdio::null()).spawn().unwrap();
+        wait_for(&killed.join(marker), |_| true, Duration::from_secs(120));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let output = run(&study);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("done already"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert_eq!(report_without_times(&killed), report);
+    assert_eq!(
+        std::fs::read_to_string(killed.join("report.json")).unwrap(),
+        std::fs::read_to_string(reference.join("report.json")).unwrap()
+    );
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use manifold_mixup::eval::{Attack, Deformation, EvalSuite};
 use manifold_mixup::mixup::{Loss, MixMode};
 
 #[derive(Parser)]
@@ -40,6 +41,9 @@ pub enum Command {
     },
     /// Time the train step (or, with --data, the data pipeline) and print one JSON line.
     Bench(BenchArgs),
+    /// Run a grid of arms × seeds (resumable), then report every metric over seeds with
+    /// 95% intervals and paired differences against a baseline arm.
+    Study(StudyArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,6 +74,7 @@ pub struct TrainArgs {
     /// cpu, cuda[:N] or wgpu[:N].
     #[arg(long)]
     pub device: Option<String>,
+    /// none, input (mixup at the input) or manifold (at a mix point drawn per batch).
     #[arg(long, value_enum)]
     pub mix: Option<MixMode>,
     /// Beta(α, α) parameter (default 2.0 for manifold, 1.0 for input mixup).
@@ -81,21 +86,28 @@ pub struct TrainArgs {
     /// Relative weights for drawing the mix point, one per --mix-layers entry.
     #[arg(long, value_delimiter = ',')]
     pub layer_weights: Option<Vec<f64>>,
+    /// Training loss on the (mixed) soft targets (default soft-ce).
     #[arg(long, value_enum)]
     pub loss: Option<Loss>,
+    /// Label smoothing applied to the mixed targets, in [0, 1) (default 0).
     #[arg(long, allow_negative_numbers = true)]
     pub label_smoothing: Option<f64>,
+    /// Passes over the training split (default 30).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Examples per step (default 100).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Base learning rate of SGD (default 0.1).
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
+    /// SGD momentum, without dampening as in PyTorch (default 0.9).
     #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// Nesterov momentum (default true); `--nesterov false` turns it off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub nesterov: Option<bool>,
+    /// L2 weight decay added to the gradient (default 1e-4).
     #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// step:E1,E2,... or cosine (default: step at 50% and 75% of the epochs).
@@ -104,6 +116,8 @@ pub struct TrainArgs {
     /// Step-decay factor.
     #[arg(long, allow_negative_numbers = true)]
     pub gamma: Option<f64>,
+    /// Seeds the split, initial weights, shuffling, augmentation, λ, mix layer and partners
+    /// (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Keep this many training examples (stratified).
@@ -118,6 +132,22 @@ pub struct TrainArgs {
     /// Turn off random crops and flips.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub no_augment: Option<bool>,
+    /// After training, accuracy under a white-box attack on the test split: fgsm:EPS or
+    /// pgd:EPS:STEPS[:STEP_SIZE], ε in [0, 1] pixel units (repeatable).
+    #[arg(long = "attack")]
+    #[serde(rename = "attack")]
+    pub attacks: Option<Vec<Attack>>,
+    /// Attack only the first N test examples.
+    #[arg(long)]
+    pub attack_examples: Option<usize>,
+    /// After training, metrics on a deformed test split: rotate:DEG, shear:DEG,
+    /// zoom-out:PERCENT or zoom-in:PERCENT, seeded (repeatable).
+    #[arg(long = "deform")]
+    #[serde(rename = "deform")]
+    pub deformations: Option<Vec<Deformation>>,
+    /// After training, the spectrum of the class-conditional representations at this mix point.
+    #[arg(long)]
+    pub spectrum_at: Option<usize>,
     /// Run folder (default: runs/<model>-<dataset>-<mix>-s<seed>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -129,6 +159,22 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// A whole evaluation suite, in place of the flags above (what a study passes).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub suite: Option<EvalSuite>,
+}
+
+#[derive(Args)]
+pub struct StudyArgs {
+    /// The study file: seeds, shared [train] options, [evaluate] and [[arm]] tables.
+    pub file: PathBuf,
+    /// The study folder (default: the file's path without .toml).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Train on this device instead of each arm's.
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 #[derive(Args)]
@@ -138,8 +184,21 @@ pub struct EvalArgs {
     /// test, valid or train.
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// cpu, cuda[:N] or wgpu[:N] (default: the run's).
     #[arg(long)]
     pub device: Option<String>,
+    /// Accuracy under a white-box attack: fgsm:EPS or pgd:EPS:STEPS[:STEP_SIZE] (repeatable).
+    #[arg(long = "attack")]
+    pub attacks: Vec<Attack>,
+    /// Attack only the first N examples of the split.
+    #[arg(long)]
+    pub attack_examples: Option<usize>,
+    /// Metrics on a deformed split: rotate:DEG, shear:DEG, zoom-out:P or zoom-in:P (repeatable).
+    #[arg(long = "deform")]
+    pub deformations: Vec<Deformation>,
+    /// The class-conditional spectrum of the representations at this mix point.
+    #[arg(long)]
+    pub spectrum_at: Option<usize>,
 }
 
 #[derive(Args)]

@@ -10,12 +10,14 @@ use manifold_mixup::bench::{StepBenchConfig, bench_data, bench_step};
 use manifold_mixup::data::{
     self, Augmentation, Dataset, DatasetName, ImageSet, LoadOptions, Normalization, make_batch,
 };
+use manifold_mixup::eval::{EvalSuite, Evaluation, run_suite};
 use manifold_mixup::mixup::MixMode;
 use manifold_mixup::models::ModelKind;
 use manifold_mixup::report;
 use manifold_mixup::train::{self, checkpoint, parse_device};
 
 use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, InspectArgs, TrainArgs};
+use super::evaluate;
 use super::train as train_cmd;
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
@@ -24,34 +26,60 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         config.device = device.clone();
     }
     let device = parse_device(&config.device).map_err(|e| anyhow!(e))?;
-    let data = train::prepare_data(&config)?;
-    let set = match args.split.as_str() {
-        "test" => &data.dataset.test,
-        "train" => &data.train,
-        "valid" => data
-            .valid
-            .as_ref()
-            .ok_or_else(|| anyhow!("the run in {} has no validation split", args.dir.display()))?,
-        other => bail!("unknown --split '{other}': expected test, valid or train"),
+    let suite = EvalSuite {
+        attacks: args.attacks.clone(),
+        attack_examples: args.attack_examples,
+        deformations: args.deformations.clone(),
+        spectrum_at: args.spectrum_at,
+        ..EvalSuite::default()
     };
+    suite
+        .validate(config.model.mix_points().len() - 1)
+        .map_err(|e| anyhow!(e))?;
+    let data = train::prepare_data(&config)?;
     let folder = checkpoint::latest(&args.dir.join("checkpoint"))?
         .ok_or_else(|| anyhow!("{} has no checkpoint yet", args.dir.display()))?;
-    let model = checkpoint::load_model(&folder, train::build_model(&config, &data, &device)?)?;
-    let metrics = train::evaluate(
-        &model,
-        set,
-        &data.normalization,
-        config.eval_batch_size,
-        &device,
-    );
+    let evaluation = match args.split.as_str() {
+        "test" => {
+            // The test split's results belong to the run: evaluation.json and summary.json.
+            let evaluation =
+                evaluate::final_evaluation(&args.dir, &config, &data, &suite, &device)?;
+            let state = checkpoint::load_state(&folder)?;
+            report::write_run_reports(&args.dir, &config, &state, Some(&evaluation))
+                .with_context(|| format!("cannot write the reports in {}", args.dir.display()))?;
+            evaluation
+        }
+        split => {
+            let set = match split {
+                "train" => &data.train,
+                "valid" => data.valid.as_ref().ok_or_else(|| {
+                    anyhow!("the run in {} has no validation split", args.dir.display())
+                })?,
+                other => bail!("unknown --split '{other}': expected test, valid or train"),
+            };
+            let model =
+                checkpoint::load_model(&folder, train::build_model(&config, &data, &device)?)?;
+            let epochs_done = checkpoint::load_state(&folder)?.epochs_done;
+            run_suite(
+                &model,
+                set,
+                &data.normalization,
+                &suite,
+                epochs_done,
+                config.eval_batch_size,
+                &device,
+            )
+        }
+    };
     let out = serde_json::json!({
         "run": args.dir,
         "checkpoint": folder,
         "split": args.split,
-        "accuracy": metrics.accuracy,
-        "nll": metrics.nll,
-        "ece": metrics.ece,
-        "examples": metrics.count,
+        "accuracy": evaluation.clean.accuracy,
+        "nll": evaluation.clean.nll,
+        "ece": evaluation.clean.ece,
+        "examples": evaluation.clean.count,
+        "evaluation": evaluation,
     });
     println!("{out}");
     Ok(())
@@ -67,13 +95,48 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     let curves: Vec<(String, Vec<train::EpochRecord>)> = rows
         .iter()
         .map(|r| {
-            let label = format!("{} {} seed {}", r.config.model, r.config.mix, r.config.seed);
+            let label = format!("{} seed {}", report::run_label(&r.config), r.config.seed);
             (label, r.history.clone())
         })
         .collect();
     report::plot_overlay(&args.plot, &curves)
         .with_context(|| format!("cannot write {}", args.plot.display()))?;
     println!("\ntest-accuracy curves: {}", args.plot.display());
+    let evaluated: Vec<(String, &Evaluation)> = rows
+        .iter()
+        .zip(&curves)
+        .filter_map(|(r, (label, _))| r.summary.evaluation.as_ref().map(|e| (label.clone(), e)))
+        .collect();
+    if evaluated.is_empty() {
+        return Ok(());
+    }
+    let sibling = |suffix: &str| {
+        let stem = args.plot.file_stem().unwrap_or_default().to_string_lossy();
+        args.plot.with_file_name(format!("{stem}-{suffix}.png"))
+    };
+    let path = sibling("reliability");
+    let bins: Vec<_> = evaluated
+        .iter()
+        .map(|(label, e)| (label.clone(), e.reliability.clone()))
+        .collect();
+    report::plot_reliability(&path, &bins)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("reliability diagrams: {}", path.display());
+    let spectra: Vec<_> = evaluated
+        .iter()
+        .filter_map(|(label, e)| e.spectrum.as_ref().map(|s| (label.clone(), s)))
+        .collect();
+    if let Some((_, first)) = spectra.first() {
+        let path = sibling("spectrum");
+        let values: Vec<_> = spectra
+            .iter()
+            .filter(|(_, s)| s.point == first.point)
+            .map(|(label, s)| (label.clone(), s.normalized_values.clone()))
+            .collect();
+        report::plot_spectrum(&path, first.point, &values)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("representation spectra: {}", path.display());
+    }
     Ok(())
 }
 

@@ -1,3 +1,5 @@
 pub mod args;
 pub mod commands;
+pub mod evaluate;
+pub mod study;
 pub mod train;

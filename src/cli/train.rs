@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use manifold_mixup::data::{DatasetName, SplitConfig};
+use manifold_mixup::eval::EvalSuite;
 use manifold_mixup::fsio::write_atomic;
 use manifold_mixup::mixup::{Loss, MixMode};
 use manifold_mixup::models::{Classifier, ModelKind, to_safetensors};
@@ -20,6 +21,7 @@ use manifold_mixup::train::{
 };
 
 use super::args::TrainArgs;
+use super::evaluate;
 
 /// Exit status of a run stopped by SIGINT, as shells expect.
 pub const INTERRUPTED_EXIT: i32 = 130;
@@ -80,6 +82,13 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         },
         augment: !pick!(no_augment).unwrap_or(false),
         eval_batch_size: 500,
+        evaluate: args.suite.clone().unwrap_or_else(|| EvalSuite {
+            attacks: pick!(attacks).unwrap_or_default(),
+            attack_examples: pick!(attack_examples),
+            deformations: pick!(deformations).unwrap_or_default(),
+            spectrum_at: pick!(spectrum_at),
+            ..EvalSuite::default()
+        }),
     };
     config.validate().map_err(|e| anyhow!(e))?;
     Ok(config)
@@ -221,16 +230,21 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let note = if resuming { "resumed" } else { "started" };
+    let mixing = match config.mix {
+        MixMode::None => "no mixing".to_string(),
+        MixMode::Input => format!("mix input α={}", config.alpha),
+        MixMode::Manifold => format!(
+            "mix manifold α={} layers {:?}",
+            config.alpha, config.mix_layers
+        ),
+    };
     let headline = format!(
-        "{note} {} on {} ({} train / {} valid / {} test), mix {} α={} layers {:?}, {} epochs, seed {}, device {}",
+        "{note} {} on {} ({} train / {} valid / {} test), {mixing}, {} epochs, seed {}, device {}",
         config.model,
         config.dataset,
         data.train.len(),
         data.valid.as_ref().map_or(0, |v| v.len()),
         data.dataset.test.len(),
-        config.mix,
-        config.alpha,
-        config.mix_layers,
         config.epochs,
         config.seed,
         config.device
@@ -283,7 +297,8 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         })?;
         write_atomic(&weights_path, &weights)
             .map_err(|e| train::TrainError::io(&weights_path, e))?;
-        report::write_run_reports(&dir, &config, state).map_err(|e| train::TrainError::io(&dir, e))
+        report::write_run_reports(&dir, &config, state, None)
+            .map_err(|e| train::TrainError::io(&dir, e))
     };
     let outcome = train::run_training(
         &config,
@@ -311,9 +326,18 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
             return Err(e).with_context(|| format!("run {}", dir.display()));
         }
     };
-    report::write_run_reports(&dir, &config, &state)
+    let evaluation = if interrupted {
+        None
+    } else {
+        let evaluation =
+            evaluate::final_evaluation(&dir, &config, &data, &config.evaluate, &device)?;
+        println!("{}", evaluate::describe(&evaluation));
+        writeln!(log, "{}", evaluate::describe(&evaluation)).ok();
+        Some(evaluation)
+    };
+    report::write_run_reports(&dir, &config, &state, evaluation.as_ref())
         .with_context(|| format!("cannot write the reports in {}", dir.display()))?;
-    let summary = report::summary(&config, &state);
+    let summary = report::summary(&config, &state, evaluation.as_ref());
     Ok(TrainResult {
         dir,
         summary,

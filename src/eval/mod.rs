@@ -1,7 +1,29 @@
-//! Evaluation metrics computed from logits on the host: accuracy, NLL and expected
-//! calibration error.
+//! Evaluation: accuracy, NLL and expected calibration error computed from logits on the host;
+//! and the paper's other measures: white-box attacks ([`attack`]), novel deformations
+//! ([`deform`]), reliability diagrams, and the spectrum of hidden representations
+//! ([`spectrum`]), run together by [`suite`].
+
+pub mod attack;
+pub mod deform;
+pub mod spectrum;
+pub mod suite;
 
 use serde::{Deserialize, Serialize};
+
+pub use attack::{Attack, AttackTarget, robust_accuracy};
+pub use deform::Deformation;
+pub use spectrum::{Spectrum, class_spectrum};
+pub use suite::{EvalSuite, Evaluation, run_suite};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EvalError {
+    #[error("bad attack '{spec}': {reason}")]
+    BadAttack { spec: String, reason: String },
+    #[error("bad deformation '{spec}': {reason}")]
+    BadDeformation { spec: String, reason: String },
+    #[error("mix point {point} does not exist: this model's mix points are 0..={last}")]
+    SpectrumPoint { point: usize, last: usize },
+}
 
 pub const ECE_BINS: usize = 15;
 
@@ -10,6 +32,16 @@ pub struct Metrics {
     pub accuracy: f64,
     pub nll: f64,
     pub ece: f64,
+    pub count: usize,
+}
+
+/// One confidence bin of a reliability diagram; `confidence` and `accuracy` are 0 when empty.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    pub lower: f64,
+    pub upper: f64,
+    pub confidence: f64,
+    pub accuracy: f64,
     pub count: usize,
 }
 
@@ -66,6 +98,23 @@ impl MetricsAccumulator {
         }
     }
 
+    /// The reliability diagram's bins: mean confidence against accuracy, with counts.
+    pub fn reliability(&self) -> Vec<ReliabilityBin> {
+        (0..ECE_BINS)
+            .map(|b| {
+                let count = self.bin_count[b];
+                let n = count.max(1) as f64;
+                ReliabilityBin {
+                    lower: b as f64 / ECE_BINS as f64,
+                    upper: (b + 1) as f64 / ECE_BINS as f64,
+                    confidence: self.bin_confidence[b] / n,
+                    accuracy: self.bin_correct[b] as f64 / n,
+                    count,
+                }
+            })
+            .collect()
+    }
+
     pub fn finish(&self) -> Metrics {
         let n = self.count.max(1) as f64;
         let ece = (0..ECE_BINS)
@@ -103,6 +152,12 @@ mod tests {
         // Bins: 0.75 → bin 11 (accuracy 1), 0.5 → bin 7 (accuracy 0).
         let ece = 0.5 * (1.0 - 0.75) + 0.5 * 0.5;
         assert!((m.ece - ece).abs() < 1e-6, "{} vs {ece}", m.ece);
+        let bins = acc.reliability();
+        assert_eq!(bins.len(), ECE_BINS);
+        assert_eq!((bins[11].count, bins[11].accuracy), (1, 1.0));
+        assert!((bins[11].confidence - 0.75).abs() < 1e-6);
+        assert_eq!((bins[7].count, bins[7].accuracy), (1, 0.0));
+        assert_eq!(bins.iter().map(|b| b.count).sum::<usize>(), 2);
     }
 
     #[test]

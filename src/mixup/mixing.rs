@@ -1,18 +1,29 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::MixPlan;
 use crate::kernels;
 
-/// A [`MixPlan`] placed on a device, ready to mix the hidden tensor at its mix point.
+/// A [`MixPlan`] placed on a device, ready to mix the hidden tensor at its mix point; or a
+/// probe that records the hidden state at a mix point and changes nothing, so the same hook
+/// that mixes can read any model's representations (for their spectrum).
 #[derive(Clone, Debug)]
 pub struct TensorMix {
-    lambda: f64,
     layer: usize,
-    partners: Tensor<1, Int>,
-    /// The same permutation on the host, for the fused kernel on the CPU backend.
-    permutation: Arc<[usize]>,
+    action: Action,
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Mix {
+        lambda: f64,
+        partners: Tensor<1, Int>,
+        /// The same permutation on the host, for the fused kernel on the CPU backend.
+        permutation: Arc<[usize]>,
+    },
+    /// The hidden state seen at the point, one flattened row per example.
+    Record(Arc<Mutex<Option<Tensor<2>>>>),
 }
 
 impl TensorMix {
@@ -20,10 +31,29 @@ impl TensorMix {
         let partners: Vec<i64> = plan.permutation.iter().map(|&i| i as i64).collect();
         let count = partners.len();
         Self {
-            lambda: plan.lambda,
             layer: plan.layer,
-            partners: Tensor::from_data(TensorData::new(partners, [count]), device),
-            permutation: plan.permutation.clone().into(),
+            action: Action::Mix {
+                lambda: plan.lambda,
+                partners: Tensor::from_data(TensorData::new(partners, [count]), device),
+                permutation: plan.permutation.clone().into(),
+            },
+        }
+    }
+
+    /// A probe that records the hidden state at `point`; read it with [`TensorMix::recorded`].
+    pub fn probe(point: usize) -> Self {
+        Self {
+            layer: point,
+            action: Action::Record(Arc::default()),
+        }
+    }
+
+    /// What a probe recorded in the last forward pass, `[batch, features]` (the features in
+    /// the model's memory order, which a channel-blocked map permutes).
+    pub fn recorded(&self) -> Option<Tensor<2>> {
+        match &self.action {
+            Action::Record(slot) => slot.lock().ok()?.take(),
+            Action::Mix { .. } => None,
         }
     }
 
@@ -39,11 +69,28 @@ impl TensorMix {
         if point != self.layer {
             return hidden;
         }
-        if kernels::on_flex_f32(&hidden) {
-            return kernels::mix::mix_rows(hidden, &self.permutation, self.lambda);
+        match &self.action {
+            Action::Record(slot) => {
+                let dims = hidden.dims();
+                let rows = dims[0];
+                let features = dims[1..].iter().product::<usize>();
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(hidden.clone().reshape([rows, features]));
+                }
+                hidden
+            }
+            Action::Mix {
+                lambda,
+                partners,
+                permutation,
+            } => {
+                if kernels::on_flex_f32(&hidden) {
+                    return kernels::mix::mix_rows(hidden, permutation, *lambda);
+                }
+                let mixed = hidden.clone().select(0, partners.clone());
+                hidden.mul_scalar(*lambda) + mixed.mul_scalar(1.0 - *lambda)
+            }
         }
-        let partners = hidden.clone().select(0, self.partners.clone());
-        hidden.mul_scalar(self.lambda) + partners.mul_scalar(1.0 - self.lambda)
     }
 }
 

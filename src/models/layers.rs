@@ -10,8 +10,10 @@ use crate::mixup::TensorMix;
 
 /// Batch normalisation with PyTorch's semantics, which the paper's numbers rest on:
 /// momentum 0.1, ε = 1e-5, and the *unbiased* batch variance in the running estimate
-/// (Burn's own layer keeps the biased one). Training statistics are used whenever the
-/// tensor carries autodiff, running statistics otherwise (`Module::valid`).
+/// (Burn's own layer keeps the biased one). Batch statistics are used when the tensor carries
+/// autodiff and the layer's parameters are trained; running statistics otherwise: after
+/// `Module::valid`, and after `Module::no_grad` on the autodiff device, which is how attacks
+/// take input gradients through the network in evaluation mode.
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
     pub weight: Param<Tensor<1>>,
@@ -46,7 +48,7 @@ impl BatchNorm2d {
     fn normalize<const D: usize>(&self, input: Tensor<D>, relu: bool) -> Tensor<D> {
         let device = input.device();
         let dims = input.dims();
-        if !device.is_autodiff() {
+        if !(device.is_autodiff() && self.weight.val().is_require_grad()) {
             let layout = layout_of(&dims);
             let var = self.running_var.value().to_device(&device);
             let scale = self.weight.val() / var.add_scalar(BN_EPSILON).sqrt();
@@ -244,6 +246,40 @@ mod tests {
         bn.forward(x).into_data().assert_approx_eq::<f32>(
             &TensorData::from([[[[scale, 3.0 * scale]]]]),
             Tolerance::default(),
+        );
+    }
+
+    #[test]
+    fn untracked_parameters_on_the_autodiff_device_evaluate_and_pass_input_gradients() {
+        // What attacks rely on: after `no_grad`, the layer uses running statistics, leaves
+        // them unchanged, and the gradient still reaches the input.
+        let device = Device::flex().autodiff();
+        let bn = BatchNorm2d::new(1, &device).no_grad();
+        let x = Tensor::<4>::from_floats([[[[1.0, 3.0]]]], &device).require_grad();
+        let y = bn.forward(x.clone());
+        let scale = 1.0 / (1.0f32 + 1e-5).sqrt();
+        y.clone().into_data().assert_approx_eq::<f32>(
+            &TensorData::from([[[[scale, 3.0 * scale]]]]),
+            Tolerance::default(),
+        );
+        let grads = y.sum().backward();
+        x.grad(&grads)
+            .expect("the input has a gradient")
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &TensorData::from([[[[scale, scale]]]]),
+                Tolerance::default(),
+            );
+        bn.running_mean
+            .value()
+            .into_data()
+            .assert_eq(&TensorData::from([0.0f32]), true);
+        // With trained parameters the same input takes the batch statistics instead.
+        let trained = BatchNorm2d::new(1, &device);
+        let out = trained.forward(Tensor::<4>::from_floats([[[[1.0, 3.0]]]], &device));
+        out.into_data().assert_approx_eq::<f32>(
+            &TensorData::from([[[[-1.0, 1.0]]]]),
+            Tolerance::absolute(1e-3),
         );
     }
 }

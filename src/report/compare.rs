@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use crate::train::{EpochRecord, RunState, TrainConfig};
+use crate::eval::Evaluation;
+use crate::train::{EpochRecord, TrainConfig};
 
 use super::{Summary, summary};
 
@@ -32,17 +33,89 @@ pub fn load_run(dir: &Path) -> Result<CompareRow, String> {
     let folder = crate::train::checkpoint::latest(&checkpoint_dir)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{}: the run has no finished epoch yet", dir.display()))?;
-    let state_path = folder.join("state.json");
-    let text = std::fs::read_to_string(&state_path)
-        .map_err(|e| format!("{}: {e}", state_path.display()))?;
-    let state: RunState =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", state_path.display()))?;
+    let state = crate::train::checkpoint::load_state(&folder).map_err(|e| e.to_string())?;
+    let evaluation = super::read_evaluation(dir)?;
     Ok(CompareRow {
         dir: dir.display().to_string(),
-        summary: summary(&config, &state),
+        summary: summary(&config, &state, evaluation.as_ref()),
         history: state.history,
         config,
     })
+}
+
+/// The measures of the evaluation suite found in any of `rows`, in first-seen order: a column
+/// name and how to read it from one run's evaluation (as a fraction, or a count).
+pub fn evaluation_columns<'a>(
+    evaluations: impl Iterator<Item = &'a Evaluation>,
+) -> Vec<EvaluationColumn> {
+    let mut columns: Vec<EvaluationColumn> = Vec::new();
+    let mut add = |column: EvaluationColumn| {
+        if !columns.contains(&column) {
+            columns.push(column);
+        }
+    };
+    for evaluation in evaluations {
+        for attack in &evaluation.attacks {
+            add(EvaluationColumn::Attack(attack.attack.to_string()));
+        }
+        for deformation in &evaluation.deformations {
+            add(EvaluationColumn::Deformation(
+                deformation.deformation.to_string(),
+            ));
+        }
+        if let Some(spectrum) = &evaluation.spectrum {
+            add(EvaluationColumn::EffectiveDirections(spectrum.point));
+        }
+    }
+    columns
+}
+
+/// One measure of the evaluation suite, as a table column.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EvaluationColumn {
+    Attack(String),
+    Deformation(String),
+    EffectiveDirections(usize),
+}
+
+impl EvaluationColumn {
+    pub fn header(&self) -> String {
+        match self {
+            EvaluationColumn::Attack(spec) => format!("{spec} acc (%)"),
+            EvaluationColumn::Deformation(spec) => format!("{spec} acc (%)"),
+            EvaluationColumn::EffectiveDirections(point) => {
+                format!("effective directions at point {point}")
+            }
+        }
+    }
+
+    /// The value for one run, and the factor it is shown with (100 for percentages).
+    pub fn value(&self, evaluation: &Evaluation) -> Option<f64> {
+        match self {
+            EvaluationColumn::Attack(spec) => evaluation
+                .attacks
+                .iter()
+                .find(|a| &a.attack.to_string() == spec)
+                .map(|a| a.accuracy),
+            EvaluationColumn::Deformation(spec) => evaluation
+                .deformations
+                .iter()
+                .find(|d| &d.deformation.to_string() == spec)
+                .map(|d| d.metrics.accuracy),
+            EvaluationColumn::EffectiveDirections(point) => evaluation
+                .spectrum
+                .as_ref()
+                .filter(|s| s.point == *point)
+                .map(|s| s.effective_directions),
+        }
+    }
+
+    pub fn scale(&self) -> (f64, usize) {
+        match self {
+            EvaluationColumn::EffectiveDirections(_) => (1.0, 2),
+            _ => (100.0, 2),
+        }
+    }
 }
 
 fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -79,9 +152,16 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
             None => groups.push((key, vec![row])),
         }
     }
+    let columns = evaluation_columns(rows.iter().filter_map(|r| r.summary.evaluation.as_ref()));
     let mut out = String::from(
-        "| model | mix | α | runs | final test acc (%) | test NLL | test ECE (%) | best-valid test acc (%) | epochs | train time (s) |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| model | mix | α | runs | final test acc (%) | test NLL | test ECE (%) | best-valid test acc (%) |",
     );
+    for column in &columns {
+        out.push_str(&format!(" {} |", column.header()));
+    }
+    out.push_str(" epochs | train time (s) |\n");
+    out.push_str(&"|---".repeat(10 + columns.len()));
+    out.push_str("|\n");
     for (config, members) in groups {
         let finals: Vec<_> = members
             .iter()
@@ -100,8 +180,20 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
             .collect();
         let mut epochs_cell = epochs.clone();
         epochs_cell.dedup();
+        let evaluated: Vec<String> = columns
+            .iter()
+            .map(|column| {
+                let values: Vec<f64> = members
+                    .iter()
+                    .filter_map(|r| r.summary.evaluation.as_ref())
+                    .filter_map(|e| column.value(e))
+                    .collect();
+                let (scale, digits) = column.scale();
+                format!(" {} |", cell(&values, scale, digits))
+            })
+            .collect();
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |{} {} | {} |\n",
             config.model,
             config.mix,
             if config.mix == crate::mixup::MixMode::None {
@@ -114,6 +206,7 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
             cell(&pick(&|f| f.test_nll), 1.0, 4),
             cell(&pick(&|f| f.test_ece), 100.0, 2),
             cell(&best, 100.0, 2),
+            evaluated.concat(),
             epochs_cell.join("/"),
             cell(&times, 1.0, 0),
         ));
@@ -127,7 +220,7 @@ mod tests {
     use crate::data::{DatasetName, SplitConfig};
     use crate::eval::Metrics;
     use crate::mixup::{Loss, MixMode};
-    use crate::train::Schedule;
+    use crate::train::{RunState, Schedule};
 
     fn config(mix: MixMode, seed: u64) -> TrainConfig {
         TrainConfig {
@@ -155,6 +248,7 @@ mod tests {
             split: SplitConfig::default(),
             augment: true,
             eval_batch_size: 100,
+            evaluate: Default::default(),
         }
     }
 
@@ -186,7 +280,7 @@ mod tests {
         };
         CompareRow {
             dir: format!("run-{seed}"),
-            summary: summary(&config, &state),
+            summary: summary(&config, &state, None),
             history,
             config,
         }

@@ -3,15 +3,16 @@
 
 mod compare;
 mod plot;
+pub mod study;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use compare::{CompareRow, compare_table, load_run};
-pub use plot::{plot_curves, plot_overlay, write_png};
+pub use compare::{CompareRow, EvaluationColumn, compare_table, evaluation_columns, load_run};
+pub use plot::{plot_curves, plot_overlay, plot_reliability, plot_spectrum, write_png};
 
-use crate::eval::Metrics;
+use crate::eval::{Evaluation, Metrics};
 use crate::train::{EpochRecord, RunState, TrainConfig};
 
 pub const METRICS_HEADER: &str = "epoch,lr,train_loss,train_acc,valid_acc,valid_nll,valid_ece,test_acc,test_nll,test_ece,images_per_second,seconds";
@@ -72,9 +73,28 @@ pub struct Summary {
     pub best_valid: Option<BestValid>,
     pub train_seconds: f64,
     pub train_images_per_second: f64,
+    /// The evaluation suite's results on the final weights (`evaluation.json`), once measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
 }
 
-pub fn summary(config: &TrainConfig, state: &RunState) -> Summary {
+/// Where a run keeps its evaluation suite's results.
+pub const EVALUATION_FILE: &str = "evaluation.json";
+
+/// The run's `evaluation.json`, if it has one.
+pub fn read_evaluation(dir: &Path) -> Result<Option<Evaluation>, String> {
+    let path = dir.join(EVALUATION_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: damaged ({e})", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The summary of a run's progress, with `evaluation` when it measured the latest weights.
+pub fn summary(config: &TrainConfig, state: &RunState, evaluation: Option<&Evaluation>) -> Summary {
     let last = state.history.last();
     let best_valid = state
         .history
@@ -106,24 +126,48 @@ pub fn summary(config: &TrainConfig, state: &RunState) -> Summary {
         best_valid,
         train_seconds: state.train_seconds,
         train_images_per_second: state.train_images as f64 / state.train_seconds.max(1e-9),
+        evaluation: evaluation.filter(|e| e.epoch == state.epochs_done).cloned(),
     }
 }
 
-/// Writes `metrics.csv`, `summary.json` and `curves.png` for the run in `dir`.
+/// The run's name in plots and tables.
+pub fn run_label(config: &TrainConfig) -> String {
+    match config.mix {
+        crate::mixup::MixMode::None => format!("{} {}", config.model, config.mix),
+        _ => format!("{} {} α={}", config.model, config.mix, config.alpha),
+    }
+}
+
+/// Writes `metrics.csv`, `summary.json` and `curves.png` for the run in `dir`, and
+/// `reliability.png` (and `spectrum.png`) once the evaluation suite has measured the weights.
 pub fn write_run_reports(
     dir: &Path,
     config: &TrainConfig,
     state: &RunState,
+    evaluation: Option<&Evaluation>,
 ) -> std::io::Result<()> {
     crate::fsio::write_atomic(
         &dir.join("metrics.csv"),
         metrics_csv(&state.history).as_bytes(),
     )?;
-    let summary = serde_json::to_vec_pretty(&summary(config, state)).expect("summary serialises");
-    crate::fsio::write_atomic(&dir.join("summary.json"), &summary)?;
-    let title = format!(
-        "{} on {}, mix {} (α = {})",
-        config.model, config.dataset, config.mix, config.alpha
-    );
-    plot_curves(&dir.join("curves.png"), &title, &state.history)
+    let summary = summary(config, state, evaluation);
+    let bytes = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    crate::fsio::write_atomic(&dir.join("summary.json"), &bytes)?;
+    let title = format!("{} on {}", run_label(config), config.dataset);
+    plot_curves(&dir.join("curves.png"), &title, &state.history)?;
+    if let Some(evaluation) = &summary.evaluation {
+        let label = format!("{title}, seed {}", config.seed);
+        plot_reliability(
+            &dir.join("reliability.png"),
+            &[(label.clone(), evaluation.reliability.clone())],
+        )?;
+        if let Some(spectrum) = &evaluation.spectrum {
+            plot_spectrum(
+                &dir.join("spectrum.png"),
+                spectrum.point,
+                &[(label, spectrum.normalized_values.clone())],
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
+use crate::eval::ReliabilityBin;
 use crate::train::EpochRecord;
 
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -25,7 +26,7 @@ type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
 fn chart(
     area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
     caption: &str,
-    y_label: &str,
+    (x_label, y_label): (&str, &str),
     series: &[Series],
 ) -> Result<(), std::io::Error> {
     let points = series.iter().flat_map(|s| s.1.iter());
@@ -48,7 +49,7 @@ fn chart(
         .map_err(plot_error)?;
     chart
         .configure_mesh()
-        .x_desc("epoch")
+        .x_desc(x_label)
         .y_desc(y_label)
         .draw()
         .map_err(plot_error)?;
@@ -126,35 +127,109 @@ pub fn plot_curves(path: &Path, title: &str, history: &[EpochRecord]) -> std::io
         root.titled(title, ("sans-serif", 20)).map_err(plot_error)?;
         let (_, body) = root.split_vertically(title_height);
         let (left, right) = body.split_horizontally(550);
-        chart(&left, "loss", "loss", &loss)?;
-        chart(&right, "accuracy", "accuracy", &accuracy)
+        chart(&left, "loss", ("epoch", "loss"), &loss)?;
+        chart(&right, "accuracy", ("epoch", "accuracy"), &accuracy)
     })
+}
+
+const PALETTE: [RGBColor; 8] = [
+    BLUE,
+    RED,
+    GREEN,
+    MAGENTA,
+    CYAN,
+    BLACK,
+    RGBColor(255, 140, 0),
+    RGBColor(128, 0, 128),
+];
+
+/// One series per named run, in palette order.
+fn named_series<'a>(runs: &'a [(String, Vec<(f64, f64)>)]) -> Vec<Series<'a>> {
+    runs.iter()
+        .enumerate()
+        .map(|(i, (name, points))| (name.as_str(), points.clone(), PALETTE[i % PALETTE.len()]))
+        .collect()
 }
 
 /// Test-accuracy curves of several runs on one chart.
 pub fn plot_overlay(path: &Path, runs: &[(String, Vec<EpochRecord>)]) -> std::io::Result<()> {
-    let palette = [
-        BLUE,
-        RED,
-        GREEN,
-        MAGENTA,
-        CYAN,
-        BLACK,
-        RGBColor(255, 140, 0),
-        RGBColor(128, 0, 128),
-    ];
-    let series: Vec<Series> = runs
+    let runs: Vec<(String, Vec<(f64, f64)>)> = runs
         .iter()
-        .enumerate()
-        .map(|(i, (name, history))| {
+        .map(|(name, history)| {
             let points = history
                 .iter()
                 .map(|r| (r.epoch as f64, r.test.accuracy))
                 .collect();
-            (name.as_str(), points, palette[i % palette.len()])
+            (name.clone(), points)
         })
         .collect();
     render(path, (800, 500), |root| {
-        chart(root, "test accuracy", "accuracy", &series)
+        chart(
+            root,
+            "test accuracy",
+            ("epoch", "accuracy"),
+            &named_series(&runs),
+        )
+    })
+}
+
+/// Reliability diagrams: accuracy against mean confidence in each non-empty bin, per run,
+/// with the diagonal of perfect calibration.
+pub fn plot_reliability(
+    path: &Path,
+    runs: &[(String, Vec<ReliabilityBin>)],
+) -> std::io::Result<()> {
+    let mut named: Vec<(String, Vec<(f64, f64)>)> = runs
+        .iter()
+        .map(|(name, bins)| {
+            let points = bins
+                .iter()
+                .filter(|b| b.count > 0)
+                .map(|b| (b.confidence, b.accuracy))
+                .collect();
+            (name.clone(), points)
+        })
+        .collect();
+    named.push(("perfect calibration".into(), vec![(0.0, 0.0), (1.0, 1.0)]));
+    let mut series = named_series(&named);
+    if let Some(diagonal) = series.last_mut() {
+        diagonal.2 = RGBColor(160, 160, 160);
+    }
+    render(path, (700, 600), |root| {
+        chart(
+            root,
+            "reliability (test split)",
+            ("confidence", "accuracy"),
+            &series,
+        )
+    })
+}
+
+/// Normalised singular values σ_i / σ_1 of the class-conditional representations (mean over
+/// classes) against their rank, per run.
+pub fn plot_spectrum(
+    path: &Path,
+    point: usize,
+    runs: &[(String, Vec<f64>)],
+) -> std::io::Result<()> {
+    let named: Vec<(String, Vec<(f64, f64)>)> = runs
+        .iter()
+        .map(|(name, values)| {
+            let points = values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| ((i + 1) as f64, v))
+                .collect();
+            (name.clone(), points)
+        })
+        .collect();
+    let caption = format!("class-conditional spectrum at mix point {point}");
+    render(path, (800, 500), |root| {
+        chart(
+            root,
+            &caption,
+            ("direction (by rank)", "σ_i / σ_1"),
+            &named_series(&named),
+        )
     })
 }

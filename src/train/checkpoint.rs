@@ -154,11 +154,14 @@ pub fn load(
     let optimizer = optimizer
         .from_bytes(read_bytes(&optim_path)?)
         .map_err(|e| checkpoint_error(&optim_path, describe(e)))?;
+    Ok((model, optimizer, load_state(folder)?))
+}
+
+/// Loads only the progress of a checkpoint folder (for reports).
+pub fn load_state(folder: &Path) -> Result<RunState, TrainError> {
     let state_path = folder.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-    let state: RunState =
-        serde_json::from_str(&text).map_err(|e| checkpoint_error(&state_path, e))?;
-    Ok((model, optimizer, state))
+    serde_json::from_str(&text).map_err(|e| checkpoint_error(&state_path, e))
 }
 
 /// Loads only the model weights of a checkpoint folder (for evaluation).

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DatasetName, SplitConfig};
+use crate::eval::EvalSuite;
 use crate::mixup::{Loss, MixMode};
 use crate::models::ModelKind;
 
@@ -92,6 +93,9 @@ pub struct TrainConfig {
     pub split: SplitConfig,
     pub augment: bool,
     pub eval_batch_size: usize,
+    /// Measured on the test split once training ends (older runs saved none).
+    #[serde(default)]
+    pub evaluate: EvalSuite,
 }
 
 impl TrainConfig {

@@ -22,6 +22,8 @@ pub enum TrainError {
     Model(#[from] crate::models::ModelError),
     #[error(transparent)]
     Mixup(#[from] crate::mixup::MixupError),
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
     #[error("{0}")]
     Config(String),
     // The reason is in the message, not a `source`: printed as a chain it would show twice.

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
@@ -17,7 +16,7 @@ use rand_chacha::ChaCha12Rng;
 use super::checkpoint::{self, EpochRecord, PartialEpoch, RunState};
 use super::{TrainConfig, TrainError};
 use crate::data::{Augmentation, Batch, Dataset, ImageSet, LoadOptions, Normalization, make_batch};
-use crate::eval::{Metrics, MetricsAccumulator, predicted_class};
+use crate::eval::{Metrics, predicted_class};
 use crate::mixup::{MixConfig, MixPlan, TensorMix, mixed_loss, soft_targets};
 use crate::models::{Classifier, ModelConfig};
 
@@ -108,7 +107,9 @@ fn mix_config(config: &TrainConfig) -> MixConfig {
 /// data's shape, and the mixing against the model's mix points.
 pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError> {
     model_config(config, data).validate()?;
-    mix_config(config).validate(config.model.mix_points().len() - 1)?;
+    let last_point = config.model.mix_points().len() - 1;
+    mix_config(config).validate(last_point)?;
+    config.evaluate.validate(last_point)?;
     Ok(())
 }
 
@@ -143,19 +144,7 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Metrics {
-    let model = model.valid();
-    let mut metrics = MetricsAccumulator::default();
-    let indices: Vec<usize> = (0..set.len()).collect();
-    for chunk in indices.chunks(batch_size) {
-        let mut batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
-        let logits = model.forward(images_tensor(&mut batch, device), None);
-        let values = logits
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("logits are f32");
-        metrics.add(&values, &batch.labels);
-    }
-    metrics.finish()
+    crate::eval::suite::accumulate(model, set, normalization, batch_size, device).finish()
 }
 
 /// λ·[ŷ = y] + (1−λ)·[ŷ = y_partner], summed over the batch.

@@ -1,0 +1,202 @@
+//! The evaluation suite run on a finished model: clean metrics with the reliability diagram,
+//! attacks, deformations and the representation spectrum, each from its own seeded stream so
+//! every run of a comparison meets the same perturbations.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Attack, AttackTarget, Deformation, Metrics, MetricsAccumulator, ReliabilityBin, Spectrum,
+    class_spectrum, robust_accuracy,
+};
+use crate::data::{ImageSet, Normalization, make_batch};
+use crate::models::Classifier;
+
+/// What to measure beyond clean accuracy; empty lists measure nothing more.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EvalSuite {
+    pub attacks: Vec<Attack>,
+    /// Attack only the first this many test examples (PGD costs a backward pass per step).
+    pub attack_examples: Option<usize>,
+    pub deformations: Vec<Deformation>,
+    /// The mix point whose class-conditional spectrum is measured.
+    pub spectrum_at: Option<usize>,
+    pub spectrum_examples: usize,
+    /// Seeds PGD's random starts and the deformation draws, the same for every run.
+    pub seed: u64,
+}
+
+impl Default for EvalSuite {
+    fn default() -> Self {
+        Self {
+            attacks: Vec::new(),
+            attack_examples: None,
+            deformations: Vec::new(),
+            spectrum_at: None,
+            spectrum_examples: 200,
+            seed: 0,
+        }
+    }
+}
+
+impl EvalSuite {
+    /// Checks the spectrum's mix point against a model with points `0..=last_point`.
+    pub fn validate(&self, last_point: usize) -> Result<(), super::EvalError> {
+        match self.spectrum_at {
+            Some(point) if point > last_point => Err(super::EvalError::SpectrumPoint {
+                point,
+                last: last_point,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttackResult {
+    pub attack: Attack,
+    pub epsilon: f64,
+    pub examples: usize,
+    /// Classified right both clean and attacked.
+    pub accuracy: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeformationResult {
+    pub deformation: Deformation,
+    pub description: String,
+    pub metrics: Metrics,
+}
+
+/// Everything the suite measured on one checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Epochs of training behind the evaluated weights.
+    pub epoch: usize,
+    pub suite: EvalSuite,
+    pub clean: Metrics,
+    pub reliability: Vec<ReliabilityBin>,
+    pub attacks: Vec<AttackResult>,
+    pub deformations: Vec<DeformationResult>,
+    pub spectrum: Option<Spectrum>,
+    pub seconds: f64,
+}
+
+/// Metrics of `model` (in evaluation mode) over `set`, with their reliability bins.
+pub fn accumulate(
+    model: &Classifier,
+    set: &ImageSet,
+    normalization: &Normalization,
+    batch_size: usize,
+    device: &Device,
+) -> MetricsAccumulator {
+    let model = model.valid();
+    let mut metrics = MetricsAccumulator::default();
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let mut batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
+        let shape = [batch.len(), batch.channels, batch.size, batch.size];
+        let images = Tensor::from_data(
+            TensorData::new(std::mem::take(&mut batch.images), shape),
+            device,
+        );
+        let logits = model.forward(images, None);
+        let values = logits
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("logits are f32");
+        metrics.add(&values, &batch.labels);
+    }
+    metrics
+}
+
+/// Streams of the suite's seed: one per attack and per deformation, by position.
+const ATTACK_STREAM: u64 = 100;
+const DEFORMATION_STREAM: u64 = 200;
+
+fn stream(seed: u64, stream: u64) -> ChaCha12Rng {
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+/// Runs `suite` on `model` over the test `set`; `epoch` labels the weights evaluated.
+pub fn run_suite(
+    model: &Classifier,
+    set: &ImageSet,
+    normalization: &Normalization,
+    suite: &EvalSuite,
+    epoch: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Evaluation {
+    let started = Instant::now();
+    let clean = accumulate(model, set, normalization, batch_size, device);
+    let attacked_set = match suite.attack_examples {
+        Some(n) if n < set.len() => set.select(&(0..n).collect::<Vec<_>>()),
+        _ => set.clone(),
+    };
+    let attacks = if suite.attacks.is_empty() {
+        Vec::new()
+    } else {
+        let target = AttackTarget::new(model, normalization, device);
+        suite
+            .attacks
+            .iter()
+            .enumerate()
+            .map(|(i, &attack)| AttackResult {
+                attack,
+                epsilon: attack.epsilon(),
+                examples: attacked_set.len(),
+                accuracy: robust_accuracy(
+                    &target,
+                    &attacked_set,
+                    attack,
+                    batch_size,
+                    &mut stream(suite.seed, ATTACK_STREAM + i as u64),
+                ),
+            })
+            .collect()
+    };
+    let deformations = suite
+        .deformations
+        .iter()
+        .enumerate()
+        .map(|(i, &deformation)| {
+            let mut rng = stream(suite.seed, DEFORMATION_STREAM + i as u64);
+            let deformed = deformation.apply(set, &mut rng);
+            DeformationResult {
+                deformation,
+                description: deformation.describe(),
+                metrics: accumulate(model, &deformed, normalization, batch_size, device).finish(),
+            }
+        })
+        .collect();
+    let spectrum = suite.spectrum_at.map(|point| {
+        class_spectrum(
+            model,
+            set,
+            normalization,
+            point,
+            suite.spectrum_examples,
+            batch_size,
+            device,
+        )
+    });
+    Evaluation {
+        epoch,
+        suite: suite.clone(),
+        clean: clean.finish(),
+        reliability: clean.reliability(),
+        attacks,
+        deformations,
+        spectrum,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
