@@ -9,7 +9,7 @@ use cli::args::{Cli, Command, DataCommand, DemoArgs};
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command.unwrap_or(Command::Demo(DemoArgs {
         out: None,
-        epochs: 8,
+        epochs: None,
         seed: 0,
         device: "cpu".into(),
     })) {

@@ -29,8 +29,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Compare runs: a Markdown table and an overlay of test-accuracy curves.
     Compare(CompareArgs),
-    /// Train a small CNN twice on the embedded Fashion-MNIST subset, without and with
-    /// manifold mixup, and compare (what `cargo run --release` runs).
+    /// One draw of the study studies/fashion-mnist-mini.toml: small-cnn on the embedded
+    /// Fashion-MNIST subset without and with manifold mixup, compared, then what the study
+    /// found over its seeds (what `cargo run --release` runs).
     Demo(DemoArgs),
     /// List the models with their mix points and paper mix sets.
     Models,
@@ -216,8 +217,9 @@ pub struct DemoArgs {
     /// Parent folder of the two runs (default: the first free runs/demo, runs/demo-1, ...).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, default_value_t = 8)]
-    pub epochs: usize,
+    /// Epochs per run (default: the study's).
+    #[arg(long)]
+    pub epochs: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value = "cpu")]

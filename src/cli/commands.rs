@@ -11,13 +11,13 @@ use manifold_mixup::data::{
     self, Augmentation, Dataset, DatasetName, ImageSet, LoadOptions, Normalization, make_batch,
 };
 use manifold_mixup::eval::{EvalSuite, Evaluation, run_suite};
-use manifold_mixup::mixup::MixMode;
 use manifold_mixup::models::ModelKind;
 use manifold_mixup::report;
 use manifold_mixup::train::{self, checkpoint, parse_device};
 
-use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, InspectArgs, TrainArgs};
+use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, InspectArgs};
 use super::evaluate;
+use super::study;
 use super::train as train_cmd;
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
@@ -153,10 +153,12 @@ fn first_free(base: &Path) -> PathBuf {
         .expect("some suffix is free")
 }
 
-/// Narrow enough that both runs finish in a few minutes on two cores.
-const DEMO_WIDTH: usize = 16;
-/// Held out of the 6,000 training images so the best epoch is chosen without the test split.
-const DEMO_VALID: usize = 500;
+/// The study the demo is one draw of: its configuration, and what it found over its seeds.
+const DEMO_STUDY: &str = include_str!("../../studies/fashion-mnist-mini.toml");
+const DEMO_STUDY_PATH: &str = "studies/fashion-mnist-mini.toml";
+const DEMO_FINDINGS: &str = include_str!("../../studies/fashion-mnist-mini/report.json");
+const DEMO_BASELINE: &str = "none";
+const DEMO_MIXED: &str = "manifold-a2";
 
 pub fn demo(args: &DemoArgs) -> Result<()> {
     let root = match &args.out {
@@ -169,26 +171,18 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         None => first_free(Path::new("runs/demo")),
     };
     println!(
-        "demo: small-cnn (width {DEMO_WIDTH}) on the embedded Fashion-MNIST subset (5,500 train / {DEMO_VALID} valid / 1,000 test), {} epochs, seed {}, without and with manifold mixup\n",
-        args.epochs, args.seed
+        "demo: one draw (seed {}) of the study {DEMO_STUDY_PATH}: small-cnn on the embedded Fashion-MNIST subset, arms '{DEMO_BASELINE}' and '{DEMO_MIXED}'\n",
+        args.seed
     );
     let mut dirs = Vec::new();
-    for mix in [MixMode::None, MixMode::Manifold] {
-        let dir = root.join(mix.to_string());
-        let args = TrainArgs {
-            dataset: Some("fashion-mnist-mini".into()),
-            model: Some("small-cnn".into()),
-            width: Some(DEMO_WIDTH),
-            mix: Some(mix),
-            epochs: Some(args.epochs),
-            seed: Some(args.seed),
-            lr: Some(0.05),
-            valid_split: Some(DEMO_VALID),
-            device: Some(args.device.clone()),
-            out: Some(dir.clone()),
-            ..Default::default()
-        };
-        let result = train_cmd::run(&args, false)?;
+    for arm in [DEMO_BASELINE, DEMO_MIXED] {
+        let dir = root.join(arm);
+        let mut train_args = study::arm_run(DEMO_STUDY, DEMO_STUDY_PATH, arm, args.seed, &dir)?;
+        train_args.device = Some(args.device.clone());
+        if let Some(epochs) = args.epochs {
+            train_args.epochs = Some(epochs);
+        }
+        let result = train_cmd::run(&train_args, false)?;
         train_cmd::print_result(&result);
         if result.interrupted {
             std::process::exit(train_cmd::INTERRUPTED_EXIT);
@@ -196,21 +190,64 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         println!();
         dirs.push(dir);
     }
-    let plot = root.join("compare.png");
     compare(&CompareArgs {
         dirs: dirs.clone(),
-        plot,
+        plot: root.join("compare.png"),
     })?;
     println!(
-        "per-run curves: {} and {}",
+        "per-run curves: {} and {}\n",
         dirs[0].join("curves.png").display(),
         dirs[1].join("curves.png").display()
     );
+    print!(
+        "{}",
+        study_findings(DEMO_FINDINGS, DEMO_MIXED, DEMO_BASELINE)?
+    );
     println!(
-        "one seed and {} epochs on a 6,000-image subset: a smoke test of the pipeline, not evidence for either method",
-        args.epochs
+        "\nThe two runs above are one draw (seed {}), not evidence on their own; the study's paired intervals over its seeds are.",
+        args.seed
     );
     Ok(())
+}
+
+/// The paired differences of `arm` against `baseline` that a study's `report.json` holds.
+fn study_findings(report: &str, arm: &str, baseline: &str) -> Result<String> {
+    let report: serde_json::Value = serde_json::from_str(report)?;
+    let entry = report["arms"]
+        .as_array()
+        .and_then(|arms| arms.iter().find(|a| a["arm"] == arm))
+        .ok_or_else(|| anyhow!("the study report has no arm '{arm}'"))?;
+    let seeds = entry["seeds"].as_array().map_or(0, |s| s.len());
+    let mut out = format!(
+        "What the study found over {seeds} seeds ({DEMO_STUDY_PATH} → studies/fashion-mnist-mini/report.md), {arm} − {baseline}, mean [95% interval]:\n"
+    );
+    for metric in entry["metrics"].as_array().into_iter().flatten() {
+        let difference = &metric["difference"];
+        let (Some(mean), Some(scale)) = (difference["mean"].as_f64(), metric["scale"].as_f64())
+        else {
+            continue;
+        };
+        let half = difference["half_width"].as_f64().unwrap_or(f64::NAN);
+        let higher = metric["higher_is_better"].as_bool().unwrap_or(true);
+        let (low, high) = ((mean - half) * scale, (mean + half) * scale);
+        let verdict = if low > 0.0 || high < 0.0 {
+            if (mean > 0.0) == higher {
+                "better"
+            } else {
+                "worse"
+            }
+        } else {
+            "not resolved"
+        };
+        out.push_str(&format!(
+            "  {:<34} {:+8.2} [{:+.2}, {:+.2}]  {verdict}\n",
+            metric["metric"].as_str().unwrap_or("?"),
+            mean * scale,
+            low,
+            high
+        ));
+    }
+    Ok(out)
 }
 
 pub fn models() -> Result<()> {

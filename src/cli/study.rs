@@ -54,9 +54,36 @@ const RESERVED: [&str; 3] = ["seed", "out", "evaluate"];
 fn parse(path: &Path, out: &Path) -> Result<(StudyFile, Vec<Arm>, Vec<Cell>, usize)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read study file {}", path.display()))?;
-    let file: StudyFile = toml::from_str(&text)
-        .map_err(|e| anyhow!("{}: {}", path.display(), e.message().trim_end()))?;
-    let name = path.display();
+    parse_text(&text, &path.display().to_string(), out)
+}
+
+/// The `mmix train` options of one arm of a study (its evaluation suite included), for a
+/// single run of it at `seed` into `out`: what the demo runs.
+pub fn arm_run(text: &str, source: &str, arm: &str, seed: u64, out: &Path) -> Result<TrainArgs> {
+    let (file, arms, cells, _) = parse_text(text, source, Path::new(""))?;
+    let index = arms
+        .iter()
+        .position(|a| a.name == arm)
+        .ok_or_else(|| anyhow!("{source} has no arm '{arm}'"))?;
+    let cell = cells
+        .into_iter()
+        .find(|c| c.arm == index)
+        .expect("every arm has a cell per seed");
+    Ok(TrainArgs {
+        seed: Some(seed),
+        out: Some(out.to_path_buf()),
+        suite: Some(file.evaluate),
+        ..cell.args
+    })
+}
+
+fn parse_text(
+    text: &str,
+    name: &str,
+    out: &Path,
+) -> Result<(StudyFile, Vec<Arm>, Vec<Cell>, usize)> {
+    let file: StudyFile =
+        toml::from_str(text).map_err(|e| anyhow!("{name}: {}", e.message().trim_end()))?;
     if file.seeds.is_empty() {
         bail!("{name}: the grid is empty: `seeds` lists no seed");
     }

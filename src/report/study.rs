@@ -117,7 +117,7 @@ impl Metric {
         )
     }
 
-    fn scale(&self) -> (f64, usize) {
+    pub fn scale(&self) -> (f64, usize) {
         match self {
             Metric::TestNll => (1.0, 4),
             Metric::Evaluated(column) => column.scale(),
@@ -148,6 +148,9 @@ pub struct ArmRuns {
 #[derive(Serialize)]
 struct MetricReport {
     metric: String,
+    /// What the report multiplies values by (100 for percentages), and whether higher is better.
+    scale: f64,
+    higher_is_better: bool,
     values: Vec<Option<f64>>,
     estimate: Option<Estimate>,
     difference: Option<Estimate>,
@@ -284,6 +287,8 @@ pub fn study_report(title: &str, arms: &[ArmRuns], baseline: usize) -> (String, 
                     let present: Vec<f64> = values.iter().flatten().copied().collect();
                     MetricReport {
                         metric: metric.name(),
+                        scale: metric.scale().0,
+                        higher_is_better: metric.higher_is_better(),
                         estimate: Estimate::of(&present),
                         difference: (i != baseline)
                             .then(|| Estimate::of(&paired(arm, base, metric)))
