@@ -767,6 +767,19 @@ fn a_study_killed_and_restarted_reports_like_an_uninterrupted_one() {
         wait_for(&killed.join(marker), |_| true, Duration::from_secs(120));
         child.kill().unwrap();
         child.wait().unwrap();
+        if marker.contains("manifold") {
+            // What has finished can be reported on meanwhile, without training anything.
+            let mut partial = study.to_vec();
+            partial.push("--report-only");
+            let output = run(&partial);
+            assert!(output.status.success(), "{}", text(&output.stderr));
+            let report = std::fs::read_to_string(killed.join("report.md")).unwrap();
+            assert!(
+                report.contains("(partial: 1 of 4 runs finished)"),
+                "{report}"
+            );
+            assert!(!killed.join("runs/manifold/seed-1/evaluation.json").exists());
+        }
     }
     let output = run(&study);
     assert!(output.status.success(), "{}", text(&output.stderr));
@@ -779,5 +792,38 @@ fn a_study_killed_and_restarted_reports_like_an_uninterrupted_one() {
     assert_eq!(
         std::fs::read_to_string(killed.join("report.json")).unwrap(),
         std::fs::read_to_string(reference.join("report.json")).unwrap()
+    );
+}
+
+#[test]
+fn every_train_flag_has_a_help_line_and_unmixed_runs_name_no_alpha() {
+    let output = run(&["train", "--help"]);
+    let help = text(&output.stdout);
+    let lines: Vec<&str> = help.lines().collect();
+    let mut flags = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("--") && !line.contains("--help") {
+            let next = lines.get(i + 1).map_or("", |l| l.trim());
+            assert!(!next.is_empty(), "{line} has no help line");
+            flags += 1;
+        }
+    }
+    assert!(flags >= 30, "only {flags} flags in:\n{help}");
+
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("none");
+    let mut args = small_run(&out, &["--mix", "none"]);
+    let at = args.iter().position(|a| a == "--epochs").unwrap();
+    args[at + 1] = "1".into();
+    let output = run(&as_strs(&args));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let start = text(&output.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        start.contains("no mixing") && !start.contains('α'),
+        "{start}"
     );
 }

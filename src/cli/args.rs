@@ -114,7 +114,7 @@ pub struct TrainArgs {
     /// step:E1,E2,... or cosine (default: step at 50% and 75% of the epochs).
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Step-decay factor.
+    /// Step-decay factor at each milestone (default 0.1).
     #[arg(long, allow_negative_numbers = true)]
     pub gamma: Option<f64>,
     /// Seeds the split, initial weights, shuffling, augmentation, λ, mix layer and partners
@@ -176,6 +176,9 @@ pub struct StudyArgs {
     /// Train on this device instead of each arm's.
     #[arg(long)]
     pub device: Option<String>,
+    /// Train nothing: report on the runs finished so far.
+    #[arg(long)]
+    pub report_only: bool,
 }
 
 #[derive(Args)]

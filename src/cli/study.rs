@@ -196,6 +196,27 @@ pub fn run(args: &StudyArgs) -> Result<i32> {
     if let Some(device) = &args.device {
         parse_device(device).map_err(|e| anyhow!(e))?;
     }
+    if args.report_only {
+        let finished: Vec<Cell> = cells
+            .into_iter()
+            .filter(|cell| {
+                report::load_run(&cell.dir).is_ok_and(|row| {
+                    row.summary.completed
+                        && row
+                            .summary
+                            .evaluation
+                            .is_some_and(|e| e.suite == file.evaluate)
+                })
+            })
+            .collect();
+        let total = file.seeds.len() * arms.len();
+        if finished.is_empty() {
+            bail!("{}: no run of the study has finished yet", out.display());
+        }
+        println!("{} of {total} runs finished", finished.len());
+        write_report(&out, &file, &arms, &finished, baseline, Some(total))?;
+        return Ok(0);
+    }
     let total = cells.len();
     println!(
         "study {}: {} arms × {} seeds = {total} runs → {}",
@@ -265,7 +286,7 @@ pub fn run(args: &StudyArgs) -> Result<i32> {
             println!("{head}: done already ({})", cell.dir.display());
         }
     }
-    write_report(&out, &file, &arms, &cells, baseline)?;
+    write_report(&out, &file, &arms, &cells, baseline, None)?;
     Ok(0)
 }
 
@@ -275,6 +296,7 @@ fn write_report(
     arms: &[Arm],
     cells: &[Cell],
     baseline: usize,
+    partial_of: Option<usize>,
 ) -> Result<()> {
     let mut grouped: Vec<study::ArmRuns> = arms
         .iter()
@@ -291,7 +313,13 @@ fn write_report(
     for arm in &mut grouped {
         arm.runs.sort_by_key(|(seed, _)| *seed);
     }
-    let title = file.title.clone().unwrap_or_else(|| "Study".into());
+    let mut title = file.title.clone().unwrap_or_else(|| "Study".into());
+    if let Some(total) = partial_of {
+        title.push_str(&format!(
+            " (partial: {} of {total} runs finished)",
+            cells.len()
+        ));
+    }
     let (mut md, json) = study::study_report(&title, &grouped, baseline);
     md.push_str(&wall_times(&grouped));
     md.push_str(
