@@ -7,6 +7,17 @@ pub fn configure() {
     #[cfg(feature = "onednn")]
     openmp_waits_passively();
     keep_freed_memory();
+    quiet_on_closed_pipe();
+}
+
+/// Ends the process quietly when its output is a closed pipe (`mmix study … | head`), as Unix
+/// tools do, instead of panicking in `println!`. Rust ignores SIGPIPE by default.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition touches no memory of the program.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Keeps freed tensor buffers in the heap for reuse. glibc returns any allocation above its

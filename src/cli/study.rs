@@ -214,7 +214,8 @@ pub fn run(args: &StudyArgs) -> Result<i32> {
             bail!("{}: no run of the study has finished yet", out.display());
         }
         println!("{} of {total} runs finished", finished.len());
-        write_report(&out, &file, &arms, &finished, baseline, Some(total))?;
+        let partial_of = (finished.len() < total).then_some(total);
+        write_report(&out, &file, &arms, &finished, baseline, partial_of)?;
         return Ok(0);
     }
     let total = cells.len();

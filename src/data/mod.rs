@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 pub use augment::{Augmentation, Batch, Normalization, make_batch};
 pub use cifar::{Cifar100Labels, read_cifar10, read_cifar100};
@@ -24,7 +25,7 @@ pub use images::ImageSet;
 pub use split::{Split, SplitConfig, split};
 
 /// The datasets `mmix` knows by name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
 pub enum DatasetName {
     /// The Fashion-MNIST subset compiled into the binary.
     FashionMnistMini,
@@ -61,20 +62,6 @@ impl fmt::Display for DatasetName {
             DatasetName::Cifar100 => "cifar100",
             DatasetName::Folder => "folder",
         })
-    }
-}
-
-impl Serialize for DatasetName {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for DatasetName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
     }
 }
 

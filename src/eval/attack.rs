@@ -12,14 +12,14 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 use rand::Rng;
 use rand::distr::Distribution;
-use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use super::{EvalError, predicted_class};
 use crate::data::{ImageSet, Normalization};
 use crate::models::Classifier;
 
 /// An attack as named on the command line: `fgsm:EPS` or `pgd:EPS:STEPS[:STEP_SIZE]`.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, SerializeDisplay, DeserializeFromStr)]
 pub enum Attack {
     /// One step of size ε along the sign of the input gradient (Goodfellow et al. 2015).
     Fgsm { epsilon: f64 },
@@ -110,20 +110,6 @@ impl fmt::Display for Attack {
                 step_size,
             } => write!(f, "pgd:{epsilon}:{steps}:{step_size}"),
         }
-    }
-}
-
-impl Serialize for Attack {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Attack {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -5,13 +5,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use super::EvalError;
 use crate::data::ImageSet;
 
 /// A family of affine deformations about the image centre, as named on the command line.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, SerializeDisplay, DeserializeFromStr)]
 pub enum Deformation {
     /// `rotate:D`: each image rotated by an angle drawn from U(−D°, D°).
     Rotate { max_degrees: f64 },
@@ -69,20 +69,6 @@ impl fmt::Display for Deformation {
             }
             Deformation::Zoom { field_percent } => write!(f, "zoom-in:{field_percent}"),
         }
-    }
-}
-
-impl Serialize for Deformation {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Deformation {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
     }
 }
 

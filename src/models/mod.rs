@@ -16,6 +16,7 @@ use std::str::FromStr;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 pub use layers::{BatchNorm2d, BlockedModel};
 pub use preact_resnet::PreActResNet;
@@ -46,7 +47,7 @@ pub enum ModelError {
 }
 
 /// A model family and its depth, as named on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
 pub enum ModelKind {
     PreActResNet { depth: usize },
     WideResNet { depth: usize, widen: usize },
@@ -98,19 +99,6 @@ impl fmt::Display for ModelKind {
             ModelKind::SmallCnn => f.write_str("small-cnn"),
             ModelKind::Mlp => f.write_str("mlp"),
         }
-    }
-}
-
-impl Serialize for ModelKind {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for ModelKind {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
