@@ -159,6 +159,9 @@ const DEMO_STUDY_PATH: &str = "studies/fashion-mnist-mini.toml";
 const DEMO_FINDINGS: &str = include_str!("../../studies/fashion-mnist-mini/report.json");
 const DEMO_BASELINE: &str = "none";
 const DEMO_MIXED: &str = "manifold-a2";
+/// The study of the regime where the technique pays off on clean accuracy too.
+const REGIME_FINDINGS: &str = include_str!("../../studies/few-labels/report.json");
+const REGIME_REPORT: &str = "studies/few-labels/report.md";
 
 pub fn demo(args: &DemoArgs) -> Result<()> {
     let root = match &args.out {
@@ -199,27 +202,33 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         dirs[0].join("curves.png").display(),
         dirs[1].join("curves.png").display()
     );
+    let demo_report = DEMO_STUDY_PATH.replace(".toml", "/report.md");
     print!(
         "{}",
-        study_findings(DEMO_FINDINGS, DEMO_MIXED, DEMO_BASELINE)?
+        study_findings(DEMO_FINDINGS, &demo_report, DEMO_MIXED, DEMO_BASELINE)?
     );
     println!(
-        "\nThe two runs above are one draw (seed {}), not evidence on their own; the study's paired intervals over its seeds are.",
+        "\nThe two runs above are one draw (seed {}), not evidence on their own; the study's paired intervals over its seeds are.\n",
         args.seed
+    );
+    print!(
+        "{}",
+        study_findings(REGIME_FINDINGS, REGIME_REPORT, DEMO_MIXED, DEMO_BASELINE)?
     );
     Ok(())
 }
 
 /// The paired differences of `arm` against `baseline` that a study's `report.json` holds.
-fn study_findings(report: &str, arm: &str, baseline: &str) -> Result<String> {
+fn study_findings(report: &str, source: &str, arm: &str, baseline: &str) -> Result<String> {
     let report: serde_json::Value = serde_json::from_str(report)?;
+    let title = report["title"].as_str().unwrap_or("a study");
     let entry = report["arms"]
         .as_array()
         .and_then(|arms| arms.iter().find(|a| a["arm"] == arm))
         .ok_or_else(|| anyhow!("the study report has no arm '{arm}'"))?;
     let seeds = entry["seeds"].as_array().map_or(0, |s| s.len());
     let mut out = format!(
-        "What the study found over {seeds} seeds ({DEMO_STUDY_PATH} → studies/fashion-mnist-mini/report.md), {arm} − {baseline}, mean [95% interval]:\n"
+        "What the study \"{title}\" found over {seeds} seeds ({source}), {arm} − {baseline}, mean [95% interval]:\n"
     );
     for metric in entry["metrics"].as_array().into_iter().flatten() {
         let difference = &metric["difference"];
