@@ -238,6 +238,7 @@ fn study_findings(report: &str, source: &str, arm: &str, baseline: &str) -> Resu
         };
         let half = difference["half_width"].as_f64().unwrap_or(f64::NAN);
         let higher = metric["higher_is_better"].as_bool().unwrap_or(true);
+        let digits = metric["digits"].as_u64().unwrap_or(2) as usize;
         let (low, high) = ((mean - half) * scale, (mean + half) * scale);
         let verdict = if low > 0.0 || high < 0.0 {
             if (mean > 0.0) == higher {
@@ -249,7 +250,7 @@ fn study_findings(report: &str, source: &str, arm: &str, baseline: &str) -> Resu
             "not resolved"
         };
         out.push_str(&format!(
-            "  {:<34} {:+8.2} [{:+.2}, {:+.2}]  {verdict}\n",
+            "  {:<34} {:+8.digits$} [{:+.digits$}, {:+.digits$}]  {verdict}\n",
             metric["metric"].as_str().unwrap_or("?"),
             mean * scale,
             low,

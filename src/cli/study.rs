@@ -341,7 +341,7 @@ fn write_report(
 
 fn wall_times(arms: &[study::ArmRuns]) -> String {
     let mut md = String::from(
-        "\n## Wall times\n\n| arm | training (s, mean per run) | evaluation suite (s, mean per run) | all runs (min) |\n|---|---|---|---|\n",
+        "\n## Wall times\n\n| arm | training with per-epoch evaluation (s, mean per run) | final evaluation suite (s, mean per run) | all runs (min) |\n|---|---|---|---|\n",
     );
     for arm in arms {
         let train: Vec<f64> = arm

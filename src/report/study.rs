@@ -150,6 +150,7 @@ struct MetricReport {
     metric: String,
     /// What the report multiplies values by (100 for percentages), and whether higher is better.
     scale: f64,
+    digits: usize,
     higher_is_better: bool,
     values: Vec<Option<f64>>,
     estimate: Option<Estimate>,
@@ -288,6 +289,7 @@ pub fn study_report(title: &str, arms: &[ArmRuns], baseline: usize) -> (String, 
                     MetricReport {
                         metric: metric.name(),
                         scale: metric.scale().0,
+                        digits: metric.scale().1,
                         higher_is_better: metric.higher_is_better(),
                         estimate: Estimate::of(&present),
                         difference: (i != baseline)
