@@ -250,7 +250,7 @@ fn study_findings(report: &str, source: &str, arm: &str, baseline: &str) -> Resu
             "not resolved"
         };
         out.push_str(&format!(
-            "  {:<34} {:+8.digits$} [{:+.digits$}, {:+.digits$}]  {verdict}\n",
+            "  {:<34} {:+10.digits$} [{:+.digits$}, {:+.digits$}]  {verdict}\n",
             metric["metric"].as_str().unwrap_or("?"),
             mean * scale,
             low,
