@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use nalgebra::{DMatrix, SymmetricEigen};
 use serde::{Deserialize, Serialize};
 
+use super::suite::images_tensor;
 use crate::data::{ImageSet, Normalization, make_batch};
 use crate::mixup::TensorMix;
 use crate::models::Classifier;
@@ -104,12 +105,7 @@ pub fn class_spectrum(
     for (class, members) in chosen.iter().enumerate() {
         for chunk in members.chunks(batch_size.max(1)) {
             let mut batch = make_batch::<rand_chacha::ChaCha12Rng>(set, chunk, normalization, None);
-            let shape = [batch.len(), batch.channels, batch.size, batch.size];
-            let images = Tensor::from_data(
-                TensorData::new(std::mem::take(&mut batch.images), shape),
-                device,
-            );
-            let _ = model.forward(images, Some(&probe));
+            let _ = model.forward(images_tensor(&mut batch, device), Some(&probe));
             let hidden = probe.recorded().expect("every model passes each mix point");
             features = hidden.dims()[1];
             let values = hidden

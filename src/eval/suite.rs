@@ -14,7 +14,7 @@ use super::{
     Attack, AttackTarget, Deformation, Metrics, MetricsAccumulator, ReliabilityBin, Spectrum,
     class_spectrum, robust_accuracy,
 };
-use crate::data::{ImageSet, Normalization, make_batch};
+use crate::data::{Batch, ImageSet, Normalization, make_batch};
 use crate::models::Classifier;
 
 /// What to measure beyond clean accuracy; empty lists measure nothing more.
@@ -88,6 +88,13 @@ pub struct Evaluation {
     pub seconds: f64,
 }
 
+/// Moves the batch's pixels into a tensor, leaving its labels behind.
+pub fn images_tensor(batch: &mut Batch, device: &Device) -> Tensor<4> {
+    let shape = [batch.len(), batch.channels, batch.size, batch.size];
+    let pixels = std::mem::take(&mut batch.images);
+    Tensor::from_data(TensorData::new(pixels, shape), device)
+}
+
 /// Metrics of `model` (in evaluation mode) over `set`, with their reliability bins.
 pub fn accumulate(
     model: &Classifier,
@@ -101,12 +108,7 @@ pub fn accumulate(
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let mut batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
-        let shape = [batch.len(), batch.channels, batch.size, batch.size];
-        let images = Tensor::from_data(
-            TensorData::new(std::mem::take(&mut batch.images), shape),
-            device,
-        );
-        let logits = model.forward(images, None);
+        let logits = model.forward(images_tensor(&mut batch, device), None);
         let values = logits
             .into_data()
             .try_into_vec::<f32>()

@@ -15,7 +15,8 @@ use rand_chacha::ChaCha12Rng;
 
 use super::checkpoint::{self, EpochRecord, PartialEpoch, RunState};
 use super::{TrainConfig, TrainError};
-use crate::data::{Augmentation, Batch, Dataset, ImageSet, LoadOptions, Normalization, make_batch};
+use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization, make_batch};
+use crate::eval::suite::images_tensor;
 use crate::eval::{Metrics, predicted_class};
 use crate::mixup::{MixConfig, MixPlan, TensorMix, mixed_loss, soft_targets};
 use crate::models::{Classifier, ModelConfig};
@@ -127,13 +128,6 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
         .with_momentum(momentum)
         .with_weight_decay(decay)
         .init()
-}
-
-/// Moves the batch's pixels into a tensor, leaving its labels behind.
-fn images_tensor(batch: &mut Batch, device: &Device) -> Tensor<4> {
-    let shape = [batch.len(), batch.channels, batch.size, batch.size];
-    let pixels = std::mem::take(&mut batch.images);
-    Tensor::from_data(TensorData::new(pixels, shape), device)
 }
 
 /// Evaluates `model` (in evaluation mode) on a whole split.
