@@ -66,6 +66,12 @@ struct MmixConvShape {
   int64_t in_block, out_block;
 };
 
+// Mirrors `Buffers` in src/kernels/onednn/ffi.rs: the lengths, in floats, of the caller's
+// input (and input gradient), weights (and weight gradient) and output (and its gradient).
+struct MmixBuffers {
+  int64_t src, weights, dst;
+};
+
 }
 
 namespace {
@@ -247,6 +253,18 @@ const Plan &plan_for(const MmixConvShape &shape) {
   return *plan;
 }
 
+// Refuses a caller's buffer of `floats` floats that `desc` does not fit in: a channel count
+// that is not a multiple of its block makes oneDNN pad it, and it would read or write past
+// the end.
+void check_fits(const memory::desc &desc, int64_t floats, const char *what) {
+  const size_t needed = desc.get_size();
+  if (floats < 0 || needed > static_cast<size_t>(floats) * sizeof(float)) {
+    throw std::invalid_argument(std::string("the ") + what + " buffer holds " +
+                                std::to_string(floats) + " floats; its layout needs " +
+                                std::to_string(needed / sizeof(float)));
+  }
+}
+
 template <typename F>
 int guarded(F body) {
   try {
@@ -297,11 +315,15 @@ void mmix_onednn_saved_source_free(MmixSavedSource *saved) { delete saved; }
 
 // The forward pass. With a non-null `saved`, `*saved` receives the input in the weight
 // gradient's layout, or null when that layout is the plain one (the caller keeps `src` then).
-int mmix_onednn_conv2d_forward(const MmixConvShape *shape, const float *src, const float *weights,
-                               float *dst, MmixSavedSource **saved) {
+int mmix_onednn_conv2d_forward(const MmixConvShape *shape, const MmixBuffers *buffers,
+                               const float *src, const float *weights, float *dst,
+                               MmixSavedSource **saved) {
   if (saved != nullptr) *saved = nullptr;
   return guarded([&] {
     const Plan &plan = plan_for(*shape);
+    check_fits(plan.forward_src->from(), buffers->src, "input");
+    check_fits(plan.forward_weights->from(), buffers->weights, "weights");
+    check_fits(plan.forward_dst->to(), buffers->dst, "output");
     stream s(cpu_engine());
     memory src_mem = input(s, *plan.forward_src, src);
     memory weights_mem = input(s, *plan.forward_weights, weights);
@@ -316,12 +338,16 @@ int mmix_onednn_conv2d_forward(const MmixConvShape *shape, const float *src, con
 }
 
 // A saved input back in the caller's layout, for a caller that has to compute without oneDNN.
-int mmix_onednn_saved_source_to_user(const MmixConvShape *shape, const MmixSavedSource *saved,
-                                     float *src) {
+int mmix_onednn_saved_source_to_user(const MmixConvShape *shape, const MmixBuffers *buffers,
+                                     const MmixSavedSource *saved, float *src) {
   return guarded([&] {
     const Plan &plan = plan_for(*shape);
-    stream s(cpu_engine());
     const Conversion &conversion = *plan.saved_to_user;
+    check_fits(conversion.to(), buffers->src, "input");
+    if (saved->source.get_desc() != conversion.from()) {
+      throw std::invalid_argument("a saved input of another convolution");
+    }
+    stream s(cpu_engine());
     conversion.apply_into(s, saved->source, memory(conversion.to(), cpu_engine(), src));
     s.wait();
   });
@@ -330,11 +356,20 @@ int mmix_onednn_saved_source_to_user(const MmixConvShape *shape, const MmixSaved
 // Both gradients of one convolution; a null output pointer skips that gradient. The input
 // comes as `saved` when the forward pass kept it, else as the plain `src`. The output
 // gradient is converted once for both when they want the same layout.
-int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const float *src,
-                                const MmixSavedSource *saved, const float *weights,
-                                const float *diff_dst, float *diff_src, float *diff_weights) {
+int mmix_onednn_conv2d_backward(const MmixConvShape *shape, const MmixBuffers *buffers,
+                                const float *src, const MmixSavedSource *saved,
+                                const float *weights, const float *diff_dst, float *diff_src,
+                                float *diff_weights) {
   return guarded([&] {
     const Plan &plan = plan_for(*shape);
+    check_fits(plan.data_diff_dst->from(), buffers->dst, "output gradient");
+    check_fits(plan.data_weights->from(), buffers->weights, "weights");
+    check_fits(plan.data_diff_src->to(), buffers->src, "input gradient");
+    check_fits(plan.weights_src->from(), buffers->src, "input");
+    check_fits(plan.weights_diff_weights->to(), buffers->weights, "weight gradient");
+    if (saved != nullptr && saved->source.get_desc() != plan.weights_pd.src_desc()) {
+      throw std::invalid_argument("a saved input of another convolution");
+    }
     stream s(cpu_engine());
     memory diff_dst_for_data;
     if (diff_src != nullptr) {

@@ -2,12 +2,15 @@
 //!
 //! Data flows one way: files → [`data`] → batches → [`train`] (which draws a
 //! [`mixup::MixPlan`] per batch and runs a [`models::Classifier`] with it) → [`eval`] →
-//! [`report`]. [`mixup`] knows no dataset and [`models`] know no files.
+//! [`report`]. [`mixup`] knows no dataset and [`models`] know no files. [`cli`] is the `mmix`
+//! command line, here so that its parsers can be tested and fuzzed.
 
 pub mod bench;
+pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod fsio;
+pub mod fuzzing;
 pub mod kernels;
 pub mod mixup;
 pub mod models;

@@ -1,10 +1,9 @@
 //! `mmix`: the command line. Errors from the library arrive here and leave as one line.
 
-mod cli;
-
 use clap::Parser;
 
-use cli::args::{Cli, Command, DataCommand, DemoArgs};
+use manifold_mixup::cli;
+use manifold_mixup::cli::args::{Cli, Command, DataCommand, DemoArgs};
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command.unwrap_or(Command::Demo(DemoArgs {

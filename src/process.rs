@@ -8,6 +8,18 @@ pub fn configure() {
     openmp_waits_passively();
     keep_freed_memory();
     quiet_on_closed_pipe();
+    fail_writes_past_the_file_size_limit();
+}
+
+/// Past a file-size limit (`ulimit -f`), the kernel kills a writing process with SIGXFSZ
+/// unless it ignores the signal; ignored, the write fails with EFBIG, which the atomic writes
+/// report in one line naming the file, leaving the previous version in place.
+fn fail_writes_past_the_file_size_limit() {
+    #[cfg(unix)]
+    // SAFETY: ignoring a signal touches no memory of the program.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
 }
 
 /// Ends the process quietly when its output is a closed pipe (`mmix study … | head`), as Unix

@@ -318,14 +318,66 @@ fn bad_input_gives_one_clear_line() {
         b"\x00\x00\x08\x03garbage",
     )
     .unwrap();
+    std::fs::write(
+        bad_idx.join("train-labels-idx1-ubyte"),
+        b"\x00\x00\x08\x01\x00\x00\x00\x01\x00",
+    )
+    .unwrap();
     let bad_toml = dir.join("bad.toml");
     std::fs::write(&bad_toml, "learning-rate = 0.1\n").unwrap();
     let existing = dir.join("existing");
     std::fs::create_dir_all(&existing).unwrap();
     std::fs::write(existing.join("config.json"), "{}").unwrap();
     let out = dir.join("out").display().to_string();
+    let lopsided = dir.join("lopsided");
+    for (split, class) in [("train", "cat"), ("train", "dog"), ("test", "cat")] {
+        let folder = lopsided.join(split).join(class);
+        std::fs::create_dir_all(&folder).unwrap();
+        image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9]))
+            .save(folder.join("0.png"))
+            .unwrap();
+    }
+    let folder_run = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["train", "--dataset", "folder", "--data-dir"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(lopsided.display().to_string());
+        args.extend(["--out".to_string(), out.clone()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
 
     let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "train".into(),
+                "--labels-per-class".into(),
+                "0".into(),
+                "--out".into(),
+                out.clone(),
+            ],
+            "--labels-per-class must be at least 1",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--train-subset".into(),
+                "0".into(),
+                "--out".into(),
+                out.clone(),
+            ],
+            "--train-subset must be at least 1",
+        ),
+        (
+            folder_run(&["--image-size", "0"]),
+            "--image-size must be at least 1",
+        ),
+        (folder_run(&[]), "no folder for class 'dog'"),
+        (
+            vec!["train".into(), "--cifar100-coarse".into()],
+            "--cifar100-coarse applies to --dataset cifar100",
+        ),
         (
             vec!["train".into(), "--model".into(), "vgg16".into()],
             "unknown model 'vgg16'",
@@ -825,5 +877,184 @@ fn every_train_flag_has_a_help_line_and_unmixed_runs_name_no_alpha() {
     assert!(
         start.contains("no mixing") && !start.contains('α'),
         "{start}"
+    );
+}
+
+#[test]
+fn cifar100_coarse_flag_trains_on_the_20_superclasses() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("cifar100");
+    std::fs::create_dir_all(&data).unwrap();
+    let records = |count: usize| -> Vec<u8> {
+        (0..count)
+            .flat_map(|i| {
+                let mut record = vec![(i % 20) as u8, (i * 7 % 100) as u8];
+                record.extend(std::iter::repeat_n(i as u8, 3072));
+                record
+            })
+            .collect()
+    };
+    std::fs::write(data.join("train.bin"), records(40)).unwrap();
+    std::fs::write(data.join("test.bin"), records(20)).unwrap();
+    let out = root.path().join("run");
+    let output = run(&[
+        "train",
+        "--dataset",
+        "cifar100",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--cifar100-coarse",
+        "--model",
+        "mlp",
+        "--width",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["train"]["cifar100_labels_coarse"], true);
+    assert_eq!(config["dataset"]["classes"].as_array().unwrap().len(), 20);
+}
+
+/// The demo trains twice in one process: Ctrl-C in the second run checkpoints it too.
+#[test]
+fn ctrl_c_in_the_demos_second_run_checkpoints_it() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("demo");
+    let child = mmix()
+        .args(["demo", "--epochs", "3", "--out", out.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = out.join("manifold-a2");
+    wait_for(
+        &second.join("config.json"),
+        |_| true,
+        Duration::from_secs(240),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    assert!(
+        second.join("checkpoint/latest").is_file(),
+        "{}",
+        text(&output.stderr)
+    );
+    let resumed = run(&["train", "--resume", second.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+}
+
+/// One step per epoch: the step that breaks the model is the epoch's last, after the loss
+/// checked before it was finite. Nothing of that epoch may be saved.
+#[test]
+fn a_model_broken_by_an_epochs_last_step_is_never_checkpointed() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("last-step");
+    let args = [
+        "train",
+        "--model",
+        "small-cnn",
+        "--width",
+        "8",
+        "--train-subset",
+        "50",
+        "--batch-size",
+        "50",
+        "--epochs",
+        "2",
+        "--schedule",
+        "step:1",
+        "--gamma",
+        "1e31",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let output = run(&args);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("became non-finite at epoch 2") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("checkpoint/latest")).unwrap(),
+        "epoch-0001"
+    );
+    assert_eq!(
+        metrics_without_timing(&out).len(),
+        2,
+        "a header and epoch 1"
+    );
+    let plot = root.path().join("compare.png");
+    for args in [
+        vec![
+            "compare",
+            out.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+        vec!["eval", out.to_str().unwrap()],
+    ] {
+        let output = run(&args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}
+
+/// A run killed on one thread and resumed on eight ends with the weights, byte for byte,
+/// of an uninterrupted run on eight: no reduction's order depends on the thread count.
+#[test]
+fn resume_on_another_thread_count_is_bit_exact() {
+    let root = tempfile::tempdir().unwrap();
+    let reference = root.path().join("eight-threads");
+    let output = mmix()
+        .env("RAYON_NUM_THREADS", "8")
+        .args(as_strs(&small_run(&reference, &[])))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let moved = root.path().join("one-then-eight");
+    let mut child = mmix()
+        .env("RAYON_NUM_THREADS", "1")
+        .args(as_strs(&small_run(&moved, &[])))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &moved.join("checkpoint/latest"),
+        |s| s == "epoch-0001",
+        Duration::from_secs(120),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = mmix()
+        .env("RAYON_NUM_THREADS", "8")
+        .args(["train", "--resume", moved.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(
+        metrics_without_timing(&moved),
+        metrics_without_timing(&reference)
+    );
+    assert!(
+        std::fs::read(moved.join("model.safetensors")).unwrap()
+            == std::fs::read(reference.join("model.safetensors")).unwrap(),
+        "the weight files differ"
     );
 }

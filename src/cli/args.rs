@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use manifold_mixup::eval::{Attack, Deformation, EvalSuite};
-use manifold_mixup::mixup::{Loss, MixMode};
+use crate::eval::{Attack, Deformation, EvalSuite};
+use crate::mixup::{Loss, MixMode};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +66,9 @@ pub struct TrainArgs {
     /// Image size for folder datasets.
     #[arg(long)]
     pub image_size: Option<usize>,
+    /// CIFAR-100's 20 coarse (superclass) labels instead of its 100 fine ones.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub cifar100_coarse: Option<bool>,
     /// preactresnet18|34|50|101|152, wrn-<depth>-<k>, resnet50, small-cnn or mlp.
     #[arg(long)]
     pub model: Option<String>,

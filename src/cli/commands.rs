@@ -6,14 +6,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
-use manifold_mixup::bench::{StepBenchConfig, bench_data, bench_step};
-use manifold_mixup::data::{
+use crate::bench::{StepBenchConfig, bench_data, bench_step};
+use crate::data::{
     self, Augmentation, Dataset, DatasetName, ImageSet, LoadOptions, Normalization, make_batch,
 };
-use manifold_mixup::eval::{EvalSuite, Evaluation, run_suite};
-use manifold_mixup::models::ModelKind;
-use manifold_mixup::report;
-use manifold_mixup::train::{self, checkpoint, parse_device};
+use crate::eval::{EvalSuite, Evaluation, run_suite};
+use crate::models::ModelKind;
+use crate::report;
+use crate::train::{self, checkpoint, parse_device};
 
 use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, InspectArgs};
 use super::evaluate;

@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow};
 use burn::tensor::Device;
 
-use manifold_mixup::eval::{EvalSuite, Evaluation, run_suite};
-use manifold_mixup::fsio::write_atomic;
-use manifold_mixup::report::EVALUATION_FILE;
-use manifold_mixup::train::{self, RunData, TrainConfig, checkpoint};
+use crate::eval::{EvalSuite, Evaluation, run_suite};
+use crate::fsio::write_atomic;
+use crate::report::EVALUATION_FILE;
+use crate::train::{self, RunData, TrainConfig, checkpoint};
 
 /// Runs `suite` on the test split with the run's latest weights and writes `evaluation.json`.
 pub fn final_evaluation(

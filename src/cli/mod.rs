@@ -1,3 +1,5 @@
+//! The `mmix` command line: argument types, the commands, and the configuration they resolve.
+
 pub mod args;
 pub mod commands;
 pub mod evaluate;

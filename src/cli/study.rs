@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
-use manifold_mixup::eval::EvalSuite;
-use manifold_mixup::fsio::write_atomic;
-use manifold_mixup::report::{self, CompareRow, study};
-use manifold_mixup::train::{TrainConfig, parse_device};
+use crate::eval::EvalSuite;
+use crate::fsio::write_atomic;
+use crate::report::{self, CompareRow, study};
+use crate::train::{TrainConfig, parse_device};
 
 use super::args::{StudyArgs, TrainArgs};
 use super::evaluate;
@@ -75,6 +75,11 @@ pub fn arm_run(text: &str, source: &str, arm: &str, seed: u64, out: &Path) -> Re
         suite: Some(file.evaluate),
         ..cell.args
     })
+}
+
+/// Checks a study file's text as `mmix study` does before anything runs.
+pub fn check_text(text: &str, name: &str) -> Result<()> {
+    parse_text(text, name, Path::new("")).map(|_| ())
 }
 
 fn parse_text(
@@ -278,7 +283,7 @@ pub fn run(args: &StudyArgs) -> Result<i32> {
             .is_some_and(|e| e.suite == file.evaluate);
         if !measured {
             println!("{head}: evaluating {}", cell.dir.display());
-            let data = manifold_mixup::train::prepare_data(&wanted)?;
+            let data = crate::train::prepare_data(&wanted)?;
             let device = parse_device(&wanted.device).map_err(|e| anyhow!(e))?;
             let evaluation =
                 evaluate::final_evaluation(&cell.dir, &wanted, &data, &file.evaluate, &device)?;
@@ -369,7 +374,7 @@ fn wall_times(arms: &[study::ArmRuns]) -> String {
 
 /// Mean test-accuracy curve, pooled reliability and mean spectrum per arm.
 fn plot_arms(out: &Path, arms: &[study::ArmRuns]) -> Result<()> {
-    let curves: Vec<(String, Vec<manifold_mixup::train::EpochRecord>)> = arms
+    let curves: Vec<(String, Vec<crate::train::EpochRecord>)> = arms
         .iter()
         .map(|arm| {
             let rows: Vec<&CompareRow> = arm.runs.iter().map(|(_, r)| r).collect();
@@ -385,7 +390,7 @@ fn plot_arms(out: &Path, arms: &[study::ArmRuns]) -> Result<()> {
             .filter_map(|(_, r)| r.summary.evaluation.clone())
             .collect::<Vec<_>>()
     };
-    let reliability: Vec<(String, Vec<manifold_mixup::eval::ReliabilityBin>)> = arms
+    let reliability: Vec<(String, Vec<crate::eval::ReliabilityBin>)> = arms
         .iter()
         .filter_map(|arm| {
             let evaluations = evaluations(arm);
@@ -427,7 +432,7 @@ fn plot_arms(out: &Path, arms: &[study::ArmRuns]) -> Result<()> {
 }
 
 /// The epoch records of several runs averaged epoch by epoch (test accuracy is what is drawn).
-fn mean_history(rows: &[&CompareRow]) -> Vec<manifold_mixup::train::EpochRecord> {
+fn mean_history(rows: &[&CompareRow]) -> Vec<crate::train::EpochRecord> {
     let shortest = rows.iter().map(|r| r.history.len()).min().unwrap_or(0);
     (0..shortest)
         .map(|e| {
@@ -441,8 +446,8 @@ fn mean_history(rows: &[&CompareRow]) -> Vec<manifold_mixup::train::EpochRecord>
 
 /// Reliability bins summed over runs: count-weighted confidence and accuracy.
 fn pooled_bins(
-    evaluations: &[manifold_mixup::eval::Evaluation],
-) -> Option<Vec<manifold_mixup::eval::ReliabilityBin>> {
+    evaluations: &[crate::eval::Evaluation],
+) -> Option<Vec<crate::eval::ReliabilityBin>> {
     let mut pooled = evaluations.first()?.reliability.clone();
     for bin in &mut pooled {
         bin.count = 0;

@@ -1,22 +1,23 @@
 //! `mmix train`: resolve the configuration, prepare the run folder, train with progress,
 //! and handle interrupts.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use manifold_mixup::data::{DatasetName, SplitConfig};
-use manifold_mixup::eval::EvalSuite;
-use manifold_mixup::fsio::write_atomic;
-use manifold_mixup::mixup::{Loss, MixMode};
-use manifold_mixup::models::{Classifier, ModelKind, to_safetensors};
-use manifold_mixup::report::{self, Summary};
-use manifold_mixup::train::{
+use crate::data::{DatasetName, SplitConfig};
+use crate::eval::EvalSuite;
+use crate::fsio::write_atomic;
+use crate::mixup::{Loss, MixMode};
+use crate::models::{Classifier, ModelKind, to_safetensors};
+use crate::report::{self, Summary};
+use crate::train::{
     self, EpochRecord, Progress, RunData, RunOutcome, Schedule, TrainConfig, parse_device,
 };
 
@@ -32,11 +33,20 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --config {}", path.display()))?;
-            toml::from_str(&text)
-                .map_err(|e| anyhow!("{}: {}", path.display(), e.message().trim_end()))?
+            parse_config(path, &text)?
         }
         None => TrainArgs::default(),
     };
+    resolve_with(args, &file)
+}
+
+/// The options of a `--config` file's text; `path` names it in errors.
+pub fn parse_config(path: &Path, text: &str) -> Result<TrainArgs> {
+    toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.message().trim_end()))
+}
+
+/// [`resolve`] with the config file's options already read.
+pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
     macro_rules! pick {
         ($field:ident) => {
             args.$field.clone().or(file.$field.clone())
@@ -57,6 +67,7 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
         dataset,
         data_dir: pick!(data_dir),
         image_size: pick!(image_size).unwrap_or(32),
+        cifar100_labels_coarse: pick!(cifar100_coarse).unwrap_or(false),
         model,
         width: pick!(width).unwrap_or_else(|| model.default_width()),
         device: pick!(device).unwrap_or_else(|| "cpu".into()),
@@ -168,19 +179,69 @@ fn epoch_line(record: &EpochRecord, epochs: usize) -> String {
     )
 }
 
-fn install_interrupt_handler() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let handler_flag = flag.clone();
-    // A second Ctrl-C leaves at once; the last committed checkpoint is intact either way.
-    let _ = ctrlc::set_handler(move || {
-        if handler_flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(INTERRUPTED_EXIT);
+/// The process's interrupt flag, cleared for a new run. The handler behind it is installed
+/// once per process (a second `ctrlc::set_handler` is refused), so every run of a process
+/// that trains several (`mmix demo`) hears Ctrl-C.
+fn interrupt_flag() -> &'static AtomicBool {
+    static FLAG: AtomicBool = AtomicBool::new(false);
+    static HANDLER: Once = Once::new();
+    HANDLER.call_once(|| {
+        // A second Ctrl-C leaves at once; the last committed checkpoint is intact either way.
+        let installed = ctrlc::set_handler(|| {
+            if FLAG.swap(true, Ordering::SeqCst) {
+                std::process::exit(INTERRUPTED_EXIT);
+            }
+            eprintln!(
+                "\ninterrupt: finishing this batch and writing a checkpoint (Ctrl-C again to quit now)"
+            );
+        });
+        if let Err(error) = installed {
+            eprintln!("warning: Ctrl-C will stop without a checkpoint ({error})");
         }
-        eprintln!(
-            "\ninterrupt: finishing this batch and writing a checkpoint (Ctrl-C again to quit now)"
-        );
     });
-    flag
+    FLAG.store(false, Ordering::SeqCst);
+    &FLAG
+}
+
+/// The run's `train.log`, opened once the run has got going: a resume refused for a damaged
+/// checkpoint leaves the folder exactly as it was. Lines that cannot be written are dropped;
+/// the checkpoint and reports are what a run's result rests on.
+struct RunLog {
+    path: PathBuf,
+    headline: String,
+    file: RefCell<Option<std::fs::File>>,
+}
+
+impl RunLog {
+    fn new(path: PathBuf, headline: String) -> Self {
+        Self {
+            path,
+            headline,
+            file: RefCell::new(None),
+        }
+    }
+
+    /// Opens the log and writes the headline, once.
+    fn start(&self) {
+        let mut file = self.file.borrow_mut();
+        if file.is_none() {
+            *file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+            if let Some(file) = file.as_mut() {
+                writeln!(file, "{}", self.headline).ok();
+            }
+        }
+    }
+
+    /// Appends a line, if the run got going.
+    fn line(&self, line: &str) {
+        if let Some(file) = self.file.borrow_mut().as_mut() {
+            writeln!(file, "{line}").ok();
+        }
+    }
 }
 
 /// What a finished (or interrupted) train command reports back.
@@ -223,12 +284,6 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         write_atomic(&dir.join("config.json"), &text)
             .with_context(|| format!("cannot write {}", dir.join("config.json").display()))?;
     }
-    let log_path = dir.join("train.log");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
     let note = if resuming { "resumed" } else { "started" };
     let mixing = match config.mix {
         MixMode::None => "no mixing".to_string(),
@@ -250,7 +305,7 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         config.device
     );
     println!("{headline} → {}", dir.display());
-    writeln!(log, "{headline}").ok();
+    let log = RunLog::new(dir.join("train.log"), headline);
 
     let interactive = std::io::stdout().is_terminal() && !quiet_bar;
     let bar = interactive.then(|| {
@@ -264,10 +319,11 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         );
         bar
     });
-    let interrupt = install_interrupt_handler();
+    let interrupt = interrupt_flag();
     let epochs = config.epochs;
     let mut progress = |event: Progress| match event {
         Progress::EpochStart { epoch, batches } => {
+            log.start();
             if let Some(bar) = &bar {
                 bar.reset();
                 bar.set_length(batches as u64);
@@ -286,7 +342,7 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
                 Some(bar) => bar.println(&line),
                 None => println!("{line}"),
             }
-            writeln!(log, "{line}").ok();
+            log.line(&line);
         }
     };
     let mut write_reports = |state: &train::RunState, model: &Classifier| {
@@ -298,14 +354,14 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         write_atomic(&weights_path, &weights)
             .map_err(|e| train::TrainError::io(&weights_path, e))?;
         report::write_run_reports(&dir, &config, state, None)
-            .map_err(|e| train::TrainError::io(&dir, e))
+            .map_err(|e| train::TrainError::io(e.path, e.reason))
     };
     let outcome = train::run_training(
         &config,
         &data,
         &device,
         &dir.join("checkpoint"),
-        &interrupt,
+        interrupt,
         &mut progress,
         &mut write_reports,
     );
@@ -316,13 +372,7 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         Ok(RunOutcome::Finished(state)) => (state, false),
         Ok(RunOutcome::Interrupted(state)) => (state, true),
         Err(e) => {
-            let mut log = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&log_path)
-                .ok();
-            if let Some(log) = log.as_mut() {
-                writeln!(log, "error: {e}").ok();
-            }
+            log.line(&format!("error: {e}"));
             return Err(e).with_context(|| format!("run {}", dir.display()));
         }
     };
@@ -332,7 +382,8 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         let evaluation =
             evaluate::final_evaluation(&dir, &config, &data, &config.evaluate, &device)?;
         println!("{}", evaluate::describe(&evaluation));
-        writeln!(log, "{}", evaluate::describe(&evaluation)).ok();
+        log.start();
+        log.line(&evaluate::describe(&evaluation));
         Some(evaluation)
     };
     report::write_run_reports(&dir, &config, &state, evaluation.as_ref())

@@ -22,8 +22,20 @@ fn read_records(
     into: &mut ImageSet,
 ) -> Result<(), DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    parse_records(path, &bytes, label_bytes, label_offset, classes, into)
+}
+
+/// [`read_records`] of bytes already read; `path` names them in errors.
+fn parse_records(
+    path: &Path,
+    bytes: &[u8],
+    label_bytes: usize,
+    label_offset: usize,
+    classes: usize,
+    into: &mut ImageSet,
+) -> Result<(), DataError> {
     let record = label_bytes + PIXELS;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(DataError::Truncated {
             path: path.into(),
             expected: bytes.len().div_ceil(record).max(1) * record,
@@ -55,6 +67,30 @@ fn empty() -> ImageSet {
     }
 }
 
+/// The records of one CIFAR file as bytes: CIFAR-10's, or with `cifar100` CIFAR-100's with
+/// those labels; `path` names it in errors.
+pub fn parse_cifar(
+    path: &Path,
+    bytes: &[u8],
+    cifar100: Option<Cifar100Labels>,
+) -> Result<ImageSet, DataError> {
+    let (label_bytes, offset, classes) = match cifar100 {
+        None => (1, 0, 10),
+        Some(labels) => cifar100_layout(labels),
+    };
+    let mut set = empty();
+    parse_records(path, bytes, label_bytes, offset, classes, &mut set)?;
+    Ok(set)
+}
+
+/// Label bytes per record, the offset of the label used, and the classes.
+fn cifar100_layout(labels: Cifar100Labels) -> (usize, usize, usize) {
+    match labels {
+        Cifar100Labels::Coarse => (2, 0, 20),
+        Cifar100Labels::Fine => (2, 1, 100),
+    }
+}
+
 /// CIFAR-10: `data_batch_1.bin` … `data_batch_5.bin` and `test_batch.bin` in `dir`.
 pub fn read_cifar10(dir: &Path) -> Result<(ImageSet, ImageSet), DataError> {
     let mut train = empty();
@@ -77,13 +113,22 @@ pub fn read_cifar100(
     dir: &Path,
     labels: Cifar100Labels,
 ) -> Result<(ImageSet, ImageSet), DataError> {
-    let (offset, classes) = match labels {
-        Cifar100Labels::Coarse => (0, 20),
-        Cifar100Labels::Fine => (1, 100),
-    };
+    let (label_bytes, offset, classes) = cifar100_layout(labels);
     let mut train = empty();
-    read_records(&dir.join("train.bin"), 2, offset, classes, &mut train)?;
+    read_records(
+        &dir.join("train.bin"),
+        label_bytes,
+        offset,
+        classes,
+        &mut train,
+    )?;
     let mut test = empty();
-    read_records(&dir.join("test.bin"), 2, offset, classes, &mut test)?;
+    read_records(
+        &dir.join("test.bin"),
+        label_bytes,
+        offset,
+        classes,
+        &mut test,
+    )?;
     Ok((train, test))
 }

@@ -56,8 +56,12 @@ pub enum DataError {
         "unknown dataset '{0}': expected fashion-mnist-mini, fashion-mnist, mnist, cifar10, cifar100 or folder"
     )]
     UnknownDataset(String),
+    #[error("{}: no folder for class '{class}', which the training split has", path.display())]
+    MissingClass { path: PathBuf, class: String },
     #[error("{0}")]
     Split(String),
+    #[error("{0}")]
+    BadOption(String),
 }
 
 impl DataError {

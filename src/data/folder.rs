@@ -42,6 +42,47 @@ pub fn class_names(split_dir: &Path) -> Result<Vec<String>, DataError> {
     Ok(names)
 }
 
+/// An encoded PNG or JPEG image as planar RGB bytes (`[3, size, size]`), resized to
+/// `size`×`size`; `path` names it in errors.
+pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>, DataError> {
+    if size == 0 {
+        return Err(DataError::BadOption(
+            "--image-size must be at least 1".into(),
+        ));
+    }
+    let unreadable = |reason: String| DataError::UnreadableImage {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let side = u32::try_from(size).map_err(|_| unreadable(format!("size {size} is too large")))?;
+    // Each decoded image is held whole: a header claiming gigapixels must not take the memory.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| unreadable(e.to_string()))?;
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| unreadable(e.to_string()))?;
+    let rgb = image
+        .resize_exact(side, side, FilterType::Triangle)
+        .to_rgb8();
+    let plane = size * size;
+    let mut planar = vec![0; 3 * plane];
+    for (i, pixel) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            planar[c * plane + i] = pixel[c];
+        }
+    }
+    Ok(planar)
+}
+
+/// The largest width or height of an image the folder reader decodes.
+const MAX_SIDE: u32 = 16_384;
+/// The most memory the decoder may take for one image.
+const MAX_DECODED_BYTES: u64 = 512 << 20;
+
 /// Reads every image under `split_dir/<class>/`, resized to `size`×`size` RGB.
 pub fn read_split(
     split_dir: &Path,
@@ -54,26 +95,20 @@ pub fn read_split(
         channels: 3,
         size,
     };
-    let plane = size * size;
     for (label, class) in classes.iter().enumerate() {
-        for path in sorted_entries(&split_dir.join(class))? {
+        let class_dir = split_dir.join(class);
+        if !class_dir.is_dir() {
+            return Err(DataError::MissingClass {
+                path: class_dir,
+                class: class.clone(),
+            });
+        }
+        for path in sorted_entries(&class_dir)? {
             if !is_image(&path) {
                 continue;
             }
-            let image = image::open(&path).map_err(|e| DataError::UnreadableImage {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let rgb = image
-                .resize_exact(size as u32, size as u32, FilterType::Triangle)
-                .to_rgb8();
-            let start = set.pixels.len();
-            set.pixels.resize(start + 3 * plane, 0);
-            for (i, pixel) in rgb.pixels().enumerate() {
-                for c in 0..3 {
-                    set.pixels[start + c * plane + i] = pixel[c];
-                }
-            }
+            let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+            set.pixels.extend(decode_image(&path, &bytes, size)?);
             set.labels.push(label);
         }
     }
@@ -90,6 +125,11 @@ pub fn read_folder(
     root: &Path,
     size: usize,
 ) -> Result<(ImageSet, ImageSet, Vec<String>), DataError> {
+    if size == 0 {
+        return Err(DataError::BadOption(
+            "--image-size must be at least 1".into(),
+        ));
+    }
     let train_dir = root.join("train");
     let classes = class_names(&train_dir)?;
     let test_dir = ["test", "val"]

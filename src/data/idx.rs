@@ -8,6 +8,11 @@ use super::{DataError, ImageSet};
 /// Reads a whole file, inflating it when it starts with the gzip magic.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    maybe_gunzip(path, raw)
+}
+
+/// `raw` inflated when it starts with the gzip magic, else itself; `path` names it in errors.
+pub fn maybe_gunzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(raw.as_slice())
@@ -78,7 +83,21 @@ pub fn read_idx_pair(
     labels_path: &Path,
     classes: usize,
 ) -> Result<ImageSet, DataError> {
-    let (dims, pixels) = parse_idx(images_path, &read_maybe_gzip(images_path)?, 3)?;
+    let images = read_maybe_gzip(images_path)?;
+    let labels = read_maybe_gzip(labels_path)?;
+    idx_pair(images_path, &images, labels_path, &labels, classes)
+}
+
+/// An images file and a labels file, as bytes (inflated), that must agree in count; the
+/// paths name them in errors.
+pub fn idx_pair(
+    images_path: &Path,
+    images: &[u8],
+    labels_path: &Path,
+    labels: &[u8],
+    classes: usize,
+) -> Result<ImageSet, DataError> {
+    let (dims, pixels) = parse_idx(images_path, images, 3)?;
     if dims[1] != dims[2] || dims[1] == 0 {
         return Err(DataError::BadHeader {
             path: images_path.into(),
@@ -88,7 +107,7 @@ pub fn read_idx_pair(
             ),
         });
     }
-    let (label_dims, labels) = parse_idx(labels_path, &read_maybe_gzip(labels_path)?, 1)?;
+    let (label_dims, labels) = parse_idx(labels_path, labels, 1)?;
     if label_dims[0] != dims[0] {
         return Err(DataError::CountMismatch {
             images_path: images_path.into(),

@@ -52,6 +52,9 @@ impl ImageSet {
         let plane = self.size * self.size;
         let mut sums = vec![0f64; self.channels];
         let mut squares = vec![0f64; self.channels];
+        if plane == 0 {
+            return (vec![0.0; self.channels], vec![1.0; self.channels]);
+        }
         for image in self.pixels.chunks_exact(self.image_len()) {
             for (c, values) in image.chunks_exact(plane).enumerate() {
                 let (s, q) = values.iter().fold((0u64, 0u64), |(s, q), &v| {

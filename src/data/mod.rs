@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 pub use augment::{Augmentation, Batch, Normalization, make_batch};
-pub use cifar::{Cifar100Labels, read_cifar10, read_cifar100};
+pub use cifar::{Cifar100Labels, parse_cifar, read_cifar10, read_cifar100};
 pub use error::DataError;
-pub use folder::read_folder;
-pub use idx::{encode_idx, parse_idx, read_idx_pair, read_maybe_gzip};
+pub use folder::{decode_image, read_folder};
+pub use idx::{encode_idx, idx_pair, maybe_gunzip, parse_idx, read_idx_pair, read_maybe_gzip};
 pub use images::ImageSet;
 pub use split::{Split, SplitConfig, split};
 

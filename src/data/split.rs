@@ -92,6 +92,11 @@ pub fn split<R: Rng + ?Sized>(
             }
             proportional_quotas(&remaining, n)
         }
+        (None, Some(0)) => {
+            return Err(DataError::Split(
+                "--labels-per-class must be at least 1".into(),
+            ));
+        }
         (None, Some(n)) => {
             if let Some(class) = remaining.iter().position(|&r| r < n) {
                 return Err(DataError::Split(format!(
@@ -192,6 +197,13 @@ mod tests {
         assert!(too_many(
             SplitConfig {
                 labels_per_class: Some(4),
+                ..Default::default()
+            },
+            &mut rng
+        ));
+        assert!(too_many(
+            SplitConfig {
+                labels_per_class: Some(0),
                 ..Default::default()
             },
             &mut rng

@@ -238,11 +238,11 @@ impl<'a> Runs<'a> {
 
     /// Per channel, two sums over all its values: `add(sums, n, g)` adds those of the run of
     /// image `n` and block `g`. Blocks are split across images too, so that a map of one
-    /// block (16 channels at AVX-512's block size) still keeps every thread busy.
+    /// block (16 channels at AVX-512's block size) still keeps every thread busy. The split
+    /// is fixed ([`SUM_TASKS`]), never the thread count: the order of the additions, and so
+    /// every rounding, is the same on any machine, which exact resume relies on.
     fn channel_sums(&self, add: impl Fn(&mut Sums, usize, usize) + Sync) -> Vec<(f64, f64)> {
-        let splits = (2 * rayon::current_num_threads())
-            .div_ceil(self.blocks)
-            .clamp(1, self.batch.max(1));
+        let splits = SUM_TASKS.div_ceil(self.blocks).clamp(1, self.batch.max(1));
         let images_per_split = self.batch.div_ceil(splits);
         let partial: Vec<Vec<(f64, f64)>> = (0..self.blocks * splits)
             .into_par_iter()
@@ -292,6 +292,9 @@ impl<'a> Runs<'a> {
         &self.values[start..start + self.run]
     }
 }
+
+/// Tasks a map's channel sums are split into: enough to keep 16 threads busy.
+const SUM_TASKS: usize = 32;
 
 fn vector(values: Vec<f32>) -> FlexTensor {
     let len = values.len();

@@ -291,6 +291,22 @@ pub fn trainable_parameter_count(model: &Classifier) -> usize {
     count.0
 }
 
+/// Whether every weight and batch-norm statistic of `model` is a finite number.
+pub fn all_finite(model: &Classifier) -> bool {
+    struct Finite(bool);
+    impl burn::module::ModuleVisitor for Finite {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if self.0 {
+                self.0 = param.val().is_finite().all().into_scalar::<bool>();
+            }
+        }
+    }
+    let mut finite = Finite(true);
+    // `valid` folds pending batch-norm running-statistic updates in.
+    model.valid().visit(&mut finite);
+    finite.0
+}
+
 /// The model's weights and batch-norm buffers as safetensors bytes, under PyTorch-style names
 /// (`layer1.0.bn1.weight`, `linear.weight` as `[out, in]`), so they open from Python.
 pub fn to_safetensors(model: &Classifier) -> Result<Vec<u8>, String> {
@@ -302,7 +318,51 @@ pub fn to_safetensors(model: &Classifier) -> Result<Vec<u8>, String> {
         .valid()
         .save_into(&mut store)
         .map_err(|e| e.to_string())?;
-    store.get_bytes().map_err(|e| e.to_string())
+    let mut bytes = store.get_bytes().map_err(|e| e.to_string())?;
+    sort_safetensors_header(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Rewrites a safetensors file's JSON header with its keys in sorted order, in place. The
+/// writer emits its metadata map in hash order, which changes from process to process, so
+/// two runs with equal weights would otherwise differ in bytes and a checksum could not
+/// tell they agree. The header keeps its length, so no offset moves.
+fn sort_safetensors_header(bytes: &mut [u8]) -> Result<(), String> {
+    use std::collections::BTreeMap;
+    fn write_sorted(value: &serde_json::Value, out: &mut Vec<u8>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let ordered: BTreeMap<&String, &serde_json::Value> = map.iter().collect();
+                out.push(b'{');
+                for (i, (key, item)) in ordered.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend(serde_json::to_vec(key).expect("a string serialises"));
+                    out.push(b':');
+                    write_sorted(item, out);
+                }
+                out.push(b'}');
+            }
+            other => out.extend(serde_json::to_vec(other).expect("a JSON value serialises")),
+        }
+    }
+    let malformed = || "the safetensors writer produced a malformed header".to_string();
+    let length = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes")) as usize)
+        .ok_or_else(malformed)?;
+    let header = bytes.get_mut(8..8 + length).ok_or_else(malformed)?;
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|_| malformed())?;
+    let mut canonical = Vec::with_capacity(length);
+    write_sorted(&value, &mut canonical);
+    if canonical.len() > length {
+        return Err(malformed());
+    }
+    // The format pads its header with spaces to keep the data aligned.
+    canonical.resize(length, b' ');
+    header.copy_from_slice(&canonical);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -415,3 +415,70 @@ fn compare_blocked_with_plain(
     }
     dx_error
 }
+
+#[test]
+fn one_non_finite_value_in_any_weight_or_statistic_is_found() {
+    /// Puts `value` into the `target`-th float tensor the mapper meets.
+    struct Poison {
+        target: usize,
+        seen: usize,
+        value: f32,
+    }
+    impl burn::module::ModuleMapper for Poison {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            self.seen += 1;
+            if self.seen - 1 != self.target {
+                return param;
+            }
+            let (id, tensor, mapper) = param.consume();
+            let mut values = tensor.to_data().try_to_vec::<f32>().unwrap();
+            let last = values.len() - 1;
+            values[last] = self.value;
+            let poisoned =
+                Tensor::from_data(TensorData::new(values, tensor.dims()), &tensor.device());
+            Param::from_mapped_value(id, poisoned, mapper)
+        }
+    }
+    let device = Device::flex();
+    let model = ModelConfig::new(ModelKind::SmallCnn, 1, 28, 10)
+        .with_width(4)
+        .init(&device)
+        .unwrap();
+    assert!(all_finite(&model));
+    let mut count = Poison {
+        target: usize::MAX,
+        seen: 0,
+        value: 0.0,
+    };
+    let model = model.map(&mut count);
+    let tensors = count.seen;
+    assert!(tensors > 4, "weights and batch-norm statistics");
+    for target in [0, tensors / 2, tensors - 1] {
+        for value in [f32::NAN, f32::INFINITY] {
+            let mut poison = Poison {
+                target,
+                seen: 0,
+                value,
+            };
+            let broken = model.clone().map(&mut poison);
+            assert!(!all_finite(&broken), "tensor {target} holding {value}");
+        }
+    }
+}
+
+#[test]
+fn weight_files_of_equal_models_are_equal_bytes() {
+    let device = Device::flex();
+    let model = ModelConfig::new(ModelKind::SmallCnn, 1, 28, 10)
+        .with_width(4)
+        .init(&device)
+        .unwrap();
+    let first = to_safetensors(&model).unwrap();
+    // Each writer hashes its metadata with fresh keys: many writes meet several orders.
+    for _ in 0..20 {
+        assert!(to_safetensors(&model).unwrap() == first);
+    }
+    let header = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+    let json: serde_json::Value = serde_json::from_slice(&first[8..8 + header]).unwrap();
+    assert_eq!(json["__metadata__"]["producer"], "burn");
+}

@@ -5,7 +5,7 @@ mod compare;
 mod plot;
 pub mod study;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -145,29 +145,54 @@ pub fn write_run_reports(
     config: &TrainConfig,
     state: &RunState,
     evaluation: Option<&Evaluation>,
-) -> std::io::Result<()> {
-    crate::fsio::write_atomic(
-        &dir.join("metrics.csv"),
-        metrics_csv(&state.history).as_bytes(),
+) -> Result<(), WriteError> {
+    let written = |path: PathBuf, result: std::io::Result<()>| {
+        result.map_err(|reason| WriteError { path, reason })
+    };
+    let metrics = dir.join("metrics.csv");
+    written(
+        metrics.clone(),
+        crate::fsio::write_atomic(&metrics, metrics_csv(&state.history).as_bytes()),
     )?;
     let summary = summary(config, state, evaluation);
     let bytes = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    crate::fsio::write_atomic(&dir.join("summary.json"), &bytes)?;
+    let summary_path = dir.join("summary.json");
+    written(
+        summary_path.clone(),
+        crate::fsio::write_atomic(&summary_path, &bytes),
+    )?;
     let title = format!("{} on {}", run_label(config), config.dataset);
-    plot_curves(&dir.join("curves.png"), &title, &state.history)?;
+    let curves = dir.join("curves.png");
+    written(curves.clone(), plot_curves(&curves, &title, &state.history))?;
     if let Some(evaluation) = &summary.evaluation {
         let label = format!("{title}, seed {}", config.seed);
-        plot_reliability(
-            &dir.join("reliability.png"),
-            &[(label.clone(), evaluation.reliability.clone())],
+        let reliability = dir.join("reliability.png");
+        written(
+            reliability.clone(),
+            plot_reliability(
+                &reliability,
+                &[(label.clone(), evaluation.reliability.clone())],
+            ),
         )?;
         if let Some(spectrum) = &evaluation.spectrum {
-            plot_spectrum(
-                &dir.join("spectrum.png"),
-                spectrum.point,
-                &[(label, spectrum.normalized_values.clone())],
+            let path = dir.join("spectrum.png");
+            written(
+                path.clone(),
+                plot_spectrum(
+                    &path,
+                    spectrum.point,
+                    &[(label, spectrum.normalized_values.clone())],
+                ),
             )?;
         }
     }
     Ok(())
+}
+
+/// A report that could not be written, and the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub reason: std::io::Error,
 }

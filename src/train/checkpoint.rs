@@ -55,6 +55,28 @@ pub struct RunState {
     pub partial: Option<PartialEpoch>,
 }
 
+impl RunState {
+    /// What a loaded state must hold for the loop to continue from it.
+    fn check(&self) -> Result<(), String> {
+        if self.history.len() != self.epochs_done {
+            return Err(format!(
+                "{} epochs done but {} in the history",
+                self.epochs_done,
+                self.history.len()
+            ));
+        }
+        if let Some(partial) = &self.partial {
+            let mut seen = vec![false; partial.order.len()];
+            for &i in &partial.order {
+                if i >= seen.len() || std::mem::replace(&mut seen[i], true) {
+                    return Err("the epoch's order is not a permutation".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 const LATEST: &str = "latest";
 
 fn checkpoint_error(path: &Path, reason: impl ToString) -> TrainError {
@@ -123,12 +145,24 @@ pub fn save(
 
 /// The folder `latest` names, if the run has a checkpoint.
 pub fn latest(dir: &Path) -> Result<Option<PathBuf>, TrainError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(checkpoint_error(dir, "not a folder"));
+    }
     let pointer = dir.join(LATEST);
     if !pointer.exists() {
         return Ok(None);
     }
     let name = std::fs::read_to_string(&pointer).map_err(|e| TrainError::io(&pointer, e))?;
-    let folder = dir.join(name.trim());
+    let name = name.trim();
+    let is_checkpoint_name =
+        name.starts_with("epoch-") && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !is_checkpoint_name {
+        return Err(checkpoint_error(
+            &pointer,
+            format!("damaged: {name:?} is not a checkpoint's name"),
+        ));
+    }
+    let folder = dir.join(name);
     if !folder.is_dir() {
         return Err(checkpoint_error(
             &pointer,
@@ -138,9 +172,8 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>, TrainError> {
     Ok(Some(folder))
 }
 
-fn read_bytes(path: &Path) -> Result<Bytes, TrainError> {
-    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    Ok(Bytes::from_bytes_vec(bytes))
+fn read_bytes(path: &Path) -> Result<Vec<u8>, TrainError> {
+    std::fs::read(path).map_err(|e| TrainError::io(path, e))
 }
 
 /// Loads a checkpoint folder onto a freshly built model and optimizer.
@@ -151,25 +184,52 @@ pub fn load(
 ) -> Result<(Classifier, ModuleOptimizer, RunState), TrainError> {
     let model = load_model(folder, model)?;
     let optim_path = folder.join("optimizer.bpk");
-    let optimizer = optimizer
-        .from_bytes(read_bytes(&optim_path)?)
-        .map_err(|e| checkpoint_error(&optim_path, describe(e)))?;
+    let optimizer = optimizer_from_bytes(&optim_path, read_bytes(&optim_path)?, optimizer)?;
     Ok((model, optimizer, load_state(folder)?))
 }
 
 /// Loads only the progress of a checkpoint folder (for reports).
 pub fn load_state(folder: &Path) -> Result<RunState, TrainError> {
     let state_path = folder.join("state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-    serde_json::from_str(&text).map_err(|e| checkpoint_error(&state_path, e))
+    let text = std::fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+    state_from_bytes(&state_path, &text)
 }
 
 /// Loads only the model weights of a checkpoint folder (for evaluation).
 pub fn load_model(folder: &Path, model: Classifier) -> Result<Classifier, TrainError> {
     let model_path = folder.join("model.bpk");
-    let record = ModuleRecord::from_bytes(read_bytes(&model_path)?)
-        .map_err(|e| checkpoint_error(&model_path, describe(e)))?;
+    model_from_bytes(&model_path, read_bytes(&model_path)?, model)
+}
+
+/// A run's progress from the bytes of a `state.json`; `path` names it in errors.
+pub fn state_from_bytes(path: &Path, bytes: &[u8]) -> Result<RunState, TrainError> {
+    let state: RunState = serde_json::from_slice(bytes).map_err(|e| checkpoint_error(path, e))?;
+    state
+        .check()
+        .map_err(|reason| checkpoint_error(path, reason))?;
+    Ok(state)
+}
+
+/// `model` with the weights of a `model.bpk`'s bytes; `path` names them in errors.
+pub fn model_from_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    model: Classifier,
+) -> Result<Classifier, TrainError> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| checkpoint_error(path, describe(e)))?;
     model
         .try_load_record(record)
-        .map_err(|e| checkpoint_error(&model_path, describe(e)))
+        .map_err(|e| checkpoint_error(path, describe(e)))
+}
+
+/// `optimizer` with the state of an `optimizer.bpk`'s bytes; `path` names them in errors.
+pub fn optimizer_from_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    optimizer: ModuleOptimizer,
+) -> Result<ModuleOptimizer, TrainError> {
+    optimizer
+        .from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| checkpoint_error(path, describe(e)))
 }

@@ -72,6 +72,9 @@ pub struct TrainConfig {
     pub data_dir: Option<PathBuf>,
     /// Target size for image-folder datasets.
     pub image_size: usize,
+    /// CIFAR-100 with its 20 coarse labels (older runs saved none: fine labels).
+    #[serde(default)]
+    pub cifar100_labels_coarse: bool,
     pub model: ModelKind,
     pub width: usize,
     pub device: String,
@@ -102,12 +105,21 @@ impl TrainConfig {
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
-            ("--epochs", self.epochs),
-            ("--batch-size", self.batch_size),
-            ("--width", self.width),
+            ("--epochs", Some(self.epochs)),
+            ("--batch-size", Some(self.batch_size)),
+            ("--width", Some(self.width)),
+            ("--image-size", Some(self.image_size)),
+            ("--train-subset", self.split.train_subset),
+            ("--labels-per-class", self.split.labels_per_class),
         ];
-        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == 0) {
+        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == Some(0)) {
             return Err(format!("{flag} must be at least 1"));
+        }
+        if self.cifar100_labels_coarse && self.dataset != DatasetName::Cifar100 {
+            return Err(format!(
+                "--cifar100-coarse applies to --dataset cifar100, not {}",
+                self.dataset
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(format!("--lr must be a positive number, got {}", self.lr));

@@ -11,7 +11,8 @@ pub use checkpoint::{EpochRecord, RunState};
 pub use config::{Schedule, TrainConfig};
 pub use device::parse_device;
 pub use run::{
-    Progress, RunData, RunOutcome, build_model, check_run, evaluate, prepare_data, run_training,
+    Progress, RunData, RunOutcome, build_model, check_run, evaluate, optimizer, prepare_data,
+    run_training,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,10 @@ pub enum TrainError {
         batch: usize,
         loss: f64,
     },
+    #[error(
+        "the {what} became non-finite at epoch {epoch}; the last good checkpoint is kept (try a lower --lr)"
+    )]
+    Diverged { epoch: usize, what: &'static str },
 }
 
 impl TrainError {

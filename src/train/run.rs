@@ -54,7 +54,7 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
         &LoadOptions {
             data_dir: config.data_dir.clone(),
             image_size: config.image_size,
-            cifar100_labels_coarse: false,
+            cifar100_labels_coarse: config.cifar100_labels_coarse,
         },
     )?;
     let mut split_rng = ChaCha12Rng::seed_from_u64(config.seed);
@@ -114,7 +114,7 @@ pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError>
     Ok(())
 }
 
-fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     // PyTorch's SGD: no dampening (Burn defaults to 0.1), L2 weight decay on the gradient.
     let momentum = (config.momentum > 0.0).then(|| {
         MomentumConfig::new()
@@ -160,6 +160,18 @@ fn mixup_hits(logits: &[f32], labels: &[usize], plan: Option<&MixPlan>) -> f64 {
         .sum()
 }
 
+/// Nothing that is not a number may become a checkpoint.
+fn ensure_finite(model: &Classifier, epoch: usize) -> Result<(), TrainError> {
+    if crate::models::all_finite(model) {
+        Ok(())
+    } else {
+        Err(TrainError::Diverged {
+            epoch: epoch + 1,
+            what: "weights",
+        })
+    }
+}
+
 /// How a call to [`run_training`] ended.
 pub enum RunOutcome {
     Finished(RunState),
@@ -171,7 +183,7 @@ pub enum RunOutcome {
 ///
 /// `interrupt` is polled after each batch: when set, the loop finishes that batch, writes a
 /// mid-epoch checkpoint and returns [`RunOutcome::Interrupted`]. `after_epoch` sees the state
-/// after every committed checkpoint, for the run's reports.
+/// after every committed checkpoint, and an epoch's end it resumes from, for the run's reports.
 pub fn run_training(
     config: &TrainConfig,
     data: &RunData,
@@ -199,6 +211,23 @@ pub fn run_training(
     };
     if let Some(folder) = checkpoint::latest(checkpoint_dir)? {
         (model, optim, state) = checkpoint::load(&folder, model, optim)?;
+        if let Some(partial) = &state.partial
+            && partial.order.len() != data.train.len()
+        {
+            return Err(TrainError::Checkpoint {
+                path: folder.join("state.json"),
+                reason: format!(
+                    "its epoch orders {} examples, the run has {}",
+                    partial.order.len(),
+                    data.train.len()
+                ),
+            });
+        }
+        // A run stopped between an epoch's checkpoint and its reports would otherwise keep
+        // the reports (and weights file) of the epoch before.
+        if state.partial.is_none() && state.epochs_done > 0 {
+            after_epoch(&state, &model)?;
+        }
     }
 
     let batch_size = config.batch_size.min(data.train.len());
@@ -283,6 +312,7 @@ pub fn run_training(
             });
 
             if interrupt.load(Ordering::SeqCst) && partial.next_batch < batches {
+                ensure_finite(&model, epoch)?;
                 partial.seconds = seconds_before + started.elapsed().as_secs_f64();
                 state.partial = Some(partial);
                 checkpoint::save(checkpoint_dir, &model, &optim, &state)?;
@@ -290,6 +320,8 @@ pub fn run_training(
             }
         }
         let train_seconds = seconds_before + started.elapsed().as_secs_f64();
+        // The loss checked above comes before each step: the epoch's last update is checked here.
+        ensure_finite(&model, epoch)?;
 
         let eval_started = Instant::now();
         let valid = data.valid.as_ref().map(|set| {
@@ -308,6 +340,16 @@ pub fn run_training(
             config.eval_batch_size,
             device,
         );
+        let outputs_finite = valid
+            .iter()
+            .chain([&test])
+            .all(|m| m.nll.is_finite() && m.ece.is_finite());
+        if !outputs_finite {
+            return Err(TrainError::Diverged {
+                epoch: epoch + 1,
+                what: "model's outputs",
+            });
+        }
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,

@@ -30,6 +30,27 @@ pub struct ConvShape {
     pub out_block: i64,
 }
 
+/// Mirrors `MmixBuffers` in the C++ bridge: the lengths, in floats, of the caller's buffers
+/// of one call, against which the bridge checks every layout before it reads or writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Buffers {
+    pub src: i64,
+    pub weights: i64,
+    pub dst: i64,
+}
+
+impl Buffers {
+    fn new(src: usize, weights: usize, dst: usize) -> Self {
+        let length = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        Self {
+            src: length(src),
+            weights: length(weights),
+            dst: length(dst),
+        }
+    }
+}
+
 /// The bridge's `MmixSavedSource`, opaque here.
 #[repr(C)]
 struct SavedSourceHandle {
@@ -40,6 +61,7 @@ unsafe extern "C" {
     fn mmix_onednn_last_error() -> *const c_char;
     fn mmix_onednn_conv2d_forward(
         shape: *const ConvShape,
+        buffers: *const Buffers,
         src: *const f32,
         weights: *const f32,
         dst: *mut f32,
@@ -48,12 +70,14 @@ unsafe extern "C" {
     fn mmix_onednn_native_block() -> i64;
     fn mmix_onednn_saved_source_to_user(
         shape: *const ConvShape,
+        buffers: *const Buffers,
         saved: *const SavedSourceHandle,
         src: *mut f32,
     ) -> c_int;
     fn mmix_onednn_saved_source_free(saved: *mut SavedSourceHandle);
     fn mmix_onednn_conv2d_backward(
         shape: *const ConvShape,
+        buffers: *const Buffers,
         src: *const f32,
         saved: *const SavedSourceHandle,
         weights: *const f32,
@@ -87,8 +111,11 @@ impl std::fmt::Debug for SavedSource {
 impl SavedSource {
     /// The input back in the caller's layout, for computing without oneDNN.
     pub fn to_user(&self, shape: &ConvShape) -> Result<Vec<f32>, String> {
-        filled(shape.src_len(), |out| unsafe {
-            mmix_onednn_saved_source_to_user(shape, self.0.as_ptr(), out)
+        let len = shape.src_len();
+        let buffers = Buffers::new(len, 0, 0);
+        // SAFETY: the bridge writes at most `buffers.src` floats, which `filled` reserved.
+        filled(len, |out| unsafe {
+            mmix_onednn_saved_source_to_user(shape, &buffers, self.0.as_ptr(), out)
         })
     }
 }
@@ -107,14 +134,38 @@ pub enum Source<'a> {
 }
 
 impl ConvShape {
+    /// The lengths in floats of the input, weights and output of the shape's plain
+    /// description, or `None` if one does not fit in memory.
+    pub fn lengths(&self) -> Option<[usize; 3]> {
+        let product = |dims: [i64; 4]| {
+            dims.iter()
+                .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+                .filter(|&n| n <= isize::MAX as usize / size_of::<f32>())
+        };
+        Some([
+            product([self.batch, self.in_channels, self.in_height, self.in_width])?,
+            product([
+                self.out_channels,
+                self.in_channels,
+                self.kernel_height,
+                self.kernel_width,
+            ])?,
+            product([
+                self.batch,
+                self.out_channels,
+                self.out_height,
+                self.out_width,
+            ])?,
+        ])
+    }
     fn src_len(&self) -> usize {
-        (self.batch * self.in_channels * self.in_height * self.in_width) as usize
+        self.lengths().expect("a checked shape")[0]
     }
     fn weights_len(&self) -> usize {
-        (self.out_channels * self.in_channels * self.kernel_height * self.kernel_width) as usize
+        self.lengths().expect("a checked shape")[1]
     }
     fn dst_len(&self) -> usize {
-        (self.batch * self.out_channels * self.out_height * self.out_width) as usize
+        self.lengths().expect("a checked shape")[2]
     }
 }
 
@@ -136,8 +187,19 @@ pub fn forward(
     } else {
         std::ptr::null_mut()
     };
-    let output = filled(shape.dst_len(), |out| unsafe {
-        mmix_onednn_conv2d_forward(shape, src.as_ptr(), weights.as_ptr(), out, saved_slot)
+    let dst_len = shape.dst_len();
+    let buffers = Buffers::new(src.len(), weights.len(), dst_len);
+    // SAFETY: the bridge checks every layout against `buffers`, the true lengths of `src`,
+    // `weights` and the output `filled` reserves.
+    let output = filled(dst_len, |out| unsafe {
+        mmix_onednn_conv2d_forward(
+            shape,
+            &buffers,
+            src.as_ptr(),
+            weights.as_ptr(),
+            out,
+            saved_slot,
+        )
     })?;
     Ok((output, NonNull::new(saved).map(SavedSource)))
 }
@@ -166,6 +228,8 @@ pub fn backward(
         }
         Source::Saved(saved) => (std::ptr::null(), saved.0.as_ptr().cast_const()),
     };
+    // Both the input (read) and its gradient (written) have the input's length.
+    let buffers = Buffers::new(shape.src_len(), weights.len(), diff_dst.len());
     let [want_input, want_weights] = want;
     let mut input = Vec::<f32>::with_capacity(if want_input { shape.src_len() } else { 0 });
     let mut weight = Vec::<f32>::with_capacity(if want_weights { shape.weights_len() } else { 0 });
@@ -184,6 +248,7 @@ pub fn backward(
     let status = unsafe {
         mmix_onednn_conv2d_backward(
             shape,
+            &buffers,
             src,
             saved,
             weights.as_ptr(),

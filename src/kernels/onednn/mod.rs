@@ -32,7 +32,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, Tensor, TensorData};
 
-use super::layout::{Layout, block_of, channels_of};
+use super::layout::{Layout, block_of};
 use ffi::{ConvShape, SavedSource, Source};
 
 /// Stride and `(begin, end)` padding per spatial axis; dilation 1 and one group.
@@ -48,45 +48,118 @@ impl ConvGeometry {
     }
 
     /// The bridge's description of this convolution of `x`, plain or blocked, giving an
-    /// output in blocks of `out_block` channels.
-    fn shape(self, x: &Shape, weight: &Shape, out_block: usize) -> ConvShape {
+    /// output in blocks of `out_block` channels, or why there is none. Every buffer length
+    /// the bridge is given follows from it: a channel count that is not a multiple of its
+    /// block would have oneDNN pad it and write past the buffer, so it is refused here.
+    fn shape(self, x: &Shape, weight: &Shape, out_block: usize) -> Result<ConvShape, String> {
         let x = x.as_slice();
-        let [batch, in_height, in_width] = [x[0], x[2], x[3]];
-        let [out_channels, _, kernel_height, kernel_width] = dims4(weight);
-        let out_len = |input: usize, kernel: usize, (begin, end): (usize, usize), stride: usize| {
-            (input + begin + end - kernel) / stride + 1
+        let (in_block, in_channels) = match *x {
+            [_, channels, _, _] => (1, channels),
+            [_, blocks, _, _, block] => (block, blocks * block),
+            _ => return Err(format!("a feature map of shape {x:?}")),
         };
-        let [(pad_top, pad_bottom), (pad_left, pad_right)] = self.padding;
-        let to_i64 = |v: usize| v as i64;
-        ConvShape {
-            batch: to_i64(batch),
-            in_channels: to_i64(channels_of(x)),
-            in_height: to_i64(in_height),
-            in_width: to_i64(in_width),
-            out_channels: to_i64(out_channels),
-            kernel_height: to_i64(kernel_height),
-            kernel_width: to_i64(kernel_width),
-            out_height: to_i64(out_len(
-                in_height,
-                kernel_height,
-                self.padding[0],
-                self.stride[0],
-            )),
-            out_width: to_i64(out_len(
-                in_width,
-                kernel_width,
-                self.padding[1],
-                self.stride[1],
-            )),
-            stride_height: to_i64(self.stride[0]),
-            stride_width: to_i64(self.stride[1]),
-            pad_top: to_i64(pad_top),
-            pad_left: to_i64(pad_left),
-            pad_bottom: to_i64(pad_bottom),
-            pad_right: to_i64(pad_right),
-            in_block: to_i64(block_of(x)),
-            out_block: to_i64(out_block),
+        let [batch, in_height, in_width] = [x[0], x[2], x[3]];
+        let &[out_channels, weight_in, kernel_height, kernel_width] = weight.as_slice() else {
+            return Err(format!("weights of shape {:?}", weight.as_slice()));
+        };
+        for (what, block) in [("input", in_block), ("output", out_block)] {
+            if ![1, 8, 16].contains(&block) {
+                return Err(format!("{what} channel blocks of {block} (1, 8 or 16)"));
+            }
         }
+        if weight_in != in_channels {
+            return Err(format!(
+                "weights for {weight_in} input channels, given a map of {in_channels}"
+            ));
+        }
+        if !out_channels.is_multiple_of(out_block) {
+            return Err(format!(
+                "{out_channels} output channels do not fill blocks of {out_block}"
+            ));
+        }
+        let [(pad_top, pad_bottom), (pad_left, pad_right)] = self.padding;
+        let out_len = |input: usize, kernel: usize, (begin, end): (usize, usize), stride: usize| {
+            let padded = input.checked_add(begin)?.checked_add(end)?;
+            (stride > 0 && kernel > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
+        };
+        let (Some(out_height), Some(out_width)) = (
+            out_len(in_height, kernel_height, self.padding[0], self.stride[0]),
+            out_len(in_width, kernel_width, self.padding[1], self.stride[1]),
+        ) else {
+            return Err(format!(
+                "a {kernel_height}×{kernel_width} kernel at stride {:?} and padding {:?} over {in_height}×{in_width}",
+                self.stride, self.padding
+            ));
+        };
+        let dims = [
+            batch,
+            in_channels,
+            in_height,
+            in_width,
+            out_channels,
+            kernel_height,
+            kernel_width,
+            out_height,
+            out_width,
+            self.stride[0],
+            self.stride[1],
+            pad_top,
+            pad_left,
+            pad_bottom,
+            pad_right,
+            in_block,
+            out_block,
+        ];
+        if dims.iter().any(|&d| i64::try_from(d).is_err()) {
+            return Err("a dimension beyond 64 bits".into());
+        }
+        let [
+            batch,
+            in_channels,
+            in_height,
+            in_width,
+            out_channels,
+            kernel_height,
+            kernel_width,
+            out_height,
+            out_width,
+            stride_height,
+            stride_width,
+            pad_top,
+            pad_left,
+            pad_bottom,
+            pad_right,
+            in_block,
+            out_block,
+        ] = dims.map(|d| d as i64);
+        let shape = ConvShape {
+            batch,
+            in_channels,
+            in_height,
+            in_width,
+            out_channels,
+            kernel_height,
+            kernel_width,
+            out_height,
+            out_width,
+            stride_height,
+            stride_width,
+            pad_top,
+            pad_left,
+            pad_bottom,
+            pad_right,
+            in_block,
+            out_block,
+        };
+        shape.lengths().ok_or("a buffer larger than memory")?;
+        Ok(shape)
+    }
+
+    /// [`Self::shape`] of a convolution about to run: a refused shape is a caller's bug that
+    /// no computation could answer, and stops here, before any buffer is touched.
+    fn checked_shape(self, x: &Shape, weight: &Shape, out_block: usize) -> ConvShape {
+        self.shape(x, weight, out_block)
+            .unwrap_or_else(|reason| panic!("oneDNN convolution refused: {reason}"))
     }
 }
 
@@ -250,7 +323,7 @@ fn forward(
     out: Layout,
     keep_input: bool,
 ) -> (FlexTensor, Input) {
-    let shape = geometry.shape(&x.shape(), &weight.shape(), out.block());
+    let shape = geometry.checked_shape(&x.shape(), &weight.shape(), out.block());
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     match ffi::forward(&shape, f32s(&x), f32s(&weight), keep_input) {
         Ok((values, saved)) => {
@@ -285,7 +358,7 @@ fn gradients(
     want: [bool; 2],
 ) -> [Option<FlexTensor>; 2] {
     let x_shape = input.shape();
-    let shape = geometry.shape(&x_shape, &weight.shape(), out.block());
+    let shape = geometry.checked_shape(&x_shape, &weight.shape(), out.block());
     let weight = weight.to_contiguous();
     let output_grad = output_grad.to_contiguous();
     let plain_input;

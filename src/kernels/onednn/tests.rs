@@ -214,7 +214,7 @@ fn a_saved_input_gives_the_gradients_the_input_itself_gives() {
             continue;
         };
         saved_somewhere = true;
-        let shape = geometry.shape(&x.shape(), &weight.shape(), 1);
+        let shape = geometry.shape(&x.shape(), &weight.shape(), 1).unwrap();
         assert_eq!(copy.to_user(&shape).unwrap(), f32s(&x), "{x_dims:?}");
         let output_grad = patterned(dims4(&output.shape()), 7);
         let from_saved = gradients(
@@ -240,4 +240,62 @@ fn a_saved_input_gives_the_gradients_the_input_itself_gives() {
     }
     assert!(saved_somewhere, "oneDNN converts the input of some case");
     assert_eq!(fallbacks(), 0);
+}
+
+#[test]
+fn channel_counts_that_do_not_fill_their_blocks_are_refused_before_the_bridge() {
+    let weight = Shape::from([8, 16, 3, 3]);
+    let plain = Shape::from([2, 16, 8, 8]);
+    let refused = geometry(1, 1).shape(&plain, &weight, 16).unwrap_err();
+    assert!(refused.contains("do not fill blocks of 16"), "{refused}");
+    assert!(geometry(1, 1).shape(&plain, &weight, 8).is_ok());
+    let mismatched = geometry(1, 1)
+        .shape(&Shape::from([2, 4, 8, 8]), &weight, 1)
+        .unwrap_err();
+    assert!(mismatched.contains("16 input channels"), "{mismatched}");
+    let too_small = geometry(1, 0)
+        .shape(&Shape::from([2, 16, 2, 2]), &weight, 1)
+        .unwrap_err();
+    assert!(too_small.contains("3×3 kernel"), "{too_small}");
+}
+
+#[test]
+fn the_bridge_refuses_a_buffer_its_layout_would_overrun() {
+    // A shape that skipped `ConvGeometry::shape`'s checks: 8 output channels written in
+    // blocks of 16 need twice the buffer the caller has.
+    let mut shape = geometry(1, 1)
+        .shape(&Shape::from([2, 16, 8, 8]), &Shape::from([8, 16, 3, 3]), 8)
+        .unwrap();
+    shape.out_block = 16;
+    let x = patterned([2, 16, 8, 8], 5);
+    let weight = patterned([8, 16, 3, 3], 3);
+    let refused = ffi::forward(&shape, f32s(&x), f32s(&weight), false).unwrap_err();
+    assert!(
+        refused.contains("the output buffer holds 1024 floats"),
+        "{refused}"
+    );
+    let output_grad = vec![0.0; 2 * 8 * 8 * 8];
+    let refused = ffi::backward(
+        &shape,
+        ffi::Source::Plain(f32s(&x)),
+        f32s(&weight),
+        &output_grad,
+        [true; 2],
+    )
+    .err()
+    .expect("the backward pass is refused too");
+    assert!(refused.contains("buffer holds"), "{refused}");
+}
+
+#[test]
+#[should_panic(expected = "oneDNN convolution refused")]
+fn a_model_asked_for_blocks_its_channels_do_not_fill_stops_before_writing() {
+    use crate::models::{BlockedModel, PreActResNet};
+    if !enabled() {
+        panic!("oneDNN convolution refused: the route is off, so nothing could be written");
+    }
+    let device = Device::flex();
+    let model = PreActResNet::new(18, 3, 10, 8, &device);
+    let x = Tensor::<4>::zeros([2, 3, 8, 8], &device);
+    let _ = model.forward_in_blocks(x, None, 16);
 }

@@ -1,0 +1,16 @@
+//! Writes the seeds that are easier made with the crates than by hand: a JPEG for the image
+//! target. `fuzz/seeds/make.sh` runs it (the other seeds are committed as written).
+
+fn main() {
+    let out = std::path::Path::new(&std::env::args().nth(1).expect("the seeds folder"))
+        .join("image/jpeg");
+    let image = image::RgbImage::from_fn(6, 5, |x, y| image::Rgb([x as u8 * 40, y as u8 * 50, 90]));
+    // The first byte is the target's image size, the encoded file follows.
+    let mut jpeg = std::io::Cursor::new(vec![6u8]);
+    jpeg.set_position(1);
+    image::DynamicImage::ImageRgb8(image)
+        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+        .expect("a JPEG encodes");
+    let jpeg = jpeg.into_inner();
+    std::fs::write(&out, &jpeg).expect("the seeds folder is writable");
+}

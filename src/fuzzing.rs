@@ -1,0 +1,131 @@
+//! The readers of untrusted bytes, each behind one entry point that takes a fuzzer's input:
+//! the AFL++ targets in `fuzz/` drive them, and `tests/fuzz_corpus.rs` replays every input
+//! they saved. An entry point returns whatever the reader answered; a panic is a bug.
+
+use std::path::Path;
+
+use crate::cli::args::TrainArgs;
+use crate::cli::{study, train as train_cmd};
+use crate::data::{Cifar100Labels, decode_image, idx_pair, maybe_gunzip, parse_cifar};
+use crate::models::{Classifier, ModelConfig};
+use crate::train::checkpoint::{model_from_bytes, optimizer_from_bytes, state_from_bytes};
+use crate::train::{TrainConfig, optimizer, parse_device};
+
+/// The IDX reader (MNIST, Fashion-MNIST): a pair of images and labels files, each raw or
+/// gzip-compressed. Input: a little-endian u16 length of the images file, the images file,
+/// then the labels file.
+pub fn idx(data: &[u8]) {
+    let Some((images, labels)) = split_u16(data) else {
+        return;
+    };
+    let (images_path, labels_path) = (Path::new("images"), Path::new("labels"));
+    let (Ok(images), Ok(labels)) = (
+        maybe_gunzip(images_path, images.to_vec()),
+        maybe_gunzip(labels_path, labels.to_vec()),
+    ) else {
+        return;
+    };
+    if let Ok(set) = idx_pair(images_path, &images, labels_path, &labels, 10) {
+        assert_eq!(set.pixels.len(), set.len() * set.image_len());
+        assert!(set.labels.iter().all(|&label| label < 10));
+        let _ = set.channel_stats();
+    }
+}
+
+/// The CIFAR binary reader. Input: a byte choosing CIFAR-10, CIFAR-100 fine or coarse
+/// labels, then the file.
+pub fn cifar(data: &[u8]) {
+    let Some((&choice, bytes)) = data.split_first() else {
+        return;
+    };
+    let (variant, classes) = match choice % 3 {
+        0 => (None, 10),
+        1 => (Some(Cifar100Labels::Fine), 100),
+        _ => (Some(Cifar100Labels::Coarse), 20),
+    };
+    if let Ok(set) = parse_cifar(Path::new("batch.bin"), bytes, variant) {
+        assert_eq!(set.pixels.len(), set.len() * 3 * 32 * 32);
+        assert!(set.labels.iter().all(|&label| label < classes));
+        let _ = set.channel_stats();
+    }
+}
+
+/// The image-folder reader's decoding of one file (PNG or JPEG), resized to the run's image
+/// size. Input: a byte for the size (its value modulo 64; 0 must be refused), then the file.
+pub fn image(data: &[u8]) {
+    let Some((&size, bytes)) = data.split_first() else {
+        return;
+    };
+    let size = usize::from(size % 64);
+    if let Ok(planar) = decode_image(Path::new("class/image.png"), bytes, size) {
+        assert_eq!(planar.len(), 3 * size * size);
+    }
+}
+
+/// The configuration of the checkpoint target: the one `fuzz/seeds/make.sh` trains with.
+pub fn checkpoint_config() -> TrainConfig {
+    let args = TrainArgs {
+        model: Some("mlp".into()),
+        width: Some(4),
+        ..TrainArgs::default()
+    };
+    train_cmd::resolve_with(&args, &TrainArgs::default()).expect("a valid configuration")
+}
+
+/// A fresh model of [`checkpoint_config`] for 28×28 grey images in ten classes.
+pub fn checkpoint_model(config: &TrainConfig) -> Classifier {
+    let device = parse_device("cpu").expect("the CPU exists");
+    ModelConfig::new(config.model, 1, 28, 10)
+        .with_width(config.width)
+        .init(&device)
+        .expect("the model fits 28×28 images")
+}
+
+/// The checkpoint loader: `model.bpk`, `optimizer.bpk` and `state.json` onto `model`.
+/// Input: little-endian u32 lengths of the model and optimizer records, the model record,
+/// the optimizer record, then the state.
+pub fn checkpoint(data: &[u8], config: &TrainConfig, model: &Classifier) {
+    let length = |at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    let (Some(model_len), Some(optimizer_len)) = (length(0), length(4)) else {
+        return;
+    };
+    let Some((model_bytes, rest)) = data[8..].split_at_checked(model_len) else {
+        return;
+    };
+    let Some((optimizer_bytes, state)) = rest.split_at_checked(optimizer_len) else {
+        return;
+    };
+    let _ = model_from_bytes(Path::new("model.bpk"), model_bytes.to_vec(), model.clone());
+    let _ = optimizer_from_bytes(
+        Path::new("optimizer.bpk"),
+        optimizer_bytes.to_vec(),
+        optimizer(config),
+    );
+    let _ = state_from_bytes(Path::new("state.json"), state);
+}
+
+/// The TOML configurations: a `mmix train --config` file resolved into a run's
+/// configuration, or a `mmix study` file checked as the study command checks it. Input: a
+/// byte choosing which (even: run, odd: study), then the text.
+pub fn config(data: &[u8]) {
+    let Some((&choice, bytes)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    if choice % 2 == 0 {
+        if let Ok(file) = train_cmd::parse_config(Path::new("run.toml"), text) {
+            let _ = train_cmd::resolve_with(&TrainArgs::default(), &file);
+        }
+    } else {
+        let _ = study::check_text(text, "study.toml");
+    }
+}
+
+fn split_u16(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let length = u16::from_le_bytes(data.get(..2)?.try_into().ok()?) as usize;
+    data[2..].split_at_checked(length)
+}
