@@ -23,6 +23,7 @@ fn main() {
                 classes: 10,
                 steps: 5,
                 warmup: 1,
+                precision: Default::default(),
             };
             let result = bench_step(&config, &device, "cpu").expect("a valid model");
             println!("{}", serde_json::to_string(&result).expect("serialisable"));

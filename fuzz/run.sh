@@ -22,11 +22,11 @@ for target in "${targets[@]}"; do
   for key in run_time execs_done execs_per_sec corpus_count saved_crashes saved_hangs; do
     grep "^$key " "$stats" || true
   done
-  # Keep the queue entries that reached new edges (AFL++ marks them `+cov`), the seeds'
-  # descendants that matter; the rest only reorder the same coverage.
+  # Keep the starting inputs (`orig:`) and the queue entries that reached new edges (AFL++
+  # marks them `+cov`); the rest only reorder the same coverage.
   rm -rf corpus/"$target"
   mkdir -p corpus/"$target"
-  find out/"$target"/default/queue -maxdepth 1 -type f -name '*+cov*' \
+  find out/"$target"/default/queue -maxdepth 1 -type f \( -name '*+cov*' -o -name '*orig:*' \) \
     -exec cp {} corpus/"$target"/ \;
   # Names without commas or colons travel everywhere.
   for file in corpus/"$target"/*; do

@@ -49,6 +49,9 @@ engine &cpu_engine() {
 struct Geometry {
   memory::dims src, weights, dst, strides, padding_begin, padding_end;
   int64_t in_block, out_block;
+  // The data type the convolution reads its input, weights and output gradient in: f32, or
+  // bf16 (converted from the caller's f32); it accumulates and writes in f32 either way.
+  dt operands;
 };
 
 }  // namespace
@@ -64,6 +67,8 @@ struct MmixConvShape {
   int64_t pad_top, pad_left, pad_bottom, pad_right;
   // Channels per block of the caller's input and output: 1 (NCHW), 8 or 16.
   int64_t in_block, out_block;
+  // 1: input, weights and output gradient in bf16 (accumulation and results in f32); 0: f32.
+  int64_t bf16;
 };
 
 // Mirrors `Buffers` in src/kernels/onednn/ffi.rs: the lengths, in floats, of the caller's
@@ -86,10 +91,13 @@ Geometry geometry(const MmixConvShape &s) {
       {s.pad_bottom, s.pad_right},
       s.in_block,
       s.out_block,
+      s.bf16 != 0 ? dt::bf16 : dt::f32,
   };
 }
 
-memory::desc any_desc(const memory::dims &dims) { return memory::desc(dims, dt::f32, tag::any); }
+memory::desc any_desc(const memory::dims &dims, dt type = dt::f32) {
+  return memory::desc(dims, type, tag::any);
+}
 
 // Each execution brings its own scratchpad, so one primitive can run on several threads at
 // once (with the library's scratchpad, concurrent runs of a primitive share one buffer).
@@ -188,22 +196,26 @@ struct Plan {
   std::optional<Conversion> saved_to_user;
 
   explicit Plan(const Geometry &geometry) : g(geometry) {
-    const memory::desc src_any = any_desc(g.src), weights_any = any_desc(g.weights);
-    const memory::desc dst_any = any_desc(g.dst);
+    // Operands (read) in `g.operands`, results (written) in f32: with bf16 operands the
+    // master weights, their gradient and every activation stay f32 outside the convolution.
+    const memory::desc src_in = any_desc(g.src, g.operands), src_out = any_desc(g.src);
+    const memory::desc weights_in = any_desc(g.weights, g.operands);
+    const memory::desc weights_out = any_desc(g.weights);
+    const memory::desc dst_in = any_desc(g.dst, g.operands), dst_out = any_desc(g.dst);
     const auto direct = algorithm::convolution_direct;
     const dnnl::primitive_attr attr = user_scratchpad();
     forward_pd = convolution_forward::primitive_desc(
-        convolution_forward::desc(prop_kind::forward_training, direct, src_any, weights_any,
-                                  dst_any, g.strides, g.padding_begin, g.padding_end),
+        convolution_forward::desc(prop_kind::forward_training, direct, src_in, weights_in,
+                                  dst_out, g.strides, g.padding_begin, g.padding_end),
         attr, cpu_engine());
     forward = convolution_forward(forward_pd);
     data_pd = convolution_backward_data::primitive_desc(
-        convolution_backward_data::desc(direct, src_any, weights_any, dst_any, g.strides,
+        convolution_backward_data::desc(direct, src_out, weights_in, dst_in, g.strides,
                                         g.padding_begin, g.padding_end),
         attr, cpu_engine(), forward_pd);
     backward_data = convolution_backward_data(data_pd);
     weights_pd = convolution_backward_weights::primitive_desc(
-        convolution_backward_weights::desc(direct, src_any, weights_any, dst_any, g.strides,
+        convolution_backward_weights::desc(direct, src_in, weights_out, dst_in, g.strides,
                                            g.padding_begin, g.padding_end),
         attr, cpu_engine(), forward_pd);
     backward_weights = convolution_backward_weights(weights_pd);
@@ -309,6 +321,41 @@ int64_t mmix_onednn_native_block() {
     }
   });
   return block;
+}
+
+// The instruction set oneDNN dispatches to on this CPU, as oneDNN names it.
+const char *mmix_onednn_isa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    default: return "unknown";
+  }
+}
+
+// The implementation oneDNN picks for a typical 3x3 convolution's forward pass with `bf16`
+// operands or f32 ones (e.g. "brg:avx512_core_amx", "jit:avx512_core"), or "" on failure.
+const char *mmix_onednn_implementation(int64_t bf16) {
+  static thread_local std::string name;
+  name.clear();
+  guarded([&] {
+    const memory::dims src = {32, 64, 16, 16}, weights = {64, 64, 3, 3};
+    const dt operands = bf16 != 0 ? dt::bf16 : dt::f32;
+    const convolution_forward::primitive_desc pd(
+        convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct,
+                                  any_desc(src, operands), any_desc(weights, operands),
+                                  any_desc(src), {1, 1}, {1, 1}, {1, 1}),
+        cpu_engine());
+    name = pd.impl_info_str();
+  });
+  return name.c_str();
 }
 
 void mmix_onednn_saved_source_free(MmixSavedSource *saved) { delete saved; }

@@ -3,11 +3,13 @@
 # machine, so their ratio is measured under the same conditions, and prints the rounds and
 # their summary as Markdown. Usage:
 #   scripts/bench-vs-torch.sh [ROUNDS] [STEPS_AT_WIDTH_64] [STEPS_AT_WIDTH_16]
-# Build first (`cargo build --release`, or with `--features onednn`) and keep the machine
+# Build first (`cargo build --release`, which takes oneDNN where libdnnl-dev is installed) and keep the machine
 # otherwise idle. Each round runs, per width: mmix --mix none, mmix --mix manifold, PyTorch
 # contiguous, PyTorch channels-last. With BURN_CONV=1 a oneDNN build is also timed with its
-# convolutions on Burn (MMIX_ONEDNN=off). The ratio is mmix's images per second over the
-# faster PyTorch format's in the same round.
+# convolutions on Burn (MMIX_ONEDNN=off). With BF16=1 each round also times mmix's manifold
+# step with `--precision bf16` and PyTorch under torch.autocast("cpu", dtype=torch.bfloat16)
+# in both formats (a CPU with AVX512-BF16 or AMX). The ratio is mmix's images per second over
+# the faster PyTorch format's in the same round, at the same precision.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-4}
@@ -24,26 +26,28 @@ lscpu | grep -E 'Model name|^CPU\(s\)|MHz' || true
 # One result line: round, width, program, images per second, peak RSS in MiB.
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"; }
 
-mmix_run() { # round width steps mix label [env...]
-  local round=$1 width=$2 steps=$3 mix=$4 label=$5
-  shift 5
+mmix_run() { # round width steps mix label precision [env...]
+  local round=$1 width=$2 steps=$3 mix=$4 label=$5 precision=$6
+  shift 6
   env "$@" "$mmix" bench --model preactresnet18 --width "$width" --batch-size 128 --mix "$mix" \
-    --steps "$steps" --warmup 1 | tail -n 1 | python3 -c '
+    --steps "$steps" --warmup 1 --precision "$precision" | tail -n 1 | python3 -c '
 import json, sys
 line = json.loads(sys.stdin.read())
 print(*sys.argv[1:], line["images_per_second"], line["peak_rss_mb"], sep="\t")' \
     "$round" "$width" "$label" >>"$results"
 }
 
-torch_run() { # round width steps format
-  local round=$1 width=$2 steps=$3 format=$4 output
+torch_run() { # round width steps format precision
+  local round=$1 width=$2 steps=$3 format=$4 precision=$5 output
   output=$(/usr/bin/time -f "peak-rss-kb %M" "$torch_ref" --widths "$width" --formats "$format" \
-    --batch 128 --steps "$steps" --warmup 1 --no-env 2>&1)
+    --batch 128 --steps "$steps" --warmup 1 --no-env --precision "$precision" 2>&1)
   # The reference's table: w B format median min max img/s GFLOP/s ...
   local ips rss_kb
   ips=$(awk -v w="$width" '$1 == w && $2 == 128 { print $7 }' <<<"$output")
   rss_kb=$(awk '$1 == "peak-rss-kb" { print $2 }' <<<"$output")
-  record "$round" "$width" "torch-$format" "$ips" "$((rss_kb / 1024))"
+  local label=torch-$format
+  [[ $precision == bf16 ]] && label=torch-bf16-$format
+  record "$round" "$width" "$label" "$ips" "$((rss_kb / 1024))"
 }
 
 for round in $(seq "$rounds"); do
@@ -51,13 +55,19 @@ for round in $(seq "$rounds"); do
     steps=$([[ $width == 64 ]] && echo "$steps_64" || echo "$steps_16")
     echo "round $round, width $width" >&2
     for mix in none manifold; do
-      mmix_run "$round" "$width" "$steps" "$mix" "mmix-$mix"
+      mmix_run "$round" "$width" "$steps" "$mix" "mmix-$mix" f32
       if [[ ${BURN_CONV:-0} == 1 ]]; then
-        mmix_run "$round" "$width" "$steps" "$mix" "burn-conv-$mix" MMIX_ONEDNN=off
+        mmix_run "$round" "$width" "$steps" "$mix" "burn-conv-$mix" f32 MMIX_ONEDNN=off
       fi
     done
+    if [[ ${BF16:-0} == 1 ]]; then
+      mmix_run "$round" "$width" "$steps" manifold mmix-bf16 bf16
+    fi
     for format in contiguous channels_last; do
-      torch_run "$round" "$width" "$steps" "$format"
+      torch_run "$round" "$width" "$steps" "$format" fp32
+      if [[ ${BF16:-0} == 1 ]]; then
+        torch_run "$round" "$width" "$steps" "$format" bf16
+      fi
     done
   done
 done
@@ -109,4 +119,16 @@ for width in sorted(ratios, reverse=True):
         f"channels-last {median('torch-channels_last'):.1f}; peak RSS mmix "
         f"{rss('mmix-manifold')}, PyTorch {rss('torch-contiguous', 'torch-channels_last')}"
     )
+    if all("mmix-bf16" in r for r in rounds):
+        def best(r, prefix):
+            return max(r[prefix + "contiguous"][0], r[prefix + "channels_last"][0])
+        against_bf16 = [r["mmix-bf16"][0] / best(r, "torch-bf16-") for r in rounds]
+        against_fp32 = [r["mmix-bf16"][0] / best(r, "torch-") for r in rounds]
+        print(
+            f"width {width}, bf16 manifold: median img/s mmix {median('mmix-bf16'):.1f}, PyTorch "
+            f"autocast contiguous {median('torch-bf16-contiguous'):.1f} / channels-last "
+            f"{median('torch-bf16-channels_last'):.1f}; median ratio against PyTorch autocast "
+            f"{statistics.median(against_bf16):.2f}× (range {min(against_bf16):.2f}–"
+            f"{max(against_bf16):.2f}×), against PyTorch fp32 {statistics.median(against_fp32):.2f}×"
+        )
 EOF

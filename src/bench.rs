@@ -23,6 +23,10 @@ pub struct StepBench {
     pub device: String,
     /// Which library ran the convolutions: `onednn` or `burn`.
     pub convolution: &'static str,
+    /// The convolutions' arithmetic: `f32`, or `bf16` operands with f32 accumulation.
+    pub precision: String,
+    /// The instruction set oneDNN dispatched to (`avx512_core_amx`, ...); null off oneDNN.
+    pub isa: Option<String>,
     pub threads: usize,
     pub median_ms: f64,
     pub min_ms: f64,
@@ -64,6 +68,14 @@ fn summarise(mut times: Vec<f64>) -> (f64, f64, f64) {
     (median, times[0], times[times.len() - 1])
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Precision(String),
+}
+
 pub struct StepBenchConfig {
     pub model: ModelKind,
     pub width: usize,
@@ -74,6 +86,7 @@ pub struct StepBenchConfig {
     pub classes: usize,
     pub steps: usize,
     pub warmup: usize,
+    pub precision: crate::kernels::Precision,
 }
 
 /// Times full train steps (plan, mixed forward, backward, SGD update, loss to the host) on
@@ -82,7 +95,8 @@ pub fn bench_step(
     config: &StepBenchConfig,
     device: &Device,
     device_name: &str,
-) -> Result<StepBench, ModelError> {
+) -> Result<StepBench, BenchError> {
+    crate::kernels::use_precision(config.precision, device).map_err(BenchError::Precision)?;
     device.seed(0);
     let train_device = device.clone().autodiff();
     let mut model = ModelConfig::new(
@@ -144,6 +158,8 @@ pub fn bench_step(
         mix: config.mix.to_string(),
         device: device_name.to_string(),
         convolution: crate::kernels::convolution_library(device),
+        precision: config.precision.to_string(),
+        isa: crate::kernels::convolution_isa(device),
         threads: rayon::current_num_threads(),
         median_ms: median,
         min_ms: min,

@@ -62,7 +62,7 @@ pub fn image(data: &[u8]) {
     }
 }
 
-/// The configuration of the checkpoint target: the one `fuzz/seeds/make.sh` trains with.
+/// The configuration of the checkpoint target: an mlp of width 4 and the paper's SGD.
 pub fn checkpoint_config() -> TrainConfig {
     let args = TrainArgs {
         model: Some("mlp".into()),
@@ -72,13 +72,83 @@ pub fn checkpoint_config() -> TrainConfig {
     train_cmd::resolve_with(&args, &TrainArgs::default()).expect("a valid configuration")
 }
 
-/// A fresh model of [`checkpoint_config`] for 28×28 grey images in ten classes.
+/// A fresh model of [`checkpoint_config`] for 4×4 grey images in ten classes: small, so
+/// that the target's inputs (two records of its weights) are small.
 pub fn checkpoint_model(config: &TrainConfig) -> Classifier {
-    let device = parse_device("cpu").expect("the CPU exists");
-    ModelConfig::new(config.model, 1, 28, 10)
+    checkpoint_model_on(config, &parse_device("cpu").expect("the CPU exists"))
+}
+
+fn checkpoint_model_on(config: &TrainConfig, device: &burn::tensor::Device) -> Classifier {
+    ModelConfig::new(config.model, 1, 4, 10)
         .with_width(config.width)
-        .init(&device)
-        .expect("the model fits 28×28 images")
+        .init(device)
+        .expect("an mlp fits 4×4 images")
+}
+
+/// A valid input of [`checkpoint`]: the model, optimizer and state of a checkpoint taken
+/// mid-epoch after one SGD step, as `checkpoint::save` writes them (the target's seed).
+pub fn checkpoint_seed() -> Vec<u8> {
+    use burn::module::Module;
+    use burn::optim::GradientsParams;
+    use burn::tensor::Tensor;
+    use rand::SeedableRng;
+
+    use crate::eval::Metrics;
+    use crate::train::checkpoint::{EpochRecord, PartialEpoch, RunState};
+
+    let config = checkpoint_config();
+    let device = parse_device("cpu").expect("the CPU exists").autodiff();
+    let model = checkpoint_model_on(&config, &device);
+    let mut optim = optimizer(&config);
+    let loss = model
+        .forward(Tensor::ones([2, 1, 4, 4], &device), None)
+        .sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let model = optim.step(0.1, model, grads);
+    let model_bytes = model
+        .valid()
+        .into_record()
+        .into_bytes()
+        .expect("a record serialises");
+    let optimizer_bytes = optim.into_bytes().expect("a record serialises");
+    let metrics = Metrics {
+        accuracy: 0.5,
+        nll: 0.7,
+        ece: 0.1,
+        count: 2,
+    };
+    let state = RunState {
+        epochs_done: 1,
+        rng: rand_chacha::ChaCha12Rng::seed_from_u64(0),
+        history: vec![EpochRecord {
+            epoch: 1,
+            lr: 0.1,
+            train_loss: 0.7,
+            train_acc: 0.5,
+            valid: Some(metrics),
+            test: metrics,
+            images_per_second: 100.0,
+            seconds: 0.02,
+        }],
+        train_seconds: 0.02,
+        train_images: 2,
+        partial: Some(PartialEpoch {
+            order: vec![1, 0],
+            next_batch: 1,
+            loss_sum: 0.7,
+            acc_sum: 0.5,
+            seen: 1,
+            seconds: 0.01,
+        }),
+    };
+    let state = serde_json::to_vec_pretty(&state).expect("a state serialises");
+    let mut input = Vec::new();
+    input.extend((model_bytes.len() as u32).to_le_bytes());
+    input.extend((optimizer_bytes.len() as u32).to_le_bytes());
+    input.extend(&model_bytes[..]);
+    input.extend(&optimizer_bytes[..]);
+    input.extend(state);
+    input
 }
 
 /// The checkpoint loader: `model.bpk`, `optimizer.bpk` and `state.json` onto `model`.

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cli;
+mod contained;
 pub mod data;
 pub mod eval;
 pub mod fsio;

@@ -4,7 +4,7 @@
 
 /// Applies every setting below.
 pub fn configure() {
-    #[cfg(feature = "onednn")]
+    #[cfg(mmix_onednn)]
     openmp_waits_passively();
     keep_freed_memory();
     quiet_on_closed_pipe();
@@ -51,7 +51,7 @@ fn keep_freed_memory() {
 /// between two convolutions. libgomp reads `OMP_WAIT_POLICY` once, when it is loaded and so
 /// before `main`, so the only way to set it from inside is to start again with it set: this
 /// re-executes the program once, unless the caller chose a policy already.
-#[cfg(feature = "onednn")]
+#[cfg(mmix_onednn)]
 fn openmp_waits_passively() {
     use std::os::unix::process::CommandExt;
     const POLICY: &str = "OMP_WAIT_POLICY";

@@ -628,6 +628,19 @@ fn bad_input_gives_one_clear_line() {
         assert!(stderr.contains(expected), "{name}: {stderr}");
         assert!(!dir.join(name).exists(), "{name}: the study left a folder");
     }
+    // bf16 convolutions need the oneDNN route, which MMIX_ONEDNN=off turns off.
+    let output = mmix()
+        .env("MMIX_ONEDNN", "off")
+        .args(["train", "--precision", "bf16", "--out", &out])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--precision bf16 needs the convolutions on oneDNN"),
+        "{stderr}"
+    );
     assert!(
         !dir.join("out").join("config.json").exists(),
         "no run folder is left by a failed start"

@@ -66,6 +66,10 @@ pub struct TrainArgs {
     /// Image size for folder datasets.
     #[arg(long)]
     pub image_size: Option<usize>,
+    /// f32 (default), or bf16: convolutions on oneDNN read bf16 operands and accumulate in
+    /// f32; master weights, batch norm, the mix, the loss and SGD stay f32.
+    #[arg(long, value_enum)]
+    pub precision: Option<crate::kernels::Precision>,
     /// CIFAR-100's 20 coarse (superclass) labels instead of its 100 fine ones.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub cifar100_coarse: Option<bool>,
@@ -262,6 +266,9 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// f32, or bf16: convolutions on oneDNN with bf16 operands and f32 accumulation.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: crate::kernels::Precision,
     /// Input channels and size of the random batch (CIFAR layout by default).
     #[arg(long, default_value_t = 3)]
     pub channels: usize,

@@ -423,6 +423,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     let kind: ModelKind = args.model.parse()?;
     let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    super::note_fast_path(&device);
     let config = StepBenchConfig {
         model: kind,
         width: args.width.unwrap_or_else(|| kind.default_width()),
@@ -433,6 +434,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         classes: 10,
         steps: args.steps,
         warmup: args.warmup,
+        precision: args.precision,
     };
     if config.batch == 0 {
         bail!("--batch-size must be at least 1");

@@ -5,3 +5,12 @@ pub mod commands;
 pub mod evaluate;
 pub mod study;
 pub mod train;
+
+/// Says once per process how to get the CPU's fast path where `device` lacks it: on stdout,
+/// with the run's headline, so that stderr holds only what went wrong.
+pub fn note_fast_path(device: &burn::tensor::Device) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if let Some(note) = crate::kernels::fast_path_note(device) {
+        ONCE.call_once(|| println!("{note}"));
+    }
+}

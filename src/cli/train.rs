@@ -93,6 +93,7 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
         },
         augment: !pick!(no_augment).unwrap_or(false),
         eval_batch_size: 500,
+        precision: pick!(precision).unwrap_or_default(),
         evaluate: args.suite.clone().unwrap_or_else(|| EvalSuite {
             attacks: pick!(attacks).unwrap_or_default(),
             attack_examples: pick!(attack_examples),
@@ -275,6 +276,7 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         }
     };
     let device = parse_device(&config.device).map_err(|e| anyhow!(e))?;
+    crate::kernels::use_precision(config.precision, &device).map_err(|e| anyhow!(e))?;
     let data = train::prepare_data(&config)?;
     train::check_run(&config, &data)?;
     std::fs::create_dir_all(&dir)
@@ -293,8 +295,12 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
             config.alpha, config.mix_layers
         ),
     };
+    let arithmetic = match (config.precision, crate::kernels::convolution_isa(&device)) {
+        (crate::kernels::Precision::Bf16, Some(isa)) => format!(", convolutions in bf16 on {isa}"),
+        _ => String::new(),
+    };
     let headline = format!(
-        "{note} {} on {} ({} train / {} valid / {} test), {mixing}, {} epochs, seed {}, device {}",
+        "{note} {} on {} ({} train / {} valid / {} test), {mixing}, {} epochs, seed {}, device {}{arithmetic}",
         config.model,
         config.dataset,
         data.train.len(),
@@ -305,6 +311,7 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         config.device
     );
     println!("{headline} → {}", dir.display());
+    super::note_fast_path(&device);
     let log = RunLog::new(dir.join("train.log"), headline);
 
     let interactive = std::io::stdout().is_terminal() && !quiet_bar;

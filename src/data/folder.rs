@@ -64,7 +64,9 @@ pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>, D
         .with_guessed_format()
         .map_err(|e| unreadable(e.to_string()))?;
     reader.limits(limits);
-    let image = reader.decode().map_err(|e| unreadable(e.to_string()))?;
+    let image = crate::contained::contain(|| reader.decode())
+        .map_err(|panic| unreadable(format!("the decoder failed on it ({panic})")))?
+        .map_err(|e| unreadable(e.to_string()))?;
     let rgb = image
         .resize_exact(side, side, FilterType::Triangle)
         .to_rgb8();

@@ -8,8 +8,8 @@
 //!   keep between convolutions on the oneDNN route), and the moves between them.
 //! - [`mix`]: the mix of hidden states, forward and backward, one pass each.
 //! - `lanes`: the kernels' inner loops, compiled per vector width and picked at run time.
-//! - [`onednn`] (cargo feature `onednn`): convolution forward, input gradient and weight
-//!   gradient on oneDNN, the library PyTorch's CPU convolutions use.
+//! - `onednn` (built wherever oneDNN is installed, see `build.rs`): convolution forward, input
+//!   gradient and weight gradient on oneDNN, the library PyTorch's CPU convolutions use.
 //!
 //! Each route checks that its tensors are f32 on Flex ([`on_flex_f32`]); anything else (other
 //! dtypes, GPU backends) takes Burn's own operation, so models call these unconditionally.
@@ -18,7 +18,7 @@ pub mod batch_norm;
 mod lanes;
 pub mod layout;
 pub mod mix;
-#[cfg(feature = "onednn")]
+#[cfg(mmix_onednn)]
 pub mod onednn;
 
 use std::mem::MaybeUninit;
@@ -27,6 +27,86 @@ use rayon::prelude::*;
 
 use burn::backend::DispatchDevice;
 use burn::tensor::{DType, Device, Tensor};
+
+/// The arithmetic of the convolutions on the CPU's oneDNN route.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// Convolutions read bf16 operands (input, weights, output gradient) and accumulate in
+    /// f32; everything else, the master weights included, stays f32.
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+/// Makes `precision` the one this process's convolutions compute in on `device`, or says in
+/// one line why it cannot be: bf16 needs the oneDNN route and a CPU with bf16 instructions
+/// (`MMIX_FORCE_BF16=1` runs it on oneDNN's slower kernels where the CPU lacks them).
+pub fn use_precision(precision: Precision, device: &Device) -> Result<(), String> {
+    if precision == Precision::F32 {
+        #[cfg(mmix_onednn)]
+        onednn::set_precision(precision);
+        return Ok(());
+    }
+    if convolution_library(device) != "onednn" {
+        return Err(format!(
+            "--precision {precision} needs the convolutions on oneDNN, which {}",
+            if !is_flex(device) {
+                "runs on the CPU only"
+            } else if cfg!(mmix_onednn) {
+                "MMIX_ONEDNN=off turned off"
+            } else {
+                "this build lacks (apt-get install libdnnl-dev, then cargo build --release)"
+            }
+        ));
+    }
+    #[cfg(mmix_onednn)]
+    {
+        let forced = std::env::var("MMIX_FORCE_BF16").is_ok_and(|v| v == "1");
+        match onednn::bf16_support() {
+            Ok(_) => {}
+            Err((reason, false)) => return Err(format!("--precision bf16: {reason}")),
+            Err((reason, true)) if !forced => {
+                return Err(format!(
+                    "--precision bf16: {reason} (MMIX_FORCE_BF16=1 runs it anyway, slowly)"
+                ));
+            }
+            Err(_) => {}
+        }
+        onednn::set_precision(precision);
+    }
+    Ok(())
+}
+
+/// The instruction set oneDNN computes the convolutions with here; `None` off its route.
+pub fn convolution_isa(device: &Device) -> Option<String> {
+    #[cfg(mmix_onednn)]
+    if convolution_library(device) == "onednn" {
+        return Some(onednn::isa().to_string());
+    }
+    let _ = device;
+    None
+}
 
 /// Whether `x` is an f32 tensor on the Flex backend, with or without autodiff.
 pub fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
@@ -42,12 +122,25 @@ fn is_flex(device: &Device) -> bool {
 
 /// Which library computes f32 convolutions on `device`: `"onednn"` or `"burn"`.
 pub fn convolution_library(device: &Device) -> &'static str {
-    #[cfg(feature = "onednn")]
+    #[cfg(mmix_onednn)]
     if onednn::enabled() && is_flex(device) {
         return "onednn";
     }
     let _ = device;
     "burn"
+}
+
+/// What a user on `device` should know about the CPU's fast path: `None` where convolutions
+/// run on oneDNN (or off the CPU), else the line that says how to get it.
+pub fn fast_path_note(device: &Device) -> Option<&'static str> {
+    if !is_flex(device) || convolution_library(device) == "onednn" {
+        return None;
+    }
+    Some(if cfg!(mmix_onednn) {
+        "note: MMIX_ONEDNN=off: convolutions run on Burn's own kernels, about 3-4x slower than on oneDNN here (BENCHMARKS.md)"
+    } else {
+        "note: this build has no oneDNN: convolutions run on Burn's own kernels, about 3-4x slower than on oneDNN here (BENCHMARKS.md); for the fast path: `apt-get install libdnnl-dev`, then `cargo build --release` again"
+    })
 }
 
 /// A buffer of `len` values, filled in parallel chunk by chunk: `fill(index, chunk)` must write

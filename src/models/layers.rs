@@ -126,7 +126,7 @@ pub fn conv(
 /// of the model is a multiple of `channel_unit`: the block oneDNN computes in where the route
 /// takes the model's convolutions and the block divides `channel_unit`, else 1 (plain maps).
 fn feature_block(device: &Device, channel_unit: usize) -> usize {
-    #[cfg(feature = "onednn")]
+    #[cfg(mmix_onednn)]
     if crate::kernels::convolution_library(device) == "onednn" {
         let block = crate::kernels::onednn::native_block();
         if channel_unit.is_multiple_of(block) {
@@ -172,13 +172,14 @@ pub fn conv2d_blocked(conv: &Conv2d, x: Tensor<5>) -> Tensor<5> {
 
 /// `conv` of a plain or blocked map `x`, written in `out` (of rank `R`).
 fn convolve<const D: usize, const R: usize>(conv: &Conv2d, x: Tensor<D>, out: Layout) -> Tensor<R> {
-    #[cfg(feature = "onednn")]
+    #[cfg(mmix_onednn)]
     if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
         && crate::kernels::onednn::accepts(&x, conv.dilation, conv.groups)
     {
         let geometry = crate::kernels::onednn::ConvGeometry {
             stride: conv.stride,
             padding: [(top, bottom), (left, right)],
+            precision: crate::kernels::onednn::precision(),
         };
         let output = crate::kernels::onednn::conv2d(x, conv.weight.val(), geometry, out);
         return match &conv.bias {

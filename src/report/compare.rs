@@ -225,6 +225,7 @@ mod tests {
     fn config(mix: MixMode, seed: u64) -> TrainConfig {
         TrainConfig {
             cifar100_labels_coarse: false,
+            precision: Default::default(),
             dataset: DatasetName::FashionMnistMini,
             data_dir: None,
             image_size: 32,

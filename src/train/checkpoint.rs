@@ -216,10 +216,11 @@ pub fn model_from_bytes(
     bytes: Vec<u8>,
     model: Classifier,
 ) -> Result<Classifier, TrainError> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-        .map_err(|e| checkpoint_error(path, describe(e)))?;
-    model
-        .try_load_record(record)
+    let record = contained(path, || {
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+    })?
+    .map_err(|e| checkpoint_error(path, describe(e)))?;
+    contained(path, || model.try_load_record(record))?
         .map_err(|e| checkpoint_error(path, describe(e)))
 }
 
@@ -229,7 +230,13 @@ pub fn optimizer_from_bytes(
     bytes: Vec<u8>,
     optimizer: ModuleOptimizer,
 ) -> Result<ModuleOptimizer, TrainError> {
-    optimizer
-        .from_bytes(Bytes::from_bytes_vec(bytes))
+    contained(path, || optimizer.from_bytes(Bytes::from_bytes_vec(bytes)))?
         .map_err(|e| checkpoint_error(path, describe(e)))
+}
+
+/// Burn's record decoders panic on some damaged records (the optimizer's, the fuzzer found):
+/// a damaged checkpoint is bad input, answered with an error naming the file.
+fn contained<T>(path: &Path, decode: impl FnOnce() -> T) -> Result<T, TrainError> {
+    crate::contained::contain(decode)
+        .map_err(|panic| checkpoint_error(path, format!("damaged or unreadable ({panic})")))
 }

@@ -96,6 +96,9 @@ pub struct TrainConfig {
     pub split: SplitConfig,
     pub augment: bool,
     pub eval_batch_size: usize,
+    /// The convolutions' arithmetic (older runs saved none: f32).
+    #[serde(default)]
+    pub precision: crate::kernels::Precision,
     /// Measured on the test split once training ends (older runs saved none).
     #[serde(default)]
     pub evaluate: EvalSuite,

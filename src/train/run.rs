@@ -195,6 +195,7 @@ pub fn run_training(
 ) -> Result<RunOutcome, TrainError> {
     let classes = data.dataset.classes();
     check_run(config, data)?;
+    crate::kernels::use_precision(config.precision, device).map_err(TrainError::Config)?;
     let mix = mix_config(config);
 
     device.seed(config.seed);

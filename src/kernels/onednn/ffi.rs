@@ -28,6 +28,8 @@ pub struct ConvShape {
     /// Channels per block of the input and of the output: 1 (NCHW), 8 or 16.
     pub in_block: i64,
     pub out_block: i64,
+    /// 1: the input, weights and output gradient are read in bf16 (results in f32); 0: f32.
+    pub bf16: i64,
 }
 
 /// Mirrors `MmixBuffers` in the C++ bridge: the lengths, in floats, of the caller's buffers
@@ -68,6 +70,8 @@ unsafe extern "C" {
         saved: *mut *mut SavedSourceHandle,
     ) -> c_int;
     fn mmix_onednn_native_block() -> i64;
+    fn mmix_onednn_isa() -> *const c_char;
+    fn mmix_onednn_implementation(bf16: i64) -> *const c_char;
     fn mmix_onednn_saved_source_to_user(
         shape: *const ConvShape,
         buffers: *const Buffers,
@@ -125,6 +129,23 @@ impl SavedSource {
 pub fn native_block() -> usize {
     // SAFETY: no arguments; the bridge catches every failure and answers 1 then.
     unsafe { mmix_onednn_native_block() as usize }
+}
+
+/// The instruction set oneDNN dispatches to on this CPU (`avx512_core_amx`, `avx2`, ...).
+pub fn isa() -> String {
+    // SAFETY: no arguments; the bridge returns a static NUL-terminated string.
+    unsafe { CStr::from_ptr(mmix_onednn_isa()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The implementation oneDNN picks for a typical 3×3 convolution, with bf16 operands or f32
+/// ones (`brg:avx512_core_amx`, `jit:avx512_core`, `ref:any`, ...); empty if none.
+pub fn implementation(bf16: bool) -> String {
+    // SAFETY: the bridge returns a thread-local NUL-terminated string, copied at once.
+    unsafe { CStr::from_ptr(mmix_onednn_implementation(i64::from(bf16))) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A convolution's input, as the backward pass gets it.

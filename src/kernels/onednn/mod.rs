@@ -32,14 +32,17 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Shape, Tensor, TensorData};
 
+use super::Precision;
 use super::layout::{Layout, block_of};
 use ffi::{ConvShape, SavedSource, Source};
 
-/// Stride and `(begin, end)` padding per spatial axis; dilation 1 and one group.
+/// Stride and `(begin, end)` padding per spatial axis (dilation 1 and one group), and the
+/// arithmetic, which the backward pass keeps from its forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
     pub stride: [usize; 2],
     pub padding: [(usize, usize); 2],
+    pub precision: Precision,
 }
 
 impl ConvGeometry {
@@ -150,6 +153,7 @@ impl ConvGeometry {
             pad_right,
             in_block,
             out_block,
+            bf16: i64::from(self.precision == Precision::Bf16),
         };
         shape.lengths().ok_or("a buffer larger than memory")?;
         Ok(shape)
@@ -193,6 +197,59 @@ pub fn enabled() -> bool {
 /// Whether oneDNN can take this convolution: route on, f32 tensors on Flex, dilation 1, no groups.
 pub fn accepts<const D: usize>(x: &Tensor<D>, dilation: [usize; 2], groups: usize) -> bool {
     enabled() && dilation == [1, 1] && groups == 1 && super::on_flex_f32(x)
+}
+
+thread_local! {
+    static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
+}
+
+/// Sets the precision of the convolutions this thread starts on the route from here on (a
+/// run trains on one thread; tests run on several). With [`Precision::Bf16`], each reads its
+/// input, weights and output gradient in bf16 and accumulates and writes in f32: the master
+/// weights, their gradients and every activation outside the convolutions stay f32. Check
+/// [`bf16_support`] first.
+pub fn set_precision(precision: Precision) {
+    PRECISION.set(precision);
+}
+
+/// The precision [`set_precision`] last set on this thread (f32 at first).
+pub fn precision() -> Precision {
+    PRECISION.get()
+}
+
+/// The instruction set oneDNN dispatches to on this CPU, as oneDNN names it.
+pub fn isa() -> &'static str {
+    static ISA: OnceLock<String> = OnceLock::new();
+    ISA.get_or_init(ffi::isa)
+}
+
+/// How oneDNN computes bf16 convolutions here: `Ok` with its implementation's name where the
+/// CPU has bf16 instructions (AVX512-BF16 or AMX); `Err` with the reason and whether an
+/// implementation exists at all (a slow one can be forced; none cannot).
+pub fn bf16_support() -> Result<String, (String, bool)> {
+    let implementation = ffi::implementation(true);
+    if implementation.is_empty() {
+        return Err((
+            format!(
+                "this oneDNN has no bf16 convolution for this CPU ({})",
+                isa()
+            ),
+            false,
+        ));
+    }
+    let native = matches!(isa(), "avx512_core_bf16" | "avx512_core_amx")
+        && !implementation.starts_with("ref");
+    if native {
+        Ok(implementation)
+    } else {
+        Err((
+            format!(
+                "oneDNN dispatches to {} here, without bf16 instructions (AVX512-BF16 or AMX); bf16 convolutions would run on {implementation}",
+                isa()
+            ),
+            true,
+        ))
+    }
 }
 
 /// Channels per block of the layout oneDNN computes convolutions in on this CPU (16 with

@@ -31,6 +31,7 @@ const fn geometry(stride: usize, pad: usize) -> ConvGeometry {
     ConvGeometry {
         stride: [stride, stride],
         padding: [(pad, pad), (pad, pad)],
+        precision: Precision::F32,
     }
 }
 
@@ -298,4 +299,42 @@ fn a_model_asked_for_blocks_its_channels_do_not_fill_stops_before_writing() {
     let model = PreActResNet::new(18, 3, 10, 8, &device);
     let x = Tensor::<4>::zeros([2, 3, 8, 8], &device);
     let _ = model.forward_in_blocks(x, None, 16);
+}
+
+/// bf16 operands carry 8 significant bits: each product is off by up to about 2⁻⁸ relative,
+/// and sums of a few hundred of them with random signs by a few times that.
+fn bf16_tolerance() -> Tolerance<f32> {
+    Tolerance::rel_abs(3e-2, 3e-2)
+}
+
+#[test]
+fn bf16_convolutions_and_gradients_match_f32_to_bf16_precision() {
+    if ffi::implementation(true).is_empty() {
+        eprintln!(
+            "note: this oneDNN has no bf16 convolution on this CPU ({}); skipped",
+            isa()
+        );
+        return;
+    }
+    let device = Device::flex().autodiff();
+    let (x, weight) = inputs(&device, [4, 16, 8, 8], [16, 3]);
+    let run = |precision| {
+        let geometry = ConvGeometry {
+            precision,
+            ..geometry(1, 1)
+        };
+        let (x, weight) = (x.clone().require_grad(), weight.clone().require_grad());
+        let output: Tensor<4> = conv2d(x.clone(), weight.clone(), geometry, Layout::Plain);
+        let grads = (output.clone() * output.clone()).sum().backward();
+        let grads = [x.grad(&grads).unwrap(), weight.grad(&grads).unwrap()];
+        (output.into_data(), grads.map(|g| g.into_data()))
+    };
+    let (output_f32, grads_f32) = run(Precision::F32);
+    let (output_bf16, grads_bf16) = run(Precision::Bf16);
+    assert_ne!(output_bf16, output_f32, "bf16 operands round");
+    output_bf16.assert_approx_eq::<f32>(&output_f32, bf16_tolerance());
+    for (bf16, f32) in grads_bf16.iter().zip(&grads_f32) {
+        bf16.assert_approx_eq::<f32>(f32, bf16_tolerance());
+    }
+    assert_eq!(fallbacks(), 0);
 }
