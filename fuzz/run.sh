@@ -33,6 +33,15 @@ for target in "${targets[@]}"; do
     [ -e "$file" ] || continue
     mv "$file" corpus/"$target"/"$(sha256sum "$file" | cut -c1-16)"
   done
+  # Then the smallest subset with the same coverage, where afl-cmin manages.
+  rm -rf corpus/"$target".min
+  if cargo afl cmin -i corpus/"$target" -o corpus/"$target".min -t 2000 -m none \
+    -- target/release/"$target" > out/"$target"-cmin.log 2>&1 &&
+    [ -n "$(ls corpus/"$target".min 2>/dev/null)" ]; then
+    rm -rf corpus/"$target"
+    mv corpus/"$target".min corpus/"$target"
+  fi
+  rm -rf corpus/"$target".min
   echo "kept $(ls corpus/"$target" | wc -l) inputs in fuzz/corpus/$target"
   rm -rf "$input"
 done

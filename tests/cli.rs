@@ -1,22 +1,11 @@
 //! The `mmix` binary driven as a user drives it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn mmix() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mmix"));
-    command.env_remove("MMIX_DATA");
-    command
-}
-
-fn run(args: &[&str]) -> Output {
-    mmix().args(args).output().expect("mmix runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{metrics_without_timing, mmix, run, text};
 
 /// A small, fast configuration on the embedded data: 600 training images, 100 validation.
 fn small_run(out: &Path, extra: &[&str]) -> Vec<String> {
@@ -48,15 +37,6 @@ fn small_run(out: &Path, extra: &[&str]) -> Vec<String> {
 
 fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
-}
-
-/// `metrics.csv` without the timing columns, which no two runs share.
-fn metrics_without_timing(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .map(|line| line.split(',').take(10).collect::<Vec<_>>().join(","))
-        .collect()
 }
 
 #[test]
@@ -181,6 +161,15 @@ fn wait_for(path: &Path, expect: impl Fn(&str) -> bool, limit: Duration) {
     }
 }
 
+/// Sends SIGINT, as Ctrl-C in a terminal does.
+fn interrupt(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn resumable_args(out: &Path) -> Vec<String> {
     let mut args = small_run(out, &[]);
     for (flag, value) in [("--epochs", "3"), ("--train-subset", "1500")] {
@@ -267,11 +256,7 @@ fn sigint_checkpoints_mid_epoch_exits_130_and_resumes_exactly() {
         Duration::from_secs(60),
     );
     std::thread::sleep(Duration::from_millis(300));
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    interrupt(&child);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     assert!(text(&output.stdout).contains("--resume"));
@@ -953,11 +938,7 @@ fn ctrl_c_in_the_demos_second_run_checkpoints_it() {
         Duration::from_secs(240),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    interrupt(&child);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     assert!(

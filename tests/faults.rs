@@ -7,19 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn mmix() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mmix"));
-    command.env_remove("MMIX_DATA");
-    command
-}
-
-fn run(args: &[&str]) -> Output {
-    mmix().args(args).output().expect("mmix runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{metrics_without_timing, mmix, run, text};
 
 /// Two epochs of 600 embedded images: a checkpoint per epoch and one at the end.
 fn run_args(out: &Path) -> Vec<String> {
@@ -47,14 +36,6 @@ fn run_args(out: &Path) -> Vec<String> {
 
 fn train(out: &Path) -> Output {
     mmix().args(run_args(out)).output().unwrap()
-}
-
-fn metrics_without_timing(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .map(|line| line.split(',').take(10).collect::<Vec<_>>().join(","))
-        .collect()
 }
 
 /// Metrics and weights, which a resumed run must share with the uninterrupted one.

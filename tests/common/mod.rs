@@ -1,0 +1,30 @@
+//! What the tests that drive the `mmix` binary share.
+
+#![allow(dead_code)] // each test file uses its own share
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The binary, with no dataset folder from the environment.
+pub fn mmix() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mmix"));
+    command.env_remove("MMIX_DATA");
+    command
+}
+
+pub fn run(args: &[&str]) -> Output {
+    mmix().args(args).output().expect("mmix runs")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `metrics.csv` without the timing columns, which no two runs share.
+pub fn metrics_without_timing(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|line| line.split(',').take(10).collect::<Vec<_>>().join(","))
+        .collect()
+}
