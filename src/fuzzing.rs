@@ -88,13 +88,12 @@ fn checkpoint_model_on(config: &TrainConfig, device: &burn::tensor::Device) -> C
 /// A valid input of [`checkpoint`]: the model, optimizer and state of a checkpoint taken
 /// mid-epoch after one SGD step, as `checkpoint::save` writes them (the target's seed).
 pub fn checkpoint_seed() -> Vec<u8> {
-    use burn::module::Module;
     use burn::optim::GradientsParams;
     use burn::tensor::Tensor;
     use rand::SeedableRng;
 
     use crate::eval::Metrics;
-    use crate::train::checkpoint::{EpochRecord, PartialEpoch, RunState};
+    use crate::train::checkpoint::{self, EpochRecord, PartialEpoch, RunState};
 
     let config = checkpoint_config();
     let device = parse_device("cpu").expect("the CPU exists").autodiff();
@@ -105,12 +104,6 @@ pub fn checkpoint_seed() -> Vec<u8> {
         .sum();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = optim.step(0.1, model, grads);
-    let model_bytes = model
-        .valid()
-        .into_record()
-        .into_bytes()
-        .expect("a record serialises");
-    let optimizer_bytes = optim.into_bytes().expect("a record serialises");
     let metrics = Metrics {
         accuracy: 0.5,
         nll: 0.7,
@@ -141,30 +134,35 @@ pub fn checkpoint_seed() -> Vec<u8> {
             seconds: 0.01,
         }),
     };
-    let state = serde_json::to_vec_pretty(&state).expect("a state serialises");
+    let files = checkpoint::encode(&model, &optim, &state).expect("a checkpoint encodes");
+    checkpoint_input(&files.each_ref().map(|bytes| &bytes[..]))
+}
+
+/// The [`checkpoint`] target's input holding the three files' bytes.
+pub fn checkpoint_input([model, optimizer, state]: &[&[u8]; 3]) -> Vec<u8> {
     let mut input = Vec::new();
-    input.extend((model_bytes.len() as u32).to_le_bytes());
-    input.extend((optimizer_bytes.len() as u32).to_le_bytes());
-    input.extend(&model_bytes[..]);
-    input.extend(&optimizer_bytes[..]);
-    input.extend(state);
+    input.extend((model.len() as u32).to_le_bytes());
+    input.extend((optimizer.len() as u32).to_le_bytes());
+    input.extend([*model, *optimizer, *state].concat());
     input
+}
+
+/// The three files' bytes of a [`checkpoint`] target input, if it holds them.
+pub fn split_checkpoint_input(data: &[u8]) -> Option<[&[u8]; 3]> {
+    let length = |at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    let (model_len, optimizer_len) = (length(0)?, length(4)?);
+    let (model, rest) = data[8..].split_at_checked(model_len)?;
+    let (optimizer, state) = rest.split_at_checked(optimizer_len)?;
+    Some([model, optimizer, state])
 }
 
 /// The checkpoint loader: `model.bpk`, `optimizer.bpk` and `state.json` onto `model`.
 /// Input: little-endian u32 lengths of the model and optimizer records, the model record,
 /// the optimizer record, then the state.
 pub fn checkpoint(data: &[u8], config: &TrainConfig, model: &Classifier) {
-    let length = |at: usize| -> Option<usize> {
-        Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?) as usize)
-    };
-    let (Some(model_len), Some(optimizer_len)) = (length(0), length(4)) else {
-        return;
-    };
-    let Some((model_bytes, rest)) = data[8..].split_at_checked(model_len) else {
-        return;
-    };
-    let Some((optimizer_bytes, state)) = rest.split_at_checked(optimizer_len) else {
+    let Some([model_bytes, optimizer_bytes, state]) = split_checkpoint_input(data) else {
         return;
     };
     let _ = model_from_bytes(Path::new("model.bpk"), model_bytes.to_vec(), model.clone());

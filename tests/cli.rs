@@ -5,39 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{metrics_without_timing, mmix, run, text};
-
-/// A small, fast configuration on the embedded data: 600 training images, 100 validation.
-fn small_run(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "train",
-        "--model",
-        "small-cnn",
-        "--width",
-        "8",
-        "--epochs",
-        "2",
-        "--train-subset",
-        "600",
-        "--valid-split",
-        "100",
-        "--batch-size",
-        "50",
-        "--seed",
-        "5",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(out.display().to_string());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-fn as_strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
+use common::{as_strs, metrics_without_timing, mmix, run, small_run, text};
 
 #[test]
 fn two_epoch_runs_write_every_output_for_each_mix_mode() {

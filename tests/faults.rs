@@ -8,30 +8,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{metrics_without_timing, mmix, run, text};
+use common::{metrics_without_timing, mmix, run, small_run, text};
 
 /// Two epochs of 600 embedded images: a checkpoint per epoch and one at the end.
 fn run_args(out: &Path) -> Vec<String> {
-    [
-        "train",
-        "--model",
-        "small-cnn",
-        "--width",
-        "8",
-        "--epochs",
-        "2",
-        "--train-subset",
-        "600",
-        "--batch-size",
-        "50",
-        "--seed",
-        "5",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([out.display().to_string()])
-    .collect()
+    small_run(out, &[])
 }
 
 fn train(out: &Path) -> Output {

@@ -95,9 +95,8 @@ fn optimizer_records_that_crashed_the_loader_are_errors_naming_the_file() {
     for entry in std::fs::read_dir(folder).unwrap() {
         let file = entry.unwrap().path();
         let data = std::fs::read(&file).unwrap();
-        let length = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        let (model, optimizer) = (length(0), length(4));
-        let record = data[8 + model..8 + model + optimizer].to_vec();
+        let [_, record, _] = fuzzing::split_checkpoint_input(&data).unwrap();
+        let record = record.to_vec();
         let path = Path::new("run/checkpoint/epoch-0001/optimizer.bpk");
         let error = optimizer_from_bytes(path, record, manifold_mixup::train::optimizer(&config))
             .err()
@@ -124,10 +123,7 @@ fn the_checkpoint_seed_loads() {
         model_from_bytes, optimizer_from_bytes, state_from_bytes,
     };
     let data = fuzzing::checkpoint_seed();
-    let length = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-    let (model_len, optimizer_len) = (length(0), length(4));
-    let (model_bytes, rest) = data[8..].split_at(model_len);
-    let (optimizer_bytes, state) = rest.split_at(optimizer_len);
+    let [model_bytes, optimizer_bytes, state] = fuzzing::split_checkpoint_input(&data).unwrap();
     let config = fuzzing::checkpoint_config();
     let path = Path::new("seed");
     model_from_bytes(

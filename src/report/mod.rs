@@ -146,44 +146,36 @@ pub fn write_run_reports(
     state: &RunState,
     evaluation: Option<&Evaluation>,
 ) -> Result<(), WriteError> {
-    let written = |path: PathBuf, result: std::io::Result<()>| {
-        result.map_err(|reason| WriteError { path, reason })
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |reason| WriteError { path, reason }
     };
     let metrics = dir.join("metrics.csv");
-    written(
-        metrics.clone(),
-        crate::fsio::write_atomic(&metrics, metrics_csv(&state.history).as_bytes()),
-    )?;
+    crate::fsio::write_atomic(&metrics, metrics_csv(&state.history).as_bytes())
+        .map_err(at(&metrics))?;
     let summary = summary(config, state, evaluation);
     let bytes = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     let summary_path = dir.join("summary.json");
-    written(
-        summary_path.clone(),
-        crate::fsio::write_atomic(&summary_path, &bytes),
-    )?;
+    crate::fsio::write_atomic(&summary_path, &bytes).map_err(at(&summary_path))?;
     let title = format!("{} on {}", run_label(config), config.dataset);
     let curves = dir.join("curves.png");
-    written(curves.clone(), plot_curves(&curves, &title, &state.history))?;
+    plot_curves(&curves, &title, &state.history).map_err(at(&curves))?;
     if let Some(evaluation) = &summary.evaluation {
         let label = format!("{title}, seed {}", config.seed);
         let reliability = dir.join("reliability.png");
-        written(
-            reliability.clone(),
-            plot_reliability(
-                &reliability,
-                &[(label.clone(), evaluation.reliability.clone())],
-            ),
-        )?;
+        plot_reliability(
+            &reliability,
+            &[(label.clone(), evaluation.reliability.clone())],
+        )
+        .map_err(at(&reliability))?;
         if let Some(spectrum) = &evaluation.spectrum {
             let path = dir.join("spectrum.png");
-            written(
-                path.clone(),
-                plot_spectrum(
-                    &path,
-                    spectrum.point,
-                    &[(label, spectrum.normalized_values.clone())],
-                ),
-            )?;
+            plot_spectrum(
+                &path,
+                spectrum.point,
+                &[(label, spectrum.normalized_values.clone())],
+            )
+            .map_err(at(&path))?;
         }
     }
     Ok(())

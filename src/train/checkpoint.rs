@@ -94,6 +94,19 @@ fn describe(error: RecordError) -> String {
     }
 }
 
+/// The bytes of a checkpoint's three files: `model.bpk`, `optimizer.bpk` and `state.json`.
+pub fn encode(
+    model: &Classifier,
+    optimizer: &ModuleOptimizer,
+    state: &RunState,
+) -> Result<[Bytes; 3], RecordError> {
+    // `valid` folds pending batch-norm running-statistic updates into the recorded values.
+    let model_bytes = model.valid().into_record().into_bytes()?;
+    let optim_bytes = optimizer.into_bytes()?;
+    let state_json = serde_json::to_vec_pretty(state).expect("run state serialises");
+    Ok([model_bytes, optim_bytes, Bytes::from_bytes_vec(state_json)])
+}
+
 pub fn save(
     dir: &Path,
     model: &Classifier,
@@ -108,16 +121,8 @@ pub fn save(
     let staging = dir.join(format!(".staging-{name}"));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir(&staging).map_err(|e| TrainError::io(&staging, e))?;
-    // `valid` folds pending batch-norm running-statistic updates into the recorded values.
-    let model_bytes = model
-        .valid()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| checkpoint_error(&staging, e))?;
-    let optim_bytes = optimizer
-        .into_bytes()
-        .map_err(|e| checkpoint_error(&staging, e))?;
-    let state_json = serde_json::to_vec_pretty(state).expect("run state serialises");
+    let [model_bytes, optim_bytes, state_json] =
+        encode(model, optimizer, state).map_err(|reason| checkpoint_error(&staging, reason))?;
     for (file, bytes) in [
         ("model.bpk", &model_bytes[..]),
         ("optimizer.bpk", &optim_bytes[..]),

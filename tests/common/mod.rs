@@ -28,3 +28,35 @@ pub fn metrics_without_timing(dir: &Path) -> Vec<String> {
         .map(|line| line.split(',').take(10).collect::<Vec<_>>().join(","))
         .collect()
 }
+
+/// A small, fast configuration on the embedded data: 600 training images, 100 validation.
+pub fn small_run(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train",
+        "--model",
+        "small-cnn",
+        "--width",
+        "8",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "600",
+        "--valid-split",
+        "100",
+        "--batch-size",
+        "50",
+        "--seed",
+        "5",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(out.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+pub fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}

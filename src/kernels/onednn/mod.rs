@@ -187,7 +187,11 @@ pub fn isa() -> &'static str {
 /// CPU has bf16 instructions (AVX512-BF16 or AMX); `Err` with the reason and whether an
 /// implementation exists at all (a slow one can be forced; none cannot).
 pub fn bf16_support() -> Result<String, (String, bool)> {
-    let implementation = ffi::implementation(true);
+    // Creating the probe's primitive asks every implementation; once per process is enough.
+    static IMPLEMENTATION: OnceLock<String> = OnceLock::new();
+    let implementation = IMPLEMENTATION
+        .get_or_init(|| ffi::implementation(true))
+        .clone();
     if implementation.is_empty() {
         return Err((
             format!(
