@@ -1,5 +1,6 @@
 //! `cargo bench`: the train step of PreActResNet-18 (CIFAR layout) at widths 64 and 16,
-//! without and with manifold mixing, plus the data pipeline; one JSON line each. Absolute
+//! without mixing and with each mode of the family (per batch, and per example), plus the
+//! data pipeline; one JSON line each. Absolute
 //! times drift on shared machines: compare the ratios within one run.
 
 use burn::tensor::Device;
@@ -12,12 +13,24 @@ fn main() {
     manifold_mixup::process::configure();
     let device = Device::flex();
     for width in [16, 64] {
-        for mix in [MixMode::None, MixMode::Manifold] {
+        let modes = [
+            (MixMode::None, false),
+            (MixMode::Manifold, false),
+            (MixMode::Input, false),
+            (MixMode::Cutmix, false),
+            (MixMode::Patchup, false),
+            (MixMode::Output, false),
+            (MixMode::Manifold, true),
+            (MixMode::Cutmix, true),
+            (MixMode::Patchup, true),
+        ];
+        for (mix, per_example) in modes {
             let config = StepBenchConfig {
                 model: ModelKind::PreActResNet { depth: 18 },
                 width,
                 batch: 128,
                 mix,
+                per_example,
                 channels: 3,
                 image_size: 32,
                 classes: 10,

@@ -11,7 +11,9 @@ use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
 use crate::data::{Augmentation, ImageSet, Normalization, make_batch};
-use crate::mixup::{Loss, MixConfig, MixMode, TensorMix, mixed_loss, soft_targets};
+use crate::mixup::{
+    Loss, MixConfig, MixMode, Mixable, OUTPUT_POINT, TensorMix, mix_at, mixed_loss, soft_targets,
+};
 use crate::models::{ModelConfig, ModelError, ModelKind};
 
 #[derive(Clone, Debug, Serialize)]
@@ -74,6 +76,8 @@ pub enum BenchError {
     Model(#[from] ModelError),
     #[error("{0}")]
     Precision(String),
+    #[error(transparent)]
+    Mixup(#[from] crate::mixup::MixupError),
 }
 
 pub struct StepBenchConfig {
@@ -81,6 +85,8 @@ pub struct StepBenchConfig {
     pub width: usize,
     pub batch: usize,
     pub mix: MixMode,
+    /// λ and mix point (or box or mask) per example.
+    pub per_example: bool,
     pub channels: usize,
     pub image_size: usize,
     pub classes: usize,
@@ -113,11 +119,10 @@ pub fn bench_step(
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
     let mix = MixConfig {
-        mode: config.mix,
-        alpha: 2.0,
-        mix_points: config.model.paper_mix_points(),
-        layer_weights: vec![],
+        per_example: config.per_example,
+        ..MixConfig::new(config.mix, 2.0, config.model.paper_mix_points())
     };
+    mix.validate(&config.model.mix_points(), 1)?;
     let mut rng = ChaCha12Rng::seed_from_u64(0);
     let shape = [
         config.batch,
@@ -132,14 +137,16 @@ pub fn bench_step(
     let mut times = Vec::with_capacity(config.steps);
     for step in 0..config.warmup + config.steps {
         let started = Instant::now();
-        let plan = mix.draw(&mut rng, config.batch);
+        let plan = mix.draw(&mut rng, config.batch, 0, 1);
         let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
-        let targets = soft_targets(&labels, plan.as_ref(), config.classes, 0.0);
+        let logits = model.forward_mixed(images.clone(), tensor_mix.as_ref());
+        let logits = mix_at(tensor_mix.as_ref(), OUTPUT_POINT, logits);
+        let applied = tensor_mix.as_ref().map(TensorMix::applied).transpose()?;
+        let targets = soft_targets(&labels, applied.as_ref(), config.classes, 0.0);
         let targets = Tensor::from_data(
             TensorData::new(targets, [config.batch, config.classes]),
             &train_device,
         );
-        let logits = model.forward(images.clone(), tensor_mix.as_ref());
         let loss = mixed_loss(logits, targets, Loss::SoftCe);
         let _ = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -155,7 +162,11 @@ pub fn bench_step(
         model: config.model.to_string(),
         width: config.width,
         batch: config.batch,
-        mix: config.mix.to_string(),
+        mix: if config.per_example {
+            format!("{} per-example", config.mix)
+        } else {
+            config.mix.to_string()
+        },
         device: device_name.to_string(),
         convolution: crate::kernels::convolution_library(device),
         precision: config.precision.to_string(),

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::cli::args::TrainArgs;
 use crate::cli::{study, train as train_cmd};
 use crate::data::{Cifar100Labels, decode_image, idx_pair, maybe_gunzip, parse_cifar};
+use crate::mixup::Mixable;
 use crate::models::{Classifier, ModelConfig};
 use crate::train::checkpoint::{model_from_bytes, optimizer_from_bytes, state_from_bytes};
 use crate::train::{TrainConfig, optimizer, parse_device};
@@ -100,7 +101,7 @@ pub fn checkpoint_seed() -> Vec<u8> {
     let model = checkpoint_model_on(&config, &device);
     let mut optim = optimizer(&config);
     let loss = model
-        .forward(Tensor::ones([2, 1, 4, 4], &device), None)
+        .forward_mixed(Tensor::ones([2, 1, 4, 4], &device), None)
         .sum();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = optim.step(0.1, model, grads);

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
-use common::{as_strs, metrics_without_timing, mmix, run, small_run, text};
+use common::{as_strs, metrics_without_timing, mmix, run, small_run, text, wait_for};
 
 #[test]
 fn two_epoch_runs_write_every_output_for_each_mix_mode() {
@@ -110,23 +110,6 @@ fn two_epoch_runs_write_every_output_for_each_mix_mode() {
         "{table}"
     );
     assert!(plot.is_file());
-}
-
-fn wait_for(path: &Path, expect: impl Fn(&str) -> bool, limit: Duration) {
-    let started = Instant::now();
-    loop {
-        if let Ok(content) = std::fs::read_to_string(path)
-            && expect(&content)
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Sends SIGINT, as Ctrl-C in a terminal does.
@@ -485,8 +468,8 @@ fn bad_input_gives_one_clear_line() {
             "invalid value 'many' for '--epochs",
         ),
         (
-            vec!["train".into(), "--mix".into(), "cutmix".into()],
-            "invalid value 'cutmix' for '--mix",
+            vec!["train".into(), "--mix".into(), "blend".into()],
+            "invalid value 'blend' for '--mix",
         ),
         (
             vec!["frobnicate".into()],

@@ -26,7 +26,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use safetensors::SafeTensors;
 
-use manifold_mixup::mixup::{Loss, MixPlan, TensorMix, mixed_loss, soft_targets};
+use manifold_mixup::mixup::{
+    AppliedMix, Loss, MixPlan, Mixable, TensorMix, mixed_loss, soft_targets,
+};
 use manifold_mixup::models::{Classifier, ModelConfig, ModelKind, to_safetensors};
 
 struct Spec {
@@ -171,13 +173,12 @@ fn mmix_step(spec: &Spec) -> (Vec<f32>, f32, HashMap<String, Vec<f32>>) {
         TensorData::new(case["targets"].clone(), [BATCH, CLASSES]),
         &device,
     );
-    let plan = spec.mix.map(|(layer, lambda)| MixPlan {
-        lambda,
-        layer,
-        permutation: case["permutation"].iter().map(|&p| p as usize).collect(),
+    let plan = spec.mix.map(|(layer, lambda)| {
+        let permutation = case["permutation"].iter().map(|&p| p as usize).collect();
+        MixPlan::interpolate(lambda, layer, permutation)
     });
     let mix = plan.as_ref().map(|p| TensorMix::new(p, &device));
-    let logits = model.forward(input, mix.as_ref());
+    let logits = model.forward_mixed(input, mix.as_ref());
     let loss = mixed_loss(logits.clone(), targets, Loss::SoftCe);
     let loss_value = loss.clone().into_scalar::<f32>();
     let gradients = GradientsParams::from_grads(loss.backward(), &model);
@@ -264,12 +265,10 @@ fn write_parity_cases() {
         let labels: Vec<usize> = (0..BATCH).map(|_| rng.random_range(0..CLASSES)).collect();
         let mut permutation: Vec<usize> = (0..BATCH).collect();
         permutation.shuffle(&mut rng);
-        let plan = spec.mix.map(|(layer, lambda)| MixPlan {
-            lambda,
-            layer,
-            permutation: permutation.clone(),
-        });
-        let targets = soft_targets(&labels, plan.as_ref(), CLASSES, 0.0);
+        let applied = spec
+            .mix
+            .map(|(_, lambda)| AppliedMix::uniform(lambda, permutation.clone()));
+        let targets = soft_targets(&labels, applied.as_ref(), CLASSES, 0.0);
         let permutation: Vec<f32> = permutation.iter().map(|&p| p as f32).collect();
         let shapes = [
             (

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::eval::{Attack, Deformation, EvalSuite};
-use crate::mixup::{Loss, MixMode};
+use crate::mixup::{AlphaSchedule, Loss, MixMode, PatchUpKind};
 
 #[derive(Parser)]
 #[command(
@@ -82,18 +82,49 @@ pub struct TrainArgs {
     /// cpu, cuda[:N] or wgpu[:N].
     #[arg(long)]
     pub device: Option<String>,
-    /// none, input (mixup at the input) or manifold (at a mix point drawn per batch).
+    /// How to mix (default manifold): none; input (mixup); manifold (at a mix point drawn
+    /// per batch); cutmix (a box from the partner image, λ corrected to the kept area);
+    /// patchup (blocks of a hidden map at a drawn point); output (the logits).
     #[arg(long, value_enum)]
     pub mix: Option<MixMode>,
-    /// Beta(α, α) parameter (default 2.0 for manifold, 1.0 for input mixup).
+    /// Beta(α, α) parameter (default 1.0 for input mixup and cutmix, 2.0 otherwise).
     #[arg(long, allow_negative_numbers = true)]
     pub alpha: Option<f64>,
-    /// Eligible mix points, e.g. 0,1,2 (default: the model's paper set).
+    /// Eligible mix points of manifold and patchup, e.g. 0,1,2 (default: the model's paper set).
     #[arg(long, value_delimiter = ',')]
     pub mix_layers: Option<Vec<usize>>,
     /// Relative weights for drawing the mix point, one per --mix-layers entry.
     #[arg(long, value_delimiter = ',')]
     pub layer_weights: Option<Vec<f64>>,
+    /// λ per example instead of per batch, and with it the mix point (manifold, patchup),
+    /// box (cutmix) or mask (patchup).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub per_example: Option<bool>,
+    /// Probability that a batch is mixed at all, in [0, 1] (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub mix_prob: Option<f64>,
+    /// A second mode used instead of --mix on a drawn share of the batches (--switch-prob).
+    #[arg(long, value_enum)]
+    pub switch_to: Option<MixMode>,
+    /// Probability that a batch uses --switch-to, in [0, 1] (default 0.5).
+    #[arg(long, allow_negative_numbers = true)]
+    pub switch_prob: Option<f64>,
+    /// Beta(α, α) parameter of --switch-to (default: --alpha).
+    #[arg(long, allow_negative_numbers = true)]
+    pub switch_alpha: Option<f64>,
+    /// constant, ramp:E (α·(e+1)/E over the first E epochs) or off-last:N (no mixing in
+    /// the last N epochs) (default constant).
+    #[arg(long)]
+    pub alpha_schedule: Option<AlphaSchedule>,
+    /// PatchUp: soft (interpolate the blocks) or hard (swap them) (default soft).
+    #[arg(long, value_enum)]
+    pub patchup_kind: Option<PatchUpKind>,
+    /// PatchUp: side of the square blocks, odd (default 7).
+    #[arg(long)]
+    pub patchup_block: Option<usize>,
+    /// PatchUp: probability that a feature is altered, in [0, 1] (default 0.9).
+    #[arg(long, allow_negative_numbers = true)]
+    pub patchup_gamma: Option<f64>,
     /// Training loss on the (mixed) soft targets (default soft-ce).
     #[arg(long, value_enum)]
     pub loss: Option<Loss>,
@@ -262,6 +293,9 @@ pub struct BenchArgs {
     pub batch_size: usize,
     #[arg(long, value_enum, default_value = "manifold")]
     pub mix: MixMode,
+    /// λ and mix point (or box or mask) per example instead of per batch.
+    #[arg(long)]
+    pub per_example: bool,
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
     #[arg(long, default_value_t = 2)]

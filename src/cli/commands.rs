@@ -11,6 +11,7 @@ use crate::data::{
     self, Augmentation, Dataset, DatasetName, ImageSet, LoadOptions, Normalization, make_batch,
 };
 use crate::eval::{EvalSuite, Evaluation, run_suite};
+use crate::mixup::PointShape;
 use crate::models::ModelKind;
 use crate::report;
 use crate::train::{self, checkpoint, parse_device};
@@ -262,12 +263,17 @@ fn study_findings(report: &str, source: &str, arm: &str, baseline: &str) -> Resu
 
 pub fn models() -> Result<()> {
     println!("| model | mix points | paper set | default width |\n|---|---|---|---|");
+    let footnote = "Flat points take interpolating mixes only (not patchup); the logits, \
+                    after every point, take --mix output.";
     for name in ModelKind::EXAMPLES {
         let kind: ModelKind = name.parse()?;
         let points: Vec<String> = kind
             .mix_points()
             .iter()
-            .map(|p| format!("{} {}", p.index, p.name))
+            .map(|p| match p.shape {
+                PointShape::Map => format!("{} {}", p.index, p.name),
+                PointShape::Vector => format!("{} {} (flat)", p.index, p.name),
+            })
             .collect();
         println!(
             "| {} | {} | {:?} | {} |",
@@ -281,6 +287,7 @@ pub fn models() -> Result<()> {
             kind.default_width()
         );
     }
+    println!("\n{footnote}");
     Ok(())
 }
 
@@ -429,6 +436,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         width: args.width.unwrap_or_else(|| kind.default_width()),
         batch: args.batch_size,
         mix: args.mix,
+        per_example: args.per_example,
         channels: args.channels,
         image_size: args.image_size,
         classes: 10,

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::data::{DatasetName, SplitConfig};
 use crate::eval::EvalSuite;
 use crate::fsio::write_atomic;
-use crate::mixup::{Loss, MixMode};
+use crate::mixup::{Loss, MixMode, PatchUpConfig, Switch};
 use crate::models::{Classifier, ModelKind, to_safetensors};
 use crate::report::{self, Summary};
 use crate::train::{
@@ -62,19 +62,47 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
         Some(text) => Schedule::parse(&text, epochs).map_err(|e| anyhow!(e))?,
         None => Schedule::default_for(epochs),
     };
-    let default_alpha = if mix == MixMode::Input { 1.0 } else { 2.0 };
+    let default_alpha = |mode| match mode {
+        MixMode::Input | MixMode::Cutmix => 1.0,
+        _ => 2.0,
+    };
+    let alpha = pick!(alpha).unwrap_or(default_alpha(mix));
+    let switch_options = [pick!(switch_prob).is_some(), pick!(switch_alpha).is_some()];
+    let switch = match pick!(switch_to) {
+        Some(mode) => Some(Switch {
+            mode,
+            prob: pick!(switch_prob).unwrap_or(0.5),
+            alpha: pick!(switch_alpha).unwrap_or(alpha),
+        }),
+        None if switch_options.contains(&true) => {
+            bail!("--switch-prob and --switch-alpha need --switch-to MODE")
+        }
+        None => None,
+    };
+    let defaults = PatchUpConfig::default();
+    let patchup = PatchUpConfig {
+        block: pick!(patchup_block).unwrap_or(defaults.block),
+        gamma: pick!(patchup_gamma).unwrap_or(defaults.gamma),
+        kind: pick!(patchup_kind).unwrap_or(defaults.kind),
+    };
     let config = TrainConfig {
         dataset,
         data_dir: pick!(data_dir),
         image_size: pick!(image_size).unwrap_or(32),
         cifar100_labels_coarse: pick!(cifar100_coarse).unwrap_or(false),
         model,
+        custom_model: None,
         width: pick!(width).unwrap_or_else(|| model.default_width()),
         device: pick!(device).unwrap_or_else(|| "cpu".into()),
         mix,
-        alpha: pick!(alpha).unwrap_or(default_alpha),
+        alpha,
         mix_layers: pick!(mix_layers).unwrap_or_else(|| model.paper_mix_points()),
         layer_weights: pick!(layer_weights).unwrap_or_default(),
+        per_example: pick!(per_example).unwrap_or(false),
+        mix_prob: pick!(mix_prob).unwrap_or(1.0),
+        switch,
+        alpha_schedule: pick!(alpha_schedule).unwrap_or_default(),
+        patchup,
         loss: pick!(loss).unwrap_or(Loss::SoftCe),
         label_smoothing: pick!(label_smoothing).unwrap_or(0.0),
         epochs,
@@ -287,13 +315,12 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
             .with_context(|| format!("cannot write {}", dir.join("config.json").display()))?;
     }
     let note = if resuming { "resumed" } else { "started" };
+    let draws_points =
+        config.mix.draws_points() || config.switch.is_some_and(|s| s.mode.draws_points());
     let mixing = match config.mix {
         MixMode::None => "no mixing".to_string(),
-        MixMode::Input => format!("mix input α={}", config.alpha),
-        MixMode::Manifold => format!(
-            "mix manifold α={} layers {:?}",
-            config.alpha, config.mix_layers
-        ),
+        _ if draws_points => format!("mix {} layers {:?}", config.mix_label(), config.mix_layers),
+        _ => format!("mix {}", config.mix_label()),
     };
     let arithmetic = match (config.precision, crate::kernels::convolution_isa(&device)) {
         (crate::kernels::Precision::Bf16, Some(isa)) => format!(", convolutions in bf16 on {isa}"),

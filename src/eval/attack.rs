@@ -8,7 +8,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 use rand::Rng;
 use rand::distr::Distribution;
@@ -16,7 +15,7 @@ use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use super::{EvalError, predicted_class};
 use crate::data::{ImageSet, Normalization};
-use crate::models::Classifier;
+use crate::mixup::Mixable;
 
 /// An attack as named on the command line: `fgsm:EPS` or `pgd:EPS:STEPS[:STEP_SIZE]`.
 #[derive(Clone, Copy, Debug, PartialEq, SerializeDisplay, DeserializeFromStr)]
@@ -129,12 +128,16 @@ pub struct AttackTarget {
 
 impl AttackTarget {
     /// `device` is the evaluation (non-autodiff) device.
-    pub fn new(model: &Classifier, normalization: &Normalization, device: &Device) -> Self {
+    pub fn new<M: Mixable + 'static>(
+        model: &M,
+        normalization: &Normalization,
+        device: &Device,
+    ) -> Self {
         let plain = model.valid();
         let tracked = plain.clone().train().no_grad();
         Self::from_forward(
-            Box::new(move |x| plain.forward(x, None)),
-            Box::new(move |x| tracked.forward(x, None)),
+            Box::new(move |x| plain.forward_mixed(x, None)),
+            Box::new(move |x| tracked.forward_mixed(x, None)),
             normalization,
             device,
         )

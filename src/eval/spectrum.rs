@@ -3,15 +3,14 @@
 //! values of its test examples' centred representations; summarised by the effective number
 //! of directions (participation ratio) and how many directions carry 90% of the variance.
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use nalgebra::{DMatrix, SymmetricEigen};
 use serde::{Deserialize, Serialize};
 
 use super::suite::images_tensor;
 use crate::data::{ImageSet, Normalization, make_batch};
+use crate::mixup::Mixable;
 use crate::mixup::TensorMix;
-use crate::models::Classifier;
 
 /// Singular values kept per class in reports (normalised by the largest).
 pub const KEPT_VALUES: usize = 32;
@@ -82,8 +81,8 @@ pub fn spread(sigma: &[f64]) -> (f64, usize) {
 
 /// The spectrum of the representations at mix point `point` of `model` (evaluation mode) over
 /// the first `per_class` examples of each class of `set`.
-pub fn class_spectrum(
-    model: &Classifier,
+pub fn class_spectrum<M: Mixable>(
+    model: &M,
     set: &ImageSet,
     normalization: &Normalization,
     point: usize,
@@ -105,7 +104,7 @@ pub fn class_spectrum(
     for (class, members) in chosen.iter().enumerate() {
         for chunk in members.chunks(batch_size.max(1)) {
             let mut batch = make_batch::<rand_chacha::ChaCha12Rng>(set, chunk, normalization, None);
-            let _ = model.forward(images_tensor(&mut batch, device), Some(&probe));
+            let _ = model.forward_mixed(images_tensor(&mut batch, device), Some(&probe));
             let hidden = probe.recorded().expect("every model passes each mix point");
             features = hidden.dims()[1];
             let values = hidden

@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
@@ -15,7 +14,7 @@ use super::{
     class_spectrum, robust_accuracy,
 };
 use crate::data::{Batch, ImageSet, Normalization, make_batch};
-use crate::models::Classifier;
+use crate::mixup::Mixable;
 
 /// What to measure beyond clean accuracy; empty lists measure nothing more.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,8 +95,8 @@ pub fn images_tensor(batch: &mut Batch, device: &Device) -> Tensor<4> {
 }
 
 /// Metrics of `model` (in evaluation mode) over `set`, with their reliability bins.
-pub fn accumulate(
-    model: &Classifier,
+pub fn accumulate<M: Mixable>(
+    model: &M,
     set: &ImageSet,
     normalization: &Normalization,
     batch_size: usize,
@@ -108,7 +107,7 @@ pub fn accumulate(
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let mut batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
-        let logits = model.forward(images_tensor(&mut batch, device), None);
+        let logits = model.forward_mixed(images_tensor(&mut batch, device), None);
         let values = logits
             .into_data()
             .try_into_vec::<f32>()
@@ -129,8 +128,8 @@ fn stream(seed: u64, stream: u64) -> ChaCha12Rng {
 }
 
 /// Runs `suite` on `model` over the test `set`; `epoch` labels the weights evaluated.
-pub fn run_suite(
-    model: &Classifier,
+pub fn run_suite<M: Mixable + 'static>(
+    model: &M,
     set: &ImageSet,
     normalization: &Normalization,
     suite: &EvalSuite,

@@ -229,6 +229,28 @@ pub fn write_blend(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], own: f32,
     }
 }
 
+/// `out = own ⊙ a + (1 − partner_own) ⊙ b`: two rows blended with a weight per element, as
+/// box and block mixes do (`partner_own` is `own` in the forward pass, the partner's weights
+/// in the backward one).
+#[multiversion(targets = "simd")]
+pub fn write_weighted_blend(
+    out: &mut [MaybeUninit<f32>],
+    a: &[f32],
+    b: &[f32],
+    own: &[f32],
+    partner_own: &[f32],
+) {
+    debug_assert!([a.len(), b.len(), own.len(), partner_own.len()] == [out.len(); 4]);
+    for (((slot, (&a, &b)), &w), &v) in out
+        .iter_mut()
+        .zip(a.iter().zip(b))
+        .zip(own)
+        .zip(partner_own)
+    {
+        slot.write(w * a + (1.0 - v) * b);
+    }
+}
+
 /// A batch norm's input gradient `dx = k · g + a · (x − mean) + b`, `g` as in
 /// [`Sums::add_gated_sum_and_dot`], given each lane's coefficients `[k, a, b]`.
 #[derive(Clone, Copy, Debug)]

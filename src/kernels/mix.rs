@@ -1,8 +1,9 @@
-//! The mix of hidden states, `out[i] = λ·h[i] + (1−λ)·h[perm[i]]` over the rows (first
-//! dimension) of an f32 tensor on Flex, in one pass. Its gradient is the same operation with
-//! the inverse permutation, `dh[j] = λ·g[j] + (1−λ)·g[perm⁻¹[j]]`: a gather again, never a
-//! scatter, so the backward pass is one pass too. Burn's composition (select, two scalings,
-//! an add; scatter-add, two scalings, an add backward) makes eight.
+//! The mix of hidden states, `out[i] = w_i ⊙ h[i] + (1 − w_i) ⊙ h[perm[i]]` over the rows (first
+//! dimension) of an f32 tensor on Flex, in one pass; `w_i` is one λ for the batch, one per
+//! row, or one per element (box and block mixes). Its gradient is
+//! `dh[j] = w_j ⊙ g[j] + (1 − w_{perm⁻¹[j]}) ⊙ g[perm⁻¹[j]]`: a gather again, never a scatter,
+//! so the backward pass is one pass too. Burn's composition (select, two scalings, an add;
+//! scatter-add, two scalings, an add backward) makes eight.
 
 use std::sync::Arc;
 
@@ -16,15 +17,61 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::{Tensor, TensorData};
 
 use super::filled_in_parallel;
-use super::lanes::write_blend;
+use super::lanes::{write_blend, write_weighted_blend};
 
-/// `λ·h + (1−λ)·h[partners]` along dimension 0, differentiable in `h`. `h` must be f32 on
-/// Flex ([`super::on_flex_f32`]) and `partners` a permutation of its rows.
-pub fn mix_rows<const D: usize>(h: Tensor<D>, partners: &Arc<[usize]>, lambda: f64) -> Tensor<D> {
+/// How much of its own row each output row keeps; its partner gives the rest.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OwnWeights {
+    /// One λ for every row.
+    Uniform(f64),
+    /// One weight per row.
+    Rows(Arc<[f32]>),
+    /// One weight per element of a row: one row of them shared by all rows, or one per row.
+    Elements { values: Arc<[f32]>, shared: bool },
+}
+
+/// One row's weights.
+enum RowWeight<'a> {
+    /// The row's own weight and its partner's, each rounded once from f64 where given so.
+    Scalar(f32, f32),
+    Elements(&'a [f32]),
+}
+
+impl OwnWeights {
+    fn row(&self, index: usize, row_len: usize) -> RowWeight<'_> {
+        match self {
+            OwnWeights::Uniform(w) => RowWeight::Scalar(*w as f32, (1.0 - *w) as f32),
+            OwnWeights::Rows(w) => RowWeight::Scalar(w[index], 1.0 - w[index]),
+            OwnWeights::Elements { values, shared } => {
+                let start = if *shared { 0 } else { index * row_len };
+                RowWeight::Elements(&values[start..start + row_len])
+            }
+        }
+    }
+
+    /// Whether the weights fit `rows` rows of `row_len` elements.
+    pub fn fits(&self, rows: usize, row_len: usize) -> bool {
+        match self {
+            OwnWeights::Uniform(_) => true,
+            OwnWeights::Rows(w) => w.len() == rows,
+            OwnWeights::Elements { values, shared } => {
+                values.len() == if *shared { row_len } else { rows * row_len }
+            }
+        }
+    }
+}
+
+/// `w ⊙ h + (1−w) ⊙ h[partners]` along dimension 0, differentiable in `h`. `h` must be f32 on
+/// Flex ([`super::on_flex_f32`]), `partners` a permutation of its rows and `own` fit them.
+pub fn mix_rows<const D: usize>(
+    h: Tensor<D>,
+    partners: &Arc<[usize]>,
+    own: &OwnWeights,
+) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FlexMix>::mix_rows_flex(
         h.into_dispatch(),
         partners.clone(),
-        lambda,
+        own.clone(),
     ))
 }
 
@@ -33,13 +80,13 @@ pub trait FlexMix: Backend {
     fn mix_rows_flex(
         h: FloatTensor<Self>,
         partners: Arc<[usize]>,
-        lambda: f64,
+        own: OwnWeights,
     ) -> FloatTensor<Self>;
 }
 
 impl FlexMix for Flex {
-    fn mix_rows_flex(h: FlexTensor, partners: Arc<[usize]>, lambda: f64) -> FlexTensor {
-        mix(&h, &partners, lambda)
+    fn mix_rows_flex(h: FlexTensor, partners: Arc<[usize]>, own: OwnWeights) -> FlexTensor {
+        mix(&h, &partners, &own, Direction::Forward)
     }
 }
 
@@ -47,7 +94,7 @@ impl<C: CheckpointStrategy> FlexMix for Autodiff<Flex, C> {
     fn mix_rows_flex(
         h: FloatTensor<Self>,
         partners: Arc<[usize]>,
-        lambda: f64,
+        own: OwnWeights,
     ) -> FloatTensor<Self> {
         match MixBackward
             .prepare::<C>([h.node()])
@@ -55,10 +102,12 @@ impl<C: CheckpointStrategy> FlexMix for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let output = mix(h.primitive(), &partners, lambda);
-                prep.finish((inverse(&partners), lambda), output)
+                let output = mix(h.primitive(), &partners, &own, Direction::Forward);
+                prep.finish((inverse(&partners), own), output)
             }
-            OpsKind::UnTracked(prep) => prep.finish(mix(h.primitive(), &partners, lambda)),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(mix(h.primitive(), &partners, &own, Direction::Forward))
+            }
         }
     }
 }
@@ -67,8 +116,8 @@ impl<C: CheckpointStrategy> FlexMix for Autodiff<Flex, C> {
 struct MixBackward;
 
 impl Backward<Flex, 1> for MixBackward {
-    /// The inverse permutation and λ.
-    type State = (Vec<usize>, f64);
+    /// The inverse permutation and the weights.
+    type State = (Vec<usize>, OwnWeights);
 
     fn backward(
         self,
@@ -79,8 +128,9 @@ impl Backward<Flex, 1> for MixBackward {
         let [node] = ops.parents;
         let output_grad = grads.consume::<Flex>(&ops.node);
         if let Some(node) = node {
-            let (inverse, lambda) = ops.state;
-            grads.register::<Flex>(node.id, mix(&output_grad, &inverse, lambda));
+            let (inverse, own) = ops.state;
+            let grad = mix(&output_grad, &inverse, &own, Direction::Backward);
+            grads.register::<Flex>(node.id, grad);
         }
     }
 }
@@ -93,18 +143,39 @@ fn inverse(permutation: &[usize]) -> Vec<usize> {
     inverse
 }
 
-fn mix(h: &FlexTensor, partners: &[usize], lambda: f64) -> FlexTensor {
+/// Whose weights the partner's term takes: in the forward pass row `i`'s own complement;
+/// in the backward pass (`partners` inverted) the complement of the row that took from it.
+#[derive(Clone, Copy, PartialEq)]
+enum Direction {
+    Forward,
+    Backward,
+}
+
+fn mix(h: &FlexTensor, partners: &[usize], own: &OwnWeights, direction: Direction) -> FlexTensor {
     let shape = h.shape();
     let h = h.to_contiguous();
     let values = h.as_slice::<f32>().expect("a contiguous f32 tensor");
     let rows = shape.as_slice()[0];
     assert_eq!(partners.len(), rows, "one partner per row");
     let row = values.len() / rows.max(1);
-    let (own, other) = (lambda as f32, (1.0 - lambda) as f32);
+    assert!(own.fits(rows, row), "mix weights fit the rows");
     let out = filled_in_parallel(values.len(), row.max(1), |index, out| {
+        let partner = partners[index];
         let mine = &values[index * row..][..row];
-        let partner = &values[partners[index] * row..][..row];
-        write_blend(out, mine, partner, own, other);
+        let theirs = &values[partner * row..][..row];
+        let weight_row = match direction {
+            Direction::Forward => index,
+            Direction::Backward => partner,
+        };
+        match (own.row(index, row), own.row(weight_row, row)) {
+            (RowWeight::Scalar(a, _), RowWeight::Scalar(_, b)) => {
+                write_blend(out, mine, theirs, a, b)
+            }
+            (RowWeight::Elements(a), RowWeight::Elements(b)) => {
+                write_weighted_blend(out, mine, theirs, a, b)
+            }
+            _ => unreachable!("a row's weights and its partner's are of one kind"),
+        }
     });
     FlexTensor::from_data(TensorData::new(out, shape))
 }
@@ -114,33 +185,69 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, Int, Tolerance};
 
-    fn composed<const D: usize>(h: Tensor<D>, partners: &[usize], lambda: f64) -> Tensor<D> {
+    /// Burn's own operations: `h ⊙ w + h[partners] ⊙ (1 − w)`, `w` broadcast from `w_shape`.
+    fn composed<const D: usize>(
+        h: Tensor<D>,
+        partners: &[usize],
+        w: Vec<f32>,
+        w_shape: [usize; D],
+    ) -> Tensor<D> {
         let indices: Vec<i64> = partners.iter().map(|&p| p as i64).collect();
         let indices =
             Tensor::<1, Int>::from_data(TensorData::new(indices, [partners.len()]), &h.device());
+        let w = Tensor::<D>::from_data(TensorData::new(w, w_shape), &h.device());
         let others = h.clone().select(0, indices);
-        h.mul_scalar(lambda) + others.mul_scalar(1.0 - lambda)
+        h * w.clone() + others * w.neg().add_scalar(1.0)
     }
 
     #[test]
     fn forward_and_gradient_match_burns_composition() {
         let device = Device::flex().autodiff();
         let partners: Arc<[usize]> = vec![3, 0, 4, 1, 2].into();
-        let h = Tensor::<4>::random([5, 3, 4, 2], Distribution::Normal(0.0, 1.0), &device);
-        let projection = Tensor::<4>::random([5, 3, 4, 2], Distribution::Normal(0.0, 1.0), &device);
-        let run = |fused: bool| {
-            let h = h.clone().require_grad();
-            let out = if fused {
-                mix_rows(h.clone(), &partners, 0.3)
-            } else {
-                composed(h.clone(), &partners, 0.3)
+        let dims = [5, 3, 4, 2];
+        let h = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let projection = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let row: Vec<f32> = (0..24).map(|i| (i % 5) as f32 / 4.0).collect();
+        let per_row: Vec<f32> = (0..120).map(|i| ((i * 7) % 11) as f32 / 10.0).collect();
+        let cases = [
+            (OwnWeights::Uniform(0.3), vec![0.3], [1, 1, 1, 1]),
+            (
+                OwnWeights::Rows(vec![0.1, 1.0, 0.5, 0.0, 0.9].into()),
+                vec![0.1, 1.0, 0.5, 0.0, 0.9],
+                [5, 1, 1, 1],
+            ),
+            (
+                OwnWeights::Elements {
+                    values: row.clone().into(),
+                    shared: true,
+                },
+                row,
+                [1, 3, 4, 2],
+            ),
+            (
+                OwnWeights::Elements {
+                    values: per_row.clone().into(),
+                    shared: false,
+                },
+                per_row,
+                dims,
+            ),
+        ];
+        for (own, w, w_shape) in cases {
+            let run = |fused: bool| {
+                let h = h.clone().require_grad();
+                let out = if fused {
+                    mix_rows(h.clone(), &partners, &own)
+                } else {
+                    composed(h.clone(), &partners, w.clone(), w_shape)
+                };
+                let grads = (out.clone() * projection.clone()).sum().backward();
+                (out.inner().into_data(), h.grad(&grads).unwrap().into_data())
             };
-            let grads = (out.clone() * projection.clone()).sum().backward();
-            (out.inner().into_data(), h.grad(&grads).unwrap().into_data())
-        };
-        let ((out, grad), (expected_out, expected_grad)) = (run(true), run(false));
-        out.assert_approx_eq::<f32>(&expected_out, Tolerance::default());
-        grad.assert_approx_eq::<f32>(&expected_grad, Tolerance::default());
+            let ((out, grad), (expected_out, expected_grad)) = (run(true), run(false));
+            out.assert_approx_eq::<f32>(&expected_out, Tolerance::default());
+            grad.assert_approx_eq::<f32>(&expected_grad, Tolerance::default());
+        }
     }
 
     #[test]

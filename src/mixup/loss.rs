@@ -41,7 +41,7 @@ pub fn mixed_loss(logits: Tensor<2>, targets: Tensor<2>, loss: Loss) -> Tensor<1
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mixup::{MixPlan, soft_targets};
+    use crate::mixup::{AppliedMix, soft_targets};
     use burn::tensor::{Device, TensorData};
 
     fn tensor(values: Vec<f32>, rows: usize, device: &Device) -> Tensor<2> {
@@ -58,11 +58,7 @@ mod tests {
         let device = Device::flex();
         let logits = vec![0.2, -1.0, 2.0, 0.5, 0.1, -0.3, 1.5, 1.5, 0.0];
         let labels = [2, 0, 1];
-        let plan = MixPlan {
-            lambda: 0.35,
-            layer: 0,
-            permutation: vec![2, 0, 1],
-        };
+        let plan = AppliedMix::uniform(0.35, vec![2, 0, 1]);
         let partner_labels: Vec<usize> = plan.permutation.iter().map(|&j| labels[j]).collect();
         let loss_of = |targets: Vec<f32>| {
             scalar(mixed_loss(

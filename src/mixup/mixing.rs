@@ -2,30 +2,47 @@ use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::MixPlan;
+use super::MixupError;
+use super::masks::{MapLayout, element_weights};
+use super::plan::{Draws, MixOp, MixPlan, PointMix};
+use super::targets::AppliedMix;
 use crate::kernels;
+use crate::kernels::mix::OwnWeights;
 
-/// A [`MixPlan`] placed on a device, ready to mix the hidden tensor at its mix point; or a
+/// A [`MixPlan`] placed on a device, ready to mix the hidden tensors at its mix points; or a
 /// probe that records the hidden state at a mix point and changes nothing, so the same hook
 /// that mixes can read any model's representations (for their spectrum).
 #[derive(Clone, Debug)]
 pub struct TensorMix {
-    layer: usize,
     action: Action,
 }
 
-// One per batch: the size difference between variants costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Action {
-    Mix {
-        lambda: f64,
-        partners: Tensor<1, Int>,
-        /// The same permutation on the host, for the fused kernel on the CPU backend.
-        permutation: Arc<[usize]>,
+    Mix(Arc<PlacedPlan>),
+    /// The hidden state seen at `point`, one flattened row per example.
+    Record {
+        point: usize,
+        slot: Arc<Mutex<Option<Tensor<2>>>>,
     },
-    /// The hidden state seen at the point, one flattened row per example.
-    Record(Arc<Mutex<Option<Tensor<2>>>>),
+}
+
+#[derive(Debug)]
+struct PlacedPlan {
+    plan: MixPlan,
+    partners: Tensor<1, Int>,
+    /// The same permutation on the host, for the fused kernel on the CPU backend.
+    permutation: Arc<[usize]>,
+    /// What each mix did, by its position in the plan, as the forward pass reaches it.
+    applied: Mutex<Vec<Applied>>,
+}
+
+#[derive(Clone, Debug)]
+enum Applied {
+    Pending,
+    /// Each example's target weight: the share of itself it kept.
+    Done(Vec<f64>),
+    Failed(MixupError),
 }
 
 impl TensorMix {
@@ -33,20 +50,22 @@ impl TensorMix {
         let partners: Vec<i64> = plan.permutation.iter().map(|&i| i as i64).collect();
         let count = partners.len();
         Self {
-            layer: plan.layer,
-            action: Action::Mix {
-                lambda: plan.lambda,
+            action: Action::Mix(Arc::new(PlacedPlan {
+                plan: plan.clone(),
                 partners: Tensor::from_data(TensorData::new(partners, [count]), device),
                 permutation: plan.permutation.clone().into(),
-            },
+                applied: Mutex::new(vec![Applied::Pending; plan.mixes.len()]),
+            })),
         }
     }
 
     /// A probe that records the hidden state at `point`; read it with [`TensorMix::recorded`].
     pub fn probe(point: usize) -> Self {
         Self {
-            layer: point,
-            action: Action::Record(Arc::default()),
+            action: Action::Record {
+                point,
+                slot: Arc::default(),
+            },
         }
     }
 
@@ -54,44 +73,151 @@ impl TensorMix {
     /// the model's memory order, which a channel-blocked map permutes).
     pub fn recorded(&self) -> Option<Tensor<2>> {
         match &self.action {
-            Action::Record(slot) => slot.lock().ok()?.take(),
-            Action::Mix { .. } => None,
+            Action::Record { slot, .. } => slot.lock().ok()?.take(),
+            Action::Mix(_) => None,
         }
     }
 
-    pub fn layer(&self) -> usize {
-        self.layer
+    /// What the forward pass mixed, for the targets; an error if it skipped a planned point
+    /// or gave a box or block mix a flat state.
+    pub fn applied(&self) -> Result<AppliedMix, MixupError> {
+        let Action::Mix(placed) = &self.action else {
+            return Err(MixupError::NotMixing);
+        };
+        let applied = placed
+            .applied
+            .lock()
+            .expect("no forward pass panicked holding it");
+        let target_weights = applied
+            .iter()
+            .zip(&placed.plan.mixes)
+            .map(|(applied, mix)| match applied {
+                Applied::Done(weights) => Ok(weights.clone()),
+                Applied::Pending => Err(MixupError::PointNotReached(mix.point)),
+                Applied::Failed(error) => Err(error.clone()),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(AppliedMix {
+            permutation: placed.plan.permutation.clone(),
+            target_weights,
+        })
     }
 
-    /// `h ← λ·h + (1−λ)·h[perm]` when `point` is this plan's mix point, else `h` unchanged.
+    /// Mixes `hidden` when `point` is one of the plan's mix points, else returns it unchanged.
     ///
     /// Both terms stay in the autodiff graph, so each example's gradient comes from its own
     /// term and from the term of the example it was paired with.
     pub fn apply_at<const D: usize>(&self, point: usize, hidden: Tensor<D>) -> Tensor<D> {
-        if point != self.layer {
-            return hidden;
-        }
         match &self.action {
-            Action::Record(slot) => {
-                let dims = hidden.dims();
-                let rows = dims[0];
-                let features = dims[1..].iter().product::<usize>();
-                if let Ok(mut slot) = slot.lock() {
-                    *slot = Some(hidden.clone().reshape([rows, features]));
+            Action::Record { point: at, slot } => {
+                if *at == point {
+                    let dims = hidden.dims();
+                    let features = dims[1..].iter().product::<usize>();
+                    if let Ok(mut slot) = slot.lock() {
+                        *slot = Some(hidden.clone().reshape([dims[0], features]));
+                    }
                 }
                 hidden
             }
-            Action::Mix {
-                lambda,
-                partners,
-                permutation,
-            } => {
-                if kernels::on_flex_f32(&hidden) {
-                    return kernels::mix::mix_rows(hidden, permutation, *lambda);
-                }
-                let mixed = hidden.clone().select(0, partners.clone());
-                hidden.mul_scalar(*lambda) + mixed.mul_scalar(1.0 - *lambda)
+            Action::Mix(placed) => placed.apply_at(point, hidden),
+        }
+    }
+}
+
+impl PlacedPlan {
+    fn apply_at<const D: usize>(&self, point: usize, hidden: Tensor<D>) -> Tensor<D> {
+        let Some(index) = self.plan.mixes.iter().position(|m| m.point == point) else {
+            return hidden;
+        };
+        let mix = &self.plan.mixes[index];
+        let dims = hidden.dims();
+        let outcome = if dims[0] != self.permutation.len() {
+            Err(MixupError::BatchMismatch {
+                point,
+                rows: dims[0],
+                plan: self.permutation.len(),
+            })
+        } else {
+            weights_of(mix, &dims)
+        };
+        // A plan may serve several forward passes (the same batch on two routes, say): each
+        // mixes alike, and the last one's record stands.
+        let mut applied = self
+            .applied
+            .lock()
+            .expect("no forward pass panicked holding it");
+        match outcome {
+            Ok((own, targets)) => {
+                applied[index] = Applied::Done(targets);
+                drop(applied);
+                self.blend(hidden, &own)
             }
+            Err(error) => {
+                applied[index] = Applied::Failed(error);
+                hidden
+            }
+        }
+    }
+
+    fn blend<const D: usize>(&self, hidden: Tensor<D>, own: &OwnWeights) -> Tensor<D> {
+        if kernels::on_flex_f32(&hidden) {
+            return kernels::mix::mix_rows(hidden, &self.permutation, own);
+        }
+        let device = hidden.device();
+        let dims = hidden.dims();
+        let others = hidden.clone().select(0, self.partners.clone());
+        let weights = |values: &Arc<[f32]>, shape: [usize; D]| {
+            Tensor::<D>::from_data(TensorData::new(values.to_vec(), shape), &device)
+        };
+        let w = match own {
+            OwnWeights::Uniform(lambda) => {
+                return hidden.mul_scalar(*lambda) + others.mul_scalar(1.0 - *lambda);
+            }
+            OwnWeights::Rows(values) => {
+                let mut shape = [1; D];
+                shape[0] = dims[0];
+                weights(values, shape)
+            }
+            OwnWeights::Elements { values, shared } => {
+                let mut shape = dims;
+                if *shared {
+                    shape[0] = 1;
+                }
+                weights(values, shape)
+            }
+        };
+        hidden * w.clone() + others * w.neg().add_scalar(1.0)
+    }
+}
+
+/// The kernel's weights for `mix` on a hidden state of `dims`, and each example's target
+/// weight.
+fn weights_of(mix: &PointMix, dims: &[usize]) -> Result<(OwnWeights, Vec<f64>), MixupError> {
+    let rows = dims[0];
+    match (&mix.op, &mix.draws) {
+        (MixOp::Interpolate, Draws::Shared(draw)) => {
+            Ok((OwnWeights::Uniform(draw.lambda), vec![draw.lambda; rows]))
+        }
+        (MixOp::Interpolate, draws @ Draws::PerExample(_)) => {
+            let targets: Vec<f64> = (0..rows)
+                .map(|row| draws.of(row).map_or(1.0, |d| d.lambda))
+                .collect();
+            let own = targets.iter().map(|&t| t as f32).collect();
+            Ok((OwnWeights::Rows(own), targets))
+        }
+        (op, draws) => {
+            let layout = MapLayout::of(dims).ok_or(MixupError::FlatStateAtRuntime {
+                point: mix.point,
+                rank: dims.len(),
+            })?;
+            let weights = element_weights(op, draws, &layout, rows);
+            Ok((
+                OwnWeights::Elements {
+                    values: weights.values.into(),
+                    shared: weights.shared,
+                },
+                weights.targets,
+            ))
         }
     }
 }
@@ -109,57 +235,4 @@ pub fn mix_at<const D: usize>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use burn::tensor::Tolerance;
-
-    #[test]
-    fn mixes_only_at_its_point_and_with_its_partners() {
-        let device = Device::flex();
-        let plan = MixPlan {
-            lambda: 0.25,
-            layer: 1,
-            permutation: vec![2, 0, 1],
-        };
-        let mix = TensorMix::new(&plan, &device);
-        let h = Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], &device);
-        let untouched = mix.apply_at(0, h.clone());
-        untouched
-            .into_data()
-            .assert_eq(&h.clone().into_data(), true);
-        let mixed = mix.apply_at(1, h);
-        let expected = TensorData::from([
-            [0.25 * 1.0 + 0.75 * 5.0, 0.25 * 2.0 + 0.75 * 6.0],
-            [0.25 * 3.0 + 0.75 * 1.0, 0.25 * 4.0 + 0.75 * 2.0],
-            [0.25 * 5.0 + 0.75 * 3.0, 0.25 * 6.0 + 0.75 * 4.0],
-        ]);
-        mixed
-            .into_data()
-            .assert_approx_eq::<f32>(&expected, Tolerance::default());
-    }
-
-    #[test]
-    fn gradient_reaches_both_members_of_each_pair() {
-        let device = Device::flex().autodiff();
-        let plan = MixPlan {
-            lambda: 0.7,
-            layer: 0,
-            permutation: vec![1, 2, 0],
-        };
-        let mix = TensorMix::new(&plan, &device);
-        let h = Tensor::<2>::from_floats([[1.0], [2.0], [3.0]], &device).require_grad();
-        // Weight each output row differently so the gradient reveals who contributed where.
-        let weights = Tensor::<2>::from_floats([[1.0], [10.0], [100.0]], &device);
-        let loss = (mix.apply_at(0, h.clone()) * weights).sum();
-        let grads = loss.backward();
-        let grad = h.grad(&grads).unwrap();
-        // Row 0 feeds output 0 (λ) and output 2 (1−λ, as row 2's partner).
-        let expected = TensorData::from([
-            [0.7 * 1.0 + 0.3 * 100.0],
-            [0.7 * 10.0 + 0.3 * 1.0],
-            [0.7 * 100.0 + 0.3 * 10.0],
-        ]);
-        grad.into_data()
-            .assert_approx_eq::<f32>(&expected, Tolerance::default());
-    }
-}
+mod tests;

@@ -1,16 +1,26 @@
-//! Manifold Mixup: what to mix (a [`MixPlan`] drawn once per batch), how to mix a hidden
-//! tensor ([`TensorMix`]), and what the mixed example should be classified as
-//! ([`soft_targets`] and the losses).
+//! The mixup family: what to mix (a [`MixPlan`] drawn once per batch from a [`MixConfig`]),
+//! how to mix a hidden tensor ([`TensorMix`]: interpolation, CutMix boxes, PatchUp blocks),
+//! what the mixed example should be classified as ([`soft_targets`] and the losses), and the
+//! trait a model implements to be mixed ([`Mixable`]).
 //!
 //! This module knows nothing of datasets, files or the command line: the caller owns the RNG
 //! and the model decides where its mix points are.
 
 mod loss;
+mod masks;
+mod mixable;
 mod mixing;
 mod plan;
+mod schedule;
 mod targets;
 
 pub use loss::{Loss, mixed_loss};
+pub use masks::{CutBox, ElementWeights, MapLayout, element_weights, patch_holes};
+pub use mixable::{MixPoint, Mixable, PointShape};
 pub use mixing::{TensorMix, mix_at};
-pub use plan::{MixConfig, MixMode, MixPlan, MixupError, sample_lambda};
-pub use targets::soft_targets;
+pub use plan::{
+    Draw, Draws, MixConfig, MixMode, MixOp, MixPlan, MixupError, OUTPUT_POINT, PatchUpConfig,
+    PatchUpKind, PointMix, Switch, sample_lambda,
+};
+pub use schedule::AlphaSchedule;
+pub use targets::{AppliedMix, mixed_targets, smooth, soft_targets};

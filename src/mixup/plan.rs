@@ -4,7 +4,10 @@ use rand::seq::SliceRandom;
 use rand_distr::{Beta, Distribution};
 use serde::{Deserialize, Serialize};
 
-/// Where mixing happens.
+use super::mixable::{MixPoint, PointShape};
+use super::schedule::AlphaSchedule;
+
+/// How examples are mixed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum MixMode {
@@ -14,6 +17,13 @@ pub enum MixMode {
     Input,
     /// Manifold Mixup: a mix point drawn per batch from an eligible set.
     Manifold,
+    /// CutMix: a box of the partner's image pasted in, λ corrected to the kept area.
+    Cutmix,
+    /// PatchUp: blocks of a hidden feature map at a drawn mix point swapped with (hard) or
+    /// interpolated towards (soft) the partner's.
+    Patchup,
+    /// Mixup of the logits, after the model's last layer.
+    Output,
 }
 
 impl std::fmt::Display for MixMode {
@@ -22,11 +32,77 @@ impl std::fmt::Display for MixMode {
             MixMode::None => "none",
             MixMode::Input => "input",
             MixMode::Manifold => "manifold",
+            MixMode::Cutmix => "cutmix",
+            MixMode::Patchup => "patchup",
+            MixMode::Output => "output",
         })
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+impl MixMode {
+    /// Whether the mode draws its mix point from the eligible set.
+    pub fn draws_points(self) -> bool {
+        matches!(self, MixMode::Manifold | MixMode::Patchup)
+    }
+
+    /// Whether the mode cuts regions out of a feature map, so needs one at its points.
+    pub fn needs_map(self) -> bool {
+        matches!(self, MixMode::Cutmix | MixMode::Patchup)
+    }
+}
+
+/// PatchUp's two ways of combining the chosen blocks with the partner's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchUpKind {
+    /// The blocks are interpolated: `λ·h + (1−λ)·h[perm]` inside them.
+    #[default]
+    Soft,
+    /// The blocks are replaced by the partner's.
+    Hard,
+}
+
+impl std::fmt::Display for PatchUpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PatchUpKind::Soft => "soft",
+            PatchUpKind::Hard => "hard",
+        })
+    }
+}
+
+/// PatchUp's mask parameters (Faramarzi et al. 2020; defaults of their code).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PatchUpConfig {
+    /// Side of the square blocks, odd.
+    pub block: usize,
+    /// Probability that a feature is altered (before the blocks' overlap is corrected for).
+    pub gamma: f64,
+    pub kind: PatchUpKind,
+}
+
+impl Default for PatchUpConfig {
+    fn default() -> Self {
+        Self {
+            block: 7,
+            gamma: 0.9,
+            kind: PatchUpKind::Soft,
+        }
+    }
+}
+
+/// A second mode used instead of the first on a drawn share of the batches, as timm's
+/// mixup ↔ cutmix switch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Switch {
+    pub mode: MixMode,
+    /// Probability that a batch uses `mode`.
+    pub prob: f64,
+    /// Beta(α, α) parameter of `mode`.
+    pub alpha: f64,
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum MixupError {
     #[error("alpha must be a finite number ≥ 0 (0 turns mixing off), got {0}")]
     BadAlpha(f64),
@@ -38,6 +114,41 @@ pub enum MixupError {
     WeightCount { weights: usize, points: usize },
     #[error("layer weights must be finite, non-negative and not all zero")]
     BadWeights,
+    #[error("the {what} must be in [0, 1], got {value}")]
+    BadProbability { what: &'static str, value: f64 },
+    #[error(
+        "{mode} cuts regions from a feature map, but mix point {point} ('{name}') holds a flat vector"
+    )]
+    NotAMap {
+        mode: MixMode,
+        point: usize,
+        name: &'static str,
+    },
+    #[error("{0}")]
+    BadSwitch(String),
+    #[error("the alpha schedule '{schedule}' reaches past the run's {epochs} epochs")]
+    ScheduleTooLong {
+        schedule: AlphaSchedule,
+        epochs: usize,
+    },
+    #[error("the PatchUp block size must be odd and at least 1, got {0}")]
+    BadBlock(usize),
+    #[error("per-example mixing needs a mixing mode, not none")]
+    PerExampleWithoutMixing,
+    #[error("the model's forward pass never reached mix point {0}, which it declares")]
+    PointNotReached(usize),
+    #[error("mix point {point} saw {rows} examples where the batch has {plan}")]
+    BatchMismatch {
+        point: usize,
+        rows: usize,
+        plan: usize,
+    },
+    #[error(
+        "mix point {point} holds a rank-{rank} state, but a box or block mix needs a feature map (rank 4, or 5 channel-blocked); declare it PointShape::Vector"
+    )]
+    FlatStateAtRuntime { point: usize, rank: usize },
+    #[error("a probe mixes nothing")]
+    NotMixing,
 }
 
 /// The technique's parameters, resolved against one model's mix points.
@@ -47,79 +158,260 @@ pub struct MixConfig {
     /// λ ~ Beta(α, α); α = 0 means λ = 1 (no mixing), as in the paper's code. A negative α
     /// is refused rather than read as 0: it is a typo more often than a choice.
     pub alpha: f64,
-    /// Eligible mix points for [`MixMode::Manifold`] (0 is the input).
+    /// Eligible mix points for the modes that draw one (0 is the input).
     pub mix_points: Vec<usize>,
     /// Relative weights for drawing the mix point; uniform when empty.
     pub layer_weights: Vec<f64>,
+    /// A λ (and for manifold and patchup a mix point, for cutmix a box, for patchup a mask)
+    /// per example instead of per batch.
+    pub per_example: bool,
+    /// Probability that a batch is mixed at all.
+    pub apply_prob: f64,
+    pub switch: Option<Switch>,
+    pub schedule: AlphaSchedule,
+    pub patchup: PatchUpConfig,
 }
 
 impl MixConfig {
-    /// Checks the configuration against a model with mix points `0..=last_point`.
-    pub fn validate(&self, last_point: usize) -> Result<(), MixupError> {
+    /// The configuration of `mode` with the defaults of everything else: λ and mix point
+    /// per batch, every batch mixed, a constant α.
+    pub fn new(mode: MixMode, alpha: f64, mix_points: Vec<usize>) -> Self {
+        Self {
+            mode,
+            alpha,
+            mix_points,
+            layer_weights: Vec::new(),
+            per_example: false,
+            apply_prob: 1.0,
+            switch: None,
+            schedule: AlphaSchedule::Constant,
+            patchup: PatchUpConfig::default(),
+        }
+    }
+
+    /// Checks the configuration against a model's mix points and a run of `epochs`.
+    pub fn validate(&self, points: &[MixPoint], epochs: usize) -> Result<(), MixupError> {
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return Err(MixupError::BadAlpha(self.alpha));
         }
-        if self.mode != MixMode::Manifold {
-            return Ok(());
+        let probability = |what, value: f64| {
+            if (0.0..=1.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(MixupError::BadProbability { what, value })
+            }
+        };
+        probability("apply probability", self.apply_prob)?;
+        if self.mode == MixMode::None {
+            if self.per_example {
+                return Err(MixupError::PerExampleWithoutMixing);
+            }
+            if self.switch.is_some() {
+                return Err(MixupError::BadSwitch(
+                    "a switch needs a mixing mode to switch from, not none".into(),
+                ));
+            }
         }
-        if self.mix_points.is_empty() {
-            return Err(MixupError::NoMixPoints);
+        self.validate_mode(self.mode, points)?;
+        if let Some(switch) = &self.switch {
+            probability("switch probability", switch.prob)?;
+            if !(switch.alpha.is_finite() && switch.alpha >= 0.0) {
+                return Err(MixupError::BadAlpha(switch.alpha));
+            }
+            if switch.mode == MixMode::None || switch.mode == self.mode {
+                return Err(MixupError::BadSwitch(format!(
+                    "the switch must be to a mixing mode other than {}, got {}",
+                    self.mode, switch.mode
+                )));
+            }
+            self.validate_mode(switch.mode, points)?;
         }
-        if let Some(&point) = self.mix_points.iter().find(|&&p| p > last_point) {
-            return Err(MixupError::UnknownMixPoint {
-                point,
-                last: last_point,
+        if self.schedule.last_epoch_named() > epochs {
+            return Err(MixupError::ScheduleTooLong {
+                schedule: self.schedule,
+                epochs,
             });
-        }
-        if !self.layer_weights.is_empty() {
-            if self.layer_weights.len() != self.mix_points.len() {
-                return Err(MixupError::WeightCount {
-                    weights: self.layer_weights.len(),
-                    points: self.mix_points.len(),
-                });
-            }
-            let valid = self
-                .layer_weights
-                .iter()
-                .all(|w| w.is_finite() && *w >= 0.0);
-            if !valid || self.layer_weights.iter().sum::<f64>() <= 0.0 {
-                return Err(MixupError::BadWeights);
-            }
         }
         Ok(())
     }
 
-    /// Draws the choices for one batch, or `None` when this configuration never mixes.
-    ///
-    /// The draw order (λ, then layer, then permutation) is part of the reproducibility
-    /// contract: the same RNG state always yields the same plan.
-    pub fn draw<R: Rng + ?Sized>(&self, rng: &mut R, batch_size: usize) -> Option<MixPlan> {
-        let layer = match self.mode {
-            MixMode::None => return None,
-            MixMode::Input => {
-                let lambda = sample_lambda(rng, self.alpha);
-                (lambda, 0)
-            }
-            MixMode::Manifold => {
-                let lambda = sample_lambda(rng, self.alpha);
-                let index = if self.layer_weights.is_empty() {
-                    rng.random_range(0..self.mix_points.len())
-                } else {
-                    WeightedIndex::new(&self.layer_weights)
-                        .expect("weights are validated")
-                        .sample(rng)
-                };
-                (lambda, self.mix_points[index])
-            }
+    fn validate_mode(&self, mode: MixMode, points: &[MixPoint]) -> Result<(), MixupError> {
+        let last = points.len().saturating_sub(1);
+        let shape_of = |point: usize| {
+            points
+                .get(point)
+                .ok_or(MixupError::UnknownMixPoint { point, last })
         };
-        let (lambda, layer) = layer;
+        let require_map = |point: usize| {
+            let declared = shape_of(point)?;
+            if declared.shape == PointShape::Vector {
+                return Err(MixupError::NotAMap {
+                    mode,
+                    point,
+                    name: declared.name,
+                });
+            }
+            Ok(())
+        };
+        match mode {
+            MixMode::None | MixMode::Input | MixMode::Output => Ok(()),
+            MixMode::Cutmix => require_map(0),
+            MixMode::Manifold | MixMode::Patchup => {
+                if self.mix_points.is_empty() {
+                    return Err(MixupError::NoMixPoints);
+                }
+                for &point in &self.mix_points {
+                    shape_of(point)?;
+                    if mode == MixMode::Patchup {
+                        require_map(point)?;
+                    }
+                }
+                if mode == MixMode::Patchup
+                    && (self.patchup.block == 0 || self.patchup.block.is_multiple_of(2))
+                {
+                    return Err(MixupError::BadBlock(self.patchup.block));
+                }
+                if mode == MixMode::Patchup {
+                    let gamma = self.patchup.gamma;
+                    if !(0.0..=1.0).contains(&gamma) {
+                        return Err(MixupError::BadProbability {
+                            what: "PatchUp feature probability",
+                            value: gamma,
+                        });
+                    }
+                }
+                self.validate_weights()
+            }
+        }
+    }
+
+    fn validate_weights(&self) -> Result<(), MixupError> {
+        if self.layer_weights.is_empty() {
+            return Ok(());
+        }
+        if self.layer_weights.len() != self.mix_points.len() {
+            return Err(MixupError::WeightCount {
+                weights: self.layer_weights.len(),
+                points: self.mix_points.len(),
+            });
+        }
+        let valid = self
+            .layer_weights
+            .iter()
+            .all(|w| w.is_finite() && *w >= 0.0);
+        if !valid || self.layer_weights.iter().sum::<f64>() <= 0.0 {
+            return Err(MixupError::BadWeights);
+        }
+        Ok(())
+    }
+
+    /// Draws the choices for one batch of (0-based) `epoch` of `epochs`, or `None` when the
+    /// batch is not mixed.
+    ///
+    /// The draw order is part of the reproducibility contract: the same RNG state always
+    /// yields the same plan. Without the newer options it is λ, then the mix point, then the
+    /// permutation, as it always was; a certain event (probability 0 or 1) draws nothing, so
+    /// a run with an apply probability of 0 draws exactly what a run without mixing does.
+    pub fn draw<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        batch_size: usize,
+        epoch: usize,
+        epochs: usize,
+    ) -> Option<MixPlan> {
+        if self.mode == MixMode::None {
+            return None;
+        }
+        let scale = self.schedule.scale(epoch, epochs)?;
+        if !happens(rng, self.apply_prob) {
+            return None;
+        }
+        let (mode, alpha) = match &self.switch {
+            Some(switch) if happens(rng, switch.prob) => (switch.mode, switch.alpha),
+            _ => (self.mode, self.alpha),
+        };
+        Some(self.draw_mode(rng, mode, alpha * scale, batch_size))
+    }
+
+    fn draw_mode<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        mode: MixMode,
+        alpha: f64,
+        batch_size: usize,
+    ) -> MixPlan {
+        let draws = if self.per_example { batch_size } else { 1 };
+        let lambdas: Vec<f64> = (0..draws).map(|_| sample_lambda(rng, alpha)).collect();
+        let points: Vec<usize> = match mode {
+            MixMode::Manifold | MixMode::Patchup => {
+                (0..draws).map(|_| self.draw_point(rng)).collect()
+            }
+            MixMode::Output => vec![OUTPUT_POINT; draws],
+            _ => vec![0; draws],
+        };
+        let centres: Vec<Option<(f64, f64)>> = (0..draws)
+            .map(|_| (mode == MixMode::Cutmix).then(|| (rng.random(), rng.random())))
+            .collect();
+        let op = match mode {
+            MixMode::Patchup => MixOp::PatchUp {
+                config: self.patchup,
+                seed: rng.random(),
+            },
+            MixMode::Cutmix => MixOp::CutMix,
+            _ => MixOp::Interpolate,
+        };
         let mut permutation: Vec<usize> = (0..batch_size).collect();
         permutation.shuffle(rng);
-        Some(MixPlan {
-            lambda,
-            layer,
-            permutation,
-        })
+        let draw = |i: usize| Draw {
+            lambda: lambdas[i],
+            centre: centres[i],
+        };
+        let mixes = if self.per_example {
+            let mut distinct = points.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            distinct
+                .into_iter()
+                .map(|point| PointMix {
+                    point,
+                    op,
+                    draws: Draws::PerExample(
+                        (0..batch_size)
+                            .map(|i| (points[i] == point).then(|| draw(i)))
+                            .collect(),
+                    ),
+                })
+                .collect()
+        } else {
+            vec![PointMix {
+                point: points[0],
+                op,
+                draws: Draws::Shared(draw(0)),
+            }]
+        };
+        MixPlan { permutation, mixes }
+    }
+
+    fn draw_point<R: Rng + ?Sized>(&self, rng: &mut R) -> usize {
+        let index = if self.layer_weights.is_empty() {
+            rng.random_range(0..self.mix_points.len())
+        } else {
+            WeightedIndex::new(&self.layer_weights)
+                .expect("weights are validated")
+                .sample(rng)
+        };
+        self.mix_points[index]
+    }
+}
+
+/// Whether an event of probability `p` happens; certain events draw nothing.
+fn happens<R: Rng + ?Sized>(rng: &mut R, p: f64) -> bool {
+    if p <= 0.0 {
+        false
+    } else if p >= 1.0 {
+        true
+    } else {
+        rng.random::<f64>() < p
     }
 }
 
@@ -133,180 +425,86 @@ pub fn sample_lambda<R: Rng + ?Sized>(rng: &mut R, alpha: f64) -> f64 {
         .sample(rng)
 }
 
+/// The mix point of the logits, after every point a model declares (output mixup).
+pub const OUTPUT_POINT: usize = usize::MAX;
+
+/// What is done to the hidden state at a mix point.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MixOp {
+    /// `h ← λ·h + (1−λ)·h[perm]`.
+    Interpolate,
+    /// A box of the partner's map pasted in; the box's area is `1−λ` before clipping.
+    CutMix,
+    /// Blocks of the map taken from the partner, from a mask generated with `seed` once the
+    /// map's shape is known.
+    PatchUp { config: PatchUpConfig, seed: u64 },
+}
+
+/// The random values of one mix: λ and, for CutMix, the box's centre as fractions of the
+/// map's height and width.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Draw {
+    pub lambda: f64,
+    pub centre: Option<(f64, f64)>,
+}
+
+/// One draw for the whole batch, or one per example (`None` where the example is mixed at
+/// another point).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Draws {
+    Shared(Draw),
+    PerExample(Vec<Option<Draw>>),
+}
+
+impl Draws {
+    /// The draw of example `row`, if it is mixed here.
+    pub fn of(&self, row: usize) -> Option<&Draw> {
+        match self {
+            Draws::Shared(draw) => Some(draw),
+            Draws::PerExample(draws) => draws.get(row).and_then(Option::as_ref),
+        }
+    }
+}
+
+/// The mix at one point.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointMix {
+    /// The mix point (0 = input, [`OUTPUT_POINT`] = logits).
+    pub point: usize,
+    pub op: MixOp,
+    pub draws: Draws,
+}
+
 /// Everything random about one mixed batch, as plain values: a step is reproducible from it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MixPlan {
-    /// Weight of each example itself; its partner gets `1 - lambda`.
-    pub lambda: f64,
-    /// The mix point (0 = input).
-    pub layer: usize,
     /// `permutation[i]` is the partner of example `i`.
     pub permutation: Vec<usize>,
+    /// The mixes in forward order, at most one per point.
+    pub mixes: Vec<PointMix>,
+}
+
+impl MixPlan {
+    /// Mixup with one λ at one point: `h ← λ·h + (1−λ)·h[permutation]`.
+    pub fn interpolate(lambda: f64, point: usize, permutation: Vec<usize>) -> Self {
+        Self {
+            permutation,
+            mixes: vec![PointMix {
+                point,
+                op: MixOp::Interpolate,
+                draws: Draws::Shared(Draw {
+                    lambda,
+                    centre: None,
+                }),
+            }],
+        }
+    }
+
+    /// The points where something is mixed, in forward order.
+    pub fn points(&self) -> Vec<usize> {
+        self.mixes.iter().map(|m| m.point).collect()
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha12Rng;
-
-    fn manifold(points: Vec<usize>, weights: Vec<f64>) -> MixConfig {
-        MixConfig {
-            mode: MixMode::Manifold,
-            alpha: 2.0,
-            mix_points: points,
-            layer_weights: weights,
-        }
-    }
-
-    #[test]
-    fn beta_moments_match_theory() {
-        let mut rng = ChaCha12Rng::seed_from_u64(7);
-        let n = 200_000;
-        for alpha in [0.2, 1.0, 2.0] {
-            let draws: Vec<f64> = (0..n).map(|_| sample_lambda(&mut rng, alpha)).collect();
-            assert!(draws.iter().all(|l| (0.0..=1.0).contains(l)));
-            let mean = draws.iter().sum::<f64>() / n as f64;
-            let var = draws.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n as f64;
-            let expected_var = 1.0 / (4.0 * (2.0 * alpha + 1.0));
-            // Standard error of the mean is sqrt(var / n) < 0.0011; 0.005 is > 4σ.
-            assert!((mean - 0.5).abs() < 0.005, "alpha {alpha}: mean {mean}");
-            assert!(
-                (var - expected_var).abs() / expected_var < 0.02,
-                "alpha {alpha}: variance {var} vs {expected_var}"
-            );
-        }
-    }
-
-    #[test]
-    fn non_positive_alpha_never_mixes() {
-        let mut rng = ChaCha12Rng::seed_from_u64(1);
-        for alpha in [0.0, -1.0] {
-            assert_eq!(sample_lambda(&mut rng, alpha), 1.0);
-        }
-    }
-
-    #[test]
-    fn layer_draws_follow_their_weights() {
-        let config = manifold(vec![0, 2, 3], vec![1.0, 2.0, 5.0]);
-        config.validate(4).unwrap();
-        let mut rng = ChaCha12Rng::seed_from_u64(3);
-        let n = 80_000;
-        let mut counts = [0usize; 5];
-        for _ in 0..n {
-            counts[config.draw(&mut rng, 4).unwrap().layer] += 1;
-        }
-        assert_eq!(counts[1] + counts[4], 0, "only eligible points are drawn");
-        for (point, weight) in [(0, 1.0), (2, 2.0), (3, 5.0)] {
-            let p = weight / 8.0;
-            let expected = n as f64 * p;
-            let sigma = (n as f64 * p * (1.0 - p)).sqrt();
-            let got = counts[point] as f64;
-            assert!(
-                (got - expected).abs() < 4.0 * sigma,
-                "point {point}: {got} draws, expected {expected} ± {sigma}"
-            );
-        }
-    }
-
-    #[test]
-    fn uniform_layer_draws_pass_chi_square() {
-        let config = manifold(vec![0, 1, 2], vec![]);
-        let mut rng = ChaCha12Rng::seed_from_u64(11);
-        let n = 30_000;
-        let mut counts = [0f64; 3];
-        for _ in 0..n {
-            counts[config.draw(&mut rng, 2).unwrap().layer] += 1.0;
-        }
-        let expected = n as f64 / 3.0;
-        let chi2: f64 = counts
-            .iter()
-            .map(|c| (c - expected).powi(2) / expected)
-            .sum();
-        // 99.9th percentile of chi-square with 2 degrees of freedom.
-        assert!(chi2 < 13.82, "chi-square {chi2} for counts {counts:?}");
-    }
-
-    #[test]
-    fn permutations_are_permutations_for_any_batch_size() {
-        let config = manifold(vec![0, 1], vec![]);
-        let mut rng = ChaCha12Rng::seed_from_u64(5);
-        for batch in [1, 2, 3, 7, 128] {
-            let plan = config.draw(&mut rng, batch).unwrap();
-            let mut sorted = plan.permutation.clone();
-            sorted.sort_unstable();
-            assert_eq!(sorted, (0..batch).collect::<Vec<_>>());
-        }
-    }
-
-    #[test]
-    fn permutation_is_uniform_over_positions() {
-        let config = manifold(vec![0], vec![]);
-        let mut rng = ChaCha12Rng::seed_from_u64(9);
-        let n = 30_000;
-        let mut first_partner = [0f64; 3];
-        for _ in 0..n {
-            first_partner[config.draw(&mut rng, 3).unwrap().permutation[0]] += 1.0;
-        }
-        let expected = n as f64 / 3.0;
-        let chi2: f64 = first_partner
-            .iter()
-            .map(|c| (c - expected).powi(2) / expected)
-            .sum();
-        assert!(chi2 < 13.82, "chi-square {chi2}");
-    }
-
-    #[test]
-    fn same_seed_same_plans() {
-        let config = manifold(vec![0, 1, 2], vec![]);
-        let plans = |seed| {
-            let mut rng = ChaCha12Rng::seed_from_u64(seed);
-            (0..20)
-                .map(|_| config.draw(&mut rng, 9))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(plans(42), plans(42));
-        assert_ne!(plans(42), plans(43));
-    }
-
-    #[test]
-    fn modes_choose_their_layers() {
-        let mut rng = ChaCha12Rng::seed_from_u64(2);
-        let mut config = manifold(vec![2], vec![]);
-        assert_eq!(config.draw(&mut rng, 4).unwrap().layer, 2);
-        config.mode = MixMode::Input;
-        assert_eq!(config.draw(&mut rng, 4).unwrap().layer, 0);
-        config.mode = MixMode::None;
-        assert!(config.draw(&mut rng, 4).is_none());
-    }
-
-    #[test]
-    fn validation_names_the_problem() {
-        assert_eq!(
-            manifold(vec![0, 7], vec![]).validate(4),
-            Err(MixupError::UnknownMixPoint { point: 7, last: 4 })
-        );
-        assert_eq!(
-            manifold(vec![], vec![]).validate(4),
-            Err(MixupError::NoMixPoints)
-        );
-        assert_eq!(
-            manifold(vec![0, 1], vec![1.0]).validate(4),
-            Err(MixupError::WeightCount {
-                weights: 1,
-                points: 2
-            })
-        );
-        assert_eq!(
-            manifold(vec![0, 1], vec![0.0, 0.0]).validate(4),
-            Err(MixupError::BadWeights)
-        );
-        let mut config = manifold(vec![0], vec![]);
-        for alpha in [f64::NAN, f64::INFINITY, -1.0] {
-            config.alpha = alpha;
-            assert!(matches!(config.validate(4), Err(MixupError::BadAlpha(_))));
-        }
-        config.alpha = 0.0;
-        assert_eq!(config.validate(4), Ok(()));
-    }
-}
+mod tests;

@@ -24,7 +24,8 @@ pub use resnet50::ResNet50;
 pub use small::{Mlp, SmallCnn};
 pub use wide_resnet::WideResNet;
 
-use crate::mixup::TensorMix;
+pub use crate::mixup::MixPoint;
+use crate::mixup::{Mixable, TensorMix};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ModelError {
@@ -102,13 +103,6 @@ impl fmt::Display for ModelKind {
     }
 }
 
-/// A named point between blocks where hidden states may be mixed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MixPoint {
-    pub index: usize,
-    pub name: &'static str,
-}
-
 impl ModelKind {
     /// Every model family the command line accepts, one representative each, for listings.
     pub const EXAMPLES: [&'static str; 9] = [
@@ -124,33 +118,13 @@ impl ModelKind {
     ];
 
     pub fn mix_points(&self) -> Vec<MixPoint> {
-        let names: &[&'static str] = match self {
-            ModelKind::PreActResNet { .. } => &[
-                "input",
-                "after stage 1",
-                "after stage 2",
-                "after stage 3",
-                "after stage 4",
-            ],
-            ModelKind::WideResNet { .. } => {
-                &["input", "after group 1", "after group 2", "after group 3"]
-            }
-            ModelKind::ResNet50 => &[
-                "input",
-                "after stem and pool",
-                "after stage 1",
-                "after stage 2",
-                "after stage 3",
-                "after stage 4",
-            ],
-            ModelKind::SmallCnn => &["input", "after block 1", "after block 2", "after block 3"],
-            ModelKind::Mlp => &["input", "after hidden 1", "after hidden 2"],
-        };
-        names
-            .iter()
-            .enumerate()
-            .map(|(index, &name)| MixPoint { index, name })
-            .collect()
+        MixPoint::list(match self {
+            ModelKind::PreActResNet { .. } => preact_resnet::MIX_POINTS,
+            ModelKind::WideResNet { .. } => wide_resnet::MIX_POINTS,
+            ModelKind::ResNet50 => resnet50::MIX_POINTS,
+            ModelKind::SmallCnn => small::SMALL_CNN_MIX_POINTS,
+            ModelKind::Mlp => small::MLP_MIX_POINTS,
+        })
     }
 
     /// The eligible set the paper (or, for ResNet50, the origin's port) draws from.
@@ -261,15 +235,24 @@ pub enum Classifier {
     Mlp(Mlp),
 }
 
-impl Classifier {
-    /// Logits for `images`, mixing hidden states at the plan's mix point when one is given.
-    pub fn forward(&self, images: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+impl Mixable for Classifier {
+    fn mix_points(&self) -> Vec<MixPoint> {
         match self {
-            Classifier::PreActResNet(m) => m.forward(images, mix),
-            Classifier::WideResNet(m) => m.forward(images, mix),
-            Classifier::ResNet50(m) => m.forward(images, mix),
-            Classifier::SmallCnn(m) => m.forward(images, mix),
-            Classifier::Mlp(m) => m.forward(images, mix),
+            Classifier::PreActResNet(m) => m.mix_points(),
+            Classifier::WideResNet(m) => m.mix_points(),
+            Classifier::ResNet50(m) => m.mix_points(),
+            Classifier::SmallCnn(m) => m.mix_points(),
+            Classifier::Mlp(m) => m.mix_points(),
+        }
+    }
+
+    fn forward_mixed(&self, images: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        match self {
+            Classifier::PreActResNet(m) => m.forward_mixed(images, mix),
+            Classifier::WideResNet(m) => m.forward_mixed(images, mix),
+            Classifier::ResNet50(m) => m.forward_mixed(images, mix),
+            Classifier::SmallCnn(m) => m.forward_mixed(images, mix),
+            Classifier::Mlp(m) => m.forward_mixed(images, mix),
         }
     }
 }
@@ -277,7 +260,7 @@ impl Classifier {
 /// Counts trainable parameters the way PyTorch's `sum(p.numel() for p in m.parameters())`
 /// does: batch-norm running statistics are buffers, not parameters. The model must live on an
 /// autodiff device, where only trainable tensors require gradients.
-pub fn trainable_parameter_count(model: &Classifier) -> usize {
+pub fn trainable_parameter_count<M: Module>(model: &M) -> usize {
     struct Trainable(usize);
     impl burn::module::ModuleVisitor for Trainable {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
@@ -292,7 +275,7 @@ pub fn trainable_parameter_count(model: &Classifier) -> usize {
 }
 
 /// Whether every weight and batch-norm statistic of `model` is a finite number.
-pub fn all_finite(model: &Classifier) -> bool {
+pub fn all_finite<M: Module>(model: &M) -> bool {
     struct Finite(bool);
     impl burn::module::ModuleVisitor for Finite {
         fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
@@ -309,7 +292,7 @@ pub fn all_finite(model: &Classifier) -> bool {
 
 /// The model's weights and batch-norm buffers as safetensors bytes, under PyTorch-style names
 /// (`layer1.0.bn1.weight`, `linear.weight` as `[out, in]`), so they open from Python.
-pub fn to_safetensors(model: &Classifier) -> Result<Vec<u8>, String> {
+pub fn to_safetensors<M: Module>(model: &M) -> Result<Vec<u8>, String> {
     use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
     let mut store = SafetensorsStore::from_bytes(None)
         .skip_enum_variants(true)

@@ -8,7 +8,15 @@ use burn::tensor::{Device, Tensor};
 use super::layers::{
     BatchNorm2d, BlockedModel, conv, conv2d_blocked, conv2d_to_blocks, global_avg_pool,
 };
-use crate::mixup::{TensorMix, mix_at};
+use crate::mixup::{MixPoint, Mixable, PointShape, TensorMix, mix_at};
+
+pub(super) const MIX_POINTS: &[(&str, PointShape)] = &[
+    ("input", PointShape::Map),
+    ("after stage 1", PointShape::Map),
+    ("after stage 2", PointShape::Map),
+    ("after stage 3", PointShape::Map),
+    ("after stage 4", PointShape::Map),
+];
 
 /// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus the shortcut.
 #[derive(Module, Debug)]
@@ -183,5 +191,15 @@ impl BlockedModel for PreActResNet {
         let h = mix_at(mix, 3, run(&self.layer3, h));
         let h = mix_at(mix, 4, run(&self.layer4, h));
         self.linear.forward(global_avg_pool(h))
+    }
+}
+
+impl Mixable for PreActResNet {
+    fn mix_points(&self) -> Vec<MixPoint> {
+        MixPoint::list(MIX_POINTS)
+    }
+
+    fn forward_mixed(&self, images: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        self.forward(images, mix)
     }
 }

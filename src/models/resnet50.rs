@@ -11,7 +11,16 @@ use super::layers::{
     BatchNorm2d, BlockedModel, conv, conv2d, conv2d_blocked, global_avg_pool, relu,
 };
 use crate::kernels::layout::from_plain;
-use crate::mixup::{TensorMix, mix_at};
+use crate::mixup::{MixPoint, Mixable, PointShape, TensorMix, mix_at};
+
+pub(super) const MIX_POINTS: &[(&str, PointShape)] = &[
+    ("input", PointShape::Map),
+    ("after stem and pool", PointShape::Map),
+    ("after stage 1", PointShape::Map),
+    ("after stage 2", PointShape::Map),
+    ("after stage 3", PointShape::Map),
+    ("after stage 4", PointShape::Map),
+];
 
 #[derive(Module, Debug)]
 pub struct Bottleneck {
@@ -128,5 +137,15 @@ impl BlockedModel for ResNet50 {
         let h = mix_at(mix, 4, run(&self.layer3, h));
         let h = mix_at(mix, 5, run(&self.layer4, h));
         self.fc.forward(global_avg_pool(h))
+    }
+}
+
+impl Mixable for ResNet50 {
+    fn mix_points(&self) -> Vec<MixPoint> {
+        MixPoint::list(MIX_POINTS)
+    }
+
+    fn forward_mixed(&self, images: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        self.forward(images, mix)
     }
 }

@@ -7,7 +7,21 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use super::layers::{BatchNorm2d, conv, conv2d, global_avg_pool, relu};
-use crate::mixup::{TensorMix, mix_at};
+use crate::mixup::{MixPoint, Mixable, PointShape, TensorMix, mix_at};
+
+pub(super) const SMALL_CNN_MIX_POINTS: &[(&str, PointShape)] = &[
+    ("input", PointShape::Map),
+    ("after block 1", PointShape::Map),
+    ("after block 2", PointShape::Map),
+    ("after block 3", PointShape::Map),
+];
+
+/// The input is mixed as an image, before it is flattened, so box mixes apply to it.
+pub(super) const MLP_MIX_POINTS: &[(&str, PointShape)] = &[
+    ("input", PointShape::Map),
+    ("after hidden 1", PointShape::Vector),
+    ("after hidden 2", PointShape::Vector),
+];
 
 #[derive(Module, Debug)]
 pub struct ConvBlock {
@@ -50,8 +64,14 @@ impl SmallCnn {
             linear: LinearConfig::new(width * 4, classes).init(device),
         }
     }
+}
 
-    pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+impl Mixable for SmallCnn {
+    fn mix_points(&self) -> Vec<MixPoint> {
+        MixPoint::list(SMALL_CNN_MIX_POINTS)
+    }
+
+    fn forward_mixed(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
         let h = mix_at(mix, 0, x);
         let h = mix_at(mix, 1, self.block1.forward(h));
         let h = mix_at(mix, 2, self.block2.forward(h));
@@ -77,9 +97,15 @@ impl Mlp {
             head: LinearConfig::new(width, classes).init(device),
         }
     }
+}
 
-    pub fn forward(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
-        let h = mix_at(mix, 0, x.flatten::<2>(1, 3));
+impl Mixable for Mlp {
+    fn mix_points(&self) -> Vec<MixPoint> {
+        MixPoint::list(MLP_MIX_POINTS)
+    }
+
+    fn forward_mixed(&self, x: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        let h = mix_at(mix, 0, x).flatten::<2>(1, 3);
         let h = mix_at(mix, 1, relu(self.fc1.forward(h)));
         let h = mix_at(mix, 2, relu(self.fc2.forward(h)));
         self.head.forward(h)

@@ -6,7 +6,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
 use super::*;
-use crate::mixup::{Loss, MixConfig, MixMode, MixPlan, mixed_loss, soft_targets};
+use crate::mixup::{
+    Draw, Draws, Loss, MixConfig, MixMode, MixOp, MixPlan, Mixable, PointMix, mixed_loss,
+    soft_targets,
+};
 
 /// Small instances of every family, so the whole suite runs in seconds on a CPU.
 fn small_models() -> Vec<(ModelKind, usize)> {
@@ -43,18 +46,14 @@ fn output_shapes_for_grey_28_and_colour_32() {
                 .with_width(width)
                 .init(&device)
                 .unwrap();
-            let logits = model.forward(images(3, channels, size, &device), None);
+            let logits = model.forward_mixed(images(3, channels, size, &device), None);
             assert_eq!(logits.dims(), [3, 7], "{kind} at {channels}×{size}×{size}");
         }
     }
 }
 
 fn plan(lambda: f64, layer: usize, permutation: Vec<usize>) -> MixPlan {
-    MixPlan {
-        lambda,
-        layer,
-        permutation,
-    }
+    MixPlan::interpolate(lambda, layer, permutation)
 }
 
 #[test]
@@ -66,10 +65,10 @@ fn lambda_one_is_exactly_the_unmixed_forward() {
             .init(&device)
             .unwrap();
         let x = images(4, 3, 32, &device);
-        let plain = model.forward(x.clone(), None).into_data();
+        let plain = model.forward_mixed(x.clone(), None).into_data();
         for layer in 0..kind.mix_points().len() {
             let mix = TensorMix::new(&plan(1.0, layer, vec![3, 2, 0, 1]), &device);
-            let mixed = model.forward(x.clone(), Some(&mix)).into_data();
+            let mixed = model.forward_mixed(x.clone(), Some(&mix)).into_data();
             mixed.assert_eq(&plain, true);
         }
     }
@@ -90,11 +89,11 @@ fn lambda_zero_at_the_input_is_the_forward_of_the_permuted_batch() {
             &device,
         );
         let expected = model
-            .forward(x.clone().select(0, indices), None)
+            .forward_mixed(x.clone().select(0, indices), None)
             .into_data();
         let mix = TensorMix::new(&plan(0.0, 0, permutation), &device);
         model
-            .forward(x, Some(&mix))
+            .forward_mixed(x, Some(&mix))
             .into_data()
             .assert_approx_eq::<f32>(&expected, Tolerance::default());
     }
@@ -132,9 +131,9 @@ fn grad_norm(grads: &GradientsParams, id: ParamId, rank: usize) -> Option<f32> {
 fn mixed_step_grads(model: &Classifier, mix_plan: &MixPlan, device: &Device) -> GradientsParams {
     let batch = mix_plan.permutation.len();
     let mix = TensorMix::new(mix_plan, device);
-    let logits = model.forward(images(batch, 3, 32, device), Some(&mix));
+    let logits = model.forward_mixed(images(batch, 3, 32, device), Some(&mix));
     let labels: Vec<usize> = (0..batch).map(|i| i % 5).collect();
-    let targets = soft_targets(&labels, Some(mix_plan), 5, 0.0);
+    let targets = soft_targets(&labels, Some(&mix.applied().unwrap()), 5, 0.0);
     let targets = Tensor::from_data(TensorData::new(targets, [batch, 5]), device);
     GradientsParams::from_grads(mixed_loss(logits, targets, Loss::SoftCe).backward(), model)
 }
@@ -169,7 +168,7 @@ fn hidden_mix_sends_each_examples_gradient_to_itself_and_its_partner_only() {
         .unwrap();
     let x = images(4, 1, 4, &device).require_grad();
     let mix = TensorMix::new(&plan(0.7, 1, vec![2, 3, 0, 1]), &device);
-    let logits = model.forward(x.clone(), Some(&mix));
+    let logits = model.forward_mixed(x.clone(), Some(&mix));
     let first_row = logits.narrow(0, 0, 1).sum();
     let grads = first_row.backward();
     let per_example: Vec<f32> = x
@@ -192,6 +191,79 @@ fn hidden_mix_sends_each_examples_gradient_to_itself_and_its_partner_only() {
 }
 
 #[test]
+fn per_example_points_mix_each_example_at_its_own_point_only() {
+    // The MLP has no batch norm, so examples interact only through the mixes. Pairs (0, 1)
+    // mix at point 1 and (2, 3) at point 2, each example with its own λ: every row must be
+    // the row of a whole-batch mix at that example's point with its λ.
+    let device = Device::flex().autodiff();
+    let model = ModelConfig::new(ModelKind::Mlp, 1, 4, 3)
+        .with_width(64)
+        .init(&device)
+        .unwrap();
+    let permutation = vec![1, 0, 3, 2];
+    let lambdas = [0.3, 0.8, 0.6, 0.1];
+    let homes = [1, 1, 2, 2];
+    let at = |point: usize| {
+        Draws::PerExample(
+            (0..4)
+                .map(|i| {
+                    (homes[i] == point).then_some(Draw {
+                        lambda: lambdas[i],
+                        centre: None,
+                    })
+                })
+                .collect(),
+        )
+    };
+    let per_example = MixPlan {
+        permutation: permutation.clone(),
+        mixes: [1, 2]
+            .map(|point| PointMix {
+                point,
+                op: MixOp::Interpolate,
+                draws: at(point),
+            })
+            .to_vec(),
+    };
+    let x = images(4, 1, 4, &device);
+    let mix = TensorMix::new(&per_example, &device);
+    let logits = model.forward_mixed(x.clone(), Some(&mix)).into_data();
+    assert_eq!(
+        mix.applied().unwrap().target_weights,
+        vec![vec![0.3, 0.8, 1.0, 1.0], vec![1.0, 1.0, 0.6, 0.1]]
+    );
+    let rows = logits.try_to_vec::<f32>().unwrap();
+    for i in 0..4 {
+        let whole = TensorMix::new(&plan(lambdas[i], homes[i], permutation.clone()), &device);
+        let expected = model.forward_mixed(x.clone(), Some(&whole)).into_data();
+        let expected = expected.try_to_vec::<f32>().unwrap();
+        for c in 0..3 {
+            let (got, want) = (rows[i * 3 + c], expected[i * 3 + c]);
+            assert!((got - want).abs() < 1e-5, "row {i}: {got} vs {want}");
+        }
+    }
+    // Gradient: row 2's output reaches x2 and its partner x3 only, through point 2 (64
+    // hidden units each way keep a path open whatever the random weights).
+    let x = x.require_grad();
+    let mix = TensorMix::new(&per_example, &device);
+    let row = model
+        .forward_mixed(x.clone(), Some(&mix))
+        .narrow(0, 2, 1)
+        .sum();
+    let grads = row.backward();
+    let per_input: Vec<f32> = x
+        .grad(&grads)
+        .unwrap()
+        .abs()
+        .sum_dims(&[1, 2, 3])
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert!(per_input[2] > 0.0 && per_input[3] > 0.0, "{per_input:?}");
+    assert_eq!((per_input[0], per_input[1]), (0.0, 0.0), "{per_input:?}");
+}
+
+#[test]
 fn sgd_overfits_a_tiny_batch_with_manifold_mixing_on() {
     let device = Device::flex().autodiff();
     device.seed(0);
@@ -210,21 +282,17 @@ fn sgd_overfits_a_tiny_batch_with_manifold_mixing_on() {
                 burn::optim::momentum::MomentumConfig::new().with_dampening(0.0),
             ))
             .init();
-        let config = MixConfig {
-            mode: MixMode::Manifold,
-            alpha: 2.0,
-            mix_points: kind.paper_mix_points(),
-            layer_weights: vec![],
-        };
+        let config = MixConfig::new(MixMode::Manifold, 2.0, kind.paper_mix_points());
         let mut rng = ChaCha12Rng::seed_from_u64(1);
         let x = images(32, 3, 32, &device);
         let labels: Vec<usize> = (0..32).map(|i| i % 4).collect();
         let loss_at = |model: &Classifier, rng: &mut ChaCha12Rng| {
-            let mix_plan = config.draw(rng, 32).unwrap();
+            let mix_plan = config.draw(rng, 32, 0, 1).unwrap();
             let mix = TensorMix::new(&mix_plan, &device);
-            let targets = soft_targets(&labels, Some(&mix_plan), 4, 0.0);
+            let logits = model.forward_mixed(x.clone(), Some(&mix));
+            let targets = soft_targets(&labels, Some(&mix.applied().unwrap()), 4, 0.0);
             let targets = Tensor::from_data(TensorData::new(targets, [32, 4]), &device);
-            mixed_loss(model.forward(x.clone(), Some(&mix)), targets, Loss::SoftCe)
+            mixed_loss(logits, targets, Loss::SoftCe)
         };
         let mut losses = Vec::new();
         for _ in 0..100 {

@@ -8,7 +8,14 @@ use burn::tensor::{Device, Tensor};
 use super::layers::{
     BatchNorm2d, BlockedModel, conv, conv2d_blocked, conv2d_to_blocks, global_avg_pool,
 };
-use crate::mixup::{TensorMix, mix_at};
+use crate::mixup::{MixPoint, Mixable, PointShape, TensorMix, mix_at};
+
+pub(super) const MIX_POINTS: &[(&str, PointShape)] = &[
+    ("input", PointShape::Map),
+    ("after group 1", PointShape::Map),
+    ("after group 2", PointShape::Map),
+    ("after group 3", PointShape::Map),
+];
 
 /// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus a 1×1 projection of the raw input
 /// when the shape changes.
@@ -107,5 +114,15 @@ impl BlockedModel for WideResNet {
         let h = mix_at(mix, 3, run(&self.layer3, h));
         let h = self.bn.forward_relu(h);
         self.linear.forward(global_avg_pool(h))
+    }
+}
+
+impl Mixable for WideResNet {
+    fn mix_points(&self) -> Vec<MixPoint> {
+        MixPoint::list(MIX_POINTS)
+    }
+
+    fn forward_mixed(&self, images: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        self.forward(images, mix)
     }
 }

@@ -194,8 +194,8 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
             .collect();
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |{} {} | {} |\n",
-            config.model,
-            config.mix,
+            config.model_name(),
+            config.mix_variant(),
             if config.mix == crate::mixup::MixMode::None {
                 "–".to_string()
             } else {
@@ -230,12 +230,18 @@ mod tests {
             data_dir: None,
             image_size: 32,
             model: "small-cnn".parse().unwrap(),
+            custom_model: None,
             width: 8,
             device: "cpu".into(),
             mix,
             alpha: 2.0,
             mix_layers: vec![0, 1, 2],
             layer_weights: vec![],
+            per_example: false,
+            mix_prob: 1.0,
+            switch: None,
+            alpha_schedule: Default::default(),
+            patchup: Default::default(),
             loss: Loss::SoftCe,
             label_smoothing: 0.0,
             epochs: 1,

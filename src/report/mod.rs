@@ -110,7 +110,7 @@ pub fn summary(config: &TrainConfig, state: &RunState, evaluation: Option<&Evalu
             test_acc: r.test.accuracy,
         });
     Summary {
-        model: config.model.to_string(),
+        model: config.model_name(),
         dataset: config.dataset.to_string(),
         mix: config.mix.to_string(),
         alpha: config.alpha,
@@ -132,10 +132,7 @@ pub fn summary(config: &TrainConfig, state: &RunState, evaluation: Option<&Evalu
 
 /// The run's name in plots and tables.
 pub fn run_label(config: &TrainConfig) -> String {
-    match config.mix {
-        crate::mixup::MixMode::None => format!("{} {}", config.model, config.mix),
-        _ => format!("{} {} α={}", config.model, config.mix, config.alpha),
-    }
+    format!("{} {}", config.model_name(), config.mix_label())
 }
 
 /// Writes `metrics.csv`, `summary.json` and `curves.png` for the run in `dir`, and

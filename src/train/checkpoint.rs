@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use super::TrainError;
 use crate::eval::Metrics;
 use crate::fsio::write_atomic;
-use crate::models::Classifier;
 
 /// One finished epoch: a row of `metrics.csv`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,8 +94,8 @@ fn describe(error: RecordError) -> String {
 }
 
 /// The bytes of a checkpoint's three files: `model.bpk`, `optimizer.bpk` and `state.json`.
-pub fn encode(
-    model: &Classifier,
+pub fn encode<M: Module>(
+    model: &M,
     optimizer: &ModuleOptimizer,
     state: &RunState,
 ) -> Result<[Bytes; 3], RecordError> {
@@ -107,9 +106,9 @@ pub fn encode(
     Ok([model_bytes, optim_bytes, Bytes::from_bytes_vec(state_json)])
 }
 
-pub fn save(
+pub fn save<M: Module>(
     dir: &Path,
-    model: &Classifier,
+    model: &M,
     optimizer: &ModuleOptimizer,
     state: &RunState,
 ) -> Result<PathBuf, TrainError> {
@@ -182,11 +181,11 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, TrainError> {
 }
 
 /// Loads a checkpoint folder onto a freshly built model and optimizer.
-pub fn load(
+pub fn load<M: Module>(
     folder: &Path,
-    model: Classifier,
+    model: M,
     optimizer: ModuleOptimizer,
-) -> Result<(Classifier, ModuleOptimizer, RunState), TrainError> {
+) -> Result<(M, ModuleOptimizer, RunState), TrainError> {
     let model = load_model(folder, model)?;
     let optim_path = folder.join("optimizer.bpk");
     let optimizer = optimizer_from_bytes(&optim_path, read_bytes(&optim_path)?, optimizer)?;
@@ -201,7 +200,7 @@ pub fn load_state(folder: &Path) -> Result<RunState, TrainError> {
 }
 
 /// Loads only the model weights of a checkpoint folder (for evaluation).
-pub fn load_model(folder: &Path, model: Classifier) -> Result<Classifier, TrainError> {
+pub fn load_model<M: Module>(folder: &Path, model: M) -> Result<M, TrainError> {
     let model_path = folder.join("model.bpk");
     model_from_bytes(&model_path, read_bytes(&model_path)?, model)
 }
@@ -216,11 +215,7 @@ pub fn state_from_bytes(path: &Path, bytes: &[u8]) -> Result<RunState, TrainErro
 }
 
 /// `model` with the weights of a `model.bpk`'s bytes; `path` names them in errors.
-pub fn model_from_bytes(
-    path: &Path,
-    bytes: Vec<u8>,
-    model: Classifier,
-) -> Result<Classifier, TrainError> {
+pub fn model_from_bytes<M: Module>(path: &Path, bytes: Vec<u8>, model: M) -> Result<M, TrainError> {
     let record = contained(path, || {
         ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
     })?

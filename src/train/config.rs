@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{DatasetName, SplitConfig};
 use crate::eval::EvalSuite;
-use crate::mixup::{Loss, MixMode};
+use crate::mixup::{AlphaSchedule, Loss, MixConfig, MixMode, PatchUpConfig, Switch};
 use crate::models::ModelKind;
 
 /// Learning-rate schedule, evaluated per epoch.
@@ -76,12 +76,30 @@ pub struct TrainConfig {
     #[serde(default)]
     pub cifar100_labels_coarse: bool,
     pub model: ModelKind,
+    /// The name of a model from outside the built-in list, trained through
+    /// [`crate::train::run_training_with`]; `model` and `width` are then unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_model: Option<String>,
     pub width: usize,
     pub device: String,
     pub mix: MixMode,
     pub alpha: f64,
     pub mix_layers: Vec<usize>,
     pub layer_weights: Vec<f64>,
+    /// λ, and the mix point, box or mask, per example (older runs saved none: per batch).
+    #[serde(default)]
+    pub per_example: bool,
+    /// Probability that a batch is mixed (older runs saved none: every batch).
+    #[serde(default = "certain")]
+    pub mix_prob: f64,
+    /// A second mode for a drawn share of the batches.
+    #[serde(default)]
+    pub switch: Option<Switch>,
+    #[serde(default)]
+    pub alpha_schedule: AlphaSchedule,
+    /// PatchUp's mask, used when `mix` or the switch is patchup.
+    #[serde(default)]
+    pub patchup: PatchUpConfig,
     pub loss: Loss,
     pub label_smoothing: f64,
     pub epochs: usize,
@@ -104,7 +122,76 @@ pub struct TrainConfig {
     pub evaluate: EvalSuite,
 }
 
+fn certain() -> f64 {
+    1.0
+}
+
 impl TrainConfig {
+    /// The model's name in reports.
+    pub fn model_name(&self) -> String {
+        self.custom_model
+            .clone()
+            .unwrap_or_else(|| self.model.to_string())
+    }
+
+    /// The mixing this run does.
+    pub fn mix_config(&self) -> MixConfig {
+        MixConfig {
+            mode: self.mix,
+            alpha: self.alpha,
+            mix_points: self.mix_layers.clone(),
+            layer_weights: self.layer_weights.clone(),
+            per_example: self.per_example,
+            apply_prob: self.mix_prob,
+            switch: self.switch,
+            schedule: self.alpha_schedule,
+            patchup: self.patchup,
+        }
+    }
+
+    /// How the run mixes, in a few words: `manifold α=2` plus whatever differs from the
+    /// defaults (`per-example`, `p=0.5`, `↔cutmix:0.5 α=1`, `ramp:5`, `patchup hard b5 γ0.7`).
+    pub fn mix_label(&self) -> String {
+        self.describe_mix(true)
+    }
+
+    /// [`TrainConfig::mix_label`] without the first mode's α, for tables with a column of it.
+    pub fn mix_variant(&self) -> String {
+        self.describe_mix(false)
+    }
+
+    fn describe_mix(&self, with_alpha: bool) -> String {
+        if self.mix == MixMode::None {
+            return "none".into();
+        }
+        let mut parts = vec![match with_alpha {
+            true => format!("{} α={}", self.mix, self.alpha),
+            false => self.mix.to_string(),
+        }];
+        let uses_patchup =
+            self.mix == MixMode::Patchup || self.switch.is_some_and(|s| s.mode == MixMode::Patchup);
+        if uses_patchup && self.patchup != PatchUpConfig::default() {
+            let p = &self.patchup;
+            parts.push(format!("{} b{} γ{}", p.kind, p.block, p.gamma));
+        }
+        if self.per_example {
+            parts.push("per-example".into());
+        }
+        if self.mix_prob < 1.0 {
+            parts.push(format!("p={}", self.mix_prob));
+        }
+        if let Some(switch) = &self.switch {
+            parts.push(format!(
+                "↔{}:{} α={}",
+                switch.mode, switch.prob, switch.alpha
+            ));
+        }
+        if self.alpha_schedule != AlphaSchedule::Constant {
+            parts.push(self.alpha_schedule.to_string());
+        }
+        parts.join(" ")
+    }
+
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [

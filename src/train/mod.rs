@@ -12,7 +12,7 @@ pub use config::{Schedule, TrainConfig};
 pub use device::parse_device;
 pub use run::{
     Progress, RunData, RunOutcome, build_model, check_run, evaluate, optimizer, prepare_data,
-    run_training,
+    run_training, run_training_with,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,9 @@ use super::{TrainConfig, TrainError};
 use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization, make_batch};
 use crate::eval::suite::images_tensor;
 use crate::eval::{Metrics, predicted_class};
-use crate::mixup::{MixConfig, MixPlan, TensorMix, mixed_loss, soft_targets};
+use crate::mixup::{
+    MixPoint, Mixable, OUTPUT_POINT, TensorMix, mix_at, mixed_loss, mixed_targets, smooth,
+};
 use crate::models::{Classifier, ModelConfig};
 
 /// What the loop reports as it goes; the CLI turns it into a bar or log lines.
@@ -95,22 +97,17 @@ pub fn build_model(
     Ok(model_config(config, data).init(device)?)
 }
 
-fn mix_config(config: &TrainConfig) -> MixConfig {
-    MixConfig {
-        mode: config.mix,
-        alpha: config.alpha,
-        mix_points: config.mix_layers.clone(),
-        layer_weights: config.layer_weights.clone(),
-    }
-}
-
 /// Everything that can be checked before a run folder is written: the model against the
 /// data's shape, and the mixing against the model's mix points.
 pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError> {
     model_config(config, data).validate()?;
-    let last_point = config.model.mix_points().len() - 1;
-    mix_config(config).validate(last_point)?;
-    config.evaluate.validate(last_point)?;
+    check_mixing(config, &config.model.mix_points())
+}
+
+/// The mixing and the evaluation suite against a model's mix points.
+fn check_mixing(config: &TrainConfig, points: &[MixPoint]) -> Result<(), TrainError> {
+    config.mix_config().validate(points, config.epochs)?;
+    config.evaluate.validate(points.len().saturating_sub(1))?;
     Ok(())
 }
 
@@ -131,8 +128,8 @@ pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
 }
 
 /// Evaluates `model` (in evaluation mode) on a whole split.
-pub fn evaluate(
-    model: &Classifier,
+pub fn evaluate<M: Mixable>(
+    model: &M,
     set: &ImageSet,
     normalization: &Normalization,
     batch_size: usize,
@@ -141,27 +138,18 @@ pub fn evaluate(
     crate::eval::suite::accumulate(model, set, normalization, batch_size, device).finish()
 }
 
-/// λ·[ŷ = y] + (1−λ)·[ŷ = y_partner], summed over the batch.
-fn mixup_hits(logits: &[f32], labels: &[usize], plan: Option<&MixPlan>) -> f64 {
-    let classes = logits.len() / labels.len();
+/// The mixed targets' weight on each predicted class, summed over the batch: for one mix,
+/// λ·[ŷ = y] + (1−λ)·[ŷ = y_partner].
+fn mixup_hits(logits: &[f32], targets: &[f64], classes: usize) -> f64 {
     logits
         .chunks_exact(classes)
-        .enumerate()
-        .map(|(i, row)| {
-            let predicted = predicted_class(row);
-            match plan {
-                Some(p) => {
-                    p.lambda * (predicted == labels[i]) as u8 as f64
-                        + (1.0 - p.lambda) * (predicted == labels[p.permutation[i]]) as u8 as f64
-                }
-                None => (predicted == labels[i]) as u8 as f64,
-            }
-        })
+        .zip(targets.chunks_exact(classes))
+        .map(|(row, target)| target[predicted_class(row)])
         .sum()
 }
 
 /// Nothing that is not a number may become a checkpoint.
-fn ensure_finite(model: &Classifier, epoch: usize) -> Result<(), TrainError> {
+fn ensure_finite<M: Mixable>(model: &M, epoch: usize) -> Result<(), TrainError> {
     if crate::models::all_finite(model) {
         Ok(())
     } else {
@@ -193,14 +181,42 @@ pub fn run_training(
     progress: &mut dyn FnMut(Progress),
     after_epoch: &mut dyn FnMut(&RunState, &Classifier) -> Result<(), TrainError>,
 ) -> Result<RunOutcome, TrainError> {
-    let classes = data.dataset.classes();
     check_run(config, data)?;
+    let init = |device: &Device| build_model(config, data, device);
+    run_training_with(
+        config,
+        data,
+        device,
+        &init,
+        checkpoint_dir,
+        interrupt,
+        progress,
+        after_epoch,
+    )
+}
+
+/// [`run_training`] for any [`Mixable`] model, built by `init` on the device it is given
+/// (the run's seed is set on it first, so the initial weights are the run's). The config's
+/// model and width are not used; everything else is, as for a built-in model.
+#[allow(clippy::too_many_arguments)]
+pub fn run_training_with<M: Mixable>(
+    config: &TrainConfig,
+    data: &RunData,
+    device: &Device,
+    init: &dyn Fn(&Device) -> Result<M, TrainError>,
+    checkpoint_dir: &Path,
+    interrupt: &AtomicBool,
+    progress: &mut dyn FnMut(Progress),
+    after_epoch: &mut dyn FnMut(&RunState, &M) -> Result<(), TrainError>,
+) -> Result<RunOutcome, TrainError> {
+    let classes = data.dataset.classes();
     crate::kernels::use_precision(config.precision, device).map_err(TrainError::Config)?;
-    let mix = mix_config(config);
+    let mix = config.mix_config();
 
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
-    let mut model = build_model(config, data, &train_device)?;
+    let mut model = init(&train_device)?;
+    check_mixing(config, &model.mix_points())?;
     let mut optim = optimizer(config);
     let mut state = RunState {
         epochs_done: 0,
@@ -269,22 +285,22 @@ pub fn run_training(
                 &data.normalization,
                 Some((&data.augmentation, &mut state.rng)),
             );
-            let plan = mix.draw(&mut state.rng, batch.len());
+            let plan = mix.draw(&mut state.rng, batch.len(), epoch, config.epochs);
             let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
-            let targets = soft_targets(
-                &batch.labels,
-                plan.as_ref(),
-                classes,
-                config.label_smoothing,
-            );
-            let targets = Tensor::from_data(
-                TensorData::new(targets, [batch.len(), classes]),
-                &train_device,
-            );
 
-            let logits = model.forward(
+            let logits = model.forward_mixed(
                 images_tensor(&mut batch, &train_device),
                 tensor_mix.as_ref(),
+            );
+            let logits = mix_at(tensor_mix.as_ref(), OUTPUT_POINT, logits);
+            let applied = tensor_mix.as_ref().map(TensorMix::applied).transpose()?;
+            let mixed = mixed_targets(&batch.labels, applied.as_ref(), classes);
+            let targets = Tensor::from_data(
+                TensorData::new(
+                    smooth(&mixed, classes, config.label_smoothing),
+                    [batch.len(), classes],
+                ),
+                &train_device,
             );
             let loss = mixed_loss(logits.clone(), targets, config.loss);
             let loss_value = loss.clone().into_scalar::<f32>() as f64;
@@ -302,7 +318,7 @@ pub fn run_training(
                 .into_data()
                 .try_into_vec::<f32>()
                 .expect("logits are f32");
-            partial.acc_sum += mixup_hits(&logits, &batch.labels, plan.as_ref());
+            partial.acc_sum += mixup_hits(&logits, &mixed, classes);
             partial.loss_sum += loss_value * batch.len() as f64;
             partial.seen += batch.len();
             partial.next_batch += 1;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The binary, with no dataset folder from the environment.
 pub fn mmix() -> Command {
@@ -59,4 +60,22 @@ pub fn small_run(out: &Path, extra: &[&str]) -> Vec<String> {
 
 pub fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
+}
+
+/// Waits until `path` holds what `expect` accepts, failing the test after `limit`.
+pub fn wait_for(path: &Path, expect: impl Fn(&str) -> bool, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if let Ok(content) = std::fs::read_to_string(path)
+            && expect(&content)
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -1,0 +1,120 @@
+//! A network from outside mmix's model list, trained with Manifold Mixup by mmix's own loop,
+//! checkpoints and reports: `cargo run --release --example custom_model [-- EPOCHS]`.
+//!
+//! A model becomes mixable by declaring its mix points and handing its hidden state at each
+//! of them to `mix_at` in its forward pass; everything else is the library's.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use manifold_mixup::cli::args::TrainArgs;
+use manifold_mixup::cli::train::{parse_config, resolve_with};
+use manifold_mixup::mixup::{MixPoint, Mixable, PointShape, TensorMix, mix_at};
+use manifold_mixup::report;
+use manifold_mixup::train::{self, RunOutcome, RunState, TrainError};
+
+/// Two 3×3 convolutions, a global average pool and a linear head.
+#[derive(Module, Debug)]
+pub struct TinyNet {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    head: Linear,
+}
+
+impl TinyNet {
+    pub fn new(channels: usize, classes: usize, device: &Device) -> Self {
+        let conv = |from, to| {
+            Conv2dConfig::new([from, to], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
+        };
+        Self {
+            conv1: conv(channels, 16),
+            conv2: conv(16, 32),
+            head: LinearConfig::new(32, classes).init(device),
+        }
+    }
+}
+
+impl Mixable for TinyNet {
+    fn mix_points(&self) -> Vec<MixPoint> {
+        MixPoint::list(&[
+            ("input", PointShape::Map),
+            ("after conv1", PointShape::Map),
+            ("after conv2", PointShape::Map),
+            ("pooled", PointShape::Vector),
+        ])
+    }
+
+    fn forward_mixed(&self, images: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
+        let h = mix_at(mix, 0, images);
+        let h = mix_at(mix, 1, relu(self.conv1.forward(h)));
+        let h = mix_at(mix, 2, relu(self.conv2.forward(h)));
+        let pooled = h.mean_dim(3).mean_dim(2).flatten::<2>(1, 3);
+        self.head.forward(mix_at(mix, 3, pooled))
+    }
+}
+
+/// Trains [`TinyNet`] on the embedded Fashion-MNIST subset with Manifold Mixup at its four
+/// points, writing checkpoints and reports into `dir` (and resuming from them when present).
+pub fn train_tiny_net(dir: &Path, epochs: usize, train_subset: usize) -> Result<RunState> {
+    let options = format!(
+        r#"
+        dataset = "fashion-mnist-mini"
+        mix = "manifold"
+        mix-layers = [0, 1, 2, 3]
+        epochs = {epochs}
+        train-subset = {train_subset}
+        batch-size = 50
+        lr = 0.05
+        "#
+    );
+    let file = parse_config(Path::new("custom_model.toml"), &options)?;
+    let mut config = resolve_with(&TrainArgs::default(), &file)?;
+    config.custom_model = Some("tiny-net".into());
+    let data = train::prepare_data(&config)?;
+    let (channels, classes) = (data.train.channels, data.dataset.classes());
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write_reports = &mut |state: &RunState, _: &TinyNet| {
+        report::write_run_reports(dir, &config, state, None)
+            .map_err(|e| TrainError::io(e.path, e.reason))
+    };
+    let outcome = train::run_training_with(
+        &config,
+        &data,
+        &Device::flex(),
+        &|device| Ok(TinyNet::new(channels, classes, device)),
+        &dir.join("checkpoint"),
+        &AtomicBool::new(false),
+        &mut |_| {},
+        write_reports,
+    )?;
+    let (RunOutcome::Finished(state) | RunOutcome::Interrupted(state)) = outcome;
+    Ok(state)
+}
+
+#[allow(dead_code)]
+fn main() -> Result<()> {
+    let epochs = match std::env::args().nth(1) {
+        Some(text) => text.parse().context("the argument is a number of epochs")?,
+        None => 3,
+    };
+    let dir = Path::new("runs/custom-model");
+    let state = train_tiny_net(dir, epochs, 2_000)?;
+    for record in &state.history {
+        println!(
+            "epoch {}: train loss {:.4}, test acc {:.2}%",
+            record.epoch,
+            record.train_loss,
+            100.0 * record.test.accuracy
+        );
+    }
+    println!("reports and checkpoint in {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The mixup family's options, driven through the `mmix` binary: exactness against plain
+//! training, exact resume with every option on, what a run records, and bad input.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+mod common;
+use common::{as_strs, metrics_without_timing, mmix, run, small_run, text, wait_for};
+
+fn weights(dir: &std::path::Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn apply_probability_zero_trains_bit_for_bit_as_no_mixing() {
+    let root = tempfile::tempdir().unwrap();
+    let none = root.path().join("none");
+    let never = root.path().join("never");
+    for (out, extra) in [
+        (&none, vec!["--mix", "none"]),
+        (
+            &never,
+            vec![
+                "--mix",
+                "patchup",
+                "--mix-prob",
+                "0",
+                "--per-example",
+                "--switch-to",
+                "cutmix",
+            ],
+        ),
+    ] {
+        let output = run(&as_strs(&small_run(out, &extra)));
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    assert_eq!(
+        metrics_without_timing(&never),
+        metrics_without_timing(&none)
+    );
+    assert!(weights(&never) == weights(&none), "the weight files differ");
+}
+
+/// Two runs with every new option, between them each new mode and schedule.
+fn option_sets() -> [Vec<&'static str>; 2] {
+    [
+        vec![
+            "--mix",
+            "patchup",
+            "--per-example",
+            "--mix-prob",
+            "0.8",
+            "--switch-to",
+            "cutmix",
+            "--switch-prob",
+            "0.4",
+            "--switch-alpha",
+            "0.5",
+            "--alpha-schedule",
+            "ramp:2",
+            "--patchup-kind",
+            "hard",
+            "--patchup-block",
+            "3",
+            "--patchup-gamma",
+            "0.7",
+        ],
+        vec![
+            "--mix",
+            "output",
+            "--switch-to",
+            "manifold",
+            "--per-example",
+            "--alpha-schedule",
+            "off-last:1",
+        ],
+    ]
+}
+
+#[test]
+fn a_run_with_every_new_option_killed_and_resumed_equals_the_uninterrupted_one() {
+    let root = tempfile::tempdir().unwrap();
+    for (i, options) in option_sets().iter().enumerate() {
+        let args = |out: &std::path::Path| {
+            let mut args = small_run(out, options);
+            let at = args.iter().position(|a| a == "--epochs").unwrap();
+            args[at + 1] = "3".into();
+            args
+        };
+        let reference = root.path().join(format!("reference-{i}"));
+        let output = run(&as_strs(&args(&reference)));
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let killed = root.path().join(format!("killed-{i}"));
+        let mut child = mmix()
+            .args(as_strs(&args(&killed)))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(
+            &killed.join("checkpoint/latest"),
+            |s| s == "epoch-0001",
+            Duration::from_secs(120),
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let resumed = run(&["train", "--resume", killed.to_str().unwrap()]);
+        assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+        assert_eq!(
+            metrics_without_timing(&killed),
+            metrics_without_timing(&reference),
+            "{options:?}"
+        );
+        assert!(weights(&killed) == weights(&reference), "{options:?}");
+    }
+}
+
+#[test]
+fn new_modes_record_their_options_and_label_their_arm() {
+    let root = tempfile::tempdir().unwrap();
+    let mut dirs = Vec::new();
+    for (mode, extra) in [
+        ("cutmix", vec!["--per-example"]),
+        ("patchup", vec!["--patchup-kind", "hard"]),
+        ("output", vec!["--mix-prob", "0.5"]),
+    ] {
+        let out = root.path().join(mode);
+        let mut args = small_run(&out, &extra);
+        let at = args.iter().position(|a| a == "--epochs").unwrap();
+        args[at + 1] = "1".into();
+        args.extend(["--mix".to_string(), mode.to_string()]);
+        let output = run(&as_strs(&args));
+        assert!(output.status.success(), "{mode}: {}", text(&output.stderr));
+        let start = text(&output.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        assert!(start.contains(&format!("mix {mode} α=")), "{start}");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        let train = &config["train"];
+        assert_eq!(train["mix"], mode);
+        for key in ["per_example", "mix_prob", "alpha_schedule", "patchup"] {
+            assert!(!train[key].is_null(), "{mode}: config.json lacks {key}");
+        }
+        dirs.push(out);
+    }
+    let mut args = vec!["compare".to_string()];
+    args.extend(dirs.iter().map(|d| d.display().to_string()));
+    let plot = root.path().join("compare.png").display().to_string();
+    args.extend(["--plot".to_string(), plot]);
+    let output = run(&as_strs(&args));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let table = text(&output.stdout);
+    for label in [
+        "| cutmix per-example |",
+        "| patchup hard b7 γ0.9 |",
+        "| output p=0.5 |",
+    ] {
+        assert!(table.contains(label), "{label} missing from:\n{table}");
+    }
+}
+
+#[test]
+fn bad_mixing_options_give_one_line_and_write_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let out_arg = out.display().to_string();
+    let cases: [(Vec<&str>, &str); 9] = [
+        (
+            vec!["--model", "mlp", "--mix", "patchup", "--mix-layers", "0,1"],
+            "mix point 1 ('after hidden 1') holds a flat vector",
+        ),
+        (
+            vec!["--mix-prob", "1.5"],
+            "apply probability must be in [0, 1], got 1.5",
+        ),
+        (
+            vec!["--switch-to", "cutmix", "--switch-prob", "-0.1"],
+            "switch probability must be in [0, 1], got -0.1",
+        ),
+        (
+            vec!["--switch-to", "blend"],
+            "invalid value 'blend' for '--switch-to",
+        ),
+        (
+            vec!["--switch-to", "manifold"],
+            "a mixing mode other than manifold",
+        ),
+        (
+            vec!["--mix", "none", "--switch-to", "cutmix"],
+            "needs a mixing mode",
+        ),
+        (vec!["--switch-prob", "0.5"], "need --switch-to MODE"),
+        (
+            vec!["--epochs", "3", "--alpha-schedule", "ramp:5"],
+            "'ramp:5' reaches past the run's 3 epochs",
+        ),
+        (
+            vec!["--mix", "patchup", "--patchup-block", "4"],
+            "block size must be odd",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["train", "--out", &out_arg];
+        args.extend(extra.iter());
+        let output = run(&args);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{extra:?} succeeded");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        if !expected.starts_with("invalid value") {
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{extra:?}: {stderr}");
+        }
+        assert!(!out.exists(), "{extra:?} left a folder");
+    }
+}
