@@ -216,3 +216,90 @@ pub fn bench_data(
         peak_rss_mb: peak_rss_mb(),
     }
 }
+
+/// The mixing work of one train step alone, for one mode: the plan's draws, the mix at each of
+/// PreActResNet-18's points 0–2 (as the model holds them, channel-blocked on the oneDNN route)
+/// and of the logits, the targets, and the backward pass through the mixes. Every mode pays the
+/// same around it, so differences between modes are differences between their mixes.
+#[derive(Clone, Debug, Serialize)]
+pub struct MixOpBench {
+    pub mix: String,
+    pub width: usize,
+    pub batch: usize,
+    /// Channels per block of the hidden maps (1: plain).
+    pub block: usize,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+}
+
+pub fn bench_mix_op(
+    mix: &MixConfig,
+    width: usize,
+    batch: usize,
+    steps: usize,
+    device: &Device,
+) -> Result<MixOpBench, BenchError> {
+    let kind = ModelKind::PreActResNet { depth: 18 };
+    mix.validate(&kind.mix_points(), 1)?;
+    let block = crate::models::feature_block(device, width);
+    let train_device = device.clone().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let input = Tensor::<4>::random([batch, 3, 32, 32], normal, &train_device).require_grad();
+    let stage = |channels: usize, side: usize| {
+        Tensor::<5>::random(
+            [batch, channels / block, side, side, block],
+            normal,
+            &train_device,
+        )
+        .require_grad()
+    };
+    let (stage1, stage2) = (stage(width, 32), stage(2 * width, 16));
+    let logits = Tensor::<2>::random([batch, 10], normal, &train_device).require_grad();
+    let constant = |t: &Tensor<5>| Tensor::<5>::random(t.dims(), normal, &train_device);
+    let (weigh1, weigh2) = (constant(&stage1), constant(&stage2));
+    let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
+    let mut rng = ChaCha12Rng::seed_from_u64(0);
+    let mut times = Vec::with_capacity(steps);
+    for step in 0..steps + 2 {
+        let started = Instant::now();
+        let plan = mix.draw(&mut rng, batch, 0, 1);
+        let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
+        let tensor_mix = tensor_mix.as_ref();
+        let mixed_input = mix_at(tensor_mix, 0, input.clone());
+        let mixed1 = mix_at(tensor_mix, 1, stage1.clone());
+        let mixed2 = mix_at(tensor_mix, 2, stage2.clone());
+        let mixed_logits = mix_at(tensor_mix, OUTPUT_POINT, logits.clone());
+        let applied = tensor_mix.map(TensorMix::applied).transpose()?;
+        let targets = soft_targets(&labels, applied.as_ref(), 10, 0.0);
+        let targets = Tensor::from_data(TensorData::new(targets, [batch, 10]), &train_device);
+        let loss = mixed_input.sum()
+            + (mixed1 * weigh1.clone()).sum()
+            + (mixed2 * weigh2.clone()).sum()
+            + (mixed_logits * targets).sum();
+        let _ = loss.clone().into_scalar::<f32>();
+        let grads = loss.backward();
+        let _ = stage1.grad(&grads).map(|g| g.sum().into_scalar::<f32>());
+        if step >= 2 {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let (median, min, max) = summarise(times);
+    Ok(MixOpBench {
+        mix: mix_name(mix),
+        width,
+        batch,
+        block,
+        median_ms: median,
+        min_ms: min,
+        max_ms: max,
+    })
+}
+
+fn mix_name(mix: &MixConfig) -> String {
+    if mix.per_example {
+        format!("{} per-example", mix.mode)
+    } else {
+        mix.mode.to_string()
+    }
+}

@@ -251,6 +251,38 @@ pub fn write_weighted_blend(
     }
 }
 
+/// `out = a + (1 − partner_own) ⊙ b`: a row that keeps itself, with the share of a row that
+/// took from it coming back (the backward pass of a box or block mix).
+#[multiversion(targets = "simd")]
+pub fn write_plus_complement(
+    out: &mut [MaybeUninit<f32>],
+    a: &[f32],
+    b: &[f32],
+    partner_own: &[f32],
+) {
+    debug_assert!([a.len(), b.len(), partner_own.len()] == [out.len(); 3]);
+    for ((slot, (&a, &b)), &v) in out.iter_mut().zip(a.iter().zip(b)).zip(partner_own) {
+        slot.write(a + (1.0 - v) * b);
+    }
+}
+
+/// `out = own ⊙ a`.
+#[multiversion(targets = "simd")]
+pub fn write_scaled(out: &mut [MaybeUninit<f32>], a: &[f32], own: &[f32]) {
+    debug_assert!([a.len(), own.len()] == [out.len(); 2]);
+    for ((slot, &a), &w) in out.iter_mut().zip(a).zip(own) {
+        slot.write(w * a);
+    }
+}
+
+/// `out = a`.
+pub fn write_copy(out: &mut [MaybeUninit<f32>], a: &[f32]) {
+    debug_assert_eq!(out.len(), a.len());
+    for (slot, &a) in out.iter_mut().zip(a) {
+        slot.write(a);
+    }
+}
+
 /// A batch norm's input gradient `dx = k · g + a · (x − mean) + b`, `g` as in
 /// [`Sums::add_gated_sum_and_dot`], given each lane's coefficients `[k, a, b]`.
 #[derive(Clone, Copy, Debug)]

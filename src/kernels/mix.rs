@@ -17,7 +17,9 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_e
 use burn::tensor::{Tensor, TensorData};
 
 use super::filled_in_parallel;
-use super::lanes::{write_blend, write_weighted_blend};
+use super::lanes::{
+    write_blend, write_copy, write_plus_complement, write_scaled, write_weighted_blend,
+};
 
 /// How much of its own row each output row keeps; its partner gives the rest.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,8 +28,21 @@ pub enum OwnWeights {
     Uniform(f64),
     /// One weight per row.
     Rows(Arc<[f32]>),
-    /// One weight per element of a row: one row of them shared by all rows, or one per row.
-    Elements { values: Arc<[f32]>, shared: bool },
+    /// One weight per element of a row, in stretches of one row's length.
+    Elements {
+        values: Arc<Vec<f32>>,
+        rows: ElementRows,
+    },
+}
+
+/// Which stretch of an [`OwnWeights::Elements`]' values each row uses.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ElementRows {
+    /// The first, for every row.
+    Shared,
+    /// The row's own stretch, or `None` where the row keeps itself (weight 1 everywhere): rows
+    /// mixed at another point cost a copy, not a blend, and no weights.
+    PerRow(Arc<[Option<usize>]>),
 }
 
 /// One row's weights.
@@ -35,6 +50,8 @@ enum RowWeight<'a> {
     /// The row's own weight and its partner's, each rounded once from f64 where given so.
     Scalar(f32, f32),
     Elements(&'a [f32]),
+    /// Weight 1 everywhere.
+    Keep,
 }
 
 impl OwnWeights {
@@ -42,9 +59,15 @@ impl OwnWeights {
         match self {
             OwnWeights::Uniform(w) => RowWeight::Scalar(*w as f32, (1.0 - *w) as f32),
             OwnWeights::Rows(w) => RowWeight::Scalar(w[index], 1.0 - w[index]),
-            OwnWeights::Elements { values, shared } => {
-                let start = if *shared { 0 } else { index * row_len };
-                RowWeight::Elements(&values[start..start + row_len])
+            OwnWeights::Elements { values, rows } => {
+                let stretch = match rows {
+                    ElementRows::Shared => Some(0),
+                    ElementRows::PerRow(stretches) => stretches[index],
+                };
+                match stretch {
+                    Some(k) => RowWeight::Elements(&values[k * row_len..][..row_len]),
+                    None => RowWeight::Keep,
+                }
             }
         }
     }
@@ -54,8 +77,19 @@ impl OwnWeights {
         match self {
             OwnWeights::Uniform(_) => true,
             OwnWeights::Rows(w) => w.len() == rows,
-            OwnWeights::Elements { values, shared } => {
-                values.len() == if *shared { row_len } else { rows * row_len }
+            OwnWeights::Elements {
+                values,
+                rows: ElementRows::Shared,
+            } => values.len() == row_len,
+            OwnWeights::Elements {
+                values,
+                rows: ElementRows::PerRow(stretches),
+            } => {
+                stretches.len() == rows
+                    && stretches
+                        .iter()
+                        .flatten()
+                        .all(|&k| (k + 1) * row_len <= values.len())
             }
         }
     }
@@ -174,6 +208,11 @@ fn mix(h: &FlexTensor, partners: &[usize], own: &OwnWeights, direction: Directio
             (RowWeight::Elements(a), RowWeight::Elements(b)) => {
                 write_weighted_blend(out, mine, theirs, a, b)
             }
+            (RowWeight::Keep, RowWeight::Keep) => write_copy(out, mine),
+            (RowWeight::Keep, RowWeight::Elements(b)) => {
+                write_plus_complement(out, mine, theirs, b)
+            }
+            (RowWeight::Elements(a), RowWeight::Keep) => write_scaled(out, mine, a),
             _ => unreachable!("a row's weights and its partner's are of one kind"),
         }
     });
@@ -209,6 +248,16 @@ mod tests {
         let projection = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
         let row: Vec<f32> = (0..24).map(|i| (i % 5) as f32 / 4.0).collect();
         let per_row: Vec<f32> = (0..120).map(|i| ((i * 7) % 11) as f32 / 10.0).collect();
+        // Rows 1 and 3 keep themselves; rows 0, 2 and 4 take stretches 2, 0 and 1.
+        let stretches: Vec<Option<usize>> = vec![Some(2), None, Some(0), None, Some(1)];
+        let sparse: Vec<f32> = per_row[..72].to_vec();
+        let expanded: Vec<f32> = stretches
+            .iter()
+            .flat_map(|s| match s {
+                Some(k) => sparse[k * 24..(k + 1) * 24].to_vec(),
+                None => vec![1.0; 24],
+            })
+            .collect();
         let cases = [
             (OwnWeights::Uniform(0.3), vec![0.3], [1, 1, 1, 1]),
             (
@@ -218,18 +267,26 @@ mod tests {
             ),
             (
                 OwnWeights::Elements {
-                    values: row.clone().into(),
-                    shared: true,
+                    values: Arc::new(row.clone()),
+                    rows: ElementRows::Shared,
                 },
                 row,
                 [1, 3, 4, 2],
             ),
             (
                 OwnWeights::Elements {
-                    values: per_row.clone().into(),
-                    shared: false,
+                    values: Arc::new(per_row.clone()),
+                    rows: ElementRows::PerRow((0..5).map(Some).collect()),
                 },
                 per_row,
+                dims,
+            ),
+            (
+                OwnWeights::Elements {
+                    values: Arc::new(sparse),
+                    rows: ElementRows::PerRow(stretches.into()),
+                },
+                expanded,
                 dims,
             ),
         ];

@@ -107,46 +107,105 @@ impl CutBox {
     }
 }
 
-/// PatchUp's mask of one example (or batch): which features of `[channels, height, width]`
-/// are altered. Block centres are drawn per feature with the probability PatchUp's code uses
-/// (`γ` corrected for the blocks' overlap), then grown to `block × block` squares. The centres
-/// are found by geometric gaps between them, a draw per centre rather than per feature.
-pub fn patch_holes(config: &PatchUpConfig, rng: &mut impl Rng, layout: &MapLayout) -> Vec<bool> {
-    let (h, w) = (layout.height, layout.width);
-    let total = layout.len();
+/// PatchUp's mask of one example (or batch), written into `out` (an example's weights in
+/// memory order): `inside` on every altered feature of `[channels, height, width]`, 1 on the
+/// rest. Block centres are drawn per feature with the probability PatchUp's code uses (`γ`
+/// corrected for the blocks' overlap), by geometric gaps between them (a draw per centre, not
+/// per feature), and grown to `block × block` squares clipped at the border, one channel's
+/// plane at a time (rows, then columns: a sliding count each). Returns how many features
+/// were altered.
+pub fn patch_mask(
+    config: &PatchUpConfig,
+    rng: &mut impl Rng,
+    layout: &MapLayout,
+    inside: f32,
+    out: &mut [f32],
+) -> usize {
+    let (h, w, lanes) = (layout.height, layout.width, layout.block);
+    let plane_len = h * w;
     let block = config.block.max(1);
     let room = |side: usize| (side + 1).saturating_sub(block).max(1) as f64;
-    let centre_prob = (config.gamma * (h * w) as f64
+    let centre_prob = (config.gamma * plane_len as f64
         / ((block * block) as f64 * room(h) * room(w)))
     .clamp(0.0, 1.0);
-    let mut holes = vec![false; total];
-    let mut mark = |centre: usize| {
-        let (channel, y, x) = (centre / (h * w), centre / w % h, centre % w);
-        let plane = &mut holes[channel * h * w..][..h * w];
-        let reach = block / 2;
-        for row in y.saturating_sub(reach)..(y + reach + 1).min(h) {
-            plane[row * w + x.saturating_sub(reach)..row * w + (x + reach + 1).min(w)].fill(true);
+    let gaps = (centre_prob > 0.0 && centre_prob < 1.0)
+        .then(|| Geometric::new(centre_prob).expect("a probability in (0, 1)"));
+    let mut next_centre = |from: u64| -> u64 {
+        match &gaps {
+            Some(gaps) => from + gaps.sample(rng),
+            None if centre_prob >= 1.0 => from,
+            None => u64::MAX,
         }
     };
-    if centre_prob >= 1.0 {
-        (0..total).for_each(&mut mark);
-    } else if centre_prob > 0.0 {
-        let gaps = Geometric::new(centre_prob).expect("a probability in (0, 1)");
-        let mut at = gaps.sample(rng);
-        while at < total as u64 {
-            mark(at as usize);
-            at += 1 + gaps.sample(rng);
+    let reach = block / 2;
+    let mut centres = vec![0u32; plane_len];
+    let mut across = vec![0u32; plane_len];
+    let mut column_counts = vec![0u32; w];
+    let mut altered = 0;
+    let mut at = next_centre(0);
+    for channel in 0..layout.channels {
+        let plane_end = ((channel + 1) * plane_len) as u64;
+        centres.fill(0);
+        while at < plane_end {
+            centres[at as usize - channel * plane_len] = 1;
+            at = next_centre(at + 1);
+        }
+        // Each feature's count of centres within `reach` along its row...
+        for (row, sums) in centres.chunks_exact(w).zip(across.chunks_exact_mut(w)) {
+            let mut count: u32 = row[..reach.min(w)].iter().sum();
+            for x in 0..w {
+                if x + reach < w {
+                    count += row[x + reach];
+                }
+                sums[x] = count;
+                if x >= reach {
+                    count -= row[x - reach];
+                }
+            }
+        }
+        // ...then within `reach` along its column: a hole where any square covers it.
+        let (blocked, lane) = (channel / lanes, channel % lanes);
+        column_counts.fill(0);
+        for sums in across.chunks_exact(w).take(reach.min(h)) {
+            column_counts
+                .iter_mut()
+                .zip(sums)
+                .for_each(|(c, &s)| *c += s);
+        }
+        for y in 0..h {
+            if y + reach < h {
+                let sums = &across[(y + reach) * w..][..w];
+                column_counts
+                    .iter_mut()
+                    .zip(sums)
+                    .for_each(|(c, &s)| *c += s);
+            }
+            let start = (blocked * h + y) * w * lanes + lane;
+            for (x, &count) in column_counts.iter().enumerate() {
+                let hole = count > 0;
+                altered += hole as usize;
+                out[start + x * lanes] = if hole { inside } else { 1.0 };
+            }
+            if y >= reach {
+                let sums = &across[(y - reach) * w..][..w];
+                column_counts
+                    .iter_mut()
+                    .zip(sums)
+                    .for_each(|(c, &s)| *c -= s);
+            }
         }
     }
-    holes
+    altered
 }
 
 /// Per-element weights of each example's own state for a box or block mix, and each
 /// example's target weight (the share of itself it keeps).
 pub struct ElementWeights {
-    /// One row of `layout.len()` weights when shared by the batch, else one per example.
+    /// Stretches of `layout.len()` weights: one shared by the batch, or one per example mixed.
     pub values: Vec<f32>,
-    pub shared: bool,
+    /// Per example, its stretch of `values`, or `None` where it is mixed at another point and
+    /// keeps itself; `None` for the whole batch when one stretch is shared.
+    pub stretches: Option<Vec<Option<usize>>>,
     pub targets: Vec<f64>,
 }
 
@@ -174,21 +233,13 @@ pub fn element_weights(
             MixOp::PatchUp { config, seed } => {
                 let mut rng = ChaCha12Rng::seed_from_u64(*seed);
                 rng.set_stream(row as u64);
-                let holes = patch_holes(config, &mut rng, layout);
-                let changed = holes.iter().filter(|&&h| h).count() as f64 / holes.len() as f64;
-                let (inside, kept) = match config.kind {
-                    PatchUpKind::Soft => (draw.lambda, 1.0 - changed * (1.0 - draw.lambda)),
-                    PatchUpKind::Hard => (0.0, 1.0 - changed),
+                let inside = match config.kind {
+                    PatchUpKind::Soft => draw.lambda,
+                    PatchUpKind::Hard => 0.0,
                 };
-                let (hw, w) = (layout.height * layout.width, layout.width);
-                layout.fill_into(out, |channel, y, x| {
-                    if holes[channel * hw + y * w + x] {
-                        inside as f32
-                    } else {
-                        1.0
-                    }
-                });
-                kept
+                let altered = patch_mask(config, &mut rng, layout, inside as f32, out);
+                let changed = altered as f64 / layout.len() as f64;
+                1.0 - changed * (1.0 - inside)
             }
             MixOp::Interpolate => unreachable!("interpolation has no element weights"),
         }
@@ -199,25 +250,32 @@ pub fn element_weights(
             let kept = one(0, draw, &mut values);
             ElementWeights {
                 values,
-                shared: true,
+                stretches: None,
                 targets: vec![kept; batch],
             }
         }
         Draws::PerExample(per_row) => {
-            let mut values = vec![1.0; batch * layout.len()];
-            let mut targets = vec![1.0; batch];
+            let mixed: Vec<(usize, &Draw)> = (0..batch)
+                .filter_map(|row| per_row.get(row)?.as_ref().map(|draw| (row, draw)))
+                .collect();
+            let mut stretches = vec![None; batch];
+            for (k, &(row, _)) in mixed.iter().enumerate() {
+                stretches[row] = Some(k);
+            }
+            let mut values = vec![0.0; mixed.len() * layout.len()];
+            let mut kept = vec![1.0; mixed.len()];
             values
                 .par_chunks_mut(layout.len().max(1))
-                .zip(targets.par_iter_mut())
-                .enumerate()
-                .for_each(|(row, (out, target))| {
-                    if let Some(Some(draw)) = per_row.get(row) {
-                        *target = one(row, draw, out);
-                    }
-                });
+                .zip(kept.par_iter_mut())
+                .zip(mixed.par_iter())
+                .for_each(|((out, kept), &(row, draw))| *kept = one(row, draw, out));
+            let mut targets = vec![1.0; batch];
+            for (&(row, _), kept) in mixed.iter().zip(kept) {
+                targets[row] = kept;
+            }
             ElementWeights {
                 values,
-                shared: false,
+                stretches: Some(stretches),
                 targets,
             }
         }
@@ -258,9 +316,11 @@ mod tests {
                 gamma,
                 kind: PatchUpKind::Hard,
             };
-            let holes = patch_holes(&config, &mut rng, &layout);
-            let n = holes.len() as f64;
-            let share = holes.iter().filter(|&&h| h).count() as f64 / n;
+            let mut weights = vec![1.0; layout.len()];
+            let altered = patch_mask(&config, &mut rng, &layout, 0.0, &mut weights);
+            let n = weights.len() as f64;
+            assert_eq!(altered, weights.iter().filter(|&&w| w == 0.0).count());
+            let share = altered as f64 / n;
             let sigma = (gamma * (1.0 - gamma) / n).sqrt();
             assert!((share - gamma).abs() <= 4.0 * sigma, "γ {gamma}: {share}");
         }
@@ -270,9 +330,91 @@ mod tests {
             gamma: 0.9,
             kind: PatchUpKind::Soft,
         };
-        let small = MapLayout::of(&[1, 1, 5, 5]).unwrap();
-        let holes = patch_holes(&config, &mut rng, &small);
-        assert!(holes.iter().any(|&h| h));
+        // Blocked and plain layouts alter the same features for the same draws.
+        let plain = MapLayout::of(&[1, 8, 9, 9]).unwrap();
+        let blocked = MapLayout::of(&[1, 2, 9, 9, 4]).unwrap();
+        let masks = [plain, blocked].map(|layout| {
+            let mut weights = vec![1.0; layout.len()];
+            let altered = patch_mask(
+                &config,
+                &mut ChaCha12Rng::seed_from_u64(8),
+                &layout,
+                0.5,
+                &mut weights,
+            );
+            (weights, altered, layout)
+        });
+        assert_eq!(masks[0].1, masks[1].1);
+        assert!(masks[0].1 > 0 && masks[0].1 < plain.len());
+        let at =
+            |(weights, _, layout): &(Vec<f32>, usize, MapLayout), c: usize, y: usize, x: usize| {
+                let (b, lane) = (c / layout.block, c % layout.block);
+                weights[((b * 9 + y) * 9 + x) * layout.block + lane]
+            };
+        for c in 0..8 {
+            for y in 0..9 {
+                for x in 0..9 {
+                    assert_eq!(at(&masks[0], c, y, x), at(&masks[1], c, y, x));
+                }
+            }
+        }
+    }
+
+    /// The mask by its definition: every square around every centre, marked one by one.
+    fn squares_marked_one_by_one(
+        config: &PatchUpConfig,
+        seed: u64,
+        layout: &MapLayout,
+    ) -> Vec<f32> {
+        let (h, w) = (layout.height, layout.width);
+        let block = config.block;
+        let room = |side: usize| (side + 1).saturating_sub(block).max(1) as f64;
+        let p = (config.gamma * (h * w) as f64 / ((block * block) as f64 * room(h) * room(w)))
+            .clamp(0.0, 1.0);
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
+        let gaps = Geometric::new(p).unwrap();
+        let mut holes = vec![false; layout.len()];
+        let mut at = gaps.sample(&mut rng);
+        let reach = block / 2;
+        while at < layout.len() as u64 {
+            let centre = at as usize;
+            let (c, y, x) = (centre / (h * w), centre / w % h, centre % w);
+            for yy in y.saturating_sub(reach)..(y + reach + 1).min(h) {
+                for xx in x.saturating_sub(reach)..(x + reach + 1).min(w) {
+                    holes[(c * h + yy) * w + xx] = true;
+                }
+            }
+            at += 1 + gaps.sample(&mut rng);
+        }
+        layout.fill(|c, y, x| if holes[(c * h + y) * w + x] { 0.0 } else { 1.0 })
+    }
+
+    #[test]
+    fn sliding_counts_mark_exactly_the_squares() {
+        for (block, dims) in [
+            (3, vec![1, 4, 9, 7]),
+            (7, vec![1, 2, 12, 12, 8]),
+            (5, vec![1, 3, 4, 4]),
+            (1, vec![1, 2, 6, 6]),
+        ] {
+            let layout = MapLayout::of(&dims).unwrap();
+            let config = PatchUpConfig {
+                block,
+                gamma: 0.6,
+                kind: PatchUpKind::Hard,
+            };
+            let expected = squares_marked_one_by_one(&config, 4, &layout);
+            let mut weights = vec![f32::NAN; layout.len()];
+            let altered = patch_mask(
+                &config,
+                &mut ChaCha12Rng::seed_from_u64(4),
+                &layout,
+                0.0,
+                &mut weights,
+            );
+            assert_eq!(weights, expected, "block {block} on {dims:?}");
+            assert_eq!(altered, expected.iter().filter(|&&w| w == 0.0).count());
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::masks::{MapLayout, element_weights};
 use super::plan::{Draws, MixOp, MixPlan, PointMix};
 use super::targets::AppliedMix;
 use crate::kernels;
-use crate::kernels::mix::OwnWeights;
+use crate::kernels::mix::{ElementRows, OwnWeights};
 
 /// A [`MixPlan`] placed on a device, ready to mix the hidden tensors at its mix points; or a
 /// probe that records the hidden state at a mix point and changes nothing, so the same hook
@@ -166,8 +166,8 @@ impl PlacedPlan {
         let device = hidden.device();
         let dims = hidden.dims();
         let others = hidden.clone().select(0, self.partners.clone());
-        let weights = |values: &Arc<[f32]>, shape: [usize; D]| {
-            Tensor::<D>::from_data(TensorData::new(values.to_vec(), shape), &device)
+        let weights = |values: Vec<f32>, shape: [usize; D]| {
+            Tensor::<D>::from_data(TensorData::new(values, shape), &device)
         };
         let w = match own {
             OwnWeights::Uniform(lambda) => {
@@ -176,14 +176,29 @@ impl PlacedPlan {
             OwnWeights::Rows(values) => {
                 let mut shape = [1; D];
                 shape[0] = dims[0];
-                weights(values, shape)
+                weights(values.to_vec(), shape)
             }
-            OwnWeights::Elements { values, shared } => {
+            OwnWeights::Elements {
+                values,
+                rows: ElementRows::Shared,
+            } => {
                 let mut shape = dims;
-                if *shared {
-                    shape[0] = 1;
-                }
-                weights(values, shape)
+                shape[0] = 1;
+                weights(values.to_vec(), shape)
+            }
+            OwnWeights::Elements {
+                values,
+                rows: ElementRows::PerRow(stretches),
+            } => {
+                let len = dims[1..].iter().product::<usize>();
+                let expanded = stretches
+                    .iter()
+                    .flat_map(|stretch| match stretch {
+                        Some(k) => values[k * len..][..len].to_vec(),
+                        None => vec![1.0; len],
+                    })
+                    .collect();
+                weights(expanded, dims)
             }
         };
         hidden * w.clone() + others * w.neg().add_scalar(1.0)
@@ -211,10 +226,14 @@ fn weights_of(mix: &PointMix, dims: &[usize]) -> Result<(OwnWeights, Vec<f64>), 
                 rank: dims.len(),
             })?;
             let weights = element_weights(op, draws, &layout, rows);
+            let rows = match weights.stretches {
+                None => ElementRows::Shared,
+                Some(stretches) => ElementRows::PerRow(stretches.into()),
+            };
             Ok((
                 OwnWeights::Elements {
-                    values: weights.values.into(),
-                    shared: weights.shared,
+                    values: Arc::new(weights.values),
+                    rows,
                 },
                 weights.targets,
             ))

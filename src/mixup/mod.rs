@@ -15,7 +15,7 @@ mod schedule;
 mod targets;
 
 pub use loss::{Loss, mixed_loss};
-pub use masks::{CutBox, ElementWeights, MapLayout, element_weights, patch_holes};
+pub use masks::{CutBox, ElementWeights, MapLayout, element_weights, patch_mask};
 pub use mixable::{MixPoint, Mixable, PointShape};
 pub use mixing::{TensorMix, mix_at};
 pub use plan::{

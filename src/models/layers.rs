@@ -125,7 +125,7 @@ pub fn conv(
 /// The channels per block of a model's feature maps on `device`, when every channel count
 /// of the model is a multiple of `channel_unit`: the block oneDNN computes in where the route
 /// takes the model's convolutions and the block divides `channel_unit`, else 1 (plain maps).
-fn feature_block(device: &Device, channel_unit: usize) -> usize {
+pub fn feature_block(device: &Device, channel_unit: usize) -> usize {
     #[cfg(mmix_onednn)]
     if crate::kernels::convolution_library(device) == "onednn" {
         let block = crate::kernels::onednn::native_block();

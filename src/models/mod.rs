@@ -18,7 +18,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_with::{DeserializeFromStr, SerializeDisplay};
 
-pub use layers::{BatchNorm2d, BlockedModel};
+pub use layers::{BatchNorm2d, BlockedModel, feature_block};
 pub use preact_resnet::PreActResNet;
 pub use resnet50::ResNet50;
 pub use small::{Mlp, SmallCnn};
