@@ -7,23 +7,12 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::Device;
-use manifold_mixup::bench::bench_mix_op;
-use manifold_mixup::mixup::{MixConfig, MixMode};
+use manifold_mixup::bench::{MIX_FAMILY, bench_mix_op};
+use manifold_mixup::mixup::MixConfig;
 
 fn main() {
     manifold_mixup::process::configure();
     let device = Device::flex();
-    let modes = [
-        (MixMode::None, false),
-        (MixMode::Manifold, false),
-        (MixMode::Input, false),
-        (MixMode::Cutmix, false),
-        (MixMode::Patchup, false),
-        (MixMode::Output, false),
-        (MixMode::Manifold, true),
-        (MixMode::Cutmix, true),
-        (MixMode::Patchup, true),
-    ];
     let only = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
@@ -31,7 +20,7 @@ fn main() {
     let mut medians: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();
     for _round in 0..3 {
         for width in [16, 64] {
-            for (mode, per_example) in modes {
+            for (mode, per_example) in MIX_FAMILY {
                 let config = MixConfig {
                     per_example,
                     ..MixConfig::new(mode, 2.0, vec![0, 1, 2])

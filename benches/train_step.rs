@@ -4,27 +4,15 @@
 //! times drift on shared machines: compare the ratios within one run.
 
 use burn::tensor::Device;
-use manifold_mixup::bench::{StepBenchConfig, bench_data, bench_step};
+use manifold_mixup::bench::{MIX_FAMILY, StepBenchConfig, bench_data, bench_step};
 use manifold_mixup::data::{DatasetName, LoadOptions, Normalization, load};
-use manifold_mixup::mixup::MixMode;
 use manifold_mixup::models::ModelKind;
 
 fn main() {
     manifold_mixup::process::configure();
     let device = Device::flex();
     for width in [16, 64] {
-        let modes = [
-            (MixMode::None, false),
-            (MixMode::Manifold, false),
-            (MixMode::Input, false),
-            (MixMode::Cutmix, false),
-            (MixMode::Patchup, false),
-            (MixMode::Output, false),
-            (MixMode::Manifold, true),
-            (MixMode::Cutmix, true),
-            (MixMode::Patchup, true),
-        ];
-        for (mix, per_example) in modes {
+        for (mix, per_example) in MIX_FAMILY {
             let config = StepBenchConfig {
                 model: ModelKind::PreActResNet { depth: 18 },
                 width,

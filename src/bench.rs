@@ -80,6 +80,20 @@ pub enum BenchError {
     Mixup(#[from] crate::mixup::MixupError),
 }
 
+/// Every mode of the mixup family, per batch and (where it draws more than λ) per example,
+/// with plain training first: what the benchmarks time.
+pub const MIX_FAMILY: [(MixMode, bool); 9] = [
+    (MixMode::None, false),
+    (MixMode::Manifold, false),
+    (MixMode::Input, false),
+    (MixMode::Cutmix, false),
+    (MixMode::Patchup, false),
+    (MixMode::Output, false),
+    (MixMode::Manifold, true),
+    (MixMode::Cutmix, true),
+    (MixMode::Patchup, true),
+];
+
 pub struct StepBenchConfig {
     pub model: ModelKind,
     pub width: usize,

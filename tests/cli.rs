@@ -5,7 +5,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
-use common::{as_strs, metrics_without_timing, mmix, run, small_run, text, wait_for};
+use common::{
+    as_strs, kill_after_first_epoch_and_resume, metrics_without_timing, mmix, run, small_run, text,
+    wait_for,
+};
 
 #[test]
 fn two_epoch_runs_write_every_output_for_each_mix_mode() {
@@ -142,20 +145,7 @@ fn sigkill_then_resume_gives_the_uninterrupted_metrics() {
     let root = tempfile::tempdir().unwrap();
     let reference = reference_run(root.path());
     let killed = root.path().join("killed");
-    let mut child = mmix()
-        .args(as_strs(&resumable_args(&killed)))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(
-        &killed.join("checkpoint/latest"),
-        |s| s == "epoch-0001",
-        Duration::from_secs(120),
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let resumed = run(&["train", "--resume", killed.to_str().unwrap()]);
-    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    kill_after_first_epoch_and_resume(&as_strs(&resumable_args(&killed)), &killed);
     assert_eq!(
         metrics_without_timing(&killed),
         metrics_without_timing(&reference)

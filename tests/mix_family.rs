@@ -1,11 +1,10 @@
 //! The mixup family's options, driven through the `mmix` binary: exactness against plain
 //! training, exact resume with every option on, what a run records, and bad input.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 mod common;
-use common::{as_strs, metrics_without_timing, mmix, run, small_run, text, wait_for};
+use common::{
+    as_strs, kill_after_first_epoch_and_resume, metrics_without_timing, run, small_run, text,
+};
 
 fn weights(dir: &std::path::Path) -> Vec<u8> {
     std::fs::read(dir.join("model.safetensors")).unwrap()
@@ -91,20 +90,7 @@ fn a_run_with_every_new_option_killed_and_resumed_equals_the_uninterrupted_one()
         let output = run(&as_strs(&args(&reference)));
         assert!(output.status.success(), "{}", text(&output.stderr));
         let killed = root.path().join(format!("killed-{i}"));
-        let mut child = mmix()
-            .args(as_strs(&args(&killed)))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(
-            &killed.join("checkpoint/latest"),
-            |s| s == "epoch-0001",
-            Duration::from_secs(120),
-        );
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let resumed = run(&["train", "--resume", killed.to_str().unwrap()]);
-        assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+        kill_after_first_epoch_and_resume(&as_strs(&args(&killed)), &killed);
         assert_eq!(
             metrics_without_timing(&killed),
             metrics_without_timing(&reference),

@@ -158,6 +158,25 @@ fn every_parameter_before_and_after_the_mix_point_gets_gradient() {
     }
 }
 
+/// How much of each input example's gradient comes from output row `row`.
+fn input_gradient_of_row(
+    model: &Classifier,
+    x: Tensor<4>,
+    mix: &TensorMix,
+    row: usize,
+) -> Vec<f32> {
+    let x = x.require_grad();
+    let logits = model.forward_mixed(x.clone(), Some(mix));
+    let grads = logits.narrow(0, row, 1).sum().backward();
+    x.grad(&grads)
+        .unwrap()
+        .abs()
+        .sum_dims(&[1, 2, 3])
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
 #[test]
 fn hidden_mix_sends_each_examples_gradient_to_itself_and_its_partner_only() {
     // The MLP has no batch norm, so examples interact only through the mix.
@@ -166,19 +185,9 @@ fn hidden_mix_sends_each_examples_gradient_to_itself_and_its_partner_only() {
         .with_width(8)
         .init(&device)
         .unwrap();
-    let x = images(4, 1, 4, &device).require_grad();
+    let x = images(4, 1, 4, &device);
     let mix = TensorMix::new(&plan(0.7, 1, vec![2, 3, 0, 1]), &device);
-    let logits = model.forward_mixed(x.clone(), Some(&mix));
-    let first_row = logits.narrow(0, 0, 1).sum();
-    let grads = first_row.backward();
-    let per_example: Vec<f32> = x
-        .grad(&grads)
-        .unwrap()
-        .abs()
-        .sum_dims(&[1, 2, 3])
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let per_example = input_gradient_of_row(&model, x, &mix, 0);
     assert!(
         per_example[0] > 0.0 && per_example[2] > 0.0,
         "{per_example:?}"
@@ -244,21 +253,8 @@ fn per_example_points_mix_each_example_at_its_own_point_only() {
     }
     // Gradient: row 2's output reaches x2 and its partner x3 only, through point 2 (64
     // hidden units each way keep a path open whatever the random weights).
-    let x = x.require_grad();
     let mix = TensorMix::new(&per_example, &device);
-    let row = model
-        .forward_mixed(x.clone(), Some(&mix))
-        .narrow(0, 2, 1)
-        .sum();
-    let grads = row.backward();
-    let per_input: Vec<f32> = x
-        .grad(&grads)
-        .unwrap()
-        .abs()
-        .sum_dims(&[1, 2, 3])
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let per_input = input_gradient_of_row(&model, x, &mix, 2);
     assert!(per_input[2] > 0.0 && per_input[3] > 0.0, "{per_input:?}");
     assert_eq!((per_input[0], per_input[1]), (0.0, 0.0), "{per_input:?}");
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test file uses its own share
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary, with no dataset folder from the environment.
@@ -78,4 +78,19 @@ pub fn wait_for(path: &Path, expect: impl Fn(&str) -> bool, limit: Duration) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Starts `mmix` with `args` (a run into `dir`), kills it once its first epoch is checkpointed,
+/// and resumes it to the end.
+pub fn kill_after_first_epoch_and_resume(args: &[&str], dir: &Path) {
+    let mut child = mmix().args(args).stdout(Stdio::null()).spawn().unwrap();
+    wait_for(
+        &dir.join("checkpoint/latest"),
+        |s| s == "epoch-0001",
+        Duration::from_secs(120),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = run(&["train", "--resume", dir.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
 }
