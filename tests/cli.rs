@@ -539,6 +539,11 @@ fn bad_input_gives_one_clear_line() {
             "bad attack 'fgsm'",
         ),
         (
+            "flat-patchup",
+            "seeds = [1]\n[[arm]]\nname = \"a\"\n[[arm]]\nname = \"b\"\nmodel = \"mlp\"\nmix = \"patchup\"\nmix-layers = [2]\n",
+            "arm 'b': patchup cuts regions from a feature map, but mix point 2",
+        ),
+        (
             "bad-baseline",
             "seeds = [1]\nbaseline = \"b\"\n[[arm]]\nname = \"a\"\n",
             "baseline 'b' is not an arm's name",

@@ -145,6 +145,10 @@ fn parse_text(
             let config = train_cmd::resolve(&args)
                 .map_err(|e| anyhow!("{name}: arm '{arm_name}': {e:#}"))?;
             let mut config = config;
+            config
+                .mix_config()
+                .validate(&config.model.mix_points(), config.epochs)
+                .map_err(|e| anyhow!("{name}: arm '{arm_name}': {e}"))?;
             config.evaluate = file.evaluate.clone();
             config
                 .evaluate
