@@ -1,5 +1,6 @@
 //! A network from outside mmix's model list, trained with Manifold Mixup by mmix's own loop,
-//! checkpoints and reports: `cargo run --release --example custom_model [-- EPOCHS]`.
+//! checkpoints and reports: `cargo run --release --example custom_model [-- EPOCHS]` (10 by
+//! default: about 70% test accuracy from 2,000 Fashion-MNIST images in seconds).
 //!
 //! A model becomes mixable by declaring its mix points and handing its hidden state at each
 //! of them to `mix_at` in its forward pass; everything else is the library's.
@@ -10,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
@@ -19,11 +21,13 @@ use manifold_mixup::mixup::{MixPoint, Mixable, PointShape, TensorMix, mix_at};
 use manifold_mixup::report;
 use manifold_mixup::train::{self, RunOutcome, RunState, TrainError};
 
-/// Two 3×3 convolutions, a global average pool and a linear head.
+/// Two 3×3 convolutions, each followed by a 2×2 max-pool, a global average pool and a linear
+/// head.
 #[derive(Module, Debug)]
 pub struct TinyNet {
     conv1: Conv2d,
     conv2: Conv2d,
+    pool: MaxPool2d,
     head: Linear,
 }
 
@@ -37,6 +41,7 @@ impl TinyNet {
         Self {
             conv1: conv(channels, 16),
             conv2: conv(16, 32),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             head: LinearConfig::new(32, classes).init(device),
         }
     }
@@ -46,16 +51,16 @@ impl Mixable for TinyNet {
     fn mix_points(&self) -> Vec<MixPoint> {
         MixPoint::list(&[
             ("input", PointShape::Map),
-            ("after conv1", PointShape::Map),
-            ("after conv2", PointShape::Map),
+            ("after conv1 and pool", PointShape::Map),
+            ("after conv2 and pool", PointShape::Map),
             ("pooled", PointShape::Vector),
         ])
     }
 
     fn forward_mixed(&self, images: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2> {
         let h = mix_at(mix, 0, images);
-        let h = mix_at(mix, 1, relu(self.conv1.forward(h)));
-        let h = mix_at(mix, 2, relu(self.conv2.forward(h)));
+        let h = mix_at(mix, 1, self.pool.forward(relu(self.conv1.forward(h))));
+        let h = mix_at(mix, 2, self.pool.forward(relu(self.conv2.forward(h))));
         let pooled = h.mean_dim(3).mean_dim(2).flatten::<2>(1, 3);
         self.head.forward(mix_at(mix, 3, pooled))
     }
@@ -71,8 +76,9 @@ pub fn train_tiny_net(dir: &Path, epochs: usize, train_subset: usize) -> Result<
         mix-layers = [0, 1, 2, 3]
         epochs = {epochs}
         train-subset = {train_subset}
-        batch-size = 50
-        lr = 0.05
+        batch-size = 32
+        lr = 0.1
+        schedule = "cosine"
         "#
     );
     let file = parse_config(Path::new("custom_model.toml"), &options)?;
@@ -103,7 +109,7 @@ pub fn train_tiny_net(dir: &Path, epochs: usize, train_subset: usize) -> Result<
 fn main() -> Result<()> {
     let epochs = match std::env::args().nth(1) {
         Some(text) => text.parse().context("the argument is a number of epochs")?,
-        None => 3,
+        None => 10,
     };
     let dir = Path::new("runs/custom-model");
     let state = train_tiny_net(dir, epochs, 2_000)?;
