@@ -1,8 +1,9 @@
 //! Manifold Mixup training in native Rust, on Burn.
 //!
 //! Data flows one way: files → [`data`] → batches → [`train`] (which draws a
-//! [`mixup::MixPlan`] per batch and runs a [`models::Classifier`] with it) → [`eval`] →
-//! [`report`]. [`mixup`] knows no dataset and [`models`] know no files. [`cli`] is the `mmix`
+//! [`mixup::MixPlan`] per batch and runs any [`mixup::Mixable`] model with it, the built-in
+//! [`models::Classifier`] or your own) → [`eval`] → [`report`]. [`mixup`] knows no dataset
+//! and [`models`] know no files. [`cli`] is the `mmix`
 //! command line, here so that its parsers can be tested and fuzzed.
 
 pub mod bench;
