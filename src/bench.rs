@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::data::{Augmentation, ImageSet, Normalization, make_batch};
 use crate::mixup::{
-    Loss, MixConfig, MixMode, Mixable, OUTPUT_POINT, TensorMix, mix_at, mixed_loss, soft_targets,
+    Loss, MixConfig, MixMode, OUTPUT_POINT, TensorMix, mix_at, mixed_forward, mixed_loss,
+    soft_targets,
 };
 use crate::models::{ModelConfig, ModelError, ModelKind};
 
@@ -153,9 +154,7 @@ pub fn bench_step(
         let started = Instant::now();
         let plan = mix.draw(&mut rng, config.batch, 0, 1);
         let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
-        let logits = model.forward_mixed(images.clone(), tensor_mix.as_ref());
-        let logits = mix_at(tensor_mix.as_ref(), OUTPUT_POINT, logits);
-        let applied = tensor_mix.as_ref().map(TensorMix::applied).transpose()?;
+        let (logits, applied) = mixed_forward(&model, images.clone(), tensor_mix.as_ref())?;
         let targets = soft_targets(&labels, applied.as_ref(), config.classes, 0.0);
         let targets = Tensor::from_data(
             TensorData::new(targets, [config.batch, config.classes]),
@@ -176,11 +175,7 @@ pub fn bench_step(
         model: config.model.to_string(),
         width: config.width,
         batch: config.batch,
-        mix: if config.per_example {
-            format!("{} per-example", config.mix)
-        } else {
-            config.mix.to_string()
-        },
+        mix: mix_name(&mix),
         device: device_name.to_string(),
         convolution: crate::kernels::convolution_library(device),
         precision: config.precision.to_string(),

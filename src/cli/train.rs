@@ -67,14 +67,13 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
         _ => 2.0,
     };
     let alpha = pick!(alpha).unwrap_or(default_alpha(mix));
-    let switch_options = [pick!(switch_prob).is_some(), pick!(switch_alpha).is_some()];
     let switch = match pick!(switch_to) {
         Some(mode) => Some(Switch {
             mode,
             prob: pick!(switch_prob).unwrap_or(0.5),
             alpha: pick!(switch_alpha).unwrap_or(alpha),
         }),
-        None if switch_options.contains(&true) => {
+        None if pick!(switch_prob).is_some() || pick!(switch_alpha).is_some() => {
             bail!("--switch-prob and --switch-alpha need --switch-to MODE")
         }
         None => None,

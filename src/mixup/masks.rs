@@ -46,14 +46,8 @@ impl MapLayout {
         self.len() == 0
     }
 
-    /// `value(channel, y, x)` for every element, in memory order.
-    pub fn fill(&self, value: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
-        let mut out = vec![0.0; self.len()];
-        self.fill_into(&mut out, value);
-        out
-    }
-
-    /// [`MapLayout::fill`] into `out`, of [`MapLayout::len`] elements.
+    /// `value(channel, y, x)` for every element of `out` (of [`MapLayout::len`] elements), in
+    /// memory order.
     pub fn fill_into(&self, out: &mut [f32], value: impl Fn(usize, usize, usize) -> f32) {
         let mut slots = out.iter_mut();
         for blocked in 0..self.channels / self.block {
@@ -285,6 +279,14 @@ pub fn element_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl MapLayout {
+        fn fill(&self, value: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+            let mut out = vec![0.0; self.len()];
+            self.fill_into(&mut out, value);
+            out
+        }
+    }
 
     #[test]
     fn blocked_layout_orders_channels_innermost() {

@@ -2,7 +2,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use serde::Serialize;
 
-use super::TensorMix;
+use super::{AppliedMix, MixupError, OUTPUT_POINT, TensorMix, mix_at};
 
 /// What a mix point holds, which decides the mixes it accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -47,4 +47,16 @@ pub trait Mixable: Module {
     /// Logits `[batch, classes]` for `images` `[batch, channels, height, width]`, mixing the
     /// hidden state at each point through `mix_at(mix, point, h)`.
     fn forward_mixed(&self, images: Tensor<4>, mix: Option<&TensorMix>) -> Tensor<2>;
+}
+
+/// A training forward pass: `model`'s logits with `mix` applied at its points and then at
+/// the logits (output mixup), and what the pass mixed, for the targets.
+pub fn mixed_forward<M: Mixable>(
+    model: &M,
+    images: Tensor<4>,
+    mix: Option<&TensorMix>,
+) -> Result<(Tensor<2>, Option<AppliedMix>), MixupError> {
+    let logits = mix_at(mix, OUTPUT_POINT, model.forward_mixed(images, mix));
+    let applied = mix.map(TensorMix::applied).transpose()?;
+    Ok((logits, applied))
 }

@@ -16,7 +16,7 @@ mod targets;
 
 pub use loss::{Loss, mixed_loss};
 pub use masks::{CutBox, ElementWeights, MapLayout, element_weights, patch_mask};
-pub use mixable::{MixPoint, Mixable, PointShape};
+pub use mixable::{MixPoint, Mixable, PointShape, mixed_forward};
 pub use mixing::{TensorMix, mix_at};
 pub use plan::{
     Draw, Draws, MixConfig, MixMode, MixOp, MixPlan, MixupError, OUTPUT_POINT, PatchUpConfig,

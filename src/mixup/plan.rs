@@ -261,18 +261,16 @@ impl MixConfig {
                     return Err(MixupError::NoMixPoints);
                 }
                 for &point in &self.mix_points {
-                    shape_of(point)?;
-                    if mode == MixMode::Patchup {
-                        require_map(point)?;
+                    match mode.needs_map() {
+                        true => require_map(point)?,
+                        false => shape_of(point).map(drop)?,
                     }
                 }
-                if mode == MixMode::Patchup
-                    && (self.patchup.block == 0 || self.patchup.block.is_multiple_of(2))
-                {
-                    return Err(MixupError::BadBlock(self.patchup.block));
-                }
                 if mode == MixMode::Patchup {
-                    let gamma = self.patchup.gamma;
+                    let PatchUpConfig { block, gamma, .. } = self.patchup;
+                    if block.is_multiple_of(2) {
+                        return Err(MixupError::BadBlock(block));
+                    }
                     if !(0.0..=1.0).contains(&gamma) {
                         return Err(MixupError::BadProbability {
                             what: "PatchUp feature probability",

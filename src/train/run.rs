@@ -19,7 +19,7 @@ use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization, m
 use crate::eval::suite::images_tensor;
 use crate::eval::{Metrics, predicted_class};
 use crate::mixup::{
-    MixPoint, Mixable, OUTPUT_POINT, TensorMix, mix_at, mixed_loss, mixed_targets, smooth,
+    MixPoint, Mixable, TensorMix, mixed_forward, mixed_loss, mixed_targets, smooth,
 };
 use crate::models::{Classifier, ModelConfig};
 
@@ -181,7 +181,8 @@ pub fn run_training(
     progress: &mut dyn FnMut(Progress),
     after_epoch: &mut dyn FnMut(&RunState, &Classifier) -> Result<(), TrainError>,
 ) -> Result<RunOutcome, TrainError> {
-    check_run(config, data)?;
+    // The mixing is checked against the built model's points, in `run_training_with`.
+    model_config(config, data).validate()?;
     let init = |device: &Device| build_model(config, data, device);
     run_training_with(
         config,
@@ -288,12 +289,8 @@ pub fn run_training_with<M: Mixable>(
             let plan = mix.draw(&mut state.rng, batch.len(), epoch, config.epochs);
             let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
 
-            let logits = model.forward_mixed(
-                images_tensor(&mut batch, &train_device),
-                tensor_mix.as_ref(),
-            );
-            let logits = mix_at(tensor_mix.as_ref(), OUTPUT_POINT, logits);
-            let applied = tensor_mix.as_ref().map(TensorMix::applied).transpose()?;
+            let images = images_tensor(&mut batch, &train_device);
+            let (logits, applied) = mixed_forward(&model, images, tensor_mix.as_ref())?;
             let mixed = mixed_targets(&batch.labels, applied.as_ref(), classes);
             let targets = Tensor::from_data(
                 TensorData::new(
