@@ -36,6 +36,13 @@ pub struct StepBench {
     pub max_ms: f64,
     pub images_per_second: f64,
     pub peak_rss_mb: f64,
+    /// Data-parallel ranks: each steps on its share of `batch`, and the gradients are
+    /// all-reduced between backward and update (inside the timed step).
+    pub ranks: usize,
+    /// The all-reduce of one step's gradients alone, median over the timed steps.
+    pub allreduce_ms: Option<f64>,
+    /// The gradients all-reduced per step, in MB (10⁶ bytes, f32).
+    pub gradient_mb: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -79,6 +86,8 @@ pub enum BenchError {
     Precision(String),
     #[error(transparent)]
     Mixup(#[from] crate::mixup::MixupError),
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistributedError),
 }
 
 /// Every mode of the mixup family, per batch and (where it draws more than λ) per example,
@@ -133,14 +142,18 @@ pub fn bench_step(
         .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
         .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
         .init();
+    let world = crate::distributed::world();
+    crate::distributed::check_split(config.batch, world.size(), world.size())?;
+    let rows = crate::distributed::shard(config.batch, world.size(), world.rank());
     let mix = MixConfig {
         per_example: config.per_example,
+        partner_groups: world.size(),
         ..MixConfig::new(config.mix, 2.0, config.model.paper_mix_points())
     };
     mix.validate(&config.model.mix_points(), 1)?;
     let mut rng = ChaCha12Rng::seed_from_u64(0);
     let shape = [
-        config.batch,
+        rows.len(),
         config.channels,
         config.image_size,
         config.image_size,
@@ -149,20 +162,38 @@ pub fn bench_step(
     let labels: Vec<usize> = (0..config.batch)
         .map(|_| rng.random_range(0..config.classes))
         .collect();
+    let labels = &labels[rows.clone()];
     let mut times = Vec::with_capacity(config.steps);
+    let mut allreduce_times = Vec::with_capacity(config.steps);
     for step in 0..config.warmup + config.steps {
         let started = Instant::now();
         let plan = mix.draw(&mut rng, config.batch, 0, 1);
+        let plan = plan.map(|plan| plan.rows(rows.clone()).expect("ranks hold whole groups"));
         let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
         let (logits, applied) = mixed_forward(&model, images.clone(), tensor_mix.as_ref())?;
-        let targets = soft_targets(&labels, applied.as_ref(), config.classes, 0.0);
+        let targets = soft_targets(labels, applied.as_ref(), config.classes, 0.0);
         let targets = Tensor::from_data(
-            TensorData::new(targets, [config.batch, config.classes]),
+            TensorData::new(targets, [rows.len(), config.classes]),
             &train_device,
         );
         let loss = mixed_loss(logits, targets, Loss::SoftCe);
         let _ = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if world.size() > 1 {
+            let _ = device.sync();
+            let reducing = Instant::now();
+            grads = crate::distributed::sync::all_reduce_gradients(
+                world,
+                &model,
+                grads,
+                rows.len(),
+                config.batch,
+                device,
+            );
+            if step >= config.warmup {
+                allreduce_times.push(reducing.elapsed().as_secs_f64() * 1e3);
+            }
+        }
         model = optim.step(0.01, model, grads);
         // Wait for the update itself, not only its enqueueing, on asynchronous devices.
         let _ = device.sync();
@@ -171,6 +202,7 @@ pub fn bench_step(
         }
     }
     let (median, min, max) = summarise(times);
+    let allreduce_ms = (!allreduce_times.is_empty()).then(|| summarise(allreduce_times).0);
     Ok(StepBench {
         model: config.model.to_string(),
         width: config.width,
@@ -186,6 +218,9 @@ pub fn bench_step(
         max_ms: max,
         images_per_second: config.batch as f64 * 1e3 / median,
         peak_rss_mb: peak_rss_mb(),
+        ranks: world.size(),
+        allreduce_ms,
+        gradient_mb: crate::models::trainable_parameter_count(&model) as f64 * 4e-6,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod cli;
 mod contained;
 pub mod data;
+pub mod distributed;
 pub mod eval;
 pub mod fsio;
 pub mod fuzzing;

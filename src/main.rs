@@ -6,15 +6,25 @@ use manifold_mixup::cli;
 use manifold_mixup::cli::args::{Cli, Command, DataCommand, DemoArgs};
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    match cli.command.unwrap_or(Command::Demo(DemoArgs {
+    let command = cli.command.unwrap_or(Command::Demo(DemoArgs {
         out: None,
         epochs: None,
         seed: 0,
         device: "cpu".into(),
-    })) {
+    }));
+    let world = manifold_mixup::distributed::init()?;
+    if world.size() > 1 && !matches!(command, Command::Train(_) | Command::Bench(_)) {
+        anyhow::bail!(
+            "only `mmix train` and `mmix bench` run across {} ranks; start this command once, without mpirun or srun",
+            world.size()
+        );
+    }
+    match command {
         Command::Train(args) => {
             let result = cli::train::run(&args, false)?;
-            cli::train::print_result(&result);
+            if world.rank() == 0 {
+                cli::train::print_result(&result);
+            }
             if result.interrupted {
                 return Ok(cli::train::INTERRUPTED_EXIT);
             }
@@ -46,11 +56,16 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match run(cli) {
-        Ok(code) => std::process::exit(code),
+    let code = match run(cli) {
+        Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::exit(1);
+            // One write, so that ranks sharing a terminal cannot interleave their lines.
+            let line = format!("error: {error:#}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            1
         }
-    }
+    };
+    // Every rank of a data-parallel run says it is done, as MPI requires.
+    manifold_mixup::distributed::finish();
+    std::process::exit(code);
 }

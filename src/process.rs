@@ -4,11 +4,30 @@
 
 /// Applies every setting below.
 pub fn configure() {
+    share_cores_among_local_ranks();
     #[cfg(mmix_onednn)]
     openmp_waits_passively();
     keep_freed_memory();
     quiet_on_closed_pipe();
     fail_writes_past_the_file_size_limit();
+}
+
+/// Ranks of a data-parallel run on one machine split its cores, instead of each starting a
+/// thread per core and all of them contending. Set before any thread pool exists (and before
+/// the re-execution below, which passes it to OpenMP); a count the caller chose is kept.
+fn share_cores_among_local_ranks() {
+    let ranks = crate::distributed::ranks_on_this_machine();
+    if ranks <= 1 {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / ranks).max(1).to_string();
+    for variable in ["RAYON_NUM_THREADS", "OMP_NUM_THREADS"] {
+        if std::env::var_os(variable).is_none() {
+            // SAFETY: called first thing in `main`, before any other thread exists.
+            unsafe { std::env::set_var(variable, &threads) };
+        }
+    }
 }
 
 /// Past a file-size limit (`ulimit -f`), the kernel kills a writing process with SIGXFSZ

@@ -100,6 +100,10 @@ pub struct TrainArgs {
     /// box (cutmix) or mask (patchup).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub per_example: Option<bool>,
+    /// Partners are drawn within this many contiguous groups of each batch (default: the
+    /// number of data-parallel ranks, 1 alone); a multiple of the ranks under mpirun.
+    #[arg(long)]
+    pub partner_groups: Option<usize>,
     /// Probability that a batch is mixed at all, in [0, 1] (default 1).
     #[arg(long, allow_negative_numbers = true)]
     pub mix_prob: Option<f64>,

@@ -429,8 +429,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         bail!("--steps must be at least 1");
     }
     let kind: ModelKind = args.model.parse()?;
-    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
-    super::note_fast_path(&device);
+    let world = crate::distributed::world();
+    let device = super::train::parse_device_for_rank(&args.device, world)?;
+    if world.rank() == 0 {
+        super::note_fast_path(&device);
+    }
     let config = StepBenchConfig {
         model: kind,
         width: args.width.unwrap_or_else(|| kind.default_width()),
@@ -448,6 +451,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let result = bench_step(&config, &device, &args.device)?;
-    println!("{}", serde_json::to_string(&result)?);
+    if world.rank() == 0 {
+        println!("{}", serde_json::to_string(&result)?);
+    }
     Ok(())
 }

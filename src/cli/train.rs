@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::data::{DatasetName, SplitConfig};
+use crate::distributed::{self, Collective};
 use crate::eval::EvalSuite;
 use crate::fsio::write_atomic;
 use crate::mixup::{Loss, MixMode, PatchUpConfig, Switch};
@@ -102,6 +103,7 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
         switch,
         alpha_schedule: pick!(alpha_schedule).unwrap_or_default(),
         patchup,
+        partner_groups: pick!(partner_groups).unwrap_or_else(|| crate::distributed::world().size()),
         loss: pick!(loss).unwrap_or(Loss::SoftCe),
         label_smoothing: pick!(label_smoothing).unwrap_or(0.0),
         epochs,
@@ -131,6 +133,32 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
     };
     config.validate().map_err(|e| anyhow!(e))?;
     Ok(config)
+}
+
+/// A global batch's rows per rank: "64", or "64–65" where they differ.
+fn shard_sizes(batch: usize, ranks: usize) -> String {
+    let sizes: Vec<usize> = (0..ranks)
+        .map(|rank| distributed::shard(batch, ranks, rank).len())
+        .collect();
+    let (min, max) = (sizes.iter().min(), sizes.iter().max());
+    match (min, max) {
+        (Some(min), Some(max)) if min != max => format!("{min}–{max}"),
+        (Some(min), _) => min.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The device named by `--device`; under several ranks, `cuda` without an index is the
+/// GPU of this rank's place on its machine.
+pub(super) fn parse_device_for_rank(
+    name: &str,
+    world: &dyn Collective,
+) -> Result<burn::tensor::Device> {
+    let name = match name.eq_ignore_ascii_case("cuda") && world.size() > 1 {
+        true => format!("cuda:{}", world.local_rank()),
+        false => name.to_string(),
+    };
+    parse_device(&name).map_err(|e| anyhow!(e))
 }
 
 fn default_out(config: &TrainConfig) -> PathBuf {
@@ -279,11 +307,34 @@ pub struct TrainResult {
     pub interrupted: bool,
 }
 
+/// `step` on rank 0 alone (it reads or writes the run folder, which only rank 0 need see);
+/// its value and outcome on every rank. Alone, just `step`.
+fn on_rank_zero(world: &dyn Collective, step: impl FnOnce() -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+    let outcome = match world.rank() {
+        0 => step().map_err(|e| format!("{e:#}")),
+        _ => Ok(Vec::new()),
+    };
+    let bytes = distributed::agree(world, outcome).map_err(|failure| anyhow!("{failure}"))?;
+    Ok(distributed::from_rank_zero(world, bytes))
+}
+
+/// A step every rank takes for itself (reading its data, checking its device), agreed on: it
+/// stops every rank if it fails on one.
+fn on_every_rank<T>(world: &dyn Collective, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    let outcome = step().map_err(|e| format!("{e:#}"));
+    distributed::agree(world, outcome).map_err(|failure| anyhow!("{failure}"))
+}
+
 pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
+    let world = distributed::world();
+    let leader = world.rank() == 0;
     let (config, dir, resuming) = match &args.resume {
         Some(dir) => {
             reject_flags_with_resume(args)?;
-            let mut config = load_saved_config(dir)?;
+            // Rank 0 reads the saved configuration; ranks elsewhere need not share its disk.
+            let saved = on_rank_zero(world, || Ok(serde_json::to_vec(&load_saved_config(dir)?)?))?;
+            let mut config: TrainConfig =
+                serde_json::from_slice(&saved).context("rank 0's configuration arrived damaged")?;
             if let Some(device) = &args.device {
                 config.device = device.clone();
             }
@@ -292,27 +343,37 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         None => {
             let config = resolve(args)?;
             let dir = args.out.clone().unwrap_or_else(|| default_out(&config));
-            if dir.join("config.json").exists() {
-                bail!(
-                    "{} already holds a run; continue it with `mmix train --resume {}` or choose another --out",
-                    dir.display(),
-                    dir.display()
-                );
-            }
+            on_rank_zero(world, || {
+                if dir.join("config.json").exists() {
+                    bail!(
+                        "{} already holds a run; continue it with `mmix train --resume {}` or choose another --out",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+                Ok(Vec::new())
+            })?;
             (config, dir, false)
         }
     };
-    let device = parse_device(&config.device).map_err(|e| anyhow!(e))?;
-    crate::kernels::use_precision(config.precision, &device).map_err(|e| anyhow!(e))?;
-    let data = train::prepare_data(&config)?;
-    train::check_run(&config, &data)?;
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create run folder {}", dir.display()))?;
-    if !resuming {
-        let text = serde_json::to_vec_pretty(&config_json(&config, &data))?;
-        write_atomic(&dir.join("config.json"), &text)
-            .with_context(|| format!("cannot write {}", dir.join("config.json").display()))?;
-    }
+    distributed::check_split(config.batch_size, config.partner_groups, world.size())?;
+    let (device, data) = on_every_rank(world, || {
+        let device = parse_device_for_rank(&config.device, world)?;
+        crate::kernels::use_precision(config.precision, &device).map_err(|e| anyhow!(e))?;
+        let data = train::prepare_data(&config)?;
+        train::check_run(&config, &data)?;
+        Ok((device, data))
+    })?;
+    on_rank_zero(world, || {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create run folder {}", dir.display()))?;
+        if !resuming {
+            let text = serde_json::to_vec_pretty(&config_json(&config, &data))?;
+            write_atomic(&dir.join("config.json"), &text)
+                .with_context(|| format!("cannot write {}", dir.join("config.json").display()))?;
+        }
+        Ok(Vec::new())
+    })?;
     let note = if resuming { "resumed" } else { "started" };
     let draws_points =
         config.mix.draws_points() || config.switch.is_some_and(|s| s.mode.draws_points());
@@ -325,8 +386,16 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         (crate::kernels::Precision::Bf16, Some(isa)) => format!(", convolutions in bf16 on {isa}"),
         _ => String::new(),
     };
+    let ranks = match world.size() {
+        1 => String::new(),
+        n => format!(
+            ", global batch {} = {n} ranks × {}",
+            config.batch_size,
+            shard_sizes(config.batch_size, n)
+        ),
+    };
     let headline = format!(
-        "{note} {} on {} ({} train / {} valid / {} test), {mixing}, {} epochs, seed {}, device {}{arithmetic}",
+        "{note} {} on {} ({} train / {} valid / {} test), {mixing}, {} epochs, seed {}, device {}{arithmetic}{ranks}",
         config.model,
         config.dataset,
         data.train.len(),
@@ -336,11 +405,17 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         config.seed,
         config.device
     );
-    println!("{headline} → {}", dir.display());
-    super::note_fast_path(&device);
+    if leader {
+        println!("{headline} → {}", dir.display());
+        super::note_fast_path(&device);
+    }
     let log = RunLog::new(dir.join("train.log"), headline);
 
-    let interactive = std::io::stdout().is_terminal() && !quiet_bar;
+    // The bar draws on stderr, and its `println` prints nothing where it cannot draw: with
+    // stderr redirected (or under mpirun, which gives stdout alone a terminal) the epoch lines
+    // go to stdout plainly.
+    let interactive =
+        std::io::stdout().is_terminal() && std::io::stderr().is_terminal() && !quiet_bar && leader;
     let bar = interactive.then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -409,6 +484,15 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
             return Err(e).with_context(|| format!("run {}", dir.display()));
         }
     };
+    if !leader {
+        // Rank 0 runs the final evaluation and writes the reports.
+        let summary = report::summary(&config, &state, None);
+        return Ok(TrainResult {
+            dir,
+            summary,
+            interrupted,
+        });
+    }
     let evaluation = if interrupted {
         None
     } else {

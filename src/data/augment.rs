@@ -58,26 +58,21 @@ impl Batch {
     }
 }
 
-/// Builds the batch of `indices`, augmenting each image when `augment` is given.
-///
-/// Draw order per image (crop offsets, then flip) is fixed, so a batch is reproducible from
-/// the RNG state.
-pub fn make_batch<R: Rng + ?Sized>(
-    set: &ImageSet,
-    indices: &[usize],
-    normalization: &Normalization,
-    augment: Option<(&Augmentation, &mut R)>,
-) -> Batch {
-    let (channels, size) = (set.channels, set.size);
-    let plane = size * size;
-    let table = normalization.table();
-    let zero: Vec<f32> = table.iter().map(|t| t[0]).collect();
-    let mut images = vec![0f32; indices.len() * channels * plane];
-    let mut augment = augment;
-    for (slot, &index) in indices.iter().enumerate() {
-        let (dy, dx, flip) = match augment.as_mut() {
-            Some((aug, rng)) => {
-                let pad = aug.crop_padding as i64;
+/// Where one augmented image lies in its crop window, and whether it is mirrored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub dy: isize,
+    pub dx: isize,
+    pub flip: bool,
+}
+
+impl Augmentation {
+    /// The placements of `count` images, drawn in order (crop offsets, then flip, per image),
+    /// so a batch is reproducible from the RNG state; draws nothing where nothing is random.
+    pub fn placements<R: Rng + ?Sized>(&self, count: usize, rng: &mut R) -> Vec<Placement> {
+        let pad = self.crop_padding as i64;
+        (0..count)
+            .map(|_| {
                 let (dy, dx) = if pad > 0 {
                     (
                         rng.random_range(-pad..=pad) as isize,
@@ -86,11 +81,40 @@ pub fn make_batch<R: Rng + ?Sized>(
                 } else {
                     (0, 0)
                 };
-                let flip = aug.horizontal_flip && rng.random_bool(0.5);
-                (dy, dx, flip)
-            }
-            None => (0, 0, false),
-        };
+                let flip = self.horizontal_flip && rng.random_bool(0.5);
+                Placement { dy, dx, flip }
+            })
+            .collect()
+    }
+}
+
+/// Builds the batch of `indices`, augmenting each image when `augment` is given.
+pub fn make_batch<R: Rng + ?Sized>(
+    set: &ImageSet,
+    indices: &[usize],
+    normalization: &Normalization,
+    augment: Option<(&Augmentation, &mut R)>,
+) -> Batch {
+    let placements = augment.map(|(aug, rng)| aug.placements(indices.len(), rng));
+    assemble_batch(set, indices, normalization, placements.as_deref())
+}
+
+/// Builds the batch of `indices` with each image at its placement (none: as it is). The
+/// placements of a whole global batch are drawn once; each data-parallel rank assembles its
+/// own rows with theirs.
+pub fn assemble_batch(
+    set: &ImageSet,
+    indices: &[usize],
+    normalization: &Normalization,
+    placements: Option<&[Placement]>,
+) -> Batch {
+    let (channels, size) = (set.channels, set.size);
+    let plane = size * size;
+    let table = normalization.table();
+    let zero: Vec<f32> = table.iter().map(|t| t[0]).collect();
+    let mut images = vec![0f32; indices.len() * channels * plane];
+    for (slot, &index) in indices.iter().enumerate() {
+        let Placement { dy, dx, flip } = placements.map_or(Placement::default(), |p| p[slot]);
         let source = set.image(index);
         let target = &mut images[slot * channels * plane..(slot + 1) * channels * plane];
         for c in 0..channels {

@@ -115,6 +115,29 @@ impl MetricsAccumulator {
             .collect()
     }
 
+    /// The accumulated sums as numbers that add up across parts of a set (counts stay exact
+    /// below 2⁵³); [`MetricsAccumulator::from_sums`] reads the sum of several back.
+    pub fn to_sums(&self) -> Vec<f64> {
+        let mut sums = vec![self.correct as f64, self.nll_sum, self.count as f64];
+        sums.extend_from_slice(&self.bin_confidence);
+        sums.extend(self.bin_correct.iter().map(|&c| c as f64));
+        sums.extend(self.bin_count.iter().map(|&c| c as f64));
+        sums
+    }
+
+    pub fn from_sums(sums: &[f64]) -> Self {
+        let bins = |k: usize| &sums[3 + k * ECE_BINS..3 + (k + 1) * ECE_BINS];
+        let counts = |k: usize| std::array::from_fn(|b| bins(k)[b] as usize);
+        Self {
+            correct: sums[0] as usize,
+            nll_sum: sums[1],
+            count: sums[2] as usize,
+            bin_confidence: std::array::from_fn(|b| bins(0)[b]),
+            bin_correct: counts(1),
+            bin_count: counts(2),
+        }
+    }
+
     pub fn finish(&self) -> Metrics {
         let n = self.count.max(1) as f64;
         let ece = (0..ECE_BINS)
@@ -158,6 +181,34 @@ mod tests {
         assert!((bins[11].confidence - 0.75).abs() < 1e-6);
         assert_eq!((bins[7].count, bins[7].accuracy), (1, 0.0));
         assert_eq!(bins.iter().map(|b| b.count).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn sums_of_parts_give_the_whole_sets_metrics() {
+        let logits = [2.0f32, 0.5, -1.0, 0.3, 0.1, 0.0, 1.5, 1.4, 3.0, -2.0];
+        let labels = [0, 1, 0, 1, 0];
+        let mut whole = MetricsAccumulator::default();
+        whole.add(&logits, &labels);
+        let (mut first, mut second) =
+            (MetricsAccumulator::default(), MetricsAccumulator::default());
+        first.add(&logits[..4], &labels[..2]);
+        second.add(&logits[4..], &labels[2..]);
+        let sums: Vec<f64> = first
+            .to_sums()
+            .iter()
+            .zip(second.to_sums())
+            .map(|(a, b)| a + b)
+            .collect();
+        let (joined, whole) = (MetricsAccumulator::from_sums(&sums), whole);
+        let (a, b) = (joined.finish(), whole.finish());
+        assert_eq!((a.accuracy, a.count), (b.accuracy, b.count));
+        // Float sums in another order: equal to rounding.
+        assert!((a.nll - b.nll).abs() < 1e-12 && (a.ece - b.ece).abs() < 1e-12);
+        let counts = |acc: &MetricsAccumulator| -> Vec<usize> {
+            acc.reliability().iter().map(|bin| bin.count).collect()
+        };
+        assert_eq!(counts(&joined), counts(&whole));
+        assert!(a.count == 5 && a.accuracy > 0.0 && a.accuracy < 1.0);
     }
 
     #[test]

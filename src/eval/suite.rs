@@ -102,9 +102,21 @@ pub fn accumulate<M: Mixable>(
     batch_size: usize,
     device: &Device,
 ) -> MetricsAccumulator {
+    let indices: Vec<usize> = (0..set.len()).collect();
+    accumulate_rows(model, set, &indices, normalization, batch_size, device)
+}
+
+/// [`accumulate`] over the examples `indices` of `set` alone.
+pub fn accumulate_rows<M: Mixable>(
+    model: &M,
+    set: &ImageSet,
+    indices: &[usize],
+    normalization: &Normalization,
+    batch_size: usize,
+    device: &Device,
+) -> MetricsAccumulator {
     let model = model.valid();
     let mut metrics = MetricsAccumulator::default();
-    let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let mut batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
         let logits = model.forward_mixed(images_tensor(&mut batch, device), None);

@@ -224,9 +224,13 @@ pub fn element_weights(
                 layout.fill_into(out, |_, y, x| if cut.contains(y, x) { 0.0 } else { 1.0 });
                 1.0 - cut.area() as f64 / (layout.height * layout.width) as f64
             }
-            MixOp::PatchUp { config, seed } => {
+            MixOp::PatchUp {
+                config,
+                seed,
+                first_row,
+            } => {
                 let mut rng = ChaCha12Rng::seed_from_u64(*seed);
-                rng.set_stream(row as u64);
+                rng.set_stream((first_row + row) as u64);
                 let inside = match config.kind {
                     PatchUpKind::Soft => draw.lambda,
                     PatchUpKind::Hard => 0.0,

@@ -20,7 +20,7 @@ pub use mixable::{MixPoint, Mixable, PointShape, mixed_forward};
 pub use mixing::{TensorMix, mix_at};
 pub use plan::{
     Draw, Draws, MixConfig, MixMode, MixOp, MixPlan, MixupError, OUTPUT_POINT, PatchUpConfig,
-    PatchUpKind, PointMix, Switch, sample_lambda,
+    PatchUpKind, PointMix, Switch, group_rows, sample_lambda,
 };
 pub use schedule::AlphaSchedule;
 pub use targets::{AppliedMix, mixed_targets, smooth, soft_targets};

@@ -1,3 +1,5 @@
+use std::ops::Range;
+
 use rand::Rng;
 use rand::distr::weighted::WeightedIndex;
 use rand::seq::SliceRandom;
@@ -149,6 +151,8 @@ pub enum MixupError {
     FlatStateAtRuntime { point: usize, rank: usize },
     #[error("a probe mixes nothing")]
     NotMixing,
+    #[error("partners need at least one group, got 0")]
+    NoPartnerGroups,
 }
 
 /// The technique's parameters, resolved against one model's mix points.
@@ -170,6 +174,10 @@ pub struct MixConfig {
     pub switch: Option<Switch>,
     pub schedule: AlphaSchedule,
     pub patchup: PatchUpConfig,
+    /// Partners are drawn within each of this many contiguous, nearly equal groups of the
+    /// batch ([`group_rows`]), never across two: data-parallel ranks each hold whole groups
+    /// and mix only what they hold. 1 is the whole batch.
+    pub partner_groups: usize,
 }
 
 impl MixConfig {
@@ -186,6 +194,7 @@ impl MixConfig {
             switch: None,
             schedule: AlphaSchedule::Constant,
             patchup: PatchUpConfig::default(),
+            partner_groups: 1,
         }
     }
 
@@ -202,6 +211,9 @@ impl MixConfig {
             }
         };
         probability("apply probability", self.apply_prob)?;
+        if self.partner_groups == 0 {
+            return Err(MixupError::NoPartnerGroups);
+        }
         if self.mode == MixMode::None {
             if self.per_example {
                 return Err(MixupError::PerExampleWithoutMixing);
@@ -354,12 +366,18 @@ impl MixConfig {
             MixMode::Patchup => MixOp::PatchUp {
                 config: self.patchup,
                 seed: rng.random(),
+                first_row: 0,
             },
             MixMode::Cutmix => MixOp::CutMix,
             _ => MixOp::Interpolate,
         };
-        let mut permutation: Vec<usize> = (0..batch_size).collect();
-        permutation.shuffle(rng);
+        // One group shuffles exactly as a whole batch always did.
+        let mut permutation: Vec<usize> = Vec::with_capacity(batch_size);
+        for group in 0..self.partner_groups {
+            let start = permutation.len();
+            permutation.extend(group_rows(batch_size, self.partner_groups, group));
+            permutation[start..].shuffle(rng);
+        }
         let draw = |i: usize| Draw {
             lambda: lambdas[i],
             centre: centres[i],
@@ -435,7 +453,14 @@ pub enum MixOp {
     CutMix,
     /// Blocks of the map taken from the partner, from a mask generated with `seed` once the
     /// map's shape is known.
-    PatchUp { config: PatchUpConfig, seed: u64 },
+    PatchUp {
+        config: PatchUpConfig,
+        seed: u64,
+        /// The batch row of this plan's first row: each example's mask comes from the
+        /// stream of its row in the whole batch, wherever the batch was cut.
+        #[serde(default)]
+        first_row: usize,
+    },
 }
 
 /// The random values of one mix: λ and, for CutMix, the box's centre as fractions of the
@@ -502,6 +527,51 @@ impl MixPlan {
     pub fn points(&self) -> Vec<usize> {
         self.mixes.iter().map(|m| m.point).collect()
     }
+
+    /// The plan of the batch's `rows` alone, renumbered from 0: what a data-parallel rank
+    /// holding those rows applies. `rows` must be a union of whole partner groups, so every
+    /// partner is among them; `None` if one is not.
+    pub fn rows(&self, rows: Range<usize>) -> Option<MixPlan> {
+        let permutation = self.permutation.get(rows.clone())?;
+        if permutation.iter().any(|partner| !rows.contains(partner)) {
+            return None;
+        }
+        let mixes = self
+            .mixes
+            .iter()
+            .map(|mix| PointMix {
+                point: mix.point,
+                op: match mix.op {
+                    MixOp::PatchUp {
+                        config,
+                        seed,
+                        first_row,
+                    } => MixOp::PatchUp {
+                        config,
+                        seed,
+                        first_row: first_row + rows.start,
+                    },
+                    op => op,
+                },
+                draws: match &mix.draws {
+                    Draws::Shared(draw) => Draws::Shared(*draw),
+                    Draws::PerExample(draws) => Draws::PerExample(draws[rows.clone()].to_vec()),
+                },
+            })
+            .collect();
+        Some(MixPlan {
+            permutation: permutation.iter().map(|p| p - rows.start).collect(),
+            mixes,
+        })
+    }
+}
+
+/// The rows of group `group` of `groups` contiguous groups of a batch of `batch`: group g
+/// starts at ⌊g·batch/groups⌋, so sizes differ by at most one, and when `groups` is a
+/// multiple of `parts`, part r of `parts` is exactly groups r·k … (r+1)·k − 1 (k = groups/parts).
+pub fn group_rows(batch: usize, groups: usize, group: usize) -> Range<usize> {
+    let start = |g: usize| g * batch / groups.max(1);
+    start(group)..start(group + 1)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! and takes an optional [`TensorMix`] that it applies at the mix point the plan names. Mix
 //! points sit between whole blocks, never inside a residual branch; 0 is always the input.
 
-mod layers;
+pub(crate) mod layers;
 mod preact_resnet;
 mod resnet50;
 mod small;

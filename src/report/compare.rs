@@ -242,6 +242,7 @@ mod tests {
             switch: None,
             alpha_schedule: Default::default(),
             patchup: Default::default(),
+            partner_groups: 1,
             loss: Loss::SoftCe,
             label_smoothing: 0.0,
             epochs: 1,

@@ -186,10 +186,75 @@ pub fn load<M: Module>(
     model: M,
     optimizer: ModuleOptimizer,
 ) -> Result<(M, ModuleOptimizer, RunState), TrainError> {
-    let model = load_model(folder, model)?;
-    let optim_path = folder.join("optimizer.bpk");
-    let optimizer = optimizer_from_bytes(&optim_path, read_bytes(&optim_path)?, optimizer)?;
-    Ok((model, optimizer, load_state(folder)?))
+    read(folder)?.decode(model, optimizer)
+}
+
+/// A checkpoint's files as read, before decoding: what rank 0 of a data-parallel run reads
+/// and sends to the ranks that do not share its disk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointFiles {
+    pub folder: PathBuf,
+    pub model: Vec<u8>,
+    pub optimizer: Vec<u8>,
+    pub state: Vec<u8>,
+}
+
+const FILES: [&str; 3] = ["model.bpk", "optimizer.bpk", "state.json"];
+
+/// Reads a checkpoint folder's three files.
+pub fn read(folder: &Path) -> Result<CheckpointFiles, TrainError> {
+    let [model, optimizer, state] = FILES.map(|file| read_bytes(&folder.join(file)));
+    Ok(CheckpointFiles {
+        folder: folder.to_path_buf(),
+        model: model?,
+        optimizer: optimizer?,
+        state: state?,
+    })
+}
+
+impl CheckpointFiles {
+    /// `model` and `optimizer` with the checkpoint's tensors, and the run's progress.
+    pub fn decode<M: Module>(
+        self,
+        model: M,
+        optimizer: ModuleOptimizer,
+    ) -> Result<(M, ModuleOptimizer, RunState), TrainError> {
+        let path = |file: &str| self.folder.join(file);
+        let model = model_from_bytes(&path(FILES[0]), self.model, model)?;
+        let optimizer = optimizer_from_bytes(&path(FILES[1]), self.optimizer, optimizer)?;
+        let state = state_from_bytes(&path(FILES[2]), &self.state)?;
+        Ok((model, optimizer, state))
+    }
+
+    /// The files as one byte string (each length-prefixed), and back.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let folder = self.folder.to_string_lossy();
+        let parts = [folder.as_bytes(), &self.model, &self.optimizer, &self.state];
+        let mut bytes = Vec::with_capacity(parts.iter().map(|p| 8 + p.len()).sum());
+        for part in parts {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part);
+        }
+        bytes
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let mut rest = bytes;
+        let mut next = || {
+            let length = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?) as usize;
+            let part = rest.get(8..8 + length)?.to_vec();
+            rest = &rest[8 + length..];
+            Some(part)
+        };
+        let folder = PathBuf::from(String::from_utf8(next()?).ok()?);
+        let (model, optimizer, state) = (next()?, next()?, next()?);
+        Some(Self {
+            folder,
+            model,
+            optimizer,
+            state,
+        })
+    }
 }
 
 /// Loads only the progress of a checkpoint folder (for reports).

@@ -100,6 +100,11 @@ pub struct TrainConfig {
     /// PatchUp's mask, used when `mix` or the switch is patchup.
     #[serde(default)]
     pub patchup: PatchUpConfig,
+    /// Partners are drawn within this many contiguous groups of each global batch; a
+    /// data-parallel run needs a multiple of its ranks, and one group per rank is mixup as
+    /// each rank would do it alone (older runs saved none: the whole batch).
+    #[serde(default = "one")]
+    pub partner_groups: usize,
     pub loss: Loss,
     pub label_smoothing: f64,
     pub epochs: usize,
@@ -126,6 +131,10 @@ fn certain() -> f64 {
     1.0
 }
 
+fn one() -> usize {
+    1
+}
+
 impl TrainConfig {
     /// The model's name in reports.
     pub fn model_name(&self) -> String {
@@ -146,6 +155,7 @@ impl TrainConfig {
             switch: self.switch,
             schedule: self.alpha_schedule,
             patchup: self.patchup,
+            partner_groups: self.partner_groups,
         }
     }
 
@@ -189,6 +199,9 @@ impl TrainConfig {
         if self.alpha_schedule != AlphaSchedule::Constant {
             parts.push(self.alpha_schedule.to_string());
         }
+        if self.partner_groups > 1 {
+            parts.push(format!("groups={}", self.partner_groups));
+        }
         parts.join(" ")
     }
 
@@ -197,6 +210,7 @@ impl TrainConfig {
         let positive = [
             ("--epochs", Some(self.epochs)),
             ("--batch-size", Some(self.batch_size)),
+            ("--partner-groups", Some(self.partner_groups)),
             ("--width", Some(self.width)),
             ("--image-size", Some(self.image_size)),
             ("--train-subset", self.split.train_subset),

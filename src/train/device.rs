@@ -16,7 +16,10 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
     match kind {
         "cpu" | "flex" if index.is_none() => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(index.unwrap_or(0))),
+        "cuda" => {
+            cuda_gpu_exists(name, index.unwrap_or(0))?;
+            Ok(Device::cuda(index.unwrap_or(0)))
+        }
         #[cfg(not(feature = "cuda"))]
         "cuda" => Err(format!(
             "--device {name}: this mmix was built without CUDA; rebuild with `cargo build --release --features cuda`"
@@ -37,6 +40,54 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
             "unknown --device '{name}': expected cpu, cuda[:N] or wgpu[:N]"
         )),
     }
+}
+
+/// Checks, through the CUDA driver itself, that GPU `index` exists, before anything is
+/// written: the CUDA runtime would otherwise panic on first use on a machine without a
+/// driver, after the run folder was made.
+#[cfg(feature = "cuda")]
+fn cuda_gpu_exists(name: &str, index: usize) -> Result<(), String> {
+    type Init = unsafe extern "C" fn(flags: u32) -> i32;
+    type DeviceCount = unsafe extern "C" fn(count: *mut i32) -> i32;
+    const NO_DEVICE: i32 = 100;
+    // SAFETY: dlopen and dlsym get valid C strings; the two symbols are the driver API's
+    // `cuInit(unsigned int)` and `cuDeviceGetCount(int*)`, called with those signatures. The
+    // library stays loaded: CUDA's runtime uses the same one.
+    unsafe {
+        let library = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL);
+        if library.is_null() {
+            return Err(format!(
+                "--device {name}: no CUDA driver on this machine (libcuda.so.1 is not installed); use --device cpu"
+            ));
+        }
+        let init = libc::dlsym(library, c"cuInit".as_ptr());
+        let count = libc::dlsym(library, c"cuDeviceGetCount".as_ptr());
+        if init.is_null() || count.is_null() {
+            return Err(format!(
+                "--device {name}: libcuda.so.1 lacks cuInit or cuDeviceGetCount; reinstall the NVIDIA driver"
+            ));
+        }
+        let init: Init = std::mem::transmute::<*mut libc::c_void, Init>(init);
+        let count: DeviceCount = std::mem::transmute::<*mut libc::c_void, DeviceCount>(count);
+        let status = init(0);
+        if status == NO_DEVICE {
+            return Err(format!(
+                "--device {name}: the CUDA driver finds no GPU on this machine"
+            ));
+        }
+        if status != 0 {
+            return Err(format!(
+                "--device {name}: the CUDA driver did not start (error {status})"
+            ));
+        }
+        let mut gpus = 0;
+        if count(&mut gpus) != 0 || index >= gpus.max(0) as usize {
+            return Err(format!(
+                "--device {name}: this machine has {gpus} CUDA GPU(s), numbered from 0"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses wgpu on a machine whose only adapters are software renderers (llvmpipe, lavapipe,

@@ -47,6 +47,22 @@ pub enum TrainError {
         "the {what} became non-finite at epoch {epoch}; the last good checkpoint is kept (try a lower --lr)"
     )]
     Diverged { epoch: usize, what: &'static str },
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistributedError),
+    /// What another data-parallel rank failed with, reported here too.
+    #[error("rank {rank}: {message}")]
+    OtherRank { rank: usize, message: String },
+}
+
+impl From<crate::distributed::Failure<TrainError>> for TrainError {
+    fn from(failure: crate::distributed::Failure<TrainError>) -> Self {
+        match failure {
+            crate::distributed::Failure::Here(error) => error,
+            crate::distributed::Failure::OnRank { rank, message } => {
+                TrainError::OtherRank { rank, message }
+            }
+        }
+    }
 }
 
 impl TrainError {

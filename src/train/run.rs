@@ -13,11 +13,12 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha12Rng;
 
-use super::checkpoint::{self, EpochRecord, PartialEpoch, RunState};
+use super::checkpoint::{self, CheckpointFiles, EpochRecord, PartialEpoch, RunState};
 use super::{TrainConfig, TrainError};
-use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization, make_batch};
+use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization, assemble_batch};
+use crate::distributed::Collective;
 use crate::eval::suite::images_tensor;
-use crate::eval::{Metrics, predicted_class};
+use crate::eval::{Metrics, MetricsAccumulator, predicted_class};
 use crate::mixup::{
     MixPoint, Mixable, TensorMix, mixed_forward, mixed_loss, mixed_targets, smooth,
 };
@@ -199,6 +200,10 @@ pub fn run_training(
 /// [`run_training`] for any [`Mixable`] model, built by `init` on the device it is given
 /// (the run's seed is set on it first, so the initial weights are the run's). The config's
 /// model and width are not used; everything else is, as for a built-in model.
+///
+/// Under a data-parallel launch ([`crate::distributed::world`] of several ranks) every rank
+/// calls this with the same config: each trains on its share of every global batch, and
+/// only rank 0 reports progress, writes checkpoints and calls `after_epoch`.
 #[allow(clippy::too_many_arguments)]
 pub fn run_training_with<M: Mixable>(
     config: &TrainConfig,
@@ -210,14 +215,20 @@ pub fn run_training_with<M: Mixable>(
     progress: &mut dyn FnMut(Progress),
     after_epoch: &mut dyn FnMut(&RunState, &M) -> Result<(), TrainError>,
 ) -> Result<RunOutcome, TrainError> {
+    let world = crate::distributed::world();
+    let leader = world.rank() == 0;
     let classes = data.dataset.classes();
     crate::kernels::use_precision(config.precision, device).map_err(TrainError::Config)?;
     let mix = config.mix_config();
+    let batch_size = config.batch_size.min(data.train.len());
+    crate::distributed::check_split(batch_size, mix.partner_groups, world.size())?;
 
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
-    let mut model = init(&train_device)?;
+    let model = init(&train_device)?;
     check_mixing(config, &model.mix_points())?;
+    let mut model = crate::distributed::sync::broadcast_model(world, model)
+        .map_err(|reason| TrainError::Config(format!("rank 0's initial model: {reason}")))?;
     let mut optim = optimizer(config);
     let mut state = RunState {
         epochs_done: 0,
@@ -227,8 +238,9 @@ pub fn run_training_with<M: Mixable>(
         train_images: 0,
         partial: None,
     };
-    if let Some(folder) = checkpoint::latest(checkpoint_dir)? {
-        (model, optim, state) = checkpoint::load(&folder, model, optim)?;
+    if let Some(files) = read_latest_checkpoint(world, checkpoint_dir)? {
+        let folder = files.folder.clone();
+        (model, optim, state) = files.decode(model, optim)?;
         if let Some(partial) = &state.partial
             && partial.order.len() != data.train.len()
         {
@@ -244,12 +256,16 @@ pub fn run_training_with<M: Mixable>(
         // A run stopped between an epoch's checkpoint and its reports would otherwise keep
         // the reports (and weights file) of the epoch before.
         if state.partial.is_none() && state.epochs_done > 0 {
-            after_epoch(&state, &model)?;
+            on_leader(world, || after_epoch(&state, &model))?;
         }
     }
 
-    let batch_size = config.batch_size.min(data.train.len());
     let batches = data.train.len().div_ceil(batch_size);
+    let mut progress = |event: Progress| {
+        if leader {
+            progress(event)
+        }
+    };
     while state.epochs_done < config.epochs {
         let epoch = state.epochs_done;
         let lr = config
@@ -278,46 +294,78 @@ pub fn run_training_with<M: Mixable>(
         let seconds_before = partial.seconds;
         while partial.next_batch < batches {
             let b = partial.next_batch;
+            // Every rank draws the whole global batch's randomness, then takes its rows.
             let indices =
                 &partial.order[b * batch_size..((b + 1) * batch_size).min(partial.order.len())];
-            let mut batch = make_batch(
+            let placements = data.augmentation.placements(indices.len(), &mut state.rng);
+            let plan = mix.draw(&mut state.rng, indices.len(), epoch, config.epochs);
+            let rows = crate::distributed::shard(indices.len(), world.size(), world.rank());
+            let mut batch = assemble_batch(
                 &data.train,
-                indices,
+                &indices[rows.clone()],
                 &data.normalization,
-                Some((&data.augmentation, &mut state.rng)),
+                Some(&placements[rows.clone()]),
             );
-            let plan = mix.draw(&mut state.rng, batch.len(), epoch, config.epochs);
+            let plan = plan.map(|plan| {
+                plan.rows(rows.clone())
+                    .expect("a rank's rows are whole partner groups (checked by check_split)")
+            });
             let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
 
-            let images = images_tensor(&mut batch, &train_device);
-            let (logits, applied) = mixed_forward(&model, images, tensor_mix.as_ref())?;
-            let mixed = mixed_targets(&batch.labels, applied.as_ref(), classes);
-            let targets = Tensor::from_data(
-                TensorData::new(
-                    smooth(&mixed, classes, config.label_smoothing),
-                    [batch.len(), classes],
-                ),
-                &train_device,
-            );
-            let loss = mixed_loss(logits.clone(), targets, config.loss);
-            let loss_value = loss.clone().into_scalar::<f32>() as f64;
-            if !loss_value.is_finite() {
+            // This rank's loss sum, mixup hits, and whether its loss is not a number; then
+            // the interrupt flag: summed over the ranks, so all stop at the same batch.
+            let mut totals = [0.0, 0.0, 0.0, interrupt.load(Ordering::SeqCst) as u8 as f64];
+            let mut step = None;
+            if !batch.is_empty() {
+                let images = images_tensor(&mut batch, &train_device);
+                let (logits, applied) = mixed_forward(&model, images, tensor_mix.as_ref())?;
+                let mixed = mixed_targets(&batch.labels, applied.as_ref(), classes);
+                let targets = Tensor::from_data(
+                    TensorData::new(
+                        smooth(&mixed, classes, config.label_smoothing),
+                        [batch.len(), classes],
+                    ),
+                    &train_device,
+                );
+                let loss = mixed_loss(logits.clone(), targets, config.loss);
+                let loss_value = loss.clone().into_scalar::<f32>() as f64;
+                let logits = logits
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("logits are f32");
+                totals[0] = loss_value * batch.len() as f64;
+                totals[1] = mixup_hits(&logits, &mixed, classes);
+                totals[2] = !loss_value.is_finite() as u8 as f64;
+                step = Some(loss);
+            }
+            world.sum_f64(&mut totals);
+            let [loss_sum, hits, non_finite, interrupted] = totals;
+            if non_finite > 0.0 {
                 return Err(TrainError::NonFinite {
                     epoch: epoch + 1,
                     batch: b + 1,
-                    loss: loss_value,
+                    loss: loss_sum / indices.len() as f64,
                 });
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut grads = match step {
+                Some(loss) => GradientsParams::from_grads(loss.backward(), &model),
+                None => GradientsParams::new(),
+            };
+            if world.size() > 1 {
+                grads = crate::distributed::sync::all_reduce_gradients(
+                    world,
+                    &model,
+                    grads,
+                    batch.len(),
+                    indices.len(),
+                    device,
+                );
+            }
             model = optim.step(lr, model, grads);
 
-            let logits = logits
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("logits are f32");
-            partial.acc_sum += mixup_hits(&logits, &mixed, classes);
-            partial.loss_sum += loss_value * batch.len() as f64;
-            partial.seen += batch.len();
+            partial.acc_sum += hits;
+            partial.loss_sum += loss_sum;
+            partial.seen += indices.len();
             partial.next_batch += 1;
             progress(Progress::Batch {
                 done: partial.next_batch,
@@ -325,21 +373,27 @@ pub fn run_training_with<M: Mixable>(
                 loss: partial.loss_sum / partial.seen as f64,
             });
 
-            if interrupt.load(Ordering::SeqCst) && partial.next_batch < batches {
+            if interrupted > 0.0 && partial.next_batch < batches {
+                model = crate::distributed::sync::average_running_statistics(world, model);
                 ensure_finite(&model, epoch)?;
                 partial.seconds = seconds_before + started.elapsed().as_secs_f64();
                 state.partial = Some(partial);
-                checkpoint::save(checkpoint_dir, &model, &optim, &state)?;
+                on_leader(world, || {
+                    checkpoint::save(checkpoint_dir, &model, &optim, &state).map(drop)
+                })?;
                 return Ok(RunOutcome::Interrupted(state));
             }
         }
         let train_seconds = seconds_before + started.elapsed().as_secs_f64();
+        model = crate::distributed::sync::average_running_statistics(world, model);
+        crate::distributed::sync::check_in_step(world, &model).map_err(TrainError::Config)?;
         // The loss checked above comes before each step: the epoch's last update is checked here.
         ensure_finite(&model, epoch)?;
 
         let eval_started = Instant::now();
         let valid = data.valid.as_ref().map(|set| {
-            evaluate(
+            evaluate_shared(
+                world,
                 &model,
                 set,
                 &data.normalization,
@@ -347,7 +401,8 @@ pub fn run_training_with<M: Mixable>(
                 device,
             )
         });
-        let test = evaluate(
+        let test = evaluate_shared(
+            world,
             &model,
             &data.dataset.test,
             &data.normalization,
@@ -378,14 +433,88 @@ pub fn run_training_with<M: Mixable>(
         state.train_images += partial.seen;
         state.history.push(record);
         state.epochs_done += 1;
-        checkpoint::save(checkpoint_dir, &model, &optim, &state)?;
+        on_leader(world, || {
+            checkpoint::save(checkpoint_dir, &model, &optim, &state).map(drop)
+        })?;
         progress(Progress::EpochEnd(
             state.history.last().expect("just pushed"),
         ));
-        after_epoch(&state, &model)?;
-        if interrupt.load(Ordering::SeqCst) && state.epochs_done < config.epochs {
+        on_leader(world, || after_epoch(&state, &model))?;
+        let interrupted = [interrupt.load(Ordering::SeqCst) as u8 as f64];
+        if sum(world, interrupted) > 0.0 && state.epochs_done < config.epochs {
             return Ok(RunOutcome::Interrupted(state));
         }
     }
     Ok(RunOutcome::Finished(state))
+}
+
+fn sum<const N: usize>(world: &dyn Collective, mut values: [f64; N]) -> f64 {
+    world.sum_f64(&mut values);
+    values.iter().sum()
+}
+
+/// Runs `write` (a checkpoint, the reports) on rank 0 alone, and has every rank return its
+/// outcome: a disk error on rank 0 stops all ranks with its message.
+fn on_leader(
+    world: &dyn Collective,
+    write: impl FnOnce() -> Result<(), TrainError>,
+) -> Result<(), TrainError> {
+    let outcome = if world.rank() == 0 { write() } else { Ok(()) };
+    Ok(crate::distributed::agree(world, outcome)?)
+}
+
+/// The newest checkpoint in `dir`, read by rank 0 and sent to every rank (ranks need not share
+/// rank 0's disk); `None` for a fresh run.
+fn read_latest_checkpoint(
+    world: &dyn Collective,
+    dir: &Path,
+) -> Result<Option<CheckpointFiles>, TrainError> {
+    let found = match world.rank() {
+        0 => checkpoint::latest(dir)
+            .and_then(|folder| folder.as_deref().map(checkpoint::read).transpose()),
+        _ => Ok(None),
+    };
+    let found = crate::distributed::agree(world, found)?;
+    if world.size() == 1 {
+        return Ok(found);
+    }
+    let bytes = found
+        .as_ref()
+        .map(CheckpointFiles::to_bytes)
+        .unwrap_or_default();
+    let bytes = crate::distributed::from_rank_zero(world, bytes);
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    CheckpointFiles::from_bytes(&bytes)
+        .map(Some)
+        .ok_or_else(|| TrainError::Config("rank 0's checkpoint arrived damaged".into()))
+}
+
+/// [`evaluate`] with the set shared out among the ranks and their sums added up; every rank
+/// gets the whole set's metrics.
+fn evaluate_shared<M: Mixable>(
+    world: &dyn Collective,
+    model: &M,
+    set: &ImageSet,
+    normalization: &Normalization,
+    batch_size: usize,
+    device: &Device,
+) -> Metrics {
+    if world.size() == 1 {
+        return evaluate(model, set, normalization, batch_size, device);
+    }
+    let rows = crate::distributed::shard(set.len(), world.size(), world.rank());
+    let indices: Vec<usize> = rows.collect();
+    let part = crate::eval::suite::accumulate_rows(
+        model,
+        set,
+        &indices,
+        normalization,
+        batch_size,
+        device,
+    );
+    let mut sums = part.to_sums();
+    world.sum_f64(&mut sums);
+    MetricsAccumulator::from_sums(&sums).finish()
 }

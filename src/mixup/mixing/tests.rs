@@ -110,6 +110,7 @@ fn patchup_target_weights_equal_the_masks_area() {
                 kind,
             },
             seed: 77,
+            first_row: 0,
         };
         let lambda = 0.25;
         let draws = Draws::PerExample(vec![

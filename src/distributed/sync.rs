@@ -1,0 +1,236 @@
+//! What data-parallel ranks keep equal: the model they start from, the gradient of each
+//! step, and the batch-norm running statistics their evaluation and checkpoints read.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::Collective;
+
+/// The trainable parameters of a model, in the model's own (deterministic) order.
+fn trainable<M: Module>(model: &M) -> Vec<(ParamId, Vec<usize>)> {
+    struct Trainable(Vec<(ParamId, Vec<usize>)>);
+    impl ModuleVisitor for Trainable {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.val().is_require_grad() {
+                self.0
+                    .push((param.id, param.lazy_shape().dims::<D>().to_vec()));
+            }
+        }
+    }
+    let mut visitor = Trainable(Vec::new());
+    model.visit(&mut visitor);
+    visitor.0
+}
+
+/// The gradient of the ranks' whole global batch, on every rank: each rank's gradient (of its
+/// mean loss over `examples` rows) weighted by `examples / total`, summed in one flat buffer.
+/// A parameter keeps no gradient only where no rank had one, as in a single process. The
+/// gradients are placed on `device`, the (non-autodiff) device the model trains on.
+pub fn all_reduce_gradients<M: Module>(
+    world: &dyn Collective,
+    model: &M,
+    grads: GradientsParams,
+    examples: usize,
+    total: usize,
+    device: &Device,
+) -> GradientsParams {
+    let params = trainable(model);
+    let mut grads = grads;
+    let sizes: Vec<usize> = params
+        .iter()
+        .map(|(_, dims)| dims.iter().product())
+        .collect();
+    // The gradients, then one presence count per parameter.
+    let mut flat = Vec::with_capacity(sizes.iter().sum::<usize>() + params.len());
+    let weight = examples as f32 / total as f32;
+    let mut present = vec![0f32; params.len()];
+    for (k, ((id, dims), &size)) in params.iter().zip(&sizes).enumerate() {
+        match take_grad(&mut grads, *id, dims.len()) {
+            Some(grad) => {
+                flat.extend(grad.iter().map(|g| g * weight));
+                present[k] = 1.0;
+            }
+            None => flat.resize(flat.len() + size, 0.0),
+        }
+    }
+    flat.extend_from_slice(&present);
+    world.sum_f32(&mut flat);
+
+    let (values, present) = flat.split_at(flat.len() - params.len());
+    let mut reduced = GradientsParams::new();
+    let mut offset = 0;
+    for (k, ((id, dims), &size)) in params.iter().zip(&sizes).enumerate() {
+        let values = &values[offset..offset + size];
+        offset += size;
+        if present[k] > 0.0 {
+            register(&mut reduced, *id, values.to_vec(), dims, device);
+        }
+    }
+    reduced
+}
+
+fn take_grad(grads: &mut GradientsParams, id: ParamId, rank: usize) -> Option<Vec<f32>> {
+    fn host<const D: usize>(grad: Tensor<D>) -> Vec<f32> {
+        grad.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("converted to f32")
+    }
+    match rank {
+        1 => grads.remove::<1>(id).map(host),
+        2 => grads.remove::<2>(id).map(host),
+        3 => grads.remove::<3>(id).map(host),
+        4 => grads.remove::<4>(id).map(host),
+        5 => grads.remove::<5>(id).map(host),
+        _ => panic!("parameters of rank {rank} are not supported"),
+    }
+}
+
+fn register(
+    grads: &mut GradientsParams,
+    id: ParamId,
+    values: Vec<f32>,
+    dims: &[usize],
+    device: &Device,
+) {
+    let data = TensorData::new(values, dims.to_vec());
+    match dims.len() {
+        1 => grads.register(id, Tensor::<1>::from_data(data, device)),
+        2 => grads.register(id, Tensor::<2>::from_data(data, device)),
+        3 => grads.register(id, Tensor::<3>::from_data(data, device)),
+        4 => grads.register(id, Tensor::<4>::from_data(data, device)),
+        5 => grads.register(id, Tensor::<5>::from_data(data, device)),
+        rank => panic!("parameters of rank {rank} are not supported"),
+    }
+}
+
+/// Replaces every batch-norm running statistic (every float a model holds that is not
+/// trained) by its mean over the ranks. Ranks normalise their own shards while training, so
+/// their statistics drift apart; evaluation and checkpoints read the average.
+pub fn average_running_statistics<M: Module>(world: &dyn Collective, model: M) -> M {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = param.val();
+            if !value.is_require_grad() {
+                let values = value.into_data().convert::<f32>();
+                self.0
+                    .extend(values.try_into_vec::<f32>().expect("converted to f32"));
+            }
+        }
+    }
+    struct Replace<'a> {
+        values: &'a [f32],
+        offset: usize,
+    }
+    impl ModuleMapper for Replace<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if param.val().is_require_grad() {
+                return param;
+            }
+            let shape = param.lazy_shape();
+            let size = shape.num_elements();
+            let values = self.values[self.offset..self.offset + size].to_vec();
+            self.offset += size;
+            param.map(|tensor| {
+                let device = tensor.device();
+                Tensor::from_data(TensorData::new(values, shape.dims::<D>().to_vec()), &device)
+            })
+        }
+    }
+    if world.size() == 1 {
+        return model;
+    }
+    // `valid` folds the pending updates into the statistics the visitor reads.
+    let _ = model.valid();
+    let mut collected = Collect(Vec::new());
+    model.visit(&mut collected);
+    if collected.0.is_empty() {
+        return model;
+    }
+    let mut values = collected.0;
+    world.sum_f32(&mut values);
+    let ranks = world.size() as f32;
+    values.iter_mut().for_each(|v| *v /= ranks);
+    model.map(&mut Replace {
+        values: &values,
+        offset: 0,
+    })
+}
+
+/// Rank 0's model on every rank, through its record's bytes.
+pub fn broadcast_model<M: Module>(world: &dyn Collective, model: M) -> Result<M, String> {
+    if world.size() == 1 {
+        return Ok(model);
+    }
+    let bytes = match world.rank() {
+        0 => model
+            .valid()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| e.to_string())?
+            .to_vec(),
+        _ => Vec::new(),
+    };
+    let bytes = super::from_rank_zero(world, bytes);
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| e.to_string())?;
+    model.try_load_record(record).map_err(|e| e.to_string())
+}
+
+/// A fingerprint of every float a model holds (FNV-1a over their bits, in the model's order).
+pub fn fingerprint<M: Module>(model: &M) -> u64 {
+    struct Fnv(u64);
+    impl ModuleVisitor for Fnv {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let values = param.val().into_data().convert::<f32>();
+            for value in values.try_into_vec::<f32>().expect("converted to f32") {
+                for byte in value.to_bits().to_le_bytes() {
+                    self.0 = (self.0 ^ byte as u64).wrapping_mul(0x100_0000_01b3);
+                }
+            }
+        }
+    }
+    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+    model.valid().visit(&mut hash);
+    hash.0
+}
+
+/// Checks that every rank holds rank 0's model bit for bit, as ranks that apply the same
+/// reduced gradients must; `Err` names the first rank that does not. Every rank calls it.
+pub fn check_in_step<M: Module>(world: &dyn Collective, model: &M) -> Result<(), String> {
+    if world.size() == 1 {
+        return Ok(());
+    }
+    let mine = fingerprint(model).to_le_bytes();
+    let leader = super::from_rank_zero(world, mine.to_vec());
+    let mut differs = vec![0.0f64; world.size()];
+    differs[world.rank()] = (leader != mine) as u8 as f64;
+    world.sum_f64(&mut differs);
+    match differs.iter().position(|&d| d > 0.0) {
+        None => Ok(()),
+        Some(rank) => Err(format!(
+            "rank {rank}'s weights differ from rank 0's: the ranks no longer train one model"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{ModelConfig, ModelKind};
+
+    #[test]
+    fn fingerprints_tell_models_apart_and_copies_alike() {
+        let device = Device::flex();
+        let config = ModelConfig::new(ModelKind::Mlp, 1, 4, 3).with_width(4);
+        let a = config.init(&device).unwrap();
+        let same = a.clone();
+        let other = config.init(&device).unwrap();
+        assert_eq!(fingerprint(&a), fingerprint(&same));
+        assert_ne!(fingerprint(&a), fingerprint(&other));
+        // A world of one has nothing to compare.
+        assert!(check_in_step(&super::super::Solo, &other).is_ok());
+    }
+}

@@ -1,0 +1,294 @@
+use super::*;
+
+#[test]
+fn shards_cover_a_global_batch_exactly_once() {
+    for batch in [1usize, 2, 7, 100, 128, 129] {
+        for ranks in 1..=8usize.min(batch) {
+            let mut seen = vec![0usize; batch];
+            let mut sizes = Vec::new();
+            for rank in 0..ranks {
+                let rows = shard(batch, ranks, rank);
+                sizes.push(rows.len());
+                for row in rows {
+                    seen[row] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "batch {batch}, {ranks} ranks");
+            let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(max - min <= 1 && *min >= 1, "{sizes:?}");
+        }
+    }
+}
+
+#[test]
+fn a_short_last_batch_leaves_no_rank_empty_handed_unless_it_must() {
+    // 60,000 examples in batches of 128 end with a batch of 96.
+    let last = 60_000 % 128;
+    assert_eq!(last, 96);
+    let sizes: Vec<usize> = (0..4).map(|r| shard(last, 4, r).len()).collect();
+    assert_eq!(sizes, [24, 24, 24, 24]);
+    // A batch of 1 over 2 ranks: one of them trains on nothing this step.
+    let sizes: Vec<usize> = (0..2).map(|r| shard(1, 2, r).len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 1);
+}
+
+#[test]
+fn shards_are_unions_of_whole_partner_groups() {
+    for batch in [5usize, 64, 97, 128] {
+        for ranks in 1..=4 {
+            for per_rank in 1..=3 {
+                let groups = ranks * per_rank;
+                for rank in 0..ranks {
+                    let rows = shard(batch, ranks, rank);
+                    let first = crate::mixup::group_rows(batch, groups, rank * per_rank);
+                    let last = crate::mixup::group_rows(batch, groups, (rank + 1) * per_rank - 1);
+                    assert_eq!((rows.start, rows.end), (first.start, last.end));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_split_needs_a_row_per_rank_and_groups_per_rank() {
+    assert!(check_split(128, 2, 2).is_ok());
+    assert!(check_split(128, 4, 2).is_ok());
+    assert!(matches!(
+        check_split(1, 2, 2),
+        Err(DistributedError::BatchBelowRanks { .. })
+    ));
+    assert!(matches!(
+        check_split(128, 3, 2),
+        Err(DistributedError::GroupsNotSplit { .. })
+    ));
+    assert!(check_split(7, 1, 1).is_ok());
+}
+
+#[test]
+fn launcher_counts_are_read_from_the_environment() {
+    // The variables are not set by `cargo test`; a process run alone is no launch.
+    if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_none()
+        && std::env::var_os("PMI_SIZE").is_none()
+        && std::env::var_os("SLURM_STEP_NUM_TASKS").is_none()
+    {
+        assert_eq!(launched_ranks(), None);
+        assert_eq!(world().size(), 1);
+    }
+}
+
+/// A world of ranks that are threads of this process, for testing what ranks do together.
+struct ThreadRank {
+    rank: usize,
+    shared: std::sync::Arc<Shared>,
+}
+
+struct Shared {
+    barrier: std::sync::Barrier,
+    slots: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl ThreadRank {
+    /// Runs `body` on `size` ranks at once and returns what each returned, by rank.
+    fn run<T: Send>(size: usize, body: impl Fn(&ThreadRank) -> T + Sync) -> Vec<T> {
+        let shared = std::sync::Arc::new(Shared {
+            barrier: std::sync::Barrier::new(size),
+            slots: std::sync::Mutex::new(vec![Vec::new(); size]),
+        });
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..size)
+                .map(|rank| {
+                    let world = ThreadRank {
+                        rank,
+                        shared: shared.clone(),
+                    };
+                    let body = &body;
+                    scope.spawn(move || body(&world))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// Every rank's `mine`, by rank.
+    fn exchange(&self, mine: Vec<u8>) -> Vec<Vec<u8>> {
+        self.shared.slots.lock().unwrap()[self.rank] = mine;
+        self.shared.barrier.wait();
+        let all = self.shared.slots.lock().unwrap().clone();
+        self.shared.barrier.wait();
+        all
+    }
+}
+
+impl Collective for ThreadRank {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.shared.slots.lock().unwrap().len()
+    }
+    fn local_rank(&self) -> usize {
+        self.rank
+    }
+    fn sum_f32(&self, values: &mut [f32]) {
+        let mine = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let all = self.exchange(mine);
+        for (k, value) in values.iter_mut().enumerate() {
+            *value = all
+                .iter()
+                .map(|b| f32::from_le_bytes(b[4 * k..4 * k + 4].try_into().unwrap()))
+                .sum();
+        }
+    }
+    fn sum_f64(&self, values: &mut [f64]) {
+        let mine = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let all = self.exchange(mine);
+        for (k, value) in values.iter_mut().enumerate() {
+            *value = all
+                .iter()
+                .map(|b| f64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap()))
+                .sum();
+        }
+    }
+    fn broadcast(&self, root: usize, bytes: &mut Vec<u8>) {
+        *bytes = self.exchange(bytes.clone())[root].clone();
+    }
+    fn abort(&self, _: i32) -> ! {
+        panic!("rank {} aborted", self.rank)
+    }
+}
+
+#[test]
+fn ranks_agree_on_the_first_failure() {
+    let outcomes = ThreadRank::run(3, |world| {
+        let local: Result<usize, String> = match world.rank() {
+            0 => Ok(0),
+            rank => Err(format!("disk full on rank {rank}")),
+        };
+        agree(world, local).map_err(|failure| failure.to_string())
+    });
+    assert_eq!(outcomes[0], Err("rank 1: disk full on rank 1".into()));
+    assert_eq!(outcomes[1], Err("disk full on rank 1".into()));
+    assert_eq!(outcomes[2], Err("disk full on rank 2".into()));
+    let fine = ThreadRank::run(2, |world| agree(world, Ok::<_, String>(world.rank())).ok());
+    assert_eq!(fine, [Some(0), Some(1)]);
+}
+
+mod sync_across_ranks {
+    use burn::module::{Module, ModuleVisitor, Param, ParamId};
+    use burn::optim::GradientsParams;
+    use burn::tensor::{Device, Tensor, TensorData};
+
+    use super::ThreadRank;
+    use crate::distributed::Collective;
+    use crate::distributed::sync::{
+        all_reduce_gradients, average_running_statistics, check_in_step,
+    };
+    use crate::models::layers::BatchNorm2d;
+    use crate::models::{ModelConfig, ModelKind};
+
+    fn mlp(seed: u64) -> crate::models::Classifier {
+        let device = Device::flex();
+        device.seed(seed);
+        ModelConfig::new(ModelKind::Mlp, 1, 4, 3)
+            .with_width(4)
+            .init(&device.autodiff())
+            .unwrap()
+    }
+
+    fn params(model: &impl Module) -> Vec<(ParamId, Vec<usize>)> {
+        struct All(Vec<(ParamId, Vec<usize>)>);
+        impl ModuleVisitor for All {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0
+                    .push((param.id, param.lazy_shape().dims::<D>().to_vec()));
+            }
+        }
+        let mut all = All(Vec::new());
+        model.visit(&mut all);
+        all.0
+    }
+
+    fn grad_values(grads: &GradientsParams, id: ParamId, rank: usize) -> Option<Vec<f32>> {
+        let data = match rank {
+            1 => grads.get::<1>(id).map(|t| t.into_data()),
+            2 => grads.get::<2>(id).map(|t| t.into_data()),
+            _ => unreachable!(),
+        };
+        data.map(|d| d.try_into_vec::<f32>().unwrap())
+    }
+
+    fn filled(dims: &[usize], value: f32) -> TensorData {
+        TensorData::new(vec![value; dims.iter().product()], dims.to_vec())
+    }
+
+    #[test]
+    fn gradients_are_weighted_by_each_ranks_examples() {
+        let model = mlp(3);
+        let all = params(&model);
+        let [(first, first_dims), (second, second_dims)] = [all[0].clone(), all[1].clone()];
+        // Rank 0 holds 3 examples with gradient 1 everywhere; rank 1 holds 1 example with
+        // gradient 5 for the first parameter and none for the second.
+        let reduced = ThreadRank::run(2, |world| {
+            let device = Device::flex();
+            let mut grads = GradientsParams::new();
+            let (examples, value) = [(3, 1.0), (1, 5.0)][world.rank()];
+            let register = |grads: &mut GradientsParams, id, dims: &[usize]| match dims.len() {
+                1 => grads.register(id, Tensor::<1>::from_data(filled(dims, value), &device)),
+                2 => grads.register(id, Tensor::<2>::from_data(filled(dims, value), &device)),
+                _ => unreachable!(),
+            };
+            register(&mut grads, first, &first_dims);
+            if world.rank() == 0 {
+                register(&mut grads, second, &second_dims);
+            }
+            let reduced = all_reduce_gradients(world, &model, grads, examples, 4, &device);
+            (
+                grad_values(&reduced, first, first_dims.len()),
+                grad_values(&reduced, second, second_dims.len()),
+                grad_values(&reduced, all[2].0, all[2].1.len()),
+            )
+        });
+        for (first, second, third) in reduced {
+            // (3·1 + 1·5) / 4 = 2; (3·1 + 0) / 4 = 0.75; no rank had the third.
+            assert!(first.unwrap().iter().all(|&g| (g - 2.0).abs() < 1e-6));
+            assert!(second.unwrap().iter().all(|&g| (g - 0.75).abs() < 1e-6));
+            assert_eq!(third, None);
+        }
+    }
+
+    #[test]
+    fn running_statistics_become_the_ranks_mean_and_weights_stay() {
+        let out = ThreadRank::run(2, |world| {
+            let device = Device::flex().autodiff();
+            let bn = BatchNorm2d::new(2, &device);
+            let shift = world.rank() as f32 * 2.0;
+            bn.running_mean.update(Tensor::from_data(
+                TensorData::new(vec![1.0 + shift, -1.0 - shift], [2]),
+                &device,
+            ));
+            let weight = bn.weight.val().into_data().try_into_vec::<f32>().unwrap();
+            let bn = average_running_statistics(world, bn);
+            let mean = bn.running_mean.value().into_data();
+            let after = bn.weight.val().into_data().try_into_vec::<f32>().unwrap();
+            (mean.try_into_vec::<f32>().unwrap(), weight == after)
+        });
+        for (mean, weights_kept) in out {
+            assert_eq!(mean, [2.0, -2.0]);
+            assert!(weights_kept);
+        }
+    }
+
+    #[test]
+    fn a_rank_with_other_weights_is_named() {
+        let (model, other) = (mlp(4), mlp(9));
+        let outcomes = ThreadRank::run(3, |world| {
+            check_in_step(world, if world.rank() == 2 { &other } else { &model })
+        });
+        for outcome in outcomes {
+            let error = outcome.unwrap_err();
+            assert!(error.starts_with("rank 2's weights differ"), "{error}");
+        }
+        let same = ThreadRank::run(2, |world| check_in_step(world, &model));
+        assert!(same.iter().all(Result::is_ok));
+    }
+}

@@ -1,0 +1,266 @@
+//! Data-parallel training under `mpirun -np 2` on this machine (Open MPI over loopback),
+//! driven as a user drives it. Built with `--features mpi`; CI installs Open MPI for it.
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{metrics_without_timing, run, text, wait_for};
+
+/// `mpirun -np RANKS mmix`, as root if need be, over loopback TCP.
+fn mpirun(ranks: usize) -> Command {
+    let mut command = Command::new("mpirun");
+    command
+        .args([
+            "-np",
+            &ranks.to_string(),
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+        ])
+        .args([
+            "--mca",
+            "btl",
+            "self,tcp",
+            "--mca",
+            "btl_tcp_if_include",
+            "lo",
+        ])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        .env_remove("MMIX_DATA")
+        .arg(env!("CARGO_BIN_EXE_mmix"));
+    command
+}
+
+fn mpirun_output(ranks: usize, args: &[&str]) -> Output {
+    mpirun(ranks)
+        .args(args)
+        .output()
+        .expect("mpirun runs (Open MPI's openmpi-bin)")
+}
+
+fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    // 1,010 images in batches of 75: shards of 37 and 38, a last batch of 35 (17 and 18).
+    let mut args = vec![
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        "16",
+        "--epochs",
+        "3",
+        "--train-subset",
+        "1010",
+        "--valid-split",
+        "100",
+        "--batch-size",
+        "75",
+        "--seed",
+        "3",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The float tensors of a safetensors file, by name.
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut named: Vec<(String, Vec<f32>)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, values)
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+fn largest_difference(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .flat_map(|((name_a, a), (name_b, b))| {
+            assert_eq!(name_a, name_b);
+            a.iter().zip(b).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn two_ranks_train_the_model_one_process_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, mixing) in [
+        ("manifold", vec!["--mix", "manifold"]),
+        // Per-example masks come from each example's row of the global batch.
+        (
+            "patchup",
+            vec!["--mix", "patchup", "--per-example", "--mix-layers", "0"],
+        ),
+    ] {
+        let ranks_dir = tmp.path().join(format!("{name}-2-ranks"));
+        let alone_dir = tmp.path().join(format!("{name}-alone"));
+        let ranks = mpirun_output(2, &train_args(ranks_dir.to_str().unwrap(), &mixing));
+        assert!(ranks.status.success(), "{}", text(&ranks.stderr));
+        let stdout = text(&ranks.stdout);
+        assert!(
+            stdout.contains("global batch 75 = 2 ranks × 37–38"),
+            "{stdout}"
+        );
+        // One process drawing partners within the same two halves of each batch.
+        let mut alone = train_args(alone_dir.to_str().unwrap(), &mixing);
+        alone.extend(["--partner-groups", "2"]);
+        let alone = run(&alone);
+        assert!(alone.status.success(), "{}", text(&alone.stderr));
+
+        let difference = largest_difference(
+            &ranks_dir.join("model.safetensors"),
+            &alone_dir.join("model.safetensors"),
+        );
+        // Sums in another order differ in the last bits; a wrong weighting, draw or shard
+        // moves weights by 1e-3 and more in three epochs.
+        assert!(difference < 1e-5, "{name}: weights differ by {difference}");
+        // Only rank 0 prints: one headline.
+        assert_eq!(stdout.matches("started mlp").count(), 1, "{stdout}");
+    }
+}
+
+/// Pids of the processes whose command line names `dir`, other than zombies.
+fn processes_naming(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_str().unwrap().as_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            cmdline.windows(needle.len()).any(|w| w == needle) && !status.contains("State:\tZ")
+        })
+        .collect()
+}
+
+#[test]
+fn a_two_rank_run_killed_and_resumed_equals_the_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    let killed = tmp.path().join("killed");
+    // A model with batch norm, so the ranks' running statistics are averaged and saved.
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            "small-cnn",
+            "--width",
+            "8",
+            "--epochs",
+            "3",
+            "--train-subset",
+            "3000",
+            "--batch-size",
+            "50",
+            "--seed",
+            "7",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let uninterrupted = mpirun(2).args(args(&whole)).output().unwrap();
+    assert!(
+        uninterrupted.status.success(),
+        "{}",
+        text(&uninterrupted.stderr)
+    );
+
+    let mut launcher = mpirun(2)
+        .args(args(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &killed.join("checkpoint/latest"),
+        |s| s == "epoch-0001",
+        Duration::from_secs(120),
+    );
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    // The ranks end when their launcher does.
+    let started = std::time::Instant::now();
+    while !processes_naming(&killed).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "ranks outlived mpirun"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let resumed = mpirun_output(2, &["train", "--resume", killed.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(text(&resumed.stdout).contains("resumed small-cnn"));
+
+    assert_eq!(
+        metrics_without_timing(&killed),
+        metrics_without_timing(&whole)
+    );
+    assert_eq!(
+        std::fs::read(killed.join("model.safetensors")).unwrap(),
+        std::fs::read(whole.join("model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn bad_input_stops_every_rank_with_one_line_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let out = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--batch-size", "1"],
+            "the global batch of 1 is smaller than the 2 ranks",
+        ),
+        (
+            &["--partner-groups", "3"],
+            "--partner-groups 3 does not split over 2 ranks",
+        ),
+        (
+            &["--dataset", "fashion-mnist", "--data-dir", "/nonexistent"],
+            "/nonexistent",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["train", "--model", "mlp", "--epochs", "1", "--out", out];
+        args.extend_from_slice(extra);
+        let output = mpirun_output(2, &args);
+        assert!(!output.status.success());
+        let stderr = text(&output.stderr);
+        let ours: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(ours.len(), 2, "one line per rank: {stderr}");
+        assert!(ours.iter().all(|l| l.contains(expected)), "{stderr}");
+        assert!(!Path::new(out).exists(), "{extra:?} wrote {out}");
+    }
+    // Commands that do not run across ranks say so.
+    let output = mpirun_output(2, &["models"]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("only `mmix train` and `mmix bench` run across 2 ranks"));
+}
