@@ -264,3 +264,68 @@ fn bad_input_stops_every_rank_with_one_line_and_writes_nothing() {
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("only `mmix train` and `mmix bench` run across 2 ranks"));
 }
+
+#[test]
+fn a_two_rank_run_stopped_by_sigterm_resumes_in_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (whole, stopped) = (tmp.path().join("whole"), tmp.path().join("stopped"));
+    let args = |out: &Path| -> Vec<String> {
+        let out = out.to_str().unwrap();
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--width",
+            "64",
+            "--epochs",
+            "4",
+            "--train-subset",
+            "6000",
+            "--batch-size",
+            "50",
+            "--seed",
+            "2",
+            "--out",
+            out,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let uninterrupted = mpirun(2).args(args(&whole)).output().unwrap();
+    assert!(
+        uninterrupted.status.success(),
+        "{}",
+        text(&uninterrupted.stderr)
+    );
+
+    let launcher = mpirun(2)
+        .args(args(&stopped))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &stopped.join("train.log"),
+        |log| log.contains("epoch   1/4"),
+        Duration::from_secs(120),
+    );
+    // mpirun passes SIGTERM on to the ranks, which stop after the same batch.
+    // SAFETY: signalling a child process by its pid.
+    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    let status = launcher.wait_with_output().unwrap().status;
+    assert!(!status.success());
+    let latest = std::fs::read_to_string(stopped.join("checkpoint/latest")).unwrap();
+    assert!(
+        latest.trim() != "epoch-0004",
+        "stopped before the end: {latest}"
+    );
+
+    // The run's two partner groups keep one process on the ranks' course.
+    let resumed = run(&["train", "--resume", stopped.to_str().unwrap()]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let difference = largest_difference(
+        &stopped.join("model.safetensors"),
+        &whole.join("model.safetensors"),
+    );
+    assert!(difference < 1e-5, "weights differ by {difference}");
+}
