@@ -231,7 +231,8 @@ fn bad_input_stops_every_rank_with_one_line_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let out = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
+        (&["--devices", "cpu,cpu"], "under mpirun each rank takes one"),
         (
             &["--batch-size", "1"],
             "the global batch of 1 is smaller than the 2 ranks",

@@ -79,8 +79,9 @@ pub struct TrainArgs {
     /// Base width (default: the model's own).
     #[arg(long)]
     pub width: Option<usize>,
-    /// cpu, cuda[:N] or wgpu[:N].
-    #[arg(long)]
+    /// cpu, cuda[:N] or wgpu[:N]; a comma-separated list (`--devices cuda:0,cuda:1`) trains
+    /// data-parallel on each of them, one thread each.
+    #[arg(long, alias = "devices")]
     pub device: Option<String>,
     /// How to mix (default manifold): none; input (mixup); manifold (at a mix point drawn
     /// per batch); cutmix (a box from the partner image, λ corrected to the kept area);

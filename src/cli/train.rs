@@ -103,7 +103,10 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
         switch,
         alpha_schedule: pick!(alpha_schedule).unwrap_or_default(),
         patchup,
-        partner_groups: pick!(partner_groups).unwrap_or_else(|| crate::distributed::world().size()),
+        partner_groups: pick!(partner_groups).unwrap_or_else(|| {
+            let devices = pick!(device).map_or(1, |d| d.split(',').count());
+            crate::distributed::world().size() * devices
+        }),
         loss: pick!(loss).unwrap_or(Loss::SoftCe),
         label_smoothing: pick!(label_smoothing).unwrap_or(0.0),
         epochs,
@@ -327,7 +330,6 @@ fn on_every_rank<T>(world: &dyn Collective, step: impl FnOnce() -> Result<T>) ->
 
 pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
     let world = distributed::world();
-    let leader = world.rank() == 0;
     let (config, dir, resuming) = match &args.resume {
         Some(dir) => {
             reject_flags_with_resume(args)?;
@@ -356,9 +358,37 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
             (config, dir, false)
         }
     };
+    let devices: Vec<&str> = config.device.split(',').map(str::trim).collect();
+    if devices.len() == 1 {
+        return run_rank(world, &config, &dir, resuming, quiet_bar, &config.device);
+    }
+    if world.size() > 1 {
+        bail!(
+            "--device lists {} devices, but under mpirun each rank takes one: give --device cuda, and each rank takes its local rank's GPU",
+            devices.len()
+        );
+    }
+    // One rank per device, each a thread of this process.
+    let mut outcomes = distributed::threads::run_on_threads(devices.len(), |rank| {
+        run_rank(distributed::world(), &config, &dir, resuming, quiet_bar, devices[rank])
+    });
+    outcomes.swap_remove(0)
+}
+
+/// The run as one rank of `world` sees it, on `device_name`.
+fn run_rank(
+    world: &dyn Collective,
+    config: &TrainConfig,
+    dir: &Path,
+    resuming: bool,
+    quiet_bar: bool,
+    device_name: &str,
+) -> Result<TrainResult> {
+    let (config, dir) = (config.clone(), dir.to_path_buf());
+    let leader = world.rank() == 0;
     distributed::check_split(config.batch_size, config.partner_groups, world.size())?;
     let (device, data) = on_every_rank(world, || {
-        let device = parse_device_for_rank(&config.device, world)?;
+        let device = parse_device_for_rank(device_name, world)?;
         crate::kernels::use_precision(config.precision, &device).map_err(|e| anyhow!(e))?;
         let data = train::prepare_data(&config)?;
         train::check_run(&config, &data)?;

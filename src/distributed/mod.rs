@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 #[cfg(feature = "mpi")]
 mod mpi_world;
 pub mod sync;
+pub mod threads;
 
 /// What one rank needs from the others. Every rank calls each collective in the same order;
 /// buffers hold the same number of values on every rank.
@@ -125,10 +126,11 @@ pub fn init() -> Result<&'static dyn Collective, DistributedError> {
     Ok(WORLD.get_or_init(|| world).as_ref())
 }
 
-/// The world joined by [`init`], or a world of one where it was never called (a program using
-/// the library without a launcher).
+/// The calling thread's world: its ranks' if it is one of [`threads::run_on_threads`]'s,
+/// else the world joined by [`init`], else (never joined: a program using the library
+/// without a launcher) a world of one.
 pub fn world() -> &'static dyn Collective {
-    WORLD.get_or_init(|| Box::new(Solo)).as_ref()
+    threads::thread_world().unwrap_or_else(|| WORLD.get_or_init(|| Box::new(Solo)).as_ref())
 }
 
 /// Leaves the world: MPI requires every rank to say so before its process ends.

@@ -76,90 +76,12 @@ fn launcher_counts_are_read_from_the_environment() {
     }
 }
 
-/// A world of ranks that are threads of this process, for testing what ranks do together.
-struct ThreadRank {
-    rank: usize,
-    shared: std::sync::Arc<Shared>,
-}
-
-struct Shared {
-    barrier: std::sync::Barrier,
-    slots: std::sync::Mutex<Vec<Vec<u8>>>,
-}
-
-impl ThreadRank {
-    /// Runs `body` on `size` ranks at once and returns what each returned, by rank.
-    fn run<T: Send>(size: usize, body: impl Fn(&ThreadRank) -> T + Sync) -> Vec<T> {
-        let shared = std::sync::Arc::new(Shared {
-            barrier: std::sync::Barrier::new(size),
-            slots: std::sync::Mutex::new(vec![Vec::new(); size]),
-        });
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..size)
-                .map(|rank| {
-                    let world = ThreadRank {
-                        rank,
-                        shared: shared.clone(),
-                    };
-                    let body = &body;
-                    scope.spawn(move || body(&world))
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        })
-    }
-
-    /// Every rank's `mine`, by rank.
-    fn exchange(&self, mine: Vec<u8>) -> Vec<Vec<u8>> {
-        self.shared.slots.lock().unwrap()[self.rank] = mine;
-        self.shared.barrier.wait();
-        let all = self.shared.slots.lock().unwrap().clone();
-        self.shared.barrier.wait();
-        all
-    }
-}
-
-impl Collective for ThreadRank {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-    fn size(&self) -> usize {
-        self.shared.slots.lock().unwrap().len()
-    }
-    fn local_rank(&self) -> usize {
-        self.rank
-    }
-    fn sum_f32(&self, values: &mut [f32]) {
-        let mine = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let all = self.exchange(mine);
-        for (k, value) in values.iter_mut().enumerate() {
-            *value = all
-                .iter()
-                .map(|b| f32::from_le_bytes(b[4 * k..4 * k + 4].try_into().unwrap()))
-                .sum();
-        }
-    }
-    fn sum_f64(&self, values: &mut [f64]) {
-        let mine = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let all = self.exchange(mine);
-        for (k, value) in values.iter_mut().enumerate() {
-            *value = all
-                .iter()
-                .map(|b| f64::from_le_bytes(b[8 * k..8 * k + 8].try_into().unwrap()))
-                .sum();
-        }
-    }
-    fn broadcast(&self, root: usize, bytes: &mut Vec<u8>) {
-        *bytes = self.exchange(bytes.clone())[root].clone();
-    }
-    fn abort(&self, _: i32) -> ! {
-        panic!("rank {} aborted", self.rank)
-    }
-}
+use super::threads::run_on_threads;
 
 #[test]
 fn ranks_agree_on_the_first_failure() {
-    let outcomes = ThreadRank::run(3, |world| {
+    let outcomes = run_on_threads(3, |_| {
+        let world = world();
         let local: Result<usize, String> = match world.rank() {
             0 => Ok(0),
             rank => Err(format!("disk full on rank {rank}")),
@@ -169,7 +91,7 @@ fn ranks_agree_on_the_first_failure() {
     assert_eq!(outcomes[0], Err("rank 1: disk full on rank 1".into()));
     assert_eq!(outcomes[1], Err("disk full on rank 1".into()));
     assert_eq!(outcomes[2], Err("disk full on rank 2".into()));
-    let fine = ThreadRank::run(2, |world| agree(world, Ok::<_, String>(world.rank())).ok());
+    let fine = run_on_threads(2, |rank| agree(world(), Ok::<_, String>(rank)).ok());
     assert_eq!(fine, [Some(0), Some(1)]);
 }
 
@@ -178,8 +100,8 @@ mod sync_across_ranks {
     use burn::optim::GradientsParams;
     use burn::tensor::{Device, Tensor, TensorData};
 
-    use super::ThreadRank;
-    use crate::distributed::Collective;
+    use crate::distributed::threads::run_on_threads;
+    use crate::distributed::{Collective, world};
     use crate::distributed::sync::{
         all_reduce_gradients, average_running_statistics, check_in_step,
     };
@@ -228,7 +150,8 @@ mod sync_across_ranks {
         let [(first, first_dims), (second, second_dims)] = [all[0].clone(), all[1].clone()];
         // Rank 0 holds 3 examples with gradient 1 everywhere; rank 1 holds 1 example with
         // gradient 5 for the first parameter and none for the second.
-        let reduced = ThreadRank::run(2, |world| {
+        let reduced = run_on_threads(2, |_| {
+            let world = world();
             let device = Device::flex();
             let mut grads = GradientsParams::new();
             let (examples, value) = [(3, 1.0), (1, 5.0)][world.rank()];
@@ -258,7 +181,8 @@ mod sync_across_ranks {
 
     #[test]
     fn running_statistics_become_the_ranks_mean_and_weights_stay() {
-        let out = ThreadRank::run(2, |world| {
+        let out = run_on_threads(2, |_| {
+            let world = world();
             let device = Device::flex().autodiff();
             let bn = BatchNorm2d::new(2, &device);
             let shift = world.rank() as f32 * 2.0;
@@ -281,14 +205,14 @@ mod sync_across_ranks {
     #[test]
     fn a_rank_with_other_weights_is_named() {
         let (model, other) = (mlp(4), mlp(9));
-        let outcomes = ThreadRank::run(3, |world| {
-            check_in_step(world, if world.rank() == 2 { &other } else { &model })
+        let outcomes = run_on_threads(3, |rank| {
+            check_in_step(world(), if rank == 2 { &other } else { &model })
         });
         for outcome in outcomes {
             let error = outcome.unwrap_err();
             assert!(error.starts_with("rank 2's weights differ"), "{error}");
         }
-        let same = ThreadRank::run(2, |world| check_in_step(world, &model));
+        let same = run_on_threads(2, |_| check_in_step(world(), &model));
         assert!(same.iter().all(Result::is_ok));
     }
 }
