@@ -10,8 +10,23 @@ use common::{kill_after_first_epoch_and_resume, metrics_without_timing, run, tex
 fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     // Batches of 75 make shards of 37 and 38, and the last batch (35) of 17 and 18.
     let mut args = vec![
-        "train", "--model", "mlp", "--width", "16", "--epochs", "3", "--train-subset", "1010",
-        "--valid-split", "100", "--batch-size", "75", "--seed", "3", "--out", out,
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        "16",
+        "--epochs",
+        "3",
+        "--train-subset",
+        "1010",
+        "--valid-split",
+        "100",
+        "--batch-size",
+        "75",
+        "--seed",
+        "3",
+        "--out",
+        out,
     ];
     args.extend_from_slice(extra);
     args
@@ -38,17 +53,33 @@ fn floats(path: &Path) -> Vec<f32> {
 fn two_devices_train_the_model_one_device_trains() {
     let tmp = tempfile::tempdir().unwrap();
     let (two, one) = (tmp.path().join("two"), tmp.path().join("one"));
-    let output = run(&train_args(two.to_str().unwrap(), &["--devices", "cpu,cpu"]));
+    let output = run(&train_args(
+        two.to_str().unwrap(),
+        &["--devices", "cpu,cpu"],
+    ));
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
-    assert!(stdout.contains("global batch 75 = 2 ranks × 37–38"), "{stdout}");
+    assert!(
+        stdout.contains("global batch 75 = 2 ranks × 37–38"),
+        "{stdout}"
+    );
     assert_eq!(stdout.matches("epoch   3/3").count(), 1, "{stdout}");
-    let output = run(&train_args(one.to_str().unwrap(), &["--partner-groups", "2"]));
+    let output = run(&train_args(
+        one.to_str().unwrap(),
+        &["--partner-groups", "2"],
+    ));
     assert!(output.status.success(), "{}", text(&output.stderr));
 
-    let (a, b) = (floats(&two.join("model.safetensors")), floats(&one.join("model.safetensors")));
+    let (a, b) = (
+        floats(&two.join("model.safetensors")),
+        floats(&one.join("model.safetensors")),
+    );
     assert_eq!(a.len(), b.len());
-    let difference = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let difference = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     assert!(difference < 1e-5, "weights differ by {difference}");
     let config = std::fs::read_to_string(two.join("config.json")).unwrap();
     assert!(config.contains("\"partner_groups\": 2") && config.contains("\"device\": \"cpu,cpu\""));
@@ -61,8 +92,23 @@ fn a_two_device_run_killed_and_resumed_equals_the_uninterrupted_one() {
     let args = |out: &Path| -> Vec<String> {
         let out = out.to_str().unwrap();
         [
-            "train", "--model", "small-cnn", "--width", "8", "--epochs", "3", "--train-subset",
-            "3000", "--batch-size", "50", "--seed", "7", "--devices", "cpu,cpu", "--out", out,
+            "train",
+            "--model",
+            "small-cnn",
+            "--width",
+            "8",
+            "--epochs",
+            "3",
+            "--train-subset",
+            "3000",
+            "--batch-size",
+            "50",
+            "--seed",
+            "7",
+            "--devices",
+            "cpu,cpu",
+            "--out",
+            out,
         ]
         .map(String::from)
         .to_vec()
@@ -72,7 +118,10 @@ fn a_two_device_run_killed_and_resumed_equals_the_uninterrupted_one() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let killed_args = args(&killed);
     kill_after_first_epoch_and_resume(&common::as_strs(&killed_args), &killed);
-    assert_eq!(metrics_without_timing(&killed), metrics_without_timing(&whole));
+    assert_eq!(
+        metrics_without_timing(&killed),
+        metrics_without_timing(&whole)
+    );
     assert_eq!(
         std::fs::read(killed.join("model.safetensors")).unwrap(),
         std::fs::read(whole.join("model.safetensors")).unwrap()
@@ -87,7 +136,10 @@ fn bad_devices_stop_with_one_line_and_write_nothing() {
     let cases: [(&[&str], &str); 3] = [
         // A GPU this build or this machine does not have.
         (&["--devices", "cpu,cuda:7"], "--device cuda:7"),
-        (&["--devices", "cpu,cpu", "--batch-size", "1"], "smaller than the 2 ranks"),
+        (
+            &["--devices", "cpu,cpu", "--batch-size", "1"],
+            "smaller than the 2 ranks",
+        ),
         (
             &["--devices", "cpu,cpu", "--partner-groups", "3"],
             "--partner-groups 3 does not split over 2 ranks",
@@ -100,7 +152,10 @@ fn bad_devices_stop_with_one_line_and_write_nothing() {
         assert!(!output.status.success());
         let stderr = text(&output.stderr);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.starts_with("error: ") && stderr.contains(expected), "{stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(expected),
+            "{stderr}"
+        );
         assert!(!Path::new(out).exists(), "{extra:?} wrote {out}");
     }
 }

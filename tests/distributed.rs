@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{metrics_without_timing, run, text, wait_for};
+use common::{kill_after_first_epoch, metrics_without_timing, run, text, wait_for};
 
 /// `mpirun -np RANKS mmix`, as root if need be, over loopback TCP.
 fn mpirun(ranks: usize) -> Command {
@@ -42,6 +42,12 @@ fn mpirun_output(ranks: usize, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("mpirun runs (Open MPI's openmpi-bin)")
+}
+
+/// Runs `args` on two ranks, which must succeed.
+fn train_on_two_ranks(args: &[String]) {
+    let output = mpirun(2).args(args).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
 }
 
 fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -183,26 +189,14 @@ fn a_two_rank_run_killed_and_resumed_equals_the_uninterrupted_one() {
         .map(String::from)
         .to_vec()
     };
-    let uninterrupted = mpirun(2).args(args(&whole)).output().unwrap();
-    assert!(
-        uninterrupted.status.success(),
-        "{}",
-        text(&uninterrupted.stderr)
-    );
-
-    let mut launcher = mpirun(2)
+    train_on_two_ranks(&args(&whole));
+    let launcher = mpirun(2)
         .args(args(&killed))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(
-        &killed.join("checkpoint/latest"),
-        |s| s == "epoch-0001",
-        Duration::from_secs(120),
-    );
-    launcher.kill().unwrap();
-    launcher.wait().unwrap();
+    kill_after_first_epoch(launcher, &killed);
     // The ranks end when their launcher does.
     let started = std::time::Instant::now();
     while !processes_naming(&killed).is_empty() {
@@ -232,7 +226,10 @@ fn bad_input_stops_every_rank_with_one_line_and_writes_nothing() {
     let out = tmp.path().join("run");
     let out = out.to_str().unwrap();
     let cases: [(&[&str], &str); 4] = [
-        (&["--devices", "cpu,cpu"], "under mpirun each rank takes one"),
+        (
+            &["--devices", "cpu,cpu"],
+            "under mpirun each rank takes one",
+        ),
         (
             &["--batch-size", "1"],
             "the global batch of 1 is smaller than the 2 ranks",
@@ -292,12 +289,7 @@ fn a_two_rank_run_stopped_by_sigterm_resumes_in_one_process() {
         .map(String::from)
         .to_vec()
     };
-    let uninterrupted = mpirun(2).args(args(&whole)).output().unwrap();
-    assert!(
-        uninterrupted.status.success(),
-        "{}",
-        text(&uninterrupted.stderr)
-    );
+    train_on_two_ranks(&args(&whole));
 
     let launcher = mpirun(2)
         .args(args(&stopped))

@@ -370,7 +370,14 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
     }
     // One rank per device, each a thread of this process.
     let mut outcomes = distributed::threads::run_on_threads(devices.len(), |rank| {
-        run_rank(distributed::world(), &config, &dir, resuming, quiet_bar, devices[rank])
+        run_rank(
+            distributed::world(),
+            &config,
+            &dir,
+            resuming,
+            quiet_bar,
+            devices[rank],
+        )
     });
     outcomes.swap_remove(0)
 }

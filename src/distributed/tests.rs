@@ -100,11 +100,11 @@ mod sync_across_ranks {
     use burn::optim::GradientsParams;
     use burn::tensor::{Device, Tensor, TensorData};
 
-    use crate::distributed::threads::run_on_threads;
-    use crate::distributed::{Collective, world};
     use crate::distributed::sync::{
         all_reduce_gradients, average_running_statistics, check_in_step,
     };
+    use crate::distributed::threads::run_on_threads;
+    use crate::distributed::world;
     use crate::models::layers::BatchNorm2d;
     use crate::models::{ModelConfig, ModelKind};
 

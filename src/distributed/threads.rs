@@ -113,7 +113,8 @@ pub fn run_on_threads<T: Send>(ranks: usize, body: impl Fn(usize) -> T + Sync) -
                     // for the thread's whole life.
                     let world: &'static dyn Collective = Box::leak(Box::new(world));
                     THREAD_WORLD.with(|cell| cell.set(Some(world)));
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(rank)));
+                    let outcome =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(rank)));
                     THREAD_WORLD.with(|cell| cell.set(None));
                     match outcome {
                         Ok(value) => value,

@@ -80,10 +80,8 @@ pub fn wait_for(path: &Path, expect: impl Fn(&str) -> bool, limit: Duration) {
     }
 }
 
-/// Starts `mmix` with `args` (a run into `dir`), kills it once its first epoch is checkpointed,
-/// and resumes it to the end.
-pub fn kill_after_first_epoch_and_resume(args: &[&str], dir: &Path) {
-    let mut child = mmix().args(args).stdout(Stdio::null()).spawn().unwrap();
+/// Kills `child` (a run into `dir`) once its first epoch is checkpointed.
+pub fn kill_after_first_epoch(mut child: std::process::Child, dir: &Path) {
     wait_for(
         &dir.join("checkpoint/latest"),
         |s| s == "epoch-0001",
@@ -91,6 +89,13 @@ pub fn kill_after_first_epoch_and_resume(args: &[&str], dir: &Path) {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Starts `mmix` with `args` (a run into `dir`), kills it once its first epoch is checkpointed,
+/// and resumes it to the end.
+pub fn kill_after_first_epoch_and_resume(args: &[&str], dir: &Path) {
+    let child = mmix().args(args).stdout(Stdio::null()).spawn().unwrap();
+    kill_after_first_epoch(child, dir);
     let resumed = run(&["train", "--resume", dir.to_str().unwrap()]);
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
 }
