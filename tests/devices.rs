@@ -159,3 +159,33 @@ fn bad_devices_stop_with_one_line_and_write_nothing() {
         assert!(!Path::new(out).exists(), "{extra:?} wrote {out}");
     }
 }
+
+#[test]
+fn an_exploding_loss_stops_every_device_at_the_same_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nan");
+    // The learning rate jumps to 1e10 at the second epoch.
+    let args = common::small_run(
+        &out,
+        &[
+            "--devices",
+            "cpu,cpu",
+            "--schedule",
+            "step:1",
+            "--gamma",
+            "1e11",
+        ],
+    );
+    let output = run(&common::as_strs(&args));
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the training loss became") && stderr.contains("epoch 2"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("checkpoint/latest")).unwrap(),
+        "epoch-0001"
+    );
+}

@@ -322,3 +322,29 @@ fn a_two_rank_run_stopped_by_sigterm_resumes_in_one_process() {
     );
     assert!(difference < 1e-5, "weights differ by {difference}");
 }
+
+#[test]
+fn an_exploding_loss_stops_both_ranks_at_the_same_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("nan");
+    // The learning rate jumps to 1e10 at the second epoch.
+    let args = common::small_run(&out, &["--schedule", "step:1", "--gamma", "1e11"]);
+    let output = mpirun(2).args(&args).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(ours.len(), 2, "{stderr}");
+    assert!(
+        ours[0].contains("the training loss became") && ours[0].contains("epoch 2"),
+        "{stderr}"
+    );
+    // The same batch on both: the loss is the global batch's.
+    assert_eq!(ours[0], ours[1]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("checkpoint/latest")).unwrap(),
+        "epoch-0001"
+    );
+}
