@@ -11,8 +11,8 @@
 #   scripts/build-cuda.sh --check  type-checks the cuda build only (what CI runs)
 #
 # At run time the binary needs the NVIDIA driver (libcuda.so.1) and, for kernels that use
-# exp/log/erf, libdevice (CUDA_PATH/nvvm/libdevice); libnccl only for several GPUs. It links
-# only libc and libstdc++ besides. CUDARC_CUDA_VERSION (default 12080, CUDA 12.8) picks the
+# exp/log/erf, libdevice (CUDA_PATH/nvvm/libdevice). It links only libc, libm, libgcc_s and
+# libstdc++ besides (built without oneDNN, so that libdnnl is not needed there). CUDARC_CUDA_VERSION (default 12080, CUDA 12.8) picks the
 # driver API it calls: a driver at least that new is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +48,9 @@ fi
 echo "build-cuda: LLVM $("$tracel/bin/llvm-config" --version) at $tracel"
 
 export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-12080}"
+# Without oneDNN's convolutions (the GPU runs them): Debian's libdnnl would otherwise be a
+# run-time dependency (with libOpenCL behind it) that a GPU machine may not have.
+export MMIX_ONEDNN="${MMIX_ONEDNN:-off}"
 if [ "$mode" = check ]; then
   exec cargo check --release --features cuda --all-targets
 fi
@@ -55,7 +58,7 @@ fi
 cargo build --profile cuda --features cuda --bin mmix
 target="${CARGO_TARGET_DIR:-target}"
 binary="$target/cuda/mmix"
-gzip -1 --keep --force --stdout "$binary" > "$binary.gz.tmp"
+gzip -9 --stdout "$binary" > "$binary.gz.tmp"
 mv "$binary.gz.tmp" "$binary.gz"
 ls -l "$binary" "$binary.gz"
 echo "build-cuda: on the GPU machine: gunzip -c mmix.gz > mmix && chmod +x mmix && ./mmix bench --device cuda"
