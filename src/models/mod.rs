@@ -274,6 +274,19 @@ pub fn trainable_parameter_count<M: Module>(model: &M) -> usize {
     count.0
 }
 
+/// `model` with every parameter's initial value drawn, in the model's (visiting) order: Burn
+/// draws a layer's weights from the device's generator the first time they are read.
+pub fn initialize_lazy_parameters<M: Module>(model: M) -> M {
+    struct Read;
+    impl burn::module::ModuleVisitor for Read {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    model.visit(&mut Read);
+    model
+}
+
 /// Whether every weight and batch-norm statistic of `model` is a finite number.
 pub fn all_finite<M: Module>(model: &M) -> bool {
     struct Finite(bool);

@@ -21,11 +21,13 @@ pub(super) const MIX_POINTS: &[(&str, PointShape)] = &[
 /// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus the shortcut.
 #[derive(Module, Debug)]
 pub struct PreActBlock {
+    // Fields in the order the forward pass first reads them: Burn draws a layer's initial
+    // weights at that first read, and a model's parameters are also visited in this order.
     bn1: BatchNorm2d,
+    shortcut: Option<Conv2d>,
     conv1: Conv2d,
     bn2: BatchNorm2d,
     conv2: Conv2d,
-    shortcut: Option<Conv2d>,
 }
 
 impl PreActBlock {
@@ -55,13 +57,14 @@ impl PreActBlock {
 /// `bn → relu → conv1x1 → bn → relu → conv3x3 → bn → relu → conv1x1 (×4)`, plus the shortcut.
 #[derive(Module, Debug)]
 pub struct PreActBottleneck {
+    // In the forward pass's order, as in `PreActBlock`.
     bn1: BatchNorm2d,
+    shortcut: Option<Conv2d>,
     conv1: Conv2d,
     bn2: BatchNorm2d,
     conv2: Conv2d,
     bn3: BatchNorm2d,
     conv3: Conv2d,
-    shortcut: Option<Conv2d>,
 }
 
 const EXPANSION: usize = 4;

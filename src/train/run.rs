@@ -223,9 +223,17 @@ pub fn run_training_with<M: Mixable>(
     let batch_size = config.batch_size.min(data.train.len());
     crate::distributed::check_split(batch_size, mix.partner_groups, world.size())?;
 
-    device.seed(config.seed);
     let train_device = device.clone().autodiff();
-    let model = init(&train_device)?;
+    let model = {
+        // The device's random generator is the process's: rank threads sharing it
+        // (`--devices`) must not draw while another rank builds its model from the seed.
+        static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _alone = SEEDED_INIT.lock().unwrap_or_else(|p| p.into_inner());
+        device.seed(config.seed);
+        // Burn draws a layer's initial weights when they are first read; read them all now,
+        // in the model's order, while this rank holds the generator.
+        crate::models::initialize_lazy_parameters(init(&train_device)?)
+    };
     check_mixing(config, &model.mix_points())?;
     let mut model = crate::distributed::sync::broadcast_model(world, model)
         .map_err(|reason| TrainError::Config(format!("rank 0's initial model: {reason}")))?;
