@@ -8,7 +8,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{kill_after_first_epoch, metrics_without_timing, run, text, wait_for};
+use common::{
+    data_parallel_run as train_args, kill_after_first_epoch,
+    largest_weight_difference as largest_difference, metrics_without_timing, run, text, wait_for,
+};
 
 /// `mpirun -np RANKS mmix`, as root if need be, over loopback TCP.
 fn mpirun(ranks: usize) -> Command {
@@ -48,63 +51,6 @@ fn mpirun_output(ranks: usize, args: &[&str]) -> Output {
 fn train_on_two_ranks(args: &[String]) {
     let output = mpirun(2).args(args).output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
-}
-
-fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    // 1,010 images in batches of 75: shards of 37 and 38, a last batch of 35 (17 and 18).
-    let mut args = vec![
-        "train",
-        "--model",
-        "mlp",
-        "--width",
-        "16",
-        "--epochs",
-        "3",
-        "--train-subset",
-        "1010",
-        "--valid-split",
-        "100",
-        "--batch-size",
-        "75",
-        "--seed",
-        "3",
-        "--out",
-        out,
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
-/// The float tensors of a safetensors file, by name.
-fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut named: Vec<(String, Vec<f32>)> = tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            (name, values)
-        })
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
-}
-
-fn largest_difference(a: &Path, b: &Path) -> f32 {
-    let (a, b) = (weights(a), weights(b));
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(&b)
-        .flat_map(|((name_a, a), (name_b, b))| {
-            assert_eq!(name_a, name_b);
-            a.iter().zip(b).map(|(x, y)| (x - y).abs())
-        })
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -99,3 +99,63 @@ pub fn kill_after_first_epoch_and_resume(args: &[&str], dir: &Path) {
     let resumed = run(&["train", "--resume", dir.to_str().unwrap()]);
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
 }
+
+/// A run for comparing data-parallel training with one process: an mlp (no batch norm) on
+/// 1,010 images in batches of 75, which two ranks split 37 + 38, and whose last batch of 35
+/// they split 17 + 18.
+pub fn data_parallel_run<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        "16",
+        "--epochs",
+        "3",
+        "--train-subset",
+        "1010",
+        "--valid-split",
+        "100",
+        "--batch-size",
+        "75",
+        "--seed",
+        "3",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The float tensors of a safetensors file, by name.
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut named: Vec<(String, Vec<f32>)> = tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, values)
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// The largest difference between two weight files' values, which must hold the same tensors.
+pub fn largest_weight_difference(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .flat_map(|((name_a, a), (name_b, b))| {
+            assert_eq!(name_a, name_b);
+            a.iter().zip(b).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
+}
