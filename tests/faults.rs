@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{metrics_without_timing, mmix, run, small_run, text};
+use common::{mmix, outcome, run, small_run, text};
 
 /// Two epochs of 600 embedded images: a checkpoint per epoch and one at the end.
 fn run_args(out: &Path) -> Vec<String> {
@@ -17,14 +17,6 @@ fn run_args(out: &Path) -> Vec<String> {
 
 fn train(out: &Path) -> Output {
     mmix().args(run_args(out)).output().unwrap()
-}
-
-/// Metrics and weights, which a resumed run must share with the uninterrupted one.
-fn outcome(dir: &Path) -> (Vec<String>, Vec<u8>) {
-    (
-        metrics_without_timing(dir),
-        std::fs::read(dir.join("model.safetensors")).unwrap(),
-    )
 }
 
 fn reference(root: &Path) -> PathBuf {

@@ -30,6 +30,22 @@ pub fn metrics_without_timing(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Metrics and weights, which a resumed run must share with the uninterrupted one.
+pub fn outcome(dir: &Path) -> (Vec<String>, Vec<u8>) {
+    (
+        metrics_without_timing(dir),
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+    )
+}
+
+/// Checks that `run` ended as `reference` did: the same metrics (shown where they differ) and
+/// the same weight bytes (not shown: they are large).
+pub fn assert_same_outcome(run: &Path, reference: &Path, context: &str) {
+    let (run, reference) = (outcome(run), outcome(reference));
+    assert_eq!(run.0, reference.0, "{context}");
+    assert!(run.1 == reference.1, "the weight files differ: {context}");
+}
+
 /// A small, fast configuration on the embedded data: 600 training images, 100 validation.
 pub fn small_run(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
