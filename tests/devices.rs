@@ -137,3 +137,43 @@ fn an_exploding_loss_stops_every_device_at_the_same_step() {
         "epoch-0001"
     );
 }
+
+/// On a machine with two CUDA GPUs and NCCL, the GPUs sum their gradients through NCCL and
+/// train the model one GPU trains on the same partner groups. Elsewhere there is nothing to
+/// run, and the test says so.
+#[cfg(feature = "cuda")]
+#[test]
+fn two_gpus_sum_their_gradients_with_nccl_and_train_the_model_one_gpu_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (two, one) = (tmp.path().join("two"), tmp.path().join("one"));
+    let output = run(&train_args(
+        two.to_str().unwrap(),
+        &["--devices", "cuda:0,cuda:1"],
+    ));
+    let stderr = text(&output.stderr);
+    if !output.status.success() && stderr.contains("--device cuda") {
+        eprintln!("skipped: two CUDA GPUs are needed ({})", stderr.trim());
+        return;
+    }
+    if stderr.contains("NCCL") {
+        eprintln!("skipped: NCCL is needed ({})", stderr.trim());
+        return;
+    }
+    assert!(output.status.success(), "{stderr}");
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("global batch 75 = 2 ranks × 37–38, gradients summed on the GPUs (NCCL)"),
+        "{stdout}"
+    );
+    let output = run(&train_args(
+        one.to_str().unwrap(),
+        &["--device", "cuda:0", "--partner-groups", "2"],
+    ));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let difference = largest_weight_difference(
+        &two.join("model.safetensors"),
+        &one.join("model.safetensors"),
+    );
+    // GPU kernels sum in an order of their own: a looser bound than on the CPU.
+    assert!(difference < 1e-4, "weights differ by {difference}");
+}

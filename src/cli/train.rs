@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::data::{DatasetName, SplitConfig};
+use crate::distributed::threads::TensorSums;
 use crate::distributed::{self, Collective};
 use crate::eval::EvalSuite;
 use crate::fsio::write_atomic;
@@ -369,7 +370,8 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         );
     }
     // One rank per device, each a thread of this process.
-    let mut outcomes = distributed::threads::run_on_threads(devices.len(), |rank| {
+    let sums = tensor_sums(&devices);
+    let mut outcomes = distributed::threads::run_on_threads(devices.len(), sums, |rank| {
         run_rank(
             distributed::world(),
             &config,
@@ -380,6 +382,29 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         )
     });
     outcomes.swap_remove(0)
+}
+
+/// Where the ranks of `devices`, threads of this process, sum their gradients: on the GPUs
+/// when every device is a CUDA GPU this machine has and NCCL is installed, else through host
+/// memory. A device that is missing is left for its rank to report.
+fn tensor_sums(devices: &[&str]) -> TensorSums {
+    #[cfg(feature = "cuda")]
+    {
+        let gpus = devices.iter().all(|name| {
+            let kind = name.split(':').next().unwrap_or_default();
+            kind.eq_ignore_ascii_case("cuda") && parse_device(name).is_ok()
+        });
+        if gpus {
+            if train::nccl_loads() {
+                return TensorSums::OnGpus;
+            }
+            eprintln!(
+                "warning: NCCL (libnccl.so.2) is not installed: the GPUs' gradients are summed through host memory, which is slower"
+            );
+        }
+    }
+    let _ = devices;
+    TensorSums::InHostMemory
 }
 
 /// The run as one rank of `world` sees it, on `device_name`.
@@ -426,9 +451,13 @@ fn run_rank(
     let ranks = match world.size() {
         1 => String::new(),
         n => format!(
-            ", global batch {} = {n} ranks × {}",
+            ", global batch {} = {n} ranks × {}{}",
             config.batch_size,
-            shard_sizes(config.batch_size, n)
+            shard_sizes(config.batch_size, n),
+            match world.sums_on_gpus() {
+                true => ", gradients summed on the GPUs (NCCL)",
+                false => "",
+            }
         ),
     };
     let headline = format!(

@@ -8,6 +8,8 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
+use burn::tensor::{Tensor, TensorData};
+
 #[cfg(feature = "mpi")]
 mod mpi_world;
 pub mod sync;
@@ -25,11 +27,34 @@ pub trait Collective: Send + Sync {
     /// Element-wise sums over the ranks, in place.
     fn sum_f32(&self, values: &mut [f32]);
     fn sum_f64(&self, values: &mut [f64]);
+    /// Element-wise sums over the ranks of a tensor on this rank's device; by default
+    /// through host memory and [`Self::sum_f32`].
+    fn sum_tensor(&self, values: Tensor<1>) -> Tensor<1> {
+        sum_through_host(self, values)
+    }
+    /// Whether [`Self::sum_tensor`] sums on the ranks' GPUs rather than through host memory.
+    fn sums_on_gpus(&self) -> bool {
+        false
+    }
     /// Replaces `bytes` on every rank by `root`'s.
     fn broadcast(&self, root: usize, bytes: &mut Vec<u8>);
     /// Ends every rank's process at once, for an error only this rank knows of (the others
     /// would wait for it in their next collective).
     fn abort(&self, code: i32) -> !;
+}
+
+/// [`Collective::sum_tensor`] through host memory: the values leave the device, are summed
+/// with [`Collective::sum_f32`] and come back.
+pub fn sum_through_host<C: Collective + ?Sized>(world: &C, values: Tensor<1>) -> Tensor<1> {
+    let device = values.device();
+    let mut host = values
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32");
+    world.sum_f32(&mut host);
+    let len = host.len();
+    Tensor::from_data(TensorData::new(host, [len]), &device)
 }
 
 /// A world of one process.

@@ -26,7 +26,8 @@ fn trainable<M: Module>(model: &M) -> Vec<(ParamId, Vec<usize>)> {
 /// The gradient of the ranks' whole global batch, on every rank: each rank's gradient (of its
 /// mean loss over `examples` rows) weighted by `examples / total`, summed in one flat buffer.
 /// A parameter keeps no gradient only where no rank had one, as in a single process. The
-/// gradients are placed on `device`, the (non-autodiff) device the model trains on.
+/// buffer is built and cut on `device`, the (non-autodiff) device the model trains on, so that
+/// ranks on GPUs sum it where it lies ([`Collective::sum_tensor`]).
 pub fn all_reduce_gradients<M: Module>(
     world: &dyn Collective,
     model: &M,
@@ -41,67 +42,72 @@ pub fn all_reduce_gradients<M: Module>(
         .iter()
         .map(|(_, dims)| dims.iter().product())
         .collect();
-    // The gradients, then one presence count per parameter.
-    let mut flat = Vec::with_capacity(sizes.iter().sum::<usize>() + params.len());
     let weight = examples as f32 / total as f32;
+    // The gradients, then one presence count per parameter.
+    let mut pieces = Vec::with_capacity(params.len() + 1);
     let mut present = vec![0f32; params.len()];
     for (k, ((id, dims), &size)) in params.iter().zip(&sizes).enumerate() {
-        match take_grad(&mut grads, *id, dims.len()) {
+        match take_flat_grad(&mut grads, *id, dims.len()) {
             Some(grad) => {
-                flat.extend(grad.iter().map(|g| g * weight));
+                pieces.push(grad.mul_scalar(weight));
                 present[k] = 1.0;
             }
-            None => flat.resize(flat.len() + size, 0.0),
+            None => pieces.push(Tensor::<1>::zeros([size], device)),
         }
     }
-    flat.extend_from_slice(&present);
-    world.sum_f32(&mut flat);
+    let values: usize = sizes.iter().sum();
+    pieces.push(Tensor::from_data(
+        TensorData::new(present, [params.len()]),
+        device,
+    ));
+    let flat = world.sum_tensor(Tensor::cat(pieces, 0));
 
-    let (values, present) = flat.split_at(flat.len() - params.len());
+    let present = flat
+        .clone()
+        .slice(values..values + params.len())
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32");
     let mut reduced = GradientsParams::new();
     let mut offset = 0;
     for (k, ((id, dims), &size)) in params.iter().zip(&sizes).enumerate() {
-        let values = &values[offset..offset + size];
-        offset += size;
         if present[k] > 0.0 {
-            register(&mut reduced, *id, values.to_vec(), dims, device);
+            register(
+                &mut reduced,
+                *id,
+                flat.clone().slice(offset..offset + size),
+                dims,
+            );
         }
+        offset += size;
     }
     reduced
 }
 
-fn take_grad(grads: &mut GradientsParams, id: ParamId, rank: usize) -> Option<Vec<f32>> {
-    fn host<const D: usize>(grad: Tensor<D>) -> Vec<f32> {
-        grad.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("converted to f32")
+/// The gradient of parameter `id` (of `rank` dimensions), flattened, if it has one.
+fn take_flat_grad(grads: &mut GradientsParams, id: ParamId, rank: usize) -> Option<Tensor<1>> {
+    fn flat<const D: usize>(grad: Tensor<D>) -> Tensor<1> {
+        grad.flatten(0, D - 1)
     }
     match rank {
-        1 => grads.remove::<1>(id).map(host),
-        2 => grads.remove::<2>(id).map(host),
-        3 => grads.remove::<3>(id).map(host),
-        4 => grads.remove::<4>(id).map(host),
-        5 => grads.remove::<5>(id).map(host),
+        1 => grads.remove::<1>(id),
+        2 => grads.remove::<2>(id).map(flat),
+        3 => grads.remove::<3>(id).map(flat),
+        4 => grads.remove::<4>(id).map(flat),
+        5 => grads.remove::<5>(id).map(flat),
         _ => panic!("parameters of rank {rank} are not supported"),
     }
 }
 
-fn register(
-    grads: &mut GradientsParams,
-    id: ParamId,
-    values: Vec<f32>,
-    dims: &[usize],
-    device: &Device,
-) {
-    let data = TensorData::new(values, dims.to_vec());
-    match dims.len() {
-        1 => grads.register(id, Tensor::<1>::from_data(data, device)),
-        2 => grads.register(id, Tensor::<2>::from_data(data, device)),
-        3 => grads.register(id, Tensor::<3>::from_data(data, device)),
-        4 => grads.register(id, Tensor::<4>::from_data(data, device)),
-        5 => grads.register(id, Tensor::<5>::from_data(data, device)),
-        rank => panic!("parameters of rank {rank} are not supported"),
+fn register(grads: &mut GradientsParams, id: ParamId, values: Tensor<1>, dims: &[usize]) {
+    match *dims {
+        [a] => grads.register(id, values.reshape([a])),
+        [a, b] => grads.register(id, values.reshape([a, b])),
+        [a, b, c] => grads.register(id, values.reshape([a, b, c])),
+        [a, b, c, d] => grads.register(id, values.reshape([a, b, c, d])),
+        [a, b, c, d, e] => grads.register(id, values.reshape([a, b, c, d, e])),
+        _ => panic!("parameters of rank {} are not supported", dims.len()),
     }
 }
 

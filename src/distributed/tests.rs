@@ -76,11 +76,11 @@ fn launcher_counts_are_read_from_the_environment() {
     }
 }
 
-use super::threads::run_on_threads;
+use super::threads::{TensorSums, run_on_threads};
 
 #[test]
 fn ranks_agree_on_the_first_failure() {
-    let outcomes = run_on_threads(3, |_| {
+    let outcomes = run_on_threads(3, TensorSums::InHostMemory, |_| {
         let world = world();
         let local: Result<usize, String> = match world.rank() {
             0 => Ok(0),
@@ -91,7 +91,9 @@ fn ranks_agree_on_the_first_failure() {
     assert_eq!(outcomes[0], Err("rank 1: disk full on rank 1".into()));
     assert_eq!(outcomes[1], Err("disk full on rank 1".into()));
     assert_eq!(outcomes[2], Err("disk full on rank 2".into()));
-    let fine = run_on_threads(2, |rank| agree(world(), Ok::<_, String>(rank)).ok());
+    let fine = run_on_threads(2, TensorSums::InHostMemory, |rank| {
+        agree(world(), Ok::<_, String>(rank)).ok()
+    });
     assert_eq!(fine, [Some(0), Some(1)]);
 }
 
@@ -103,7 +105,7 @@ mod sync_across_ranks {
     use crate::distributed::sync::{
         all_reduce_gradients, average_running_statistics, check_in_step,
     };
-    use crate::distributed::threads::run_on_threads;
+    use crate::distributed::threads::{TensorSums, run_on_threads};
     use crate::distributed::world;
     use crate::models::layers::BatchNorm2d;
     use crate::models::{ModelConfig, ModelKind};
@@ -150,7 +152,7 @@ mod sync_across_ranks {
         let [(first, first_dims), (second, second_dims)] = [all[0].clone(), all[1].clone()];
         // Rank 0 holds 3 examples with gradient 1 everywhere; rank 1 holds 1 example with
         // gradient 5 for the first parameter and none for the second.
-        let reduced = run_on_threads(2, |_| {
+        let reduced = run_on_threads(2, TensorSums::InHostMemory, |_| {
             let world = world();
             let device = Device::flex();
             let mut grads = GradientsParams::new();
@@ -181,7 +183,7 @@ mod sync_across_ranks {
 
     #[test]
     fn running_statistics_become_the_ranks_mean_and_weights_stay() {
-        let out = run_on_threads(2, |_| {
+        let out = run_on_threads(2, TensorSums::InHostMemory, |_| {
             let world = world();
             let device = Device::flex().autodiff();
             let bn = BatchNorm2d::new(2, &device);
@@ -205,14 +207,16 @@ mod sync_across_ranks {
     #[test]
     fn a_rank_with_other_weights_is_named() {
         let (model, other) = (mlp(4), mlp(9));
-        let outcomes = run_on_threads(3, |rank| {
+        let outcomes = run_on_threads(3, TensorSums::InHostMemory, |rank| {
             check_in_step(world(), if rank == 2 { &other } else { &model })
         });
         for outcome in outcomes {
             let error = outcome.unwrap_err();
             assert!(error.starts_with("rank 2's weights differ"), "{error}");
         }
-        let same = run_on_threads(2, |_| check_in_step(world(), &model));
+        let same = run_on_threads(2, TensorSums::InHostMemory, |_| {
+            check_in_step(world(), &model)
+        });
         assert!(same.iter().all(Result::is_ok));
     }
 }

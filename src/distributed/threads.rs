@@ -1,21 +1,37 @@
 //! Ranks that are threads of one process, one per device (`--devices cuda:0,cuda:1`): they
-//! exchange what MPI ranks would send each other through this process's memory.
+//! exchange what MPI ranks would send each other through this process's memory, and ranks
+//! on CUDA GPUs sum their gradients on the GPUs, through NCCL.
 
 use std::cell::Cell;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+
+use burn::tensor::{Device, Tensor};
 
 use super::Collective;
+
+/// Where the rank threads of one run sum tensors ([`Collective::sum_tensor`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorSums {
+    /// Each rank's values leave its device, are summed in host memory and come back.
+    InHostMemory,
+    /// On the ranks' CUDA GPUs, through NCCL, by Burn's `all_reduce` (a build with `cuda`).
+    OnGpus,
+}
 
 /// One thread's place among the ranks of a [`run_on_threads`] call.
 pub struct ThreadRank {
     rank: usize,
     size: usize,
     shared: Arc<Shared>,
+    /// Every rank's device, by rank, learnt at the first sum on GPUs.
+    group: OnceLock<Vec<Device>>,
 }
 
 struct Shared {
     barrier: Barrier,
     slots: Mutex<Vec<Vec<u8>>>,
+    sums: TensorSums,
+    devices: Mutex<Vec<Option<Device>>>,
 }
 
 impl ThreadRank {
@@ -32,6 +48,23 @@ impl ThreadRank {
         // No rank writes its next values before every rank has read these.
         self.shared.barrier.wait();
         all
+    }
+
+    /// Every rank's device, by rank, given this rank's. Every rank calls it at the same point.
+    fn devices(&self, mine: Device) -> Vec<Device> {
+        self.shared
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())[self.rank] = Some(mine);
+        self.shared.barrier.wait();
+        // Each rank writes its device once, so nothing changes them once all are written.
+        self.shared
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|device| device.clone().expect("every rank wrote its device"))
+            .collect()
     }
 }
 
@@ -67,6 +100,18 @@ impl Collective for ThreadRank {
         let all = self.exchange(values.iter().flat_map(|v| v.to_le_bytes()).collect());
         sum_bytes(&all, values, f64::from_le_bytes);
     }
+    fn sum_tensor(&self, values: Tensor<1>) -> Tensor<1> {
+        match self.shared.sums {
+            TensorSums::InHostMemory => super::sum_through_host(self, values),
+            TensorSums::OnGpus => {
+                let group = self.group.get_or_init(|| self.devices(values.device()));
+                sum_on_gpus(values, group)
+            }
+        }
+    }
+    fn sums_on_gpus(&self) -> bool {
+        self.shared.sums == TensorSums::OnGpus
+    }
     fn broadcast(&self, root: usize, bytes: &mut Vec<u8>) {
         let mine = if self.rank == root {
             std::mem::take(bytes)
@@ -81,6 +126,18 @@ impl Collective for ThreadRank {
     }
 }
 
+/// NCCL's all-reduce of every rank's `values`, each on its GPU of `group`.
+#[cfg(feature = "cuda")]
+fn sum_on_gpus(values: Tensor<1>, group: &[Device]) -> Tensor<1> {
+    use burn::tensor::distributed::{ReduceOperation, all_reduce};
+    all_reduce(values, ReduceOperation::Sum, group.to_vec()).resolve()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn sum_on_gpus(_: Tensor<1>, _: &[Device]) -> Tensor<1> {
+    unreachable!("tensors are summed on GPUs only in a build with the cuda feature")
+}
+
 thread_local! {
     /// The world of a rank thread; `None` on every other thread.
     static THREAD_WORLD: Cell<Option<&'static dyn Collective>> = const { Cell::new(None) };
@@ -92,12 +149,23 @@ pub fn thread_world() -> Option<&'static dyn Collective> {
 }
 
 /// Runs `body` on `ranks` threads at once, each of them a rank of one world
-/// ([`super::world`] on that thread), and returns what each returned, by rank. A rank whose
-/// body panics ends the process: the others would wait for it forever.
-pub fn run_on_threads<T: Send>(ranks: usize, body: impl Fn(usize) -> T + Sync) -> Vec<T> {
+/// ([`super::world`] on that thread) that sums tensors as `sums` says, and returns what each
+/// returned, by rank. A rank whose body panics ends the process: the others would wait for it
+/// forever.
+pub fn run_on_threads<T: Send>(
+    ranks: usize,
+    sums: TensorSums,
+    body: impl Fn(usize) -> T + Sync,
+) -> Vec<T> {
+    assert!(
+        sums == TensorSums::InHostMemory || cfg!(feature = "cuda"),
+        "tensors are summed on GPUs only in a build with the cuda feature"
+    );
     let shared = Arc::new(Shared {
         barrier: Barrier::new(ranks),
         slots: Mutex::new(vec![Vec::new(); ranks]),
+        sums,
+        devices: Mutex::new(vec![None; ranks]),
     });
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..ranks)
@@ -106,6 +174,7 @@ pub fn run_on_threads<T: Send>(ranks: usize, body: impl Fn(usize) -> T + Sync) -
                     rank,
                     size: ranks,
                     shared: shared.clone(),
+                    group: OnceLock::new(),
                 };
                 let body = &body;
                 scope.spawn(move || {

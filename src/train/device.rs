@@ -42,6 +42,17 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
     }
 }
 
+/// Whether NCCL, which sums the gradients of ranks on CUDA GPUs, can be loaded here (the
+/// names cudarc tries). Asked before the ranks start: a missing NCCL would otherwise fail
+/// inside the first step.
+#[cfg(feature = "cuda")]
+pub fn nccl_loads() -> bool {
+    [c"libnccl.so.2", c"libnccl.so"].iter().any(|name| {
+        // SAFETY: dlopen gets a valid C string; the library stays loaded for cudarc.
+        !unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null()
+    })
+}
+
 /// Checks, through the CUDA driver itself, that GPU `index` exists, before anything is
 /// written: the CUDA runtime would otherwise panic on first use on a machine without a
 /// driver, after the run folder was made.

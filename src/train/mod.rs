@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 pub use checkpoint::{EpochRecord, RunState};
 pub use config::{Schedule, TrainConfig};
+#[cfg(feature = "cuda")]
+pub use device::nccl_loads;
 pub use device::parse_device;
 pub use run::{
     Progress, RunData, RunOutcome, build_model, check_run, evaluate, optimizer, prepare_data,
