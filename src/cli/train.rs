@@ -251,9 +251,12 @@ fn interrupt_flag() -> &'static AtomicBool {
             if FLAG.swap(true, Ordering::SeqCst) {
                 std::process::exit(INTERRUPTED_EXIT);
             }
-            eprintln!(
-                "\ninterrupt: finishing this batch and writing a checkpoint (Ctrl-C again to quit now)"
-            );
+            // A launcher signals every rank; one of them says so.
+            if distributed::world().rank() == 0 {
+                eprintln!(
+                    "\ninterrupt: finishing this batch and writing a checkpoint (Ctrl-C again to quit now)"
+                );
+            }
         });
         if let Err(error) = installed {
             eprintln!("warning: Ctrl-C will stop without a checkpoint ({error})");

@@ -87,6 +87,10 @@ pub enum DistributedError {
         launcher: &'static str,
         ranks: usize,
     },
+    #[error(
+        "srun started {ranks} processes without a process-management interface for MPI: run `srun --mpi=pmix ...` (or set MpiDefault=pmix in slurm.conf)"
+    )]
+    NoProcessManager { ranks: usize },
     #[error("MPI did not start: {0}")]
     MpiInit(String),
     #[error(
@@ -102,15 +106,37 @@ pub enum DistributedError {
 /// The launcher that started this process and how many processes it started, from the
 /// environment each launcher sets; `None` when started alone (or as one process).
 pub fn launched_ranks() -> Option<(&'static str, usize)> {
+    launched_ranks_in(|variable| std::env::var(variable).ok())
+}
+
+/// [`launched_ranks`] in the environment `variable` reads.
+fn launched_ranks_in(variable: impl Fn(&str) -> Option<String>) -> Option<(&'static str, usize)> {
     const LAUNCHERS: [(&str, &str); 3] = [
         ("mpirun (Open MPI)", "OMPI_COMM_WORLD_SIZE"),
-        ("mpiexec (MPICH)", "PMI_SIZE"),
+        ("mpiexec or srun (PMI)", "PMI_SIZE"),
         ("srun", "SLURM_STEP_NUM_TASKS"),
     ];
-    LAUNCHERS.iter().find_map(|&(launcher, variable)| {
-        let ranks: usize = std::env::var(variable).ok()?.trim().parse().ok()?;
+    LAUNCHERS.iter().find_map(|&(launcher, name)| {
+        let ranks: usize = variable(name)?.trim().parse().ok()?;
         (ranks > 1).then_some((launcher, ranks))
     })
+}
+
+/// Checks that MPI can learn its ranks from the launcher: `srun` tells MPI only through a
+/// process-management interface (`--mpi=pmix` or `pmi2`), and without one each MPI process
+/// would fail to start with a page of its own errors. `names` are the environment's names.
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+fn check_process_manager<'a>(
+    launcher: &str,
+    ranks: usize,
+    mut names: impl Iterator<Item = &'a str>,
+) -> Result<(), DistributedError> {
+    let managed = launcher != "srun"
+        || names.any(|name| name.starts_with("PMIX_") || name.starts_with("PMI_"));
+    match managed {
+        true => Ok(()),
+        false => Err(DistributedError::NoProcessManager { ranks }),
+    }
 }
 
 /// How many ranks share this machine, from the launcher's environment (1 when alone); known
@@ -142,7 +168,13 @@ pub fn init() -> Result<&'static dyn Collective, DistributedError> {
     let world: Box<dyn Collective> = match launched_ranks() {
         None => Box::new(Solo),
         #[cfg(feature = "mpi")]
-        Some(_) => Box::new(mpi_world::MpiWorld::start()?),
+        Some((launcher, ranks)) => {
+            let names: Vec<String> = std::env::vars_os()
+                .filter_map(|(name, _)| name.into_string().ok())
+                .collect();
+            check_process_manager(launcher, ranks, names.iter().map(String::as_str))?;
+            Box::new(mpi_world::MpiWorld::start()?)
+        }
         #[cfg(not(feature = "mpi"))]
         Some((launcher, ranks)) => {
             return Err(DistributedError::NotBuiltWithMpi { launcher, ranks });

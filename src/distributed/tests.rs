@@ -65,15 +65,48 @@ fn a_split_needs_a_row_per_rank_and_groups_per_rank() {
 }
 
 #[test]
-fn launcher_counts_are_read_from_the_environment() {
-    // The variables are not set by `cargo test`; a process run alone is no launch.
-    if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_none()
-        && std::env::var_os("PMI_SIZE").is_none()
-        && std::env::var_os("SLURM_STEP_NUM_TASKS").is_none()
-    {
-        assert_eq!(launched_ranks(), None);
-        assert_eq!(world().size(), 1);
+fn launchers_are_told_apart_by_the_variables_they_set() {
+    let launched = |pairs: &[(&str, &str)]| {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        launched_ranks_in(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    };
+    assert_eq!(launched(&[]), None);
+    assert_eq!(
+        launched(&[("OMPI_COMM_WORLD_SIZE", "4"), ("SLURM_STEP_NUM_TASKS", "1")]),
+        Some(("mpirun (Open MPI)", 4))
+    );
+    assert_eq!(
+        launched(&[("PMI_SIZE", " 3 ")]),
+        Some(("mpiexec or srun (PMI)", 3))
+    );
+    assert_eq!(
+        launched(&[("SLURM_STEP_NUM_TASKS", "16")]),
+        Some(("srun", 16))
+    );
+    // One process, or a count that is not one, is no launch.
+    assert_eq!(launched(&[("SLURM_STEP_NUM_TASKS", "1")]), None);
+    assert_eq!(launched(&[("OMPI_COMM_WORLD_SIZE", "two")]), None);
+}
+
+#[test]
+fn srun_without_a_process_manager_for_mpi_is_refused_in_one_line() {
+    let refused = check_process_manager("srun", 2, ["SLURM_PROCID", "HOME"].into_iter());
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("srun --mpi=pmix"), "{message}");
+    assert!(!message.contains('\n'));
+    for managed in ["PMIX_RANK", "PMI_FD"] {
+        assert!(check_process_manager("srun", 2, ["SLURM_PROCID", managed].into_iter()).is_ok());
     }
+    // mpirun and mpiexec bring their own.
+    assert!(check_process_manager("mpirun (Open MPI)", 2, std::iter::empty()).is_ok());
 }
 
 use super::threads::{TensorSums, run_on_threads};
