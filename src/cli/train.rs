@@ -398,12 +398,12 @@ fn tensor_sums(devices: &[&str]) -> TensorSums {
             kind.eq_ignore_ascii_case("cuda") && parse_device(name).is_ok()
         });
         if gpus {
-            if train::nccl_loads() {
-                return TensorSums::OnGpus;
+            match train::nccl_loads() {
+                Ok(()) => return TensorSums::OnGpus,
+                Err(why) => eprintln!(
+                    "warning: {why}; the GPUs' gradients are summed through host memory, which is slower"
+                ),
             }
-            eprintln!(
-                "warning: NCCL (libnccl.so.2) is not installed: the GPUs' gradients are summed through host memory, which is slower"
-            );
         }
     }
     let _ = devices;

@@ -42,15 +42,23 @@ pub fn parse_device(name: &str) -> Result<Device, String> {
     }
 }
 
-/// Whether NCCL, which sums the gradients of ranks on CUDA GPUs, can be loaded here (the
-/// names cudarc tries). Asked before the ranks start: a missing NCCL would otherwise fail
-/// inside the first step.
+/// Whether NCCL, which sums the gradients of ranks on CUDA GPUs, loads here; `Err` says why
+/// not. Asked before the ranks start: a missing NCCL would otherwise fail inside the first
+/// step. The CUDA runtime (cudarc) loads it as `libnccl.so`, a name NCCL's runtime packages
+/// (`libnccl2`, pip's `nvidia-nccl-cu*`) leave out: they install `libnccl.so.2` alone.
 #[cfg(feature = "cuda")]
-pub fn nccl_loads() -> bool {
-    [c"libnccl.so.2", c"libnccl.so"].iter().any(|name| {
-        // SAFETY: dlopen gets a valid C string; the library stays loaded for cudarc.
+pub fn nccl_loads() -> Result<(), String> {
+    // SAFETY: dlopen gets valid C strings; a library it opens stays loaded.
+    let loads = |name: &std::ffi::CStr| {
         !unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null()
-    })
+    };
+    if loads(c"libnccl.so") {
+        Ok(())
+    } else if loads(c"libnccl.so.2") {
+        Err("NCCL is installed as libnccl.so.2 only, and the CUDA runtime loads libnccl.so: link libnccl.so to it in a folder on LD_LIBRARY_PATH".into())
+    } else {
+        Err("NCCL (libnccl.so) is not installed".into())
+    }
 }
 
 /// Checks, through the CUDA driver itself, that GPU `index` exists, before anything is
