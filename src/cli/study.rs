@@ -472,3 +472,31 @@ fn pooled_bins(
     }
     Some(pooled)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every study the repository ships is one `mmix study` takes: a study only an AMX machine
+    /// or a long session runs would otherwise rot unseen.
+    #[test]
+    fn the_shipped_studies_parse_and_resolve() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("studies");
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if let Err(error) = super::check_text(&text, &path.display().to_string()) {
+                    panic!("{error:#}");
+                }
+                checked.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        assert!(checked.iter().any(|name| name == "bf16"), "{checked:?}");
+        // The same check refuses an arm a run would refuse.
+        let text = std::fs::read_to_string(dir.join("bf16.toml")).unwrap();
+        let broken = text.replace("precision = \"bf16\"", "precision = \"fp8\"");
+        assert!(super::check_text(&broken, "bf16.toml").is_err());
+    }
+}
