@@ -55,7 +55,7 @@ pub fn all_reduce_gradients<M: Module>(
             None => pieces.push(Tensor::<1>::zeros([size], device)),
         }
     }
-    let values: usize = sizes.iter().sum();
+    let gradient_values: usize = sizes.iter().sum();
     pieces.push(Tensor::from_data(
         TensorData::new(present, [params.len()]),
         device,
@@ -64,7 +64,7 @@ pub fn all_reduce_gradients<M: Module>(
 
     let present = flat
         .clone()
-        .slice(values..values + params.len())
+        .slice(gradient_values..gradient_values + params.len())
         .into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()

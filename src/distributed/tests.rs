@@ -67,15 +67,9 @@ fn a_split_needs_a_row_per_rank_and_groups_per_rank() {
 #[test]
 fn launchers_are_told_apart_by_the_variables_they_set() {
     let launched = |pairs: &[(&str, &str)]| {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         launched_ranks_in(|name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
+            let (_, value) = pairs.iter().find(|(variable, _)| *variable == name)?;
+            Some(value.to_string())
         })
     };
     assert_eq!(launched(&[]), None);
