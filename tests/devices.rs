@@ -44,30 +44,7 @@ fn two_devices_train_the_model_one_device_trains() {
 fn a_two_device_run_killed_and_resumed_equals_the_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
-    let args = |out: &Path| -> Vec<String> {
-        let out = out.to_str().unwrap();
-        [
-            "train",
-            "--model",
-            "small-cnn",
-            "--width",
-            "8",
-            "--epochs",
-            "3",
-            "--train-subset",
-            "3000",
-            "--batch-size",
-            "50",
-            "--seed",
-            "7",
-            "--devices",
-            "cpu,cpu",
-            "--out",
-            out,
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let args = |out: &Path| common::resumable_run(out, &["--devices", "cpu,cpu"]);
     let whole_args = args(&whole);
     let output = run(&common::as_strs(&whole_args));
     assert!(output.status.success(), "{}", text(&output.stderr));

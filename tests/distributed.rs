@@ -124,27 +124,7 @@ fn a_two_rank_run_killed_and_resumed_equals_the_uninterrupted_one() {
     let whole = tmp.path().join("whole");
     let killed = tmp.path().join("killed");
     // A model with batch norm, so the ranks' running statistics are averaged and saved.
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "train",
-            "--model",
-            "small-cnn",
-            "--width",
-            "8",
-            "--epochs",
-            "3",
-            "--train-subset",
-            "3000",
-            "--batch-size",
-            "50",
-            "--seed",
-            "7",
-            "--out",
-            out.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let args = |out: &Path| common::resumable_run(out, &[]);
     train_on_two_ranks(&args(&whole));
     let launcher = spawn_on_two_ranks(&args(&killed));
     kill_after_first_epoch(launcher, &killed);

@@ -46,10 +46,18 @@ pub fn assert_same_outcome(run: &Path, reference: &Path, context: &str) {
     assert!(run.1 == reference.1, "the weight files differ: {context}");
 }
 
+/// `mmix train` with `config`, into `out`, then `extra`.
+fn train_args(config: &[&str], out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["train".to_string()];
+    args.extend(config.iter().map(|s| s.to_string()));
+    args.extend(["--out".to_string(), out.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A small, fast configuration on the embedded data: 600 training images, 100 validation.
 pub fn small_run(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "train",
+    let config = [
         "--model",
         "small-cnn",
         "--width",
@@ -64,14 +72,28 @@ pub fn small_run(out: &Path, extra: &[&str]) -> Vec<String> {
         "50",
         "--seed",
         "5",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(out.display().to_string());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
+    ];
+    train_args(&config, out, extra)
+}
+
+/// A run long enough to be killed after its first epoch and resumed: small-cnn (with batch
+/// norm) on 3,000 embedded images, 3 epochs of 60 batches.
+pub fn resumable_run(out: &Path, extra: &[&str]) -> Vec<String> {
+    let config = [
+        "--model",
+        "small-cnn",
+        "--width",
+        "8",
+        "--epochs",
+        "3",
+        "--train-subset",
+        "3000",
+        "--batch-size",
+        "50",
+        "--seed",
+        "7",
+    ];
+    train_args(&config, out, extra)
 }
 
 pub fn as_strs(args: &[String]) -> Vec<&str> {
