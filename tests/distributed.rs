@@ -173,10 +173,7 @@ fn bad_input_stops_every_rank_with_one_line_and_writes_nothing() {
         let output = mpirun_output(2, &args);
         assert!(!output.status.success());
         let stderr = text(&output.stderr);
-        let ours: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.starts_with("error: "))
-            .collect();
+        let ours = error_lines(&stderr);
         assert_eq!(ours.len(), 2, "one line per rank: {stderr}");
         assert!(ours.iter().all(|l| l.contains(expected)), "{stderr}");
         assert!(!Path::new(out).exists(), "{extra:?} wrote {out}");
@@ -251,10 +248,7 @@ fn an_exploding_loss_stops_both_ranks_at_the_same_step() {
     let output = mpirun(2).args(&args).output().unwrap();
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
-    let ours: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
+    let ours = error_lines(&stderr);
     assert_eq!(ours.len(), 2, "{stderr}");
     assert!(
         ours[0].contains("the training loss became") && ours[0].contains("epoch 2"),
@@ -266,4 +260,12 @@ fn an_exploding_loss_stops_both_ranks_at_the_same_step() {
         std::fs::read_to_string(out.join("checkpoint/latest")).unwrap(),
         "epoch-0001"
     );
+}
+
+/// mmix's own error lines among what the ranks and the launcher wrote to stderr.
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with("error: "))
+        .collect()
 }
