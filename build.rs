@@ -11,7 +11,48 @@ use std::path::PathBuf;
 
 const SOURCE: &str = "native/onednn_conv.cpp";
 
+/// The source revision this build is made from: the git commit, with "+dirty" when tracked
+/// files differ from it, or "unknown" outside a checkout. Rebuilt when the commit or the
+/// sources change.
+fn record_revision() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let in_checkout = std::path::Path::new(".git").exists();
+    let revision = match git(&["rev-parse", "HEAD"]).filter(|_| in_checkout) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|changes| !changes.is_empty());
+            if dirty { format!("{head}+dirty") } else { head }
+        }
+        None => "unknown".into(),
+    };
+    println!("cargo:rustc-env=MMIX_REVISION={revision}");
+    for path in [
+        ".git/HEAD",
+        ".git/index",
+        ".git/packed-refs",
+        "src",
+        "Cargo.toml",
+        "native",
+    ] {
+        println!("cargo:rerun-if-changed={path}");
+    }
+    if let Some(reference) = std::fs::read_to_string(".git/HEAD")
+        .ok()
+        .and_then(|head| head.strip_prefix("ref: ").map(|r| r.trim().to_string()))
+    {
+        println!("cargo:rerun-if-changed=.git/{reference}");
+    }
+}
+
 fn main() {
+    record_revision();
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={SOURCE}");
     println!("cargo:rerun-if-env-changed=DNNL_ROOT");

@@ -114,11 +114,13 @@ fn main() -> Result<()> {
     let dir = Path::new("runs/custom-model");
     let state = train_tiny_net(dir, epochs, 2_000)?;
     for record in &state.history {
+        let test = record
+            .test
+            .map(|t| format!(", test acc {:.2}%", 100.0 * t.accuracy))
+            .unwrap_or_default();
         println!(
-            "epoch {}: train loss {:.4}, test acc {:.2}%",
-            record.epoch,
-            record.train_loss,
-            100.0 * record.test.accuracy
+            "epoch {}: train loss {:.4}{test}",
+            record.epoch, record.train_loss
         );
     }
     println!("reports and checkpoint in {}", dir.display());

@@ -2,7 +2,7 @@
 //! target, so a reader (or a crash) never sees half a file and nothing is lost on failure.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
@@ -38,6 +38,148 @@ fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(std::path::PathBuf
     Err(std::io::Error::other("could not create a temporary file"))
 }
 
+/// Why mmix will not write into an output path: something there is not its own.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnershipError {
+    #[error(
+        "{} holds {name}, which mmix did not write; choose another folder or move it away",
+        dir.display()
+    )]
+    Foreign { dir: PathBuf, name: String },
+    #[error(
+        "{} is a symbolic link; mmix writes only its own files and does not follow links among them",
+        path.display()
+    )]
+    Link { path: PathBuf },
+    #[error("{} is not a folder", path.display())]
+    NotAFolder { path: PathBuf },
+    #[error("{} exists and is not a PNG image mmix wrote; choose another name", path.display())]
+    NotOurImage { path: PathBuf },
+    #[error("{}: {reason}", path.display())]
+    Io {
+        path: PathBuf,
+        reason: std::io::Error,
+    },
+}
+
+/// Checks that `dir` is absent, or a folder whose entries all bear names in `own` (what an
+/// earlier run of the same command wrote), none of them a link.
+pub fn check_own_folder(dir: &Path, own: &[&str]) -> Result<(), OwnershipError> {
+    let io = |reason| OwnershipError::Io {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+        Ok(metadata) if !metadata.is_dir() => {
+            return Err(OwnershipError::NotAFolder {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(_) => {}
+    }
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    names.sort();
+    for name in names {
+        let text = name.to_string_lossy();
+        if !own.contains(&text.as_ref()) {
+            return Err(OwnershipError::Foreign {
+                dir: dir.to_path_buf(),
+                name: text.into_owned(),
+            });
+        }
+        let path = dir.join(&name);
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link {
+            return Err(OwnershipError::Link { path });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that an image about to be written to `path` replaces nothing but a PNG: the path
+/// is absent, or a regular file (not a link) that starts as a PNG does.
+pub fn check_replaceable_png(path: &Path) -> Result<(), OwnershipError> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(reason) => {
+            return Err(OwnershipError::Io {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+        Ok(metadata) => metadata,
+    };
+    if metadata.file_type().is_symlink() {
+        return Err(OwnershipError::Link {
+            path: path.to_path_buf(),
+        });
+    }
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    let mut start = [0u8; 8];
+    let is_png = metadata.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut start))
+            .is_ok()
+        && start == SIGNATURE;
+    if !is_png {
+        return Err(OwnershipError::NotOurImage {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// The most a configuration or study file may hold.
+pub const TEXT_FILE_BYTES: u64 = 16 << 20;
+/// The most any data, checkpoint or report file may hold: the machine's memory.
+pub fn data_file_bytes() -> u64 {
+    crate::machine::memory_bytes()
+}
+
+/// [`read_regular`] of a UTF-8 text file of at most [`TEXT_FILE_BYTES`].
+pub fn read_regular_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_regular(path, TEXT_FILE_BYTES)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// Reads a file that must be a regular file of at most `max_bytes`: a FIFO, a device or a link
+/// to one is refused by name instead of blocking or reading without end.
+pub fn read_regular(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that opening a FIFO with no writer returns at once.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, device or folder), so it is not read",
+        ));
+    }
+    if metadata.len() > max_bytes {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {max_bytes} read from one file",
+            metadata.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(max_bytes + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(std::io::Error::other(format!(
+            "it grew past the {max_bytes} bytes read from one file"
+        )));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +202,60 @@ mod tests {
         let missing = dir.path().join("no-such-folder").join("a.json");
         assert!(write_atomic(&missing, b"two").is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"one");
+    }
+}
+
+#[cfg(test)]
+mod ownership_tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_is_ours_only_when_every_entry_bears_one_of_our_names() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("study");
+        check_own_folder(&dir, &["report.md"]).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("report.md"), b"#").unwrap();
+        check_own_folder(&dir, &["report.md"]).unwrap();
+        std::fs::write(dir.join("thesis.tex"), b"mine").unwrap();
+        let error = check_own_folder(&dir, &["report.md"]).unwrap_err();
+        assert!(error.to_string().contains("thesis.tex"), "{error}");
+        std::fs::remove_file(dir.join("thesis.tex")).unwrap();
+        std::os::unix::fs::symlink(root.path(), dir.join("runs")).unwrap();
+        assert!(matches!(
+            check_own_folder(&dir, &["report.md", "runs"]),
+            Err(OwnershipError::Link { .. })
+        ));
+    }
+
+    #[test]
+    fn only_a_png_is_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("compare.png");
+        check_replaceable_png(&path).unwrap();
+        std::fs::write(&path, b"\x89PNG\r\n\x1a\nrest").unwrap();
+        check_replaceable_png(&path).unwrap();
+        std::fs::write(&path, b"my notes").unwrap();
+        assert!(matches!(
+            check_replaceable_png(&path),
+            Err(OwnershipError::NotOurImage { .. })
+        ));
+    }
+
+    #[test]
+    fn fifos_devices_and_oversized_files_are_not_read() {
+        let root = tempfile::tempdir().unwrap();
+        let fifo = root.path().join("x.png");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        assert!(read_regular(&fifo, 1 << 20).is_err());
+        let zero = root.path().join("zero.png");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(read_regular(&zero, 1 << 20).is_err());
+        let big = root.path().join("big.png");
+        std::fs::write(&big, vec![0u8; 100]).unwrap();
+        assert!(read_regular(&big, 99).is_err());
+        assert_eq!(read_regular(&big, 100).unwrap().len(), 100);
     }
 }

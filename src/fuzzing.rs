@@ -120,7 +120,7 @@ pub fn checkpoint_seed() -> Vec<u8> {
             train_loss: 0.7,
             train_acc: 0.5,
             valid: Some(metrics),
-            test: metrics,
+            test: Some(metrics),
             images_per_second: 100.0,
             seconds: 0.02,
         }],

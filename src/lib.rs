@@ -15,6 +15,7 @@ pub mod eval;
 pub mod fsio;
 pub mod fuzzing;
 pub mod kernels;
+pub mod machine;
 pub mod mixup;
 pub mod models;
 pub mod process;

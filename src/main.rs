@@ -42,17 +42,30 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// clap's error in one line. Its usage block and tips make many lines: the first says what
+/// is wrong, and the indented lines under it (the missing arguments) name what.
+fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let reason = first.strip_prefix("error: ").unwrap_or(first);
+    let named: Vec<&str> = lines
+        .take_while(|line| line.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    match named.is_empty() {
+        true => reason.to_string(),
+        false => format!("{} {}", reason, named.join(", ")),
+    }
+}
+
 fn main() {
     manifold_mixup::process::configure();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => error.exit(),
         Err(error) => {
-            // clap's usage block and tips make many lines; the first says what is wrong.
-            let rendered = error.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let reason = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {reason} (see `mmix --help`)");
+            eprintln!("error: {} (see `mmix --help`)", one_line(&error));
             std::process::exit(2);
         }
     };

@@ -724,10 +724,16 @@ mix = "manifold"
 alpha = 2.0
 "#;
 
-/// `report.md` up to its wall times, which no two studies share.
+/// `report.md` up to its wall times, which no two studies share, without the command that
+/// wrote it (which names the study's folder).
 fn report_without_times(dir: &Path) -> String {
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    report.split("## Wall times").next().unwrap().to_string()
+    let report = report.split("## Wall times").next().unwrap();
+    report
+        .lines()
+        .filter(|line| !line.starts_with("Report written by"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]

@@ -63,7 +63,7 @@ fn bad_devices_stop_with_one_line_and_write_nothing() {
         (&["--devices", "cpu,cuda:7"], "--device cuda:7"),
         (
             &["--devices", "cpu,cpu", "--batch-size", "1"],
-            "smaller than the 2 ranks",
+            "--batch-size (1) is smaller than --partner-groups (2, by default one per rank)",
         ),
         (
             &["--devices", "cpu,cpu", "--partner-groups", "3"],

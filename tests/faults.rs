@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{mmix, outcome, run, small_run, text};
+use common::{assert_one_line_error, mmix, outcome, run, small_run, snapshot, text};
 
 /// Two epochs of 600 embedded images: a checkpoint per epoch and one at the end.
 fn run_args(out: &Path) -> Vec<String> {
@@ -24,38 +24,6 @@ fn reference(root: &Path) -> PathBuf {
     let output = train(&dir);
     assert!(output.status.success(), "{}", text(&output.stderr));
     dir
-}
-
-/// Every file under `dir` with a digest of its bytes, to tell whether a command changed
-/// anything.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let mut hasher = std::hash::DefaultHasher::new();
-                std::hash::Hash::hash(&std::fs::read(&path).unwrap(), &mut hasher);
-                files.push((path.clone(), std::hash::Hasher::finish(&hasher)));
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-fn assert_one_line_error(output: &Output, expected: &str, what: &str) {
-    let stderr = text(&output.stderr);
-    assert!(!output.status.success(), "{what} succeeded");
-    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: {stderr}");
-    assert!(
-        stderr.starts_with("error: ") && stderr.contains(expected),
-        "{what}: {stderr}"
-    );
 }
 
 fn write_under_way(checkpoint_dir: &Path) -> bool {

@@ -139,6 +139,9 @@ pub struct TrainArgs {
     /// Passes over the training split (default 30).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Measure the validation and test splits every N epochs, and after the last (default 1).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
     /// Examples per step (default 100).
     #[arg(long)]
     pub batch_size: Option<usize>,

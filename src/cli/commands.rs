@@ -22,6 +22,7 @@ use super::study;
 use super::train as train_cmd;
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
+    train::run_dir::check_own_entries(&args.dir)?;
     let mut config = train_cmd::load_saved_config(&args.dir)?;
     if let Some(device) = &args.device {
         config.device = device.clone();
@@ -86,7 +87,34 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// The images `compare` writes: the overlay at `plot`, and its reliability and spectrum
+/// siblings.
+fn compare_plots(plot: &Path) -> [PathBuf; 3] {
+    let stem = plot.file_stem().unwrap_or_default().to_string_lossy();
+    let sibling = |suffix: &str| plot.with_file_name(format!("{stem}-{suffix}.png"));
+    [
+        plot.to_path_buf(),
+        sibling("reliability"),
+        sibling("spectrum"),
+    ]
+}
+
 pub fn compare(args: &CompareArgs) -> Result<()> {
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for dir in &args.dirs {
+        // The same run named twice would count as two seeds.
+        let canonical = dir
+            .canonicalize()
+            .with_context(|| format!("cannot read run folder {}", dir.display()))?;
+        if seen.contains(&canonical) {
+            bail!("{} is named twice; each run counts once", dir.display());
+        }
+        seen.push(canonical);
+    }
+    super::require_path("--plot", &args.plot)?;
+    for path in compare_plots(&args.plot) {
+        crate::fsio::check_replaceable_png(&path)?;
+    }
     let rows = args
         .dirs
         .iter()
@@ -111,11 +139,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     if evaluated.is_empty() {
         return Ok(());
     }
-    let sibling = |suffix: &str| {
-        let stem = args.plot.file_stem().unwrap_or_default().to_string_lossy();
-        args.plot.with_file_name(format!("{stem}-{suffix}.png"))
-    };
-    let path = sibling("reliability");
+    let [_, path, spectrum_path] = compare_plots(&args.plot);
     let bins: Vec<_> = evaluated
         .iter()
         .map(|(label, e)| (label.clone(), e.reliability.clone()))
@@ -128,7 +152,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
         .filter_map(|(label, e)| e.spectrum.as_ref().map(|s| (label.clone(), s)))
         .collect();
     if let Some((_, first)) = spectra.first() {
-        let path = sibling("spectrum");
+        let path = spectrum_path;
         let values: Vec<_> = spectra
             .iter()
             .filter(|(_, s)| s.point == first.point)
@@ -362,6 +386,9 @@ fn load_named(name: &str, data_dir: &Option<PathBuf>) -> Result<Dataset> {
     Ok(data::load(name, &options)?)
 }
 
+/// What `data inspect` writes into its folder.
+const SAMPLES: &str = "samples.png";
+
 pub fn inspect(args: &InspectArgs) -> Result<()> {
     let dataset = load_named(&args.dataset, &args.data_dir)?;
     let classes = dataset.classes();
@@ -391,6 +418,8 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(format!("inspect-{}", dataset.name)));
+    super::require_path("--out", &out)?;
+    crate::fsio::check_own_folder(&out, &[SAMPLES])?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let normalization = Normalization { mean, std };
     let augmentation = dataset.default_augmentation();
@@ -400,7 +429,7 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         args.augment
             .then_some((&normalization, &augmentation, args.seed)),
     );
-    let path = out.join("samples.png");
+    let path = out.join(SAMPLES);
     report::write_png(&path, &grid).with_context(|| format!("cannot write {}", path.display()))?;
     println!(
         "samples (one row per class{}): {}",
@@ -450,6 +479,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     if config.batch == 0 {
         bail!("--batch-size must be at least 1");
     }
+    let model = crate::models::ModelConfig::new(
+        config.model,
+        config.channels,
+        config.image_size,
+        config.classes,
+    )
+    .with_width(config.width);
+    model.validate()?;
+    crate::machine::check_fits(
+        format!(
+            "{} at --width {} and --batch-size {} on {}×{} images",
+            config.model, config.width, config.batch, config.image_size, config.image_size
+        ),
+        model.training_bytes_lower_bound(config.batch)?,
+        "lower --width, --batch-size or --image-size",
+    )?;
     let result = bench_step(&config, &device, &args.device)?;
     if world.rank() == 0 {
         println!("{}", serde_json::to_string(&result)?);

@@ -14,3 +14,11 @@ pub fn note_fast_path(device: &burn::tensor::Device) {
         ONCE.call_once(|| println!("{note}"));
     }
 }
+
+/// An output path given as an empty string would write into the current folder.
+pub(crate) fn require_path(flag: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    if path.as_os_str().is_empty() {
+        anyhow::bail!("{flag} is empty: it must name a path");
+    }
+    Ok(())
+}

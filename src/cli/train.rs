@@ -20,7 +20,7 @@ use crate::mixup::{Loss, MixMode, PatchUpConfig, Switch};
 use crate::models::{Classifier, ModelKind, to_safetensors};
 use crate::report::{self, Summary};
 use crate::train::{
-    self, EpochRecord, Progress, RunData, RunOutcome, Schedule, TrainConfig, parse_device,
+    self, EpochRecord, Progress, RunData, RunOutcome, Schedule, TrainConfig, parse_device, run_dir,
 };
 
 use super::args::TrainArgs;
@@ -31,15 +31,19 @@ pub const INTERRUPTED_EXIT: i32 = 130;
 
 /// Flags win over the TOML file; what neither gives takes the paper's defaults.
 pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
-    let file: TrainArgs = match &args.config {
+    resolve_with(args, &config_file(args)?)
+}
+
+/// The options of `--config`, or none.
+fn config_file(args: &TrainArgs) -> Result<TrainArgs> {
+    match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = crate::fsio::read_regular_text(path)
                 .with_context(|| format!("cannot read --config {}", path.display()))?;
-            parse_config(path, &text)?
+            parse_config(path, &text)
         }
-        None => TrainArgs::default(),
-    };
-    resolve_with(args, &file)
+        None => Ok(TrainArgs::default()),
+    }
 }
 
 /// The options of a `--config` file's text; `path` names it in errors.
@@ -111,6 +115,7 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
         loss: pick!(loss).unwrap_or(Loss::SoftCe),
         label_smoothing: pick!(label_smoothing).unwrap_or(0.0),
         epochs,
+        eval_every: pick!(eval_every).unwrap_or(1),
         batch_size: pick!(batch_size).unwrap_or(100),
         lr: pick!(lr).unwrap_or(0.1),
         momentum: pick!(momentum).unwrap_or(0.9),
@@ -188,10 +193,15 @@ fn reject_flags_with_resume(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn config_json(config: &TrainConfig, data: &RunData) -> serde_json::Value {
+fn config_json(
+    config: &TrainConfig,
+    data: &RunData,
+    device: &burn::tensor::Device,
+) -> serde_json::Value {
     json!({
         "train": config,
         "crate_version": env!("CARGO_PKG_VERSION"),
+        "provenance": crate::machine::Provenance::here(device, config.precision),
         "dataset": {
             "source": data.dataset.source,
             "classes": data.dataset.class_names,
@@ -207,7 +217,7 @@ fn config_json(config: &TrainConfig, data: &RunData) -> serde_json::Value {
 
 pub fn load_saved_config(dir: &Path) -> Result<TrainConfig> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
+    let text = crate::fsio::read_regular_text(&path).with_context(|| {
         format!(
             "{} is not an mmix run folder: cannot read {}",
             dir.display(),
@@ -216,8 +226,13 @@ pub fn load_saved_config(dir: &Path) -> Result<TrainConfig> {
     })?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    serde_json::from_value(value["train"].clone())
-        .with_context(|| format!("{}: not an mmix run configuration", path.display()))
+    let config: TrainConfig = serde_json::from_value(value["train"].clone())
+        .with_context(|| format!("{}: not an mmix run configuration", path.display()))?;
+    // A saved configuration passes the checks a new one does: it may have been edited.
+    config
+        .validate()
+        .map_err(|reason| anyhow!("{}: {reason}", path.display()))?;
+    Ok(config)
 }
 
 fn epoch_line(record: &EpochRecord, epochs: usize) -> String {
@@ -225,15 +240,23 @@ fn epoch_line(record: &EpochRecord, epochs: usize) -> String {
         .valid
         .map(|v| format!(" valid_acc {:.2}%", v.accuracy * 100.0))
         .unwrap_or_default();
+    let test = record
+        .test
+        .map(|t| {
+            format!(
+                " test_acc {:.2}% test_nll {:.4} test_ece {:.2}%",
+                t.accuracy * 100.0,
+                t.nll,
+                t.ece * 100.0
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "epoch {:>3}/{epochs} lr {:.4} train_loss {:.4} train_acc {:.2}%{valid} test_acc {:.2}% test_nll {:.4} test_ece {:.2}% {:.0} img/s {:.1}s",
+        "epoch {:>3}/{epochs} lr {:.4} train_loss {:.4} train_acc {:.2}%{valid}{test} {:.0} img/s {:.1}s",
         record.epoch,
         record.lr,
         record.train_loss,
         record.train_acc * 100.0,
-        record.test.accuracy * 100.0,
-        record.test.nll,
-        record.test.ece * 100.0,
         record.images_per_second,
         record.seconds
     )
@@ -249,7 +272,10 @@ fn interrupt_flag() -> &'static AtomicBool {
         // A second Ctrl-C leaves at once; the last committed checkpoint is intact either way.
         let installed = ctrlc::set_handler(|| {
             if FLAG.swap(true, Ordering::SeqCst) {
-                std::process::exit(INTERRUPTED_EXIT);
+                // `_exit`, not `exit`: no destructors or exit handlers run, which would tear
+                // oneDNN down under the thread still inside it.
+                // SAFETY: `_exit` ends the process at once and is async-signal-safe.
+                unsafe { libc::_exit(INTERRUPTED_EXIT) };
             }
             // A launcher signals every rank; one of them says so.
             if distributed::world().rank() == 0 {
@@ -332,39 +358,56 @@ fn on_every_rank<T>(world: &dyn Collective, step: impl FnOnce() -> Result<T>) ->
     distributed::agree(world, outcome).map_err(|failure| anyhow!("{failure}"))
 }
 
+/// How a run begins: from its folder's latest checkpoint, or afresh in a folder that was
+/// absent or empty (which a run that keeps nothing restores).
+#[derive(Clone, Copy, PartialEq)]
+enum Start {
+    Resume,
+    Fresh(run_dir::Found),
+}
+
 pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
     let world = distributed::world();
-    let (config, dir, resuming) = match &args.resume {
+    let (config, dir, start) = match &args.resume {
         Some(dir) => {
             reject_flags_with_resume(args)?;
             // Rank 0 reads the saved configuration; ranks elsewhere need not share its disk.
-            let saved = on_rank_zero(world, || Ok(serde_json::to_vec(&load_saved_config(dir)?)?))?;
+            let saved = on_rank_zero(world, || {
+                run_dir::check_own_entries(dir)?;
+                Ok(serde_json::to_vec(&load_saved_config(dir)?)?)
+            })?;
             let mut config: TrainConfig =
                 serde_json::from_slice(&saved).context("rank 0's configuration arrived damaged")?;
             if let Some(device) = &args.device {
                 config.device = device.clone();
             }
-            (config, dir.clone(), true)
+            (config, dir.clone(), Start::Resume)
         }
         None => {
-            let config = resolve(args)?;
-            let dir = args.out.clone().unwrap_or_else(|| default_out(&config));
-            on_rank_zero(world, || {
-                if dir.join("config.json").exists() {
-                    bail!(
-                        "{} already holds a run; continue it with `mmix train --resume {}` or choose another --out",
-                        dir.display(),
-                        dir.display()
-                    );
-                }
-                Ok(Vec::new())
+            let file = config_file(args)?;
+            let config = resolve_with(args, &file)?;
+            let dir = args
+                .out
+                .clone()
+                .or(file.out)
+                .unwrap_or_else(|| default_out(&config));
+            super::require_path("--out", &dir)?;
+            let found = on_rank_zero(world, || {
+                Ok(match run_dir::check_fresh(&dir)? {
+                    run_dir::Found::Absent => vec![0],
+                    run_dir::Found::Empty => vec![1],
+                })
             })?;
-            (config, dir, false)
+            let found = match found.first() {
+                Some(1) => run_dir::Found::Empty,
+                _ => run_dir::Found::Absent,
+            };
+            (config, dir, Start::Fresh(found))
         }
     };
     let devices: Vec<&str> = config.device.split(',').map(str::trim).collect();
     if devices.len() == 1 {
-        return run_rank(world, &config, &dir, resuming, quiet_bar, &config.device);
+        return run_rank(world, &config, &dir, start, quiet_bar, &config.device);
     }
     if world.size() > 1 {
         bail!(
@@ -379,7 +422,7 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
             distributed::world(),
             &config,
             &dir,
-            resuming,
+            start,
             quiet_bar,
             devices[rank],
         )
@@ -415,11 +458,12 @@ fn run_rank(
     world: &dyn Collective,
     config: &TrainConfig,
     dir: &Path,
-    resuming: bool,
+    start: Start,
     quiet_bar: bool,
     device_name: &str,
 ) -> Result<TrainResult> {
     let (config, dir) = (config.clone(), dir.to_path_buf());
+    let resuming = start == Start::Resume;
     let leader = world.rank() == 0;
     distributed::check_split(config.batch_size, config.partner_groups, world.size())?;
     let (device, data) = on_every_rank(world, || {
@@ -433,7 +477,7 @@ fn run_rank(
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create run folder {}", dir.display()))?;
         if !resuming {
-            let text = serde_json::to_vec_pretty(&config_json(&config, &data))?;
+            let text = serde_json::to_vec_pretty(&config_json(&config, &data, &device))?;
             write_atomic(&dir.join("config.json"), &text)
                 .with_context(|| format!("cannot write {}", dir.join("config.json").display()))?;
         }
@@ -550,7 +594,11 @@ fn run_rank(
         Ok(RunOutcome::Interrupted(state)) => (state, true),
         Err(e) => {
             log.line(&format!("error: {e}"));
-            return Err(e).with_context(|| format!("run {}", dir.display()));
+            let kept = match start {
+                Start::Fresh(found) if leader => keep_or_remove_unfinished(&dir, found)?,
+                _ => String::new(),
+            };
+            return Err(e).with_context(|| format!("run {}{kept}", dir.display()));
         }
     };
     if !leader {
@@ -580,6 +628,23 @@ fn run_rank(
         summary,
         interrupted,
     })
+}
+
+/// After a fresh run failed: what it keeps, in words for the error line. A run that wrote no
+/// checkpoint leaves its folder as it found it, so the same command with other flags can
+/// start again there.
+fn keep_or_remove_unfinished(dir: &Path, found: run_dir::Found) -> Result<String> {
+    match train::checkpoint::latest(&dir.join(run_dir::CHECKPOINTS)) {
+        Ok(Some(folder)) => Ok(format!(
+            " (its last checkpoint, {}, is kept: `mmix train --resume {}` continues from it)",
+            folder.file_name().unwrap_or_default().to_string_lossy(),
+            dir.display()
+        )),
+        _ => {
+            run_dir::remove_unfinished(dir, found)?;
+            Ok(" (no checkpoint was written, so nothing of the run was kept: the folder is as it was before)".into())
+        }
+    }
 }
 
 pub fn print_result(result: &TrainResult) {

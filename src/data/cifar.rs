@@ -21,7 +21,8 @@ fn read_records(
     classes: usize,
     into: &mut ImageSet,
 ) -> Result<(), DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = crate::fsio::read_regular(path, crate::fsio::data_file_bytes())
+        .map_err(|e| DataError::io(path, e))?;
     parse_records(path, &bytes, label_bytes, label_offset, classes, into)
 }
 

@@ -50,6 +50,8 @@ pub enum DataError {
         found_classes: Vec<String>,
         expected: Vec<String>,
     },
+    #[error(transparent)]
+    Memory(#[from] crate::machine::MemoryError),
     #[error("dataset '{name}' not found; looked in {tried}")]
     NotFound { name: String, tried: String },
     #[error(

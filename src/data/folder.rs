@@ -84,6 +84,8 @@ pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>, D
 /// classifier is trained on, and a bound on the time a hostile header can cost (the fuzzer's
 /// slowest inputs claimed sides above 10,000 pixels).
 const MAX_SIDE: u32 = 8_192;
+/// The largest image file read: far beyond any photo's encoding at `MAX_SIDE`.
+const MAX_FILE_BYTES: u64 = 64 << 20;
 /// The most memory the decoder may take for one image.
 const MAX_DECODED_BYTES: u64 = 256 << 20;
 
@@ -111,7 +113,8 @@ pub fn read_split(
             if !is_image(&path) {
                 continue;
             }
-            let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+            let bytes = crate::fsio::read_regular(&path, MAX_FILE_BYTES)
+                .map_err(|e| DataError::io(&path, e))?;
             set.pixels.extend(decode_image(&path, &bytes, size)?);
             set.labels.push(label);
         }
@@ -122,6 +125,21 @@ pub fn read_split(
         });
     }
     Ok(set)
+}
+
+/// The image files under `split_dir/<class>/`, counted before any is decoded.
+fn count_images(split_dir: &Path, classes: &[String]) -> Result<usize, DataError> {
+    let mut count = 0;
+    for class in classes {
+        let class_dir = split_dir.join(class);
+        if class_dir.is_dir() {
+            count += sorted_entries(&class_dir)?
+                .iter()
+                .filter(|p| is_image(p))
+                .count();
+        }
+    }
+    Ok(count)
 }
 
 /// Training and test splits of an image-folder dataset, with the class names.
@@ -157,6 +175,13 @@ pub fn read_folder(
             expected: classes,
         });
     }
+    let images = count_images(&train_dir, &classes)? + count_images(&test_dir, &classes)?;
+    let bytes = (images as u64).saturating_mul(3 * (size as u64).saturating_pow(2));
+    crate::machine::check_fits(
+        format!("{images} images of {size}×{size} pixels (--image-size {size})"),
+        bytes,
+        "lower --image-size",
+    )?;
     let train = read_split(&train_dir, &classes, size)?;
     let test = read_split(&test_dir, &classes, size)?;
     Ok((train, test, classes))

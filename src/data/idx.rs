@@ -7,7 +7,8 @@ use super::{DataError, ImageSet};
 
 /// Reads a whole file, inflating it when it starts with the gzip magic.
 pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let raw = crate::fsio::read_regular(path, crate::fsio::data_file_bytes())
+        .map_err(|e| DataError::io(path, e))?;
     maybe_gunzip(path, raw)
 }
 

@@ -63,12 +63,20 @@ impl FromStr for Attack {
             }
             Ok(value)
         };
+        // Pixels lie in [0, 1]: a larger ε would let the attack replace the image.
+        let epsilon = |s: &str| -> Result<f64, EvalError> {
+            let value = number(s, "ε")?;
+            if value > 1.0 {
+                return Err(bad("ε must be in [0, 1] (pixel units)"));
+            }
+            Ok(value)
+        };
         match parts.as_slice() {
             ["fgsm", eps] => Ok(Attack::Fgsm {
-                epsilon: number(eps, "ε")?,
+                epsilon: epsilon(eps)?,
             }),
             ["pgd", eps, steps, rest @ ..] if rest.len() <= 1 => {
-                let epsilon = number(eps, "ε")?;
+                let epsilon = epsilon(eps)?;
                 let steps: usize = steps
                     .trim()
                     .parse()
@@ -456,6 +464,8 @@ mod tests {
         for bad in [
             "fgsm",
             "fgsm:-0.1",
+            "fgsm:2",
+            "pgd:1.5:3",
             "pgd:0.1",
             "pgd:0.1:0",
             "cw:0.1",

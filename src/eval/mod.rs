@@ -23,6 +23,8 @@ pub enum EvalError {
     BadDeformation { spec: String, reason: String },
     #[error("mix point {point} does not exist: this model's mix points are 0..={last}")]
     SpectrumPoint { point: usize, last: usize },
+    #[error("{what} must be at least 1: a measure over no examples would be empty")]
+    NoExamples { what: &'static str },
 }
 
 pub const ECE_BINS: usize = 15;

@@ -47,6 +47,16 @@ impl Default for EvalSuite {
 impl EvalSuite {
     /// Checks the spectrum's mix point against a model with points `0..=last_point`.
     pub fn validate(&self, last_point: usize) -> Result<(), super::EvalError> {
+        if self.attack_examples == Some(0) {
+            return Err(super::EvalError::NoExamples {
+                what: "--attack-examples",
+            });
+        }
+        if self.spectrum_examples == 0 && self.spectrum_at.is_some() {
+            return Err(super::EvalError::NoExamples {
+                what: "spectrum-examples",
+            });
+        }
         match self.spectrum_at {
             Some(point) if point > last_point => Err(super::EvalError::SpectrumPoint {
                 point,

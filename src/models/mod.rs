@@ -39,6 +39,13 @@ pub enum ModelError {
     Zero { what: &'static str },
     #[error("input channels must be 1 or 3, got {0}")]
     Channels(usize),
+    #[error("{what} must be at most {max} (got {value}): {why}")]
+    TooLarge {
+        what: &'static str,
+        max: usize,
+        value: usize,
+        why: &'static str,
+    },
     #[error("{model} needs images of at least {min}×{min} pixels, got {size}×{size}")]
     TooSmall {
         model: String,
@@ -46,6 +53,13 @@ pub enum ModelError {
         size: usize,
     },
 }
+
+/// Bounds that keep a model's description small enough to build and count: each is far past
+/// any published network (WRN-1001 is the deepest residual network trained on CIFAR).
+const MAX_WRN_DEPTH: usize = 1_006;
+const MAX_WRN_WIDEN: usize = 1_024;
+/// The widest base width accepted; memory is what refuses most widths below it.
+pub const MAX_WIDTH: usize = 1 << 20;
 
 /// A model family and its depth, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
@@ -79,6 +93,19 @@ impl FromStr for ModelKind {
                 return Err(ModelError::Zero {
                     what: "wrn widen factor",
                 });
+            }
+            for (what, value, max) in [
+                ("wrn depth", depth, MAX_WRN_DEPTH),
+                ("wrn widen factor", widen, MAX_WRN_WIDEN),
+            ] {
+                if value > max {
+                    return Err(ModelError::TooLarge {
+                        what,
+                        max,
+                        value,
+                        why: "deeper and wider than any published wide ResNet",
+                    });
+                }
             }
             return Ok(ModelKind::WideResNet { depth, widen });
         }
@@ -192,6 +219,14 @@ impl ModelConfig {
                 return Err(ModelError::Zero { what });
             }
         }
+        if self.width > MAX_WIDTH {
+            return Err(ModelError::TooLarge {
+                what: "width",
+                max: MAX_WIDTH,
+                value: self.width,
+                why: "wider than any published network",
+            });
+        }
         let min = self.kind.min_image_size();
         if self.image_size < min {
             return Err(ModelError::TooSmall {
@@ -220,6 +255,45 @@ impl ModelConfig {
                 Classifier::Mlp(Mlp::new(inputs, k, w, device))
             }
         })
+    }
+}
+
+impl ModelConfig {
+    /// The floats the model's parameters hold, counted from their shapes: Burn builds
+    /// parameters lazily, so nothing of their size is allocated.
+    pub fn parameter_floats(&self) -> Result<u64, ModelError> {
+        struct Count(u64);
+        impl burn::module::ModuleVisitor for Count {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                let elements = param
+                    .lazy_shape()
+                    .iter()
+                    .fold(1u64, |n, &d| n.saturating_mul(d as u64));
+                self.0 = self.0.saturating_add(elements);
+            }
+        }
+        let mut count = Count(0);
+        self.init(&Device::flex())?.visit(&mut count);
+        Ok(count.0)
+    }
+
+    /// A lower bound on the bytes a train step at `batch` examples takes: weights, their
+    /// gradients and momentum, and per example the input and one full-width feature map
+    /// (a quarter of the input's pixels), each with its gradient. A configuration refused
+    /// on it cannot run; one accepted may still need more.
+    pub fn training_bytes_lower_bound(&self, batch: usize) -> Result<u64, ModelError> {
+        let parameters = self.parameter_floats()?;
+        let pixels = (self.image_size as u64).saturating_pow(2);
+        let input = pixels.saturating_mul(self.in_channels as u64);
+        let feature_map = match self.kind {
+            ModelKind::Mlp => self.width as u64,
+            _ => (self.width as u64).saturating_mul(pixels / 4),
+        };
+        let per_example = input.saturating_add(feature_map).saturating_mul(2);
+        let floats = parameters
+            .saturating_mul(3)
+            .saturating_add(per_example.saturating_mul(batch as u64));
+        Ok(floats.saturating_mul(4))
     }
 }
 

@@ -546,3 +546,38 @@ fn weight_files_of_equal_models_are_equal_bytes() {
     let json: serde_json::Value = serde_json::from_slice(&first[8..8 + header]).unwrap();
     assert_eq!(json["__metadata__"]["producer"], "burn");
 }
+
+#[test]
+fn parameters_are_counted_from_their_shapes_without_allocating_them() {
+    let config = |name: &str, width: usize| {
+        ModelConfig::new(name.parse().unwrap(), 3, 32, 10).with_width(width)
+    };
+    // The 11,171,146 trainable weights and the batch-norm running statistics (2 × 3,392).
+    assert_eq!(
+        config("preactresnet18", 64).parameter_floats().unwrap(),
+        11_171_146 + 2 * 3_392
+    );
+    // 3072·100000 + 100000² + 100000·10 weights and their biases: 40 GB were they allocated.
+    let wide_mlp = config("mlp", 100_000).parameter_floats().unwrap();
+    assert_eq!(
+        wide_mlp,
+        3072 * 100_000 + 100_000 + 100_000 * 100_000 + 100_000 + 100_000 * 10 + 10
+    );
+    let bound = config("mlp", 100_000)
+        .training_bytes_lower_bound(1)
+        .unwrap();
+    assert!(bound > 12 * wide_mlp, "{bound}");
+    // The input and one feature map per example, with their gradients, grow with the batch.
+    let small = config("small-cnn", 8);
+    let per_example =
+        small.training_bytes_lower_bound(2).unwrap() - small.training_bytes_lower_bound(1).unwrap();
+    assert_eq!(per_example, 4 * 2 * (3 * 32 * 32 + 8 * 32 * 32 / 4));
+    assert!(matches!(
+        config("small-cnn", MAX_WIDTH + 1).validate(),
+        Err(ModelError::TooLarge { what: "width", .. })
+    ));
+    assert!(matches!(
+        "wrn-1000000000000-1".parse::<ModelKind>(),
+        Err(ModelError::TooLarge { .. })
+    ));
+}

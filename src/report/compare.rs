@@ -9,17 +9,20 @@ use crate::train::{EpochRecord, TrainConfig};
 use super::{Summary, summary};
 
 /// One run as read back from its folder.
+#[derive(Clone)]
 pub struct CompareRow {
     pub dir: String,
     pub config: TrainConfig,
     pub summary: Summary,
     pub history: Vec<EpochRecord>,
+    /// Which code and machine made the run (absent in runs older than the record).
+    pub provenance: Option<crate::machine::Provenance>,
 }
 
 /// Reads a run folder's `config.json` and its latest checkpoint state.
 pub fn load_run(dir: &Path) -> Result<CompareRow, String> {
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|e| {
+    let text = crate::fsio::read_regular_text(&config_path).map_err(|e| {
         format!(
             "{}: {e} (is this an mmix run folder?)",
             config_path.display()
@@ -36,6 +39,7 @@ pub fn load_run(dir: &Path) -> Result<CompareRow, String> {
     let state = crate::train::checkpoint::load_state(&folder).map_err(|e| e.to_string())?;
     let evaluation = super::read_evaluation(dir)?;
     Ok(CompareRow {
+        provenance: serde_json::from_value(value["provenance"].clone()).ok(),
         dir: dir.display().to_string(),
         summary: summary(&config, &state, evaluation.as_ref()),
         history: state.history,
@@ -246,6 +250,7 @@ mod tests {
             loss: Loss::SoftCe,
             label_smoothing: 0.0,
             epochs: 1,
+            eval_every: 1,
             batch_size: 10,
             lr: 0.1,
             momentum: 0.9,
@@ -274,7 +279,7 @@ mod tests {
             train_loss: 1.0,
             train_acc: 0.5,
             valid: None,
-            test: metrics,
+            test: Some(metrics),
             images_per_second: 100.0,
             seconds: 10.0,
         }];
@@ -288,6 +293,7 @@ mod tests {
             partial: None,
         };
         CompareRow {
+            provenance: None,
             dir: format!("run-{seed}"),
             summary: summary(&config, &state, None),
             history,

@@ -10,32 +10,33 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use compare::{CompareRow, EvaluationColumn, compare_table, evaluation_columns, load_run};
-pub use plot::{plot_curves, plot_overlay, plot_reliability, plot_spectrum, write_png};
+pub use plot::{
+    GainSeries, plot_curves, plot_gain, plot_overlay, plot_reliability, plot_spectrum, write_png,
+};
 
 use crate::eval::{Evaluation, Metrics};
 use crate::train::{EpochRecord, RunState, TrainConfig};
 
 pub const METRICS_HEADER: &str = "epoch,lr,train_loss,train_acc,valid_acc,valid_nll,valid_ece,test_acc,test_nll,test_ece,images_per_second,seconds";
 
-/// `metrics.csv`: one row per epoch. Valid columns are empty without a validation split.
+/// `metrics.csv`: one row per epoch. Valid columns are empty without a validation split, and
+/// valid and test columns on the epochs `--eval-every` skips.
 pub fn metrics_csv(history: &[EpochRecord]) -> String {
     let mut out = String::from(METRICS_HEADER);
     out.push('\n');
     for r in history {
-        let valid = match &r.valid {
-            Some(v) => format!("{:.6},{:.6},{:.6}", v.accuracy, v.nll, v.ece),
+        let columns = |metrics: &Option<Metrics>| match metrics {
+            Some(m) => format!("{:.6},{:.6},{:.6}", m.accuracy, m.nll, m.ece),
             None => ",,".into(),
         };
         out.push_str(&format!(
-            "{},{:.6e},{:.6},{:.6},{},{:.6},{:.6},{:.6},{:.1},{:.2}\n",
+            "{},{:.6e},{:.6},{:.6},{},{},{:.1},{:.2}\n",
             r.epoch,
             r.lr,
             r.train_loss,
             r.train_acc,
-            valid,
-            r.test.accuracy,
-            r.test.nll,
-            r.test.ece,
+            columns(&r.valid),
+            columns(&r.test),
             r.images_per_second,
             r.seconds
         ));
@@ -84,7 +85,7 @@ pub const EVALUATION_FILE: &str = "evaluation.json";
 /// The run's `evaluation.json`, if it has one.
 pub fn read_evaluation(dir: &Path) -> Result<Option<Evaluation>, String> {
     let path = dir.join(EVALUATION_FILE);
-    match std::fs::read_to_string(&path) {
+    match crate::fsio::read_regular_text(&path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| format!("{}: damaged ({e})", path.display())),
@@ -95,19 +96,23 @@ pub fn read_evaluation(dir: &Path) -> Result<Option<Evaluation>, String> {
 
 /// The summary of a run's progress, with `evaluation` when it measured the latest weights.
 pub fn summary(config: &TrainConfig, state: &RunState, evaluation: Option<&Evaluation>) -> Summary {
-    let last = state.history.last();
+    // The last epoch is always measured; an interrupted run reports its last measured one.
+    let last = state.history.iter().rev().find_map(|r| r.test);
     let best_valid = state
         .history
         .iter()
-        .filter_map(|r| r.valid.map(|v| (r, v)))
-        .fold(None::<(&EpochRecord, Metrics)>, |best, (r, v)| match best {
-            Some((_, b)) if b.accuracy >= v.accuracy => best,
-            _ => Some((r, v)),
-        })
-        .map(|(r, v)| BestValid {
+        .filter_map(|r| Some((r, r.valid?, r.test?)))
+        .fold(
+            None::<(&EpochRecord, Metrics, Metrics)>,
+            |best, (r, v, t)| match best {
+                Some((_, b, _)) if b.accuracy >= v.accuracy => best,
+                _ => Some((r, v, t)),
+            },
+        )
+        .map(|(r, v, t)| BestValid {
             epoch: r.epoch,
             valid_acc: v.accuracy,
-            test_acc: r.test.accuracy,
+            test_acc: t.accuracy,
         });
     Summary {
         model: config.model_name(),
@@ -118,10 +123,10 @@ pub fn summary(config: &TrainConfig, state: &RunState, evaluation: Option<&Evalu
         epochs: config.epochs,
         epochs_done: state.epochs_done,
         completed: state.epochs_done == config.epochs,
-        final_metrics: last.map(|r| FinalMetrics {
-            test_acc: r.test.accuracy,
-            test_nll: r.test.nll,
-            test_ece: r.test.ece,
+        final_metrics: last.map(|test| FinalMetrics {
+            test_acc: test.accuracy,
+            test_nll: test.nll,
+            test_ece: test.ece,
         }),
         best_valid,
         train_seconds: state.train_seconds,

@@ -112,11 +112,11 @@ pub fn plot_curves(path: &Path, title: &str, history: &[EpochRecord]) -> std::io
     };
     let loss = vec![
         ("train loss", xs(&|r| Some(r.train_loss)), BLUE),
-        ("test NLL", xs(&|r| Some(r.test.nll)), RED),
+        ("test NLL", xs(&|r| r.test.map(|t| t.nll)), RED),
     ];
     let mut accuracy = vec![
         ("train (mixup) accuracy", xs(&|r| Some(r.train_acc)), BLUE),
-        ("test accuracy", xs(&|r| Some(r.test.accuracy)), RED),
+        ("test accuracy", xs(&|r| r.test.map(|t| t.accuracy)), RED),
     ];
     let valid = xs(&|r| r.valid.map(|v| v.accuracy));
     if !valid.is_empty() {
@@ -158,7 +158,7 @@ pub fn plot_overlay(path: &Path, runs: &[(String, Vec<EpochRecord>)]) -> std::io
         .map(|(name, history)| {
             let points = history
                 .iter()
-                .map(|r| (r.epoch as f64, r.test.accuracy))
+                .filter_map(|r| Some((r.epoch as f64, r.test?.accuracy)))
                 .collect();
             (name.clone(), points)
         })
@@ -231,5 +231,99 @@ pub fn plot_spectrum(
             ("direction (by rank)", "σ_i / σ_1"),
             &named_series(&named),
         )
+    })
+}
+
+/// One arm's paired gain over the baseline at each value of a swept option: (position on the
+/// axis, mean, lower, upper).
+pub type GainSeries = (String, Vec<(f64, f64, f64, f64)>);
+
+/// The paired gain of each arm against the baseline, with its interval, along a swept option
+/// (positions are the values' indices, labelled with the values): the figure that answers
+/// "where does mixing pay?".
+pub fn plot_gain(
+    path: &Path,
+    option: &str,
+    labels: &[String],
+    metric: &str,
+    arms: &[GainSeries],
+) -> std::io::Result<()> {
+    render(path, (900, 520), |root| {
+        let values = arms.iter().flat_map(|(_, p)| p.iter());
+        let (mut low, mut high) = (0.0f64, 0.0f64);
+        for &(_, mean, lower, upper) in values {
+            for y in [mean, lower, upper] {
+                if y.is_finite() {
+                    low = low.min(y);
+                    high = high.max(y);
+                }
+            }
+        }
+        let pad = ((high - low) * 0.08).max(1e-3);
+        let count = labels.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("{metric}: arm − baseline against {option}"),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..count - 0.5, (low - pad)..(high + pad))
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc(option)
+            .y_desc("paired difference [95% interval]")
+            .x_labels(labels.len().max(2))
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                match (i - x).abs() < 1e-6 && i >= 0.0 {
+                    true => labels.get(i as usize).cloned().unwrap_or_default(),
+                    false => String::new(),
+                }
+            })
+            .draw()
+            .map_err(plot_error)?;
+        chart
+            .draw_series(LineSeries::new(
+                [(-0.5, 0.0), (count - 0.5, 0.0)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(plot_error)?;
+        for (index, (name, points)) in arms.iter().enumerate() {
+            let color = PALETTE[index % PALETTE.len()];
+            // Arms side by side at each value, so their intervals do not hide each other.
+            let shift = (index as f64 - (arms.len() as f64 - 1.0) / 2.0) * 0.08;
+            let at = |x: f64| x + shift;
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().map(|&(x, mean, _, _)| (at(x), mean)),
+                    color.stroke_width(2),
+                ))
+                .map_err(plot_error)?
+                .label(name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .filter(|p| p.2.is_finite() && p.3.is_finite())
+                        .map(|&(x, mean, lower, upper)| {
+                            ErrorBar::new_vertical(at(x), lower, mean, upper, color.filled(), 8)
+                        }),
+                )
+                .map_err(plot_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_error)?;
+        Ok(())
     })
 }

@@ -26,8 +26,9 @@ pub struct EpochRecord {
     pub train_loss: f64,
     /// Mixup accuracy: λ·[ŷ = y] + (1−λ)·[ŷ = y_partner], which is plain accuracy unmixed.
     pub train_acc: f64,
+    /// Measured on the epochs `--eval-every` names and the last; `None` between them.
     pub valid: Option<Metrics>,
-    pub test: Metrics,
+    pub test: Option<Metrics>,
     pub images_per_second: f64,
     pub seconds: f64,
 }
@@ -113,6 +114,13 @@ pub fn save<M: Module>(
     state: &RunState,
 ) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let is_link = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link {
+        return Err(checkpoint_error(
+            dir,
+            "is a symbolic link; checkpoints are written only into a folder of the run's own",
+        ));
+    }
     let name = match &state.partial {
         None => format!("epoch-{:04}", state.epochs_done),
         Some(p) => format!("epoch-{:04}-batch-{:06}", state.epochs_done, p.next_batch),
@@ -135,16 +143,31 @@ pub fn save<M: Module>(
     std::fs::rename(&staging, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
     write_atomic(&dir.join(LATEST), name.as_bytes())
         .map_err(|e| TrainError::io(dir.join(LATEST), e))?;
-    // Older checkpoints are no longer needed once `latest` names the new one.
+    // Older checkpoints are no longer needed once `latest` names the new one. Only folders
+    // of the names this module writes go, and a link is never followed.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() && path != final_dir {
-                let _ = std::fs::remove_dir_all(path);
+            let own_name = is_own_name(&entry.file_name().to_string_lossy());
+            let real_folder = entry.file_type().is_ok_and(|t| t.is_dir());
+            if own_name && real_folder && entry.path() != final_dir {
+                let _ = std::fs::remove_dir_all(entry.path());
             }
         }
     }
     Ok(final_dir)
+}
+
+/// The names of the folders [`save`] writes: `epoch-E[-batch-B]` and their `.staging-` forms.
+fn is_own_name(name: &str) -> bool {
+    let name = name.strip_prefix(".staging-").unwrap_or(name);
+    let Some(rest) = name.strip_prefix("epoch-") else {
+        return false;
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    match rest.split_once("-batch-") {
+        Some((epoch, batch)) => digits(epoch) && digits(batch),
+        None => digits(rest),
+    }
 }
 
 /// The folder `latest` names, if the run has a checkpoint.
@@ -156,7 +179,7 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>, TrainError> {
     if !pointer.exists() {
         return Ok(None);
     }
-    let name = std::fs::read_to_string(&pointer).map_err(|e| TrainError::io(&pointer, e))?;
+    let name = crate::fsio::read_regular_text(&pointer).map_err(|e| TrainError::io(&pointer, e))?;
     let name = name.trim();
     let is_checkpoint_name =
         name.starts_with("epoch-") && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
@@ -177,7 +200,8 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>, TrainError> {
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, TrainError> {
-    std::fs::read(path).map_err(|e| TrainError::io(path, e))
+    crate::fsio::read_regular(path, crate::fsio::data_file_bytes())
+        .map_err(|e| TrainError::io(path, e))
 }
 
 /// Loads a checkpoint folder onto a freshly built model and optimizer.
@@ -260,7 +284,7 @@ impl CheckpointFiles {
 /// Loads only the progress of a checkpoint folder (for reports).
 pub fn load_state(folder: &Path) -> Result<RunState, TrainError> {
     let state_path = folder.join("state.json");
-    let text = std::fs::read(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
+    let text = read_bytes(&state_path)?;
     state_from_bytes(&state_path, &text)
 }
 
@@ -304,4 +328,28 @@ pub fn optimizer_from_bytes(
 fn contained<T>(path: &Path, decode: impl FnOnce() -> T) -> Result<T, TrainError> {
     crate::contained::contain(decode)
         .map_err(|panic| checkpoint_error(path, format!("damaged or unreadable ({panic})")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_names_save_writes_are_its_own() {
+        for own in [
+            "epoch-0001",
+            "epoch-0002-batch-000007",
+            ".staging-epoch-0003",
+        ] {
+            assert!(super::is_own_name(own), "{own}");
+        }
+        for other in [
+            "latest",
+            "epoch-",
+            "epoch-1-batch-",
+            "weights",
+            "epoch-1x",
+            "my-epoch-1",
+        ] {
+            assert!(!super::is_own_name(other), "{other}");
+        }
+    }
 }

@@ -9,6 +9,9 @@ use crate::eval::EvalSuite;
 use crate::mixup::{AlphaSchedule, Loss, MixConfig, MixMode, PatchUpConfig, Switch};
 use crate::models::ModelKind;
 
+/// The largest `--image-size`: a batch of 4096×4096 images already takes gigabytes.
+pub const MAX_IMAGE_SIZE: usize = 4_096;
+
 /// Learning-rate schedule, evaluated per epoch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -107,6 +110,9 @@ pub struct TrainConfig {
     pub partner_groups: usize,
     pub loss: Loss,
     pub label_smoothing: f64,
+    /// Validation and test splits are measured every this many epochs, and after the last.
+    #[serde(default = "one")]
+    pub eval_every: usize,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -205,10 +211,16 @@ impl TrainConfig {
         parts.join(" ")
     }
 
+    /// Whether the splits are measured after `epoch` (1-based).
+    pub fn evaluates_after(&self, epoch: usize) -> bool {
+        epoch.is_multiple_of(self.eval_every.max(1)) || epoch == self.epochs
+    }
+
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
             ("--epochs", Some(self.epochs)),
+            ("--eval-every", Some(self.eval_every)),
             ("--batch-size", Some(self.batch_size)),
             ("--partner-groups", Some(self.partner_groups)),
             ("--width", Some(self.width)),
@@ -218,6 +230,18 @@ impl TrainConfig {
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == Some(0)) {
             return Err(format!("{flag} must be at least 1"));
+        }
+        if self.image_size > MAX_IMAGE_SIZE {
+            return Err(format!(
+                "--image-size must be at most {MAX_IMAGE_SIZE} (got {}): larger images would not fit a training batch in memory",
+                self.image_size
+            ));
+        }
+        if self.partner_groups > self.batch_size {
+            return Err(format!(
+                "--batch-size ({}) is smaller than --partner-groups ({}, by default one per rank): each group needs an example",
+                self.batch_size, self.partner_groups
+            ));
         }
         if self.cifar100_labels_coarse && self.dataset != DatasetName::Cifar100 {
             return Err(format!(
@@ -251,6 +275,16 @@ impl TrainConfig {
         }
         if !(self.gamma.is_finite() && self.gamma > 0.0) {
             return Err(format!("--gamma must be positive, got {}", self.gamma));
+        }
+        if self.custom_model.is_none() {
+            // A model registered by a library user declares its points when it is built.
+            let points = self.model.mix_points();
+            self.mix_config()
+                .validate(&points, self.epochs)
+                .map_err(|e| e.to_string())?;
+            self.evaluate
+                .validate(points.len() - 1)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ pub mod checkpoint;
 mod config;
 mod device;
 mod run;
+pub mod run_dir;
 
 use std::path::PathBuf;
 
@@ -37,18 +38,18 @@ pub enum TrainError {
     },
     #[error("checkpoint {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
-    #[error(
-        "the training loss became {loss} at epoch {epoch}, batch {batch}; the last good checkpoint is kept (try a lower --lr)"
-    )]
+    #[error("the training loss became {loss} at epoch {epoch}, batch {batch} (try a lower --lr)")]
     NonFinite {
         epoch: usize,
         batch: usize,
         loss: f64,
     },
-    #[error(
-        "the {what} became non-finite at epoch {epoch}; the last good checkpoint is kept (try a lower --lr)"
-    )]
+    #[error("the {what} became non-finite at epoch {epoch} (try a lower --lr)")]
     Diverged { epoch: usize, what: &'static str },
+    #[error(transparent)]
+    RunDir(#[from] run_dir::RunDirError),
+    #[error(transparent)]
+    Memory(#[from] crate::machine::MemoryError),
     #[error(transparent)]
     Distributed(#[from] crate::distributed::DistributedError),
     /// What another data-parallel rank failed with, reported here too.

@@ -101,8 +101,19 @@ pub fn build_model(
 /// Everything that can be checked before a run folder is written: the model against the
 /// data's shape, and the mixing against the model's mix points.
 pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError> {
-    model_config(config, data).validate()?;
-    check_mixing(config, &config.model.mix_points())
+    let model = model_config(config, data);
+    model.validate()?;
+    check_mixing(config, &config.model.mix_points())?;
+    let needed = model.training_bytes_lower_bound(config.batch_size)?;
+    crate::machine::check_fits(
+        format!(
+            "{} at --width {} and --batch-size {} on {}×{} images",
+            config.model, config.width, config.batch_size, data.train.size, data.train.size
+        ),
+        needed,
+        "lower --width, --batch-size or --image-size",
+    )?;
+    Ok(())
 }
 
 /// The mixing and the evaluation suite against a model's mix points.
@@ -399,7 +410,8 @@ pub fn run_training_with<M: Mixable>(
         ensure_finite(&model, epoch)?;
 
         let eval_started = Instant::now();
-        let valid = data.valid.as_ref().map(|set| {
+        let measured = config.evaluates_after(epoch + 1);
+        let on = |set: &ImageSet| {
             evaluate_shared(
                 world,
                 &model,
@@ -408,18 +420,12 @@ pub fn run_training_with<M: Mixable>(
                 config.eval_batch_size,
                 device,
             )
-        });
-        let test = evaluate_shared(
-            world,
-            &model,
-            &data.dataset.test,
-            &data.normalization,
-            config.eval_batch_size,
-            device,
-        );
+        };
+        let valid = data.valid.as_ref().filter(|_| measured).map(on);
+        let test = measured.then(|| on(&data.dataset.test));
         let outputs_finite = valid
             .iter()
-            .chain([&test])
+            .chain(test.iter())
             .all(|m| m.nll.is_finite() && m.ece.is_finite());
         if !outputs_finite {
             return Err(TrainError::Diverged {

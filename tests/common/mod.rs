@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test file uses its own share
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -196,4 +196,36 @@ pub fn largest_weight_difference(a: &Path, b: &Path) -> f32 {
             a.iter().zip(b).map(|(x, y)| (x - y).abs())
         })
         .fold(0.0, f32::max)
+}
+
+/// Every file under `dir` with a digest of its bytes, to tell whether a command changed
+/// anything.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&std::fs::read(&path).unwrap(), &mut hasher);
+                files.push((path.clone(), std::hash::Hasher::finish(&hasher)));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+pub fn assert_one_line_error(output: &Output, expected: &str, what: &str) {
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{what} succeeded");
+    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: {stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains(expected),
+        "{what}: {stderr}"
+    );
 }

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Every flag of `mmix train`, `eval`, `study` and `compare` given its edge values.
+
+Each flag (read from the command's --help) and each positional argument is given, one at a
+time, each of: 0, -1, a huge number, NaN, inf, the empty string, and a path to a file, a
+folder, a symbolic link and a FIFO. Training flags ride on a tiny run, so a value that is
+accepted trains for a second or two. What must hold for every invocation:
+
+  - the exit status is 0, 1 (an error in one line), 2 (a usage error) or 130 (interrupted);
+    a run that is still going after --limit seconds is sent SIGINT and must then exit 130,
+    so a hang (a FIFO read, a loop) fails;
+  - no file outside the invocation's output folder changed, appeared or disappeared (the
+    files, folder, link and FIFO offered as values included);
+  - stderr holds no Rust panic.
+
+Usage: scripts/edge-sweep.py [--mmix target/release/mmix] [--limit 8]
+Prints one line per failure and a count; exits 1 if anything failed.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TINY_RUN = [
+    "--model", "small-cnn", "--width", "4", "--epochs", "1", "--train-subset", "100",
+    "--batch-size", "50", "--seed", "1",
+]
+NUMBERS = ["0", "-1", "18446744073709551616", "NaN", "inf", ""]
+PATHS = ["file.txt", "folder", "link", "fifo"]
+ALLOWED = {0, 1, 2, 130}
+
+
+def flags(mmix, command):
+    """The long flags of `mmix COMMAND --help`, each with whether it takes a value."""
+    text = subprocess.run([mmix, command, "--help"], capture_output=True, text=True).stdout
+    found = []
+    for match in re.finditer(r"^\s+(?:-\w, )?--([\w-]+)(?: (\[?)<[A-Z_]+>)?", text, re.M):
+        name, value = match.group(1), match.group(0).rstrip().endswith(">")
+        if name not in ("help", "version"):
+            found.append((name, value))
+    return found
+
+
+def snapshot(root, skip):
+    """Every entry under `root` but those under `skip`: its type and, for files, a digest."""
+    state = {}
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not any((here / d) == s for s in skip)]
+        for name in dirs + files:
+            path = here / name
+            if any(path == s for s in skip):
+                continue
+            mode = path.lstat().st_mode
+            if stat.S_ISREG(mode):
+                state[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif stat.S_ISLNK(mode):
+                state[str(path)] = "link:" + os.readlink(path)
+            else:
+                state[str(path)] = stat.S_IFMT(mode)
+    return state
+
+
+def invoke(mmix, args, cwd, limit):
+    process = subprocess.Popen(
+        [mmix] + args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _, stderr = process.communicate(timeout=limit)
+        return process.returncode, stderr, False
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=30)
+            return process.returncode, stderr, True
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+            return None, stderr, True
+
+
+def make_sandbox(root, mmix):
+    (root / "file.txt").write_text("the user's file\n")
+    (root / "folder").mkdir()
+    (root / "folder" / "inside.txt").write_text("the user's folder\n")
+    os.symlink(root / "folder", root / "link")
+    os.mkfifo(root / "fifo")
+    (root / "study.toml").write_text(
+        'seeds = [1]\n[train]\nmodel = "small-cnn"\nwidth = 4\nepochs = 1\n'
+        'train-subset = 100\nbatch-size = 50\n[[arm]]\nname = "none"\nmix = "none"\n'
+    )
+    done = subprocess.run(
+        [mmix, "train", *TINY_RUN, "--out", str(root / "run")], cwd=root, capture_output=True
+    )
+    if done.returncode != 0:
+        sys.exit(f"the reference run failed: {done.stderr.decode()}")
+
+
+def cases(mmix, root):
+    """(args, output paths) for every invocation: what it may write is its own output folder,
+    or a folder named by a plain number given as a path, which is a valid new folder."""
+    values = NUMBERS + [str(root / p) for p in PATHS]
+    named = lambda value: [root / value] if value in NUMBERS[:5] else []
+    made = []
+    for command in ["train", "eval", "study", "compare"]:
+        for name, takes_value in flags(mmix, command):
+            for value in values if takes_value else [None]:
+                out = root / f"out-{len(made)}"
+                flag = [f"--{name}"] + ([value] if value is not None else [])
+                path_value = named(value) if name in ("out", "plot", "config", "resume") else []
+                if command == "train":
+                    args = ["train", *TINY_RUN, "--out", str(out), *flag]
+                    if name == "resume":
+                        args = ["train", *flag]
+                    outputs = [out, root / "runs"] + path_value
+                elif command == "eval":
+                    outputs = [root / "run"]
+                    args = ["eval", str(root / "run"), *flag]
+                elif command == "study":
+                    args = ["study", str(root / "study.toml"), *flag]
+                    outputs = [root / "study"] + path_value
+                else:
+                    plot = root / "compare.png"
+                    args = ["compare", str(root / "run"), *flag]
+                    if name != "plot":
+                        args += ["--plot", str(plot)]
+                    extra = [Path(str(p) + "-reliability.png") for p in path_value]
+                    outputs = [plot, root / "compare-reliability.png"] + path_value + extra
+                made.append((args, outputs))
+        # The positional arguments, where the command has them.
+        for value in values:
+            out = root / f"out-{len(made)}"
+            if command == "eval":
+                made.append((["eval", value], [root / "run"]))
+            elif command == "study":
+                made.append((["study", value], []))
+            elif command == "compare":
+                made.append((["compare", value, "--plot", str(out / "c.png")], [out]))
+    return made
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mmix", default="target/release/mmix")
+    parser.add_argument("--limit", type=float, default=8.0)
+    options = parser.parse_args()
+    mmix = str(Path(options.mmix).resolve())
+    work = Path(tempfile.mkdtemp(prefix="mmix-edge-sweep-"))
+    root = work / "sandbox"
+    root.mkdir()
+    make_sandbox(root, mmix)
+    all_cases = cases(mmix, root)
+    failures = []
+    codes = {}
+    started = time.time()
+    for args, outputs in all_cases:
+        before = snapshot(root, outputs)
+        code, stderr, timed_out = invoke(mmix, args, root, options.limit)
+        codes[code] = codes.get(code, 0) + 1
+        problems = []
+        if code not in ALLOWED:
+            problems.append(f"exit {code}" + (" after SIGINT" if timed_out else ""))
+        if "panicked" in stderr:
+            problems.append("panicked")
+        after = snapshot(root, outputs)
+        changed = [p for p in sorted(set(before) | set(after)) if before.get(p) != after.get(p)]
+        if changed:
+            problems.append("changed outside its output: " + ", ".join(changed[:3]))
+        if problems:
+            last = stderr.strip().splitlines()[-1:] if stderr.strip() else []
+            failures.append(f"mmix {' '.join(args)}: {'; '.join(problems)} {last}")
+            print("FAIL", failures[-1], flush=True)
+    print(
+        f"{len(all_cases)} invocations in {time.time() - started:.0f} s, "
+        f"{len(failures)} failures; exit statuses: "
+        + ", ".join(f"{code}: {count}" for code, count in sorted(codes.items(), key=str))
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
