@@ -173,6 +173,45 @@ fn evaluating_every_third_epoch_measures_epochs_3_6_and_7_and_resumes_exactly() 
         .filter(|row| !row.split(',').nth(4).unwrap().is_empty());
     assert_eq!(validated.count(), 3);
 
+    // With a validation split, a temperature is fitted on it and the test split measured at it.
+    let evaluation: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reference.join("evaluation.json")).unwrap())
+            .unwrap();
+    let scaled = &evaluation["temperature_scaled"];
+    assert!(
+        scaled["temperature"].as_f64().unwrap() > 0.0,
+        "{evaluation}"
+    );
+    assert!(
+        scaled["valid_nll_after"].as_f64().unwrap()
+            <= scaled["valid_nll_before"].as_f64().unwrap() + 1e-9
+    );
+    let compare = run(&[
+        "compare",
+        reference.to_str().unwrap(),
+        "--plot",
+        root.path().join("c.png").to_str().unwrap(),
+    ]);
+    assert!(
+        text(&compare.stdout).contains("test ECE at fitted T (%)"),
+        "{}",
+        text(&compare.stdout)
+    );
+
+    // Evaluation draws nothing from the run's stream and changes no weight: measuring every
+    // epoch ends in the same weights.
+    let every_epoch = root.path().join("every-epoch");
+    let mut every = args(&every_epoch);
+    let at = every.iter().position(|a| a == "--eval-every").unwrap();
+    every[at + 1] = "1".into();
+    let output = run(&as_strs(&every));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        std::fs::read(every_epoch.join("model.safetensors")).unwrap()
+            == std::fs::read(reference.join("model.safetensors")).unwrap(),
+        "evaluating every epoch changed the weights"
+    );
+
     let killed = root.path().join("killed");
     let child = mmix()
         .args(args(&killed))

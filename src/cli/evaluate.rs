@@ -34,6 +34,7 @@ pub fn final_evaluation(
         state.epochs_done,
         config.eval_batch_size,
         device,
+        data.valid.as_ref(),
     );
     let path = dir.join(EVALUATION_FILE);
     let bytes = serde_json::to_vec_pretty(&evaluation)?;
@@ -51,6 +52,14 @@ pub fn describe(evaluation: &Evaluation) -> String {
         clean.nll,
         clean.ece * 100.0
     );
+    if let Some(scaled) = &evaluation.temperature_scaled {
+        line.push_str(&format!(
+            "; at temperature {:.3} (fitted on valid): test_nll {:.4} test_ece {:.2}%",
+            scaled.temperature,
+            scaled.test.nll,
+            scaled.test.ece * 100.0
+        ));
+    }
     for attack in &evaluation.attacks {
         line.push_str(&format!(
             "; {} acc {:.2}%",

@@ -4,6 +4,7 @@
 //! ([`spectrum`]), run together by [`suite`].
 
 pub mod attack;
+pub mod calibration;
 pub mod deform;
 pub mod spectrum;
 pub mod suite;
@@ -11,6 +12,7 @@ pub mod suite;
 use serde::{Deserialize, Serialize};
 
 pub use attack::{Attack, AttackTarget, robust_accuracy};
+pub use calibration::{Logits, TemperatureScaled, temperature_scale};
 pub use deform::Deformation;
 pub use spectrum::{Spectrum, class_spectrum};
 pub use suite::{EvalSuite, Evaluation, run_suite};

@@ -10,8 +10,8 @@ use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Attack, AttackTarget, Deformation, Metrics, MetricsAccumulator, ReliabilityBin, Spectrum,
-    class_spectrum, robust_accuracy,
+    Attack, AttackTarget, Deformation, Logits, Metrics, MetricsAccumulator, ReliabilityBin,
+    Spectrum, TemperatureScaled, class_spectrum, robust_accuracy, temperature_scale,
 };
 use crate::data::{Batch, ImageSet, Normalization, make_batch};
 use crate::mixup::Mixable;
@@ -94,6 +94,9 @@ pub struct Evaluation {
     pub attacks: Vec<AttackResult>,
     pub deformations: Vec<DeformationResult>,
     pub spectrum: Option<Spectrum>,
+    /// The test split at the temperature fitted on the validation split, where the run has one.
+    #[serde(default)]
+    pub temperature_scaled: Option<TemperatureScaled>,
     pub seconds: f64,
 }
 
@@ -114,6 +117,31 @@ pub fn accumulate<M: Mixable>(
 ) -> MetricsAccumulator {
     let indices: Vec<usize> = (0..set.len()).collect();
     accumulate_rows(model, set, &indices, normalization, batch_size, device)
+}
+
+/// `model`'s logits (in evaluation mode) on a whole split, with its labels.
+pub fn logits<M: Mixable>(
+    model: &M,
+    set: &ImageSet,
+    normalization: &Normalization,
+    batch_size: usize,
+    device: &Device,
+) -> Logits {
+    let model = model.valid();
+    let mut all = Logits::default();
+    let indices: Vec<usize> = (0..set.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let mut batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
+        let logits = model.forward_mixed(images_tensor(&mut batch, device), None);
+        all.values.extend(
+            logits
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("logits are f32"),
+        );
+        all.labels.extend(batch.labels);
+    }
+    all
 }
 
 /// [`accumulate`] over the examples `indices` of `set` alone.
@@ -149,7 +177,9 @@ fn stream(seed: u64, stream: u64) -> ChaCha12Rng {
     rng
 }
 
-/// Runs `suite` on `model` over the test `set`; `epoch` labels the weights evaluated.
+/// Runs `suite` on `model` over the test `set`; `epoch` labels the weights evaluated. With a
+/// validation split (`calibrate_on`), a temperature fitted on it scales the test logits too.
+#[allow(clippy::too_many_arguments)]
 pub fn run_suite<M: Mixable + 'static>(
     model: &M,
     set: &ImageSet,
@@ -158,9 +188,16 @@ pub fn run_suite<M: Mixable + 'static>(
     epoch: usize,
     batch_size: usize,
     device: &Device,
+    calibrate_on: Option<&ImageSet>,
 ) -> Evaluation {
     let started = Instant::now();
-    let clean = accumulate(model, set, normalization, batch_size, device);
+    let test_logits = logits(model, set, normalization, batch_size, device);
+    let mut clean = MetricsAccumulator::default();
+    clean.add(&test_logits.values, &test_logits.labels);
+    let temperature_scaled = calibrate_on.map(|valid| {
+        let valid = logits(model, valid, normalization, batch_size, device);
+        temperature_scale(&valid, &test_logits)
+    });
     let attacked_set = match suite.attack_examples {
         Some(n) if n < set.len() => set.select(&(0..n).collect::<Vec<_>>()),
         _ => set.clone(),
@@ -220,6 +257,7 @@ pub fn run_suite<M: Mixable + 'static>(
         attacks,
         deformations,
         spectrum,
+        temperature_scaled,
         seconds: started.elapsed().as_secs_f64(),
     }
 }

@@ -70,6 +70,10 @@ pub fn evaluation_columns<'a>(
         if let Some(spectrum) = &evaluation.spectrum {
             add(EvaluationColumn::EffectiveDirections(spectrum.point));
         }
+        if evaluation.temperature_scaled.is_some() {
+            add(EvaluationColumn::ScaledNll);
+            add(EvaluationColumn::ScaledEce);
+        }
     }
     columns
 }
@@ -80,6 +84,9 @@ pub enum EvaluationColumn {
     Attack(String),
     Deformation(String),
     EffectiveDirections(usize),
+    /// The test split's NLL and ECE at the temperature fitted on the validation split.
+    ScaledNll,
+    ScaledEce,
 }
 
 impl EvaluationColumn {
@@ -90,6 +97,8 @@ impl EvaluationColumn {
             EvaluationColumn::EffectiveDirections(point) => {
                 format!("effective directions at point {point}")
             }
+            EvaluationColumn::ScaledNll => "test NLL at fitted T".into(),
+            EvaluationColumn::ScaledEce => "test ECE at fitted T (%)".into(),
         }
     }
 
@@ -111,12 +120,19 @@ impl EvaluationColumn {
                 .as_ref()
                 .filter(|s| s.point == *point)
                 .map(|s| s.effective_directions),
+            EvaluationColumn::ScaledNll => {
+                evaluation.temperature_scaled.as_ref().map(|s| s.test.nll)
+            }
+            EvaluationColumn::ScaledEce => {
+                evaluation.temperature_scaled.as_ref().map(|s| s.test.ece)
+            }
         }
     }
 
     pub fn scale(&self) -> (f64, usize) {
         match self {
             EvaluationColumn::EffectiveDirections(_) => (1.0, 2),
+            EvaluationColumn::ScaledNll => (1.0, 4),
             _ => (100.0, 2),
         }
     }

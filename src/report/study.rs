@@ -48,13 +48,19 @@ pub fn holm_adjusted(p_values: &[f64]) -> Vec<f64> {
     adjusted
 }
 
+/// A number written as `null` where it was NaN.
+fn nan_when_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+}
+
 /// Mean, sample standard deviation and the half-width of the 95% t interval of the mean.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Estimate {
     pub n: usize,
     pub mean: f64,
     pub std: f64,
     /// `t(0.975, n−1) · std / √n`; `null` (NaN) with fewer than two values.
+    #[serde(deserialize_with = "nan_when_null")]
     pub half_width: f64,
 }
 
@@ -162,7 +168,11 @@ impl Metric {
             self,
             Metric::TestNll
                 | Metric::TestEce
-                | Metric::Evaluated(EvaluationColumn::EffectiveDirections(_))
+                | Metric::Evaluated(
+                    EvaluationColumn::EffectiveDirections(_)
+                        | EvaluationColumn::ScaledNll
+                        | EvaluationColumn::ScaledEce
+                )
         )
     }
 
@@ -569,6 +579,8 @@ pub fn metrics_for(suite: &crate::eval::EvalSuite) -> Vec<Metric> {
         Metric::BestValidTestAccuracy,
         Metric::TestNll,
         Metric::TestEce,
+        Metric::Evaluated(EvaluationColumn::ScaledNll),
+        Metric::Evaluated(EvaluationColumn::ScaledEce),
     ];
     metrics.extend(
         suite
@@ -632,4 +644,44 @@ mod family_tests {
         assert_eq!(find_metric("test NLL", &known), Some(Metric::TestNll));
         assert_eq!(find_metric("fgsm:0.03 acc", &known), None);
     }
+}
+
+/// A study's `report.json` as the demo and other readers take it back.
+#[derive(Debug, serde::Deserialize)]
+pub struct Findings {
+    pub title: String,
+    pub arms: Vec<ArmFindings>,
+    #[serde(default)]
+    pub primary: Vec<DeclaredFinding>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ArmFindings {
+    pub arm: String,
+    pub seeds: Vec<u64>,
+    pub metrics: Vec<MetricFindings>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct MetricFindings {
+    pub metric: String,
+    pub scale: f64,
+    pub digits: usize,
+    pub higher_is_better: bool,
+    pub difference: Option<Estimate>,
+}
+
+/// A tested hypothesis read back (NaN is written as `null`).
+#[derive(Debug, serde::Deserialize)]
+pub struct DeclaredFinding {
+    pub arm: String,
+    pub metric: String,
+    pub direction: String,
+    pub at: Option<String>,
+    pub scale: f64,
+    pub digits: usize,
+    pub estimate: Option<Estimate>,
+    pub holm_p_value: Option<f64>,
+    pub simultaneous_half_width: Option<f64>,
+    pub held: bool,
 }
