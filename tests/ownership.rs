@@ -168,11 +168,9 @@ fn a_second_ctrl_c_during_a_study_ends_it_with_130_and_keeps_the_last_checkpoint
     assert!(serde_json::from_slice::<serde_json::Value>(&state).is_ok());
 }
 
-#[test]
-fn sizes_beyond_the_machine_are_refused_before_anything_is_written() {
-    let root = tempfile::tempdir().unwrap();
-    let out = root.path().join("out");
-    let images = root.path().join("images");
+/// A folder data set of one class: one 4×4 image to train on and one to test on.
+fn tiny_folder_data_set(root: &Path) -> PathBuf {
+    let images = root.join("images");
     for split in ["train", "test"] {
         let folder = images.join(split).join("cat");
         std::fs::create_dir_all(&folder).unwrap();
@@ -180,6 +178,14 @@ fn sizes_beyond_the_machine_are_refused_before_anything_is_written() {
             .save(folder.join("0.png"))
             .unwrap();
     }
+    images
+}
+
+#[test]
+fn sizes_beyond_the_machine_are_refused_before_anything_is_written() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let images = tiny_folder_data_set(root.path());
     let out_flag = ["--out", out.to_str().unwrap()];
     let data = [
         "--dataset",
@@ -460,14 +466,7 @@ fn run_within(args: &[&str], limit: Duration) -> Output {
 #[test]
 fn a_folder_data_set_reads_regular_files_only() {
     let root = tempfile::tempdir().unwrap();
-    let images = root.path().join("images");
-    for split in ["train", "test"] {
-        let folder = images.join(split).join("cat");
-        std::fs::create_dir_all(&folder).unwrap();
-        image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9]))
-            .save(folder.join("0.png"))
-            .unwrap();
-    }
+    let images = tiny_folder_data_set(root.path());
     let fifo = images.join("train/cat/x.png");
     let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo reads a NUL-terminated path.

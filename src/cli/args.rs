@@ -29,9 +29,10 @@ pub enum Command {
     Eval(EvalArgs),
     /// Compare runs: a Markdown table and an overlay of test-accuracy curves.
     Compare(CompareArgs),
-    /// One draw of the study studies/fashion-mnist-mini.toml: small-cnn on the embedded
-    /// Fashion-MNIST subset without and with manifold mixup, compared, then what the study
-    /// found over its seeds (what `cargo run --release` runs).
+    /// One draw of the design of studies/few-labels-replication.toml (100 labels per class)
+    /// on the embedded Fashion-MNIST subset, without and with manifold mixup, compared; then
+    /// what the study found over its seeds, corrected for multiplicity, and where mixing
+    /// costs (what `cargo run --release` runs).
     Demo(DemoArgs),
     /// List the models with their mix points and paper mix sets.
     Models,

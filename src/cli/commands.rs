@@ -180,15 +180,21 @@ fn first_free(base: &Path) -> PathBuf {
         .expect("some suffix is free")
 }
 
-/// The study the demo is one draw of: its configuration, and what it found over its seeds.
-const DEMO_STUDY: &str = include_str!("../../studies/fashion-mnist-mini.toml");
-const DEMO_STUDY_PATH: &str = "studies/fashion-mnist-mini.toml";
-const DEMO_FINDINGS: &str = include_str!("../../studies/fashion-mnist-mini/report.json");
+/// The design the demo draws once: the pre-registered study whose declared gain in clean
+/// accuracy held, the largest that survives correction; what it found over its seeds.
+const DEMO_STUDY: &str = include_str!("../../studies/few-labels-replication.toml");
+const DEMO_STUDY_PATH: &str = "studies/few-labels-replication.toml";
+const DEMO_FINDINGS: &str = include_str!("../../studies/few-labels-replication/report.json");
+const DEMO_REPORT: &str = "studies/few-labels-replication/report.md";
+/// The demo draws that design from the Fashion-MNIST subset compiled into the binary, so
+/// that it runs on a fresh machine.
+const DEMO_DATASET: &str = "fashion-mnist-mini";
+const DEMO_ATTACK_EXAMPLES: usize = 500;
 const DEMO_BASELINE: &str = "none";
 const DEMO_MIXED: &str = "manifold-a2";
-/// The pre-registered test of the one regime where a gain in clean accuracy was seen.
-const DECLARED_FINDINGS: &str = include_str!("../../studies/few-labels-replication/report.json");
-const DECLARED_REPORT: &str = "studies/few-labels-replication/report.md";
+/// Where mixing costs: short training on plenty of data.
+const COST_FINDINGS: &str = include_str!("../../studies/fashion-mnist-mini/report.json");
+const COST_REPORT: &str = "studies/fashion-mnist-mini/report.md";
 
 pub fn demo(args: &DemoArgs) -> Result<()> {
     let root = match &args.out {
@@ -201,13 +207,18 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         None => first_free(Path::new("runs/demo")),
     };
     println!(
-        "demo: one draw (seed {}) of the study {DEMO_STUDY_PATH}: small-cnn on the embedded Fashion-MNIST subset, arms '{DEMO_BASELINE}' and '{DEMO_MIXED}'\n",
+        "demo: one draw (seed {}) of the design of {DEMO_STUDY_PATH} (small-cnn width 32, 100 labelled images per class, no augmentation, 40 epochs), here on the embedded Fashion-MNIST subset: arms '{DEMO_BASELINE}' and '{DEMO_MIXED}'\n",
         args.seed
     );
     let mut dirs = Vec::new();
     for arm in [DEMO_BASELINE, DEMO_MIXED] {
         let dir = root.join(arm);
         let mut train_args = study::arm_run(DEMO_STUDY, DEMO_STUDY_PATH, arm, args.seed, &dir)?;
+        train_args.dataset = Some(DEMO_DATASET.into());
+        // Half the embedded test split is attacked: PGD's steps would double the demo's time.
+        if let Some(suite) = train_args.suite.as_mut() {
+            suite.attack_examples = Some(DEMO_ATTACK_EXAMPLES);
+        }
         train_args.device = Some(args.device.clone());
         if let Some(epochs) = args.epochs {
             train_args.epochs = Some(epochs);
@@ -229,24 +240,29 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         dirs[0].join("curves.png").display(),
         dirs[1].join("curves.png").display()
     );
-    let demo_report = DEMO_STUDY_PATH.replace(".toml", "/report.md");
-    print!(
-        "{}",
-        study_findings(DEMO_FINDINGS, &demo_report, DEMO_MIXED, DEMO_BASELINE)?
-    );
     println!(
-        "\nThe two runs above are one draw (seed {}), not evidence on their own; the study's paired intervals over its seeds are.\n",
+        "The two runs above are one draw (seed {}) on the embedded subset, not evidence on their own; the study's paired intervals over its seeds, on the full Fashion-MNIST, are:\n",
         args.seed
     );
-    let (declared, any_held) = declared_findings(DECLARED_FINDINGS, DECLARED_REPORT)?;
+    let (declared, any_held) = declared_findings(DEMO_FINDINGS, DEMO_REPORT)?;
     print!("{declared}");
     if declared.contains("(partial:") {
-        println!("\nThat study has not finished: none of its hypotheses can hold yet.");
+        println!("That study has not finished: none of its hypotheses can hold yet.");
     } else if !any_held {
-        println!(
-            "\nNo gain in clean accuracy survives the correction in our pre-registered studies. Where mixing helps here is robustness (the attacks above); where it costs, clean accuracy, calibration and accuracy under deformations, as the verdicts above say."
-        );
+        println!("No declared gain in clean accuracy survives the correction.");
     }
+    println!();
+    print!(
+        "{}",
+        study_findings(DEMO_FINDINGS, DEMO_REPORT, DEMO_MIXED, DEMO_BASELINE)?
+    );
+    println!(
+        "\nWhere mixing costs: with plenty of data and short training, clean accuracy, calibration and accuracy under deformations fall, and robustness to attacks rises:\n"
+    );
+    print!(
+        "{}",
+        study_findings(COST_FINDINGS, COST_REPORT, DEMO_MIXED, DEMO_BASELINE)?
+    );
     Ok(())
 }
 
