@@ -428,6 +428,7 @@ pub fn run(args: &StudyArgs) -> Result<i32> {
     }
     crate::fsio::check_own_folder(&out, &STUDY_ENTRIES)?;
     if args.report_only {
+        let total = cells.len();
         let mut finished = Vec::new();
         for cell in cells {
             let done = report::load_run(&cell.dir).is_ok_and(|row| {
@@ -450,7 +451,6 @@ pub fn run(args: &StudyArgs) -> Result<i32> {
             }
             finished.push(cell);
         }
-        let total = file.seeds.len() * arms.len();
         if finished.is_empty() {
             bail!(
                 "{}: no run of the study, as its file now reads, has finished yet",
