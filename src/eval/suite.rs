@@ -119,6 +119,21 @@ pub fn accumulate<M: Mixable>(
     accumulate_rows(model, set, &indices, normalization, batch_size, device)
 }
 
+/// [`accumulate`] over the examples `indices` of `set` alone.
+pub fn accumulate_rows<M: Mixable>(
+    model: &M,
+    set: &ImageSet,
+    indices: &[usize],
+    normalization: &Normalization,
+    batch_size: usize,
+    device: &Device,
+) -> MetricsAccumulator {
+    let rows = logits_of_rows(model, set, indices, normalization, batch_size, device);
+    let mut metrics = MetricsAccumulator::default();
+    metrics.add(&rows.values, &rows.labels);
+    metrics
+}
+
 /// `model`'s logits (in evaluation mode) on a whole split, with its labels.
 pub fn logits<M: Mixable>(
     model: &M,
@@ -127,9 +142,21 @@ pub fn logits<M: Mixable>(
     batch_size: usize,
     device: &Device,
 ) -> Logits {
+    let indices: Vec<usize> = (0..set.len()).collect();
+    logits_of_rows(model, set, &indices, normalization, batch_size, device)
+}
+
+/// [`logits`] of the examples `indices` of `set` alone.
+fn logits_of_rows<M: Mixable>(
+    model: &M,
+    set: &ImageSet,
+    indices: &[usize],
+    normalization: &Normalization,
+    batch_size: usize,
+    device: &Device,
+) -> Logits {
     let model = model.valid();
     let mut all = Logits::default();
-    let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let mut batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
         let logits = model.forward_mixed(images_tensor(&mut batch, device), None);
@@ -142,29 +169,6 @@ pub fn logits<M: Mixable>(
         all.labels.extend(batch.labels);
     }
     all
-}
-
-/// [`accumulate`] over the examples `indices` of `set` alone.
-pub fn accumulate_rows<M: Mixable>(
-    model: &M,
-    set: &ImageSet,
-    indices: &[usize],
-    normalization: &Normalization,
-    batch_size: usize,
-    device: &Device,
-) -> MetricsAccumulator {
-    let model = model.valid();
-    let mut metrics = MetricsAccumulator::default();
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let mut batch = make_batch::<ChaCha12Rng>(set, chunk, normalization, None);
-        let logits = model.forward_mixed(images_tensor(&mut batch, device), None);
-        let values = logits
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("logits are f32");
-        metrics.add(&values, &batch.labels);
-    }
-    metrics
 }
 
 /// Streams of the suite's seed: one per attack and per deformation, by position.
