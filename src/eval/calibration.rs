@@ -15,6 +15,13 @@ pub struct Logits {
 }
 
 impl Logits {
+    /// The metrics of these logits, with their reliability bins.
+    pub fn accumulated(&self) -> MetricsAccumulator {
+        let mut accumulator = MetricsAccumulator::default();
+        accumulator.add(&self.values, &self.labels);
+        accumulator
+    }
+
     /// The metrics of `logits / temperature`.
     pub fn metrics_at(&self, temperature: f64) -> Metrics {
         let mut accumulator = MetricsAccumulator::default();

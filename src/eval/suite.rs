@@ -115,8 +115,7 @@ pub fn accumulate<M: Mixable>(
     batch_size: usize,
     device: &Device,
 ) -> MetricsAccumulator {
-    let indices: Vec<usize> = (0..set.len()).collect();
-    accumulate_rows(model, set, &indices, normalization, batch_size, device)
+    logits(model, set, normalization, batch_size, device).accumulated()
 }
 
 /// [`accumulate`] over the examples `indices` of `set` alone.
@@ -128,10 +127,7 @@ pub fn accumulate_rows<M: Mixable>(
     batch_size: usize,
     device: &Device,
 ) -> MetricsAccumulator {
-    let rows = logits_of_rows(model, set, indices, normalization, batch_size, device);
-    let mut metrics = MetricsAccumulator::default();
-    metrics.add(&rows.values, &rows.labels);
-    metrics
+    logits_of_rows(model, set, indices, normalization, batch_size, device).accumulated()
 }
 
 /// `model`'s logits (in evaluation mode) on a whole split, with its labels.
@@ -196,8 +192,7 @@ pub fn run_suite<M: Mixable + 'static>(
 ) -> Evaluation {
     let started = Instant::now();
     let test_logits = logits(model, set, normalization, batch_size, device);
-    let mut clean = MetricsAccumulator::default();
-    clean.add(&test_logits.values, &test_logits.labels);
+    let clean = test_logits.accumulated();
     let temperature_scaled = calibrate_on.map(|valid| {
         let valid = logits(model, valid, normalization, batch_size, device);
         temperature_scale(&valid, &test_logits)
