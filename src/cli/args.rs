@@ -67,6 +67,10 @@ pub struct TrainArgs {
     /// Image size for folder datasets.
     #[arg(long)]
     pub image_size: Option<usize>,
+    /// Pad every image with background pixels to this size (e.g. 32 for Fashion-MNIST's
+    /// 28×28, as PyTorch recipes that pad before the network do).
+    #[arg(long)]
+    pub pad_to: Option<usize>,
     /// f32 (default), or bf16: convolutions on oneDNN read bf16 operands and accumulate in
     /// f32; master weights, batch norm, the mix, the loss and SGD stay f32.
     #[arg(long, value_enum)]
@@ -168,6 +172,10 @@ pub struct TrainArgs {
     /// (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Seeds the split into training subset and validation alone (default: --seed), so that
+    /// runs of several seeds train on the same subset.
+    #[arg(long)]
+    pub split_seed: Option<u64>,
     /// Keep this many training examples (stratified).
     #[arg(long)]
     pub train_subset: Option<usize>,
@@ -203,6 +211,12 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
+    /// Also write the run's exact stream to RUN/trace/ (data, initial weights, every step's
+    /// examples, augmentation, mix plan, learning rate and loss), for
+    /// scripts/parity/trajectory.py to replay in PyTorch.
+    #[arg(long)]
+    #[serde(skip)]
+    pub trace: bool,
     /// A TOML file with any of these options (flags win).
     #[arg(long)]
     #[serde(skip)]

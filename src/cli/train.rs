@@ -124,6 +124,8 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
         schedule,
         gamma: pick!(gamma).unwrap_or(0.1),
         seed: pick!(seed).unwrap_or(0),
+        split_seed: pick!(split_seed),
+        pad_to: pick!(pad_to),
         split: SplitConfig {
             valid_split: pick!(valid_split).unwrap_or(0),
             train_subset: pick!(train_subset),
@@ -407,7 +409,14 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
     };
     let devices: Vec<&str> = config.device.split(',').map(str::trim).collect();
     if devices.len() == 1 {
-        return run_rank(world, &config, &dir, start, quiet_bar, &config.device);
+        return run_rank(
+            world,
+            &config,
+            &dir,
+            start,
+            (quiet_bar, args.trace),
+            &config.device,
+        );
     }
     if world.size() > 1 {
         bail!(
@@ -423,7 +432,7 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
             &config,
             &dir,
             start,
-            quiet_bar,
+            (quiet_bar, args.trace),
             devices[rank],
         )
     });
@@ -459,7 +468,7 @@ fn run_rank(
     config: &TrainConfig,
     dir: &Path,
     start: Start,
-    quiet_bar: bool,
+    (quiet_bar, trace): (bool, bool),
     device_name: &str,
 ) -> Result<TrainResult> {
     let (config, dir) = (config.clone(), dir.to_path_buf());
@@ -523,6 +532,15 @@ fn run_rank(
         super::note_fast_path(&device);
     }
     let log = RunLog::new(dir.join("train.log"), headline);
+    let mut tracer = match trace && leader {
+        true => Some(train::trace::TraceWriter::create(
+            &dir.join(run_dir::TRACE),
+            &config,
+            &data,
+        )?),
+        false => None,
+    };
+    let mut trace_error = None;
 
     // The bar draws on stderr, and its `println` prints nothing where it cannot draw: with
     // stderr redirected (or under mpirun, which gives stdout alone a terminal) the epoch lines
@@ -565,6 +583,16 @@ fn run_rank(
             }
             log.line(&line);
         }
+        Progress::Start { weights } => {
+            if let Some(Err(e)) = tracer.as_mut().map(|t| t.start(weights)) {
+                (tracer, trace_error) = (None, Some(e));
+            }
+        }
+        Progress::Step { trace, weights } => {
+            if let Some(Err(e)) = tracer.as_mut().map(|t| t.step(trace, weights)) {
+                (tracer, trace_error) = (None, Some(e));
+            }
+        }
     };
     let mut write_reports = |state: &train::RunState, model: &Classifier| {
         let weights_path = dir.join("model.safetensors");
@@ -589,6 +617,11 @@ fn run_rank(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
+    // A trace that could not be written fails the run that asked for it.
+    let outcome = match trace_error {
+        Some(e) => Err(e),
+        None => outcome,
+    };
     let (state, interrupted) = match outcome {
         Ok(RunOutcome::Finished(state)) => (state, false),
         Ok(RunOutcome::Interrupted(state)) => (state, true),

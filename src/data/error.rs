@@ -3,6 +3,8 @@ use std::path::PathBuf;
 /// Everything that can be wrong with a dataset on disk, each naming the file and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    #[error("--pad-to {to} is smaller than the images ({size}×{size})")]
+    PadBelowSize { to: usize, size: usize },
     // The reason is in the message, not a `source`: printed as a chain it would show twice.
     #[error("{}: {reason}", path.display())]
     Io {

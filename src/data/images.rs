@@ -25,6 +25,35 @@ impl ImageSet {
         &self.pixels[index * len..(index + 1) * len]
     }
 
+    /// The set with every image padded to `size`×`size` with zero pixels, the same on every
+    /// side (the odd pixel, if any, at the bottom and right).
+    pub fn padded(&self, size: usize) -> Result<ImageSet, super::DataError> {
+        if size < self.size {
+            return Err(super::DataError::PadBelowSize {
+                to: size,
+                size: self.size,
+            });
+        }
+        let (old, before) = (self.size, (size - self.size) / 2);
+        let mut pixels = vec![0u8; self.len() * self.channels * size * size];
+        for (plane, target) in self
+            .pixels
+            .chunks_exact(old * old)
+            .zip(pixels.chunks_exact_mut(size * size))
+        {
+            for (y, row) in plane.chunks_exact(old).enumerate() {
+                let start = (y + before) * size + before;
+                target[start..start + old].copy_from_slice(row);
+            }
+        }
+        Ok(ImageSet {
+            pixels,
+            labels: self.labels.clone(),
+            channels: self.channels,
+            size,
+        })
+    }
+
     /// A new set holding the given examples, in the given order.
     pub fn select(&self, indices: &[usize]) -> ImageSet {
         let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
@@ -76,5 +105,38 @@ impl ImageSet {
             mean.iter().map(|&m| m as f32).collect(),
             std.iter().map(|&s| s as f32).collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_centres_each_image_among_zero_pixels() {
+        let set = ImageSet {
+            pixels: vec![1, 2, 3, 4, 5, 6, 7, 8],
+            labels: vec![0, 1],
+            channels: 1,
+            size: 2,
+        };
+        let padded = set.padded(5).unwrap();
+        assert_eq!(padded.size, 5);
+        assert_eq!(padded.labels, set.labels);
+        #[rustfmt::skip]
+        let first = [
+            0, 0, 0, 0, 0,
+            0, 1, 2, 0, 0,
+            0, 3, 4, 0, 0,
+            0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0,
+        ];
+        assert_eq!(padded.image(0), first);
+        assert_eq!(
+            padded.image(1).iter().map(|&p| p as u32).sum::<u32>(),
+            5 + 6 + 7 + 8
+        );
+        assert_eq!(set.padded(2).unwrap(), set);
+        assert!(set.padded(1).is_err());
     }
 }

@@ -12,21 +12,26 @@ use crate::models::ModelKind;
 /// The largest `--image-size`: a batch of 4096×4096 images already takes gigabytes.
 pub const MAX_IMAGE_SIZE: usize = 4_096;
 
-/// Learning-rate schedule, evaluated per epoch.
+/// Learning-rate schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Schedule {
     /// Multiply by `gamma` at each listed epoch.
     Step { milestones: Vec<usize> },
-    /// Cosine annealing from the base rate to 0 over the run.
+    /// Cosine annealing from the base rate to 0 over the run, one rate per epoch.
     Cosine,
+    /// Cosine annealing with a new rate at every step, as PyTorch's `CosineAnnealingLR`
+    /// stepped after every batch.
+    #[serde(rename = "cosine-per-step")]
+    CosinePerStep,
 }
 
 impl Schedule {
-    /// Parses `step:150,225`, `step` (50% and 75% of `epochs`) or `cosine`.
+    /// Parses `step:150,225`, `step` (50% and 75% of `epochs`), `cosine` or `cosine-per-step`.
     pub fn parse(text: &str, epochs: usize) -> Result<Self, String> {
         match text.split_once(':') {
             None if text == "cosine" => Ok(Schedule::Cosine),
+            None if text == "cosine-per-step" => Ok(Schedule::CosinePerStep),
             None if text == "step" => Ok(Schedule::default_for(epochs)),
             Some(("step", list)) => {
                 let milestones = list
@@ -41,7 +46,7 @@ impl Schedule {
                 Ok(Schedule::Step { milestones })
             }
             _ => Err(format!(
-                "bad --schedule '{text}': expected step:E1,E2,... or cosine"
+                "bad --schedule '{text}': expected step:E1,E2,..., cosine or cosine-per-step"
             )),
         }
     }
@@ -61,12 +66,34 @@ impl Schedule {
                 let passed = milestones.iter().filter(|&&m| epoch >= m).count();
                 base * gamma.powi(passed as i32)
             }
-            Schedule::Cosine => {
-                let progress = epoch as f64 / epochs.max(1) as f64;
-                0.5 * base * (1.0 + (std::f64::consts::PI * progress).cos())
+            Schedule::Cosine | Schedule::CosinePerStep => {
+                cosine(base, epoch as f64 / epochs.max(1) as f64)
             }
         }
     }
+
+    /// The rate of batch `batch` of `batches` in `epoch`: [`Schedule::lr`] but for
+    /// [`Schedule::CosinePerStep`], which moves at every step.
+    pub fn lr_at(
+        &self,
+        base: f64,
+        gamma: f64,
+        (epoch, epochs): (usize, usize),
+        (batch, batches): (usize, usize),
+    ) -> f64 {
+        match self {
+            Schedule::CosinePerStep => {
+                let steps = (epochs * batches).max(1);
+                cosine(base, (epoch * batches + batch) as f64 / steps as f64)
+            }
+            _ => self.lr(base, gamma, epoch, epochs),
+        }
+    }
+}
+
+/// Cosine annealing from `base` at progress 0 to 0 at progress 1.
+fn cosine(base: f64, progress: f64) -> f64 {
+    0.5 * base * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,7 +149,15 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     pub gamma: f64,
     pub seed: u64,
+    /// The seed of the split into training subset and validation, where it is not the run's
+    /// (a subset that stays the same over the seeds of a study, as many PyTorch recipes keep it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
     pub split: SplitConfig,
+    /// Images are padded with background (zero) pixels to this size on every side equally,
+    /// before anything else (PyTorch's `transforms.Pad`, e.g. 28 → 32 for Fashion-MNIST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_to: Option<usize>,
     pub augment: bool,
     pub eval_batch_size: usize,
     /// The convolutions' arithmetic (older runs saved none: f32).
@@ -227,6 +262,7 @@ impl TrainConfig {
             ("--image-size", Some(self.image_size)),
             ("--train-subset", self.split.train_subset),
             ("--labels-per-class", self.split.labels_per_class),
+            ("--pad-to", self.pad_to),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == Some(0)) {
             return Err(format!("{flag} must be at least 1"));
@@ -235,6 +271,11 @@ impl TrainConfig {
             return Err(format!(
                 "--image-size must be at most {MAX_IMAGE_SIZE} (got {}): larger images would not fit a training batch in memory",
                 self.image_size
+            ));
+        }
+        if let Some(size) = self.pad_to.filter(|&size| size > MAX_IMAGE_SIZE) {
+            return Err(format!(
+                "--pad-to must be at most {MAX_IMAGE_SIZE} (got {size}): larger images would not fit a training batch in memory"
             ));
         }
         if self.partner_groups > self.batch_size {
@@ -316,5 +357,28 @@ mod tests {
         assert!((cosine.lr(0.1, 0.1, 5, 10) - 0.05).abs() < 1e-12);
         assert!(Schedule::parse("step:a", 10).is_err());
         assert!(Schedule::parse("linear", 10).is_err());
+    }
+
+    #[test]
+    fn per_step_cosine_moves_every_step_and_matches_the_epoch_rate_at_epoch_starts() {
+        let (per_step, per_epoch) = (
+            Schedule::parse("cosine-per-step", 4).unwrap(),
+            Schedule::Cosine,
+        );
+        let rates: Vec<f64> = (0..4)
+            .flat_map(|epoch| (0..5).map(move |batch| (epoch, batch)))
+            .map(|(epoch, batch)| per_step.lr_at(0.1, 0.1, (epoch, 4), (batch, 5)))
+            .collect();
+        assert!(rates.windows(2).all(|w| w[1] < w[0]), "{rates:?}");
+        // PyTorch's CosineAnnealingLR(T_max = 20) stepped after each batch: step 10 of 20 is half.
+        assert!((rates[10] - 0.05).abs() < 1e-12);
+        assert!(rates[19] > 0.0 && rates[19] < 1e-3);
+        for epoch in 0..4 {
+            let start = per_step.lr_at(0.1, 0.1, (epoch, 4), (0, 5));
+            assert!((start - per_epoch.lr(0.1, 0.1, epoch, 4)).abs() < 1e-15);
+            // The per-epoch schedule stays one rate through its epoch.
+            let inside = per_epoch.lr_at(0.1, 0.1, (epoch, 4), (3, 5));
+            assert_eq!(inside, per_epoch.lr(0.1, 0.1, epoch, 4));
+        }
     }
 }

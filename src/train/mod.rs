@@ -5,6 +5,7 @@ mod config;
 mod device;
 mod run;
 pub mod run_dir;
+pub mod trace;
 
 use std::path::PathBuf;
 

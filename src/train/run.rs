@@ -14,6 +14,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha12Rng;
 
 use super::checkpoint::{self, CheckpointFiles, EpochRecord, PartialEpoch, RunState};
+use super::trace::StepTrace;
 use super::{TrainConfig, TrainError};
 use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization, assemble_batch};
 use crate::distributed::Collective;
@@ -22,7 +23,7 @@ use crate::eval::{Metrics, MetricsAccumulator, predicted_class};
 use crate::mixup::{
     MixPoint, Mixable, TensorMix, mixed_forward, mixed_loss, mixed_targets, smooth,
 };
-use crate::models::{Classifier, ModelConfig};
+use crate::models::{Classifier, ModelConfig, to_safetensors};
 
 /// What the loop reports as it goes; the CLI turns it into a bar or log lines.
 pub enum Progress<'a> {
@@ -36,6 +37,17 @@ pub enum Progress<'a> {
         loss: f64,
     },
     EpochEnd(&'a EpochRecord),
+    /// Before the first step of a fresh run; `weights` gives its initial weights as
+    /// safetensors bytes with PyTorch's names.
+    Start {
+        weights: &'a dyn Fn() -> Result<Vec<u8>, String>,
+    },
+    /// After every optimizer step: what it drew, its learning rate and loss, and (from
+    /// `weights`) the weights it left.
+    Step {
+        trace: &'a StepTrace,
+        weights: &'a dyn Fn() -> Result<Vec<u8>, String>,
+    },
 }
 
 /// The data of a run after splitting, with the statistics it was normalised by.
@@ -60,7 +72,7 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
             cifar100_labels_coarse: config.cifar100_labels_coarse,
         },
     )?;
-    let mut split_rng = ChaCha12Rng::seed_from_u64(config.seed);
+    let mut split_rng = ChaCha12Rng::seed_from_u64(config.split_seed.unwrap_or(config.seed));
     split_rng.set_stream(SPLIT_STREAM);
     let split = crate::data::split(
         &dataset.train,
@@ -68,6 +80,17 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
         &config.split,
         &mut split_rng,
     )?;
+    let mut dataset = dataset;
+    if let Some(size) = config.pad_to {
+        let images = (dataset.train.len() + dataset.test.len()) * dataset.train.channels;
+        crate::machine::check_fits(
+            format!("{} at --pad-to {size}", config.dataset),
+            (images as u64).saturating_mul((size * size) as u64),
+            "lower --pad-to",
+        )?;
+        dataset.train = dataset.train.padded(size)?;
+        dataset.test = dataset.test.padded(size)?;
+    }
     let train = dataset.train.select(&split.train);
     let valid = (!split.valid.is_empty()).then(|| dataset.train.select(&split.valid));
     let (mean, std) = train.channel_stats();
@@ -285,6 +308,11 @@ pub fn run_training_with<M: Mixable>(
             progress(event)
         }
     };
+    if state.epochs_done == 0 && state.partial.is_none() {
+        progress(Progress::Start {
+            weights: &|| to_safetensors(&model),
+        });
+    }
     while state.epochs_done < config.epochs {
         let epoch = state.epochs_done;
         let lr = config
@@ -325,6 +353,21 @@ pub fn run_training_with<M: Mixable>(
                 &data.normalization,
                 Some(&placements[rows.clone()]),
             );
+            let step_lr = config.schedule.lr_at(
+                config.lr,
+                config.gamma,
+                (epoch, config.epochs),
+                (b, batches),
+            );
+            let mut trace = StepTrace {
+                step: epoch * batches + b + 1,
+                epoch: epoch + 1,
+                lr: step_lr,
+                indices: indices.to_vec(),
+                placements: StepTrace::placements_of(&placements),
+                plan: plan.clone(),
+                loss: 0.0,
+            };
             let plan = plan.map(|plan| {
                 plan.rows(rows.clone())
                     .expect("a rank's rows are whole partner groups (checked by check_split)")
@@ -380,7 +423,12 @@ pub fn run_training_with<M: Mixable>(
                     device,
                 );
             }
-            model = optim.step(lr, model, grads);
+            model = optim.step(step_lr, model, grads);
+            trace.loss = loss_sum / indices.len() as f64;
+            progress(Progress::Step {
+                trace: &trace,
+                weights: &|| to_safetensors(&model),
+            });
 
             partial.acc_sum += hits;
             partial.loss_sum += loss_sum;

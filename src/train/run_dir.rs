@@ -17,9 +17,11 @@ pub const EVALUATION: &str = "evaluation.json";
 pub const CURVES: &str = "curves.png";
 pub const RELIABILITY: &str = "reliability.png";
 pub const SPECTRUM: &str = "spectrum.png";
+/// The run's exact stream, with `--trace` (see [`crate::train::trace`]).
+pub const TRACE: &str = "trace";
 
 /// Every entry a run writes into its folder.
-pub const OWN_ENTRIES: [&str; 10] = [
+pub const OWN_ENTRIES: [&str; 11] = [
     CONFIG,
     LOG,
     CHECKPOINTS,
@@ -30,6 +32,7 @@ pub const OWN_ENTRIES: [&str; 10] = [
     CURVES,
     RELIABILITY,
     SPECTRUM,
+    TRACE,
 ];
 
 /// Why a folder cannot be used as a run folder.
