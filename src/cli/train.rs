@@ -482,15 +482,28 @@ fn run_rank(
         train::check_run(&config, &data)?;
         Ok((device, data))
     })?;
+    let mut tracer = None;
     on_rank_zero(world, || {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create run folder {}", dir.display()))?;
-        if !resuming {
-            let text = serde_json::to_vec_pretty(&config_json(&config, &data, &device))?;
-            write_atomic(&dir.join("config.json"), &text)
-                .with_context(|| format!("cannot write {}", dir.join("config.json").display()))?;
+        let made = (|| -> Result<()> {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create run folder {}", dir.display()))?;
+            if !resuming {
+                let text = serde_json::to_vec_pretty(&config_json(&config, &data, &device))?;
+                write_atomic(&dir.join("config.json"), &text).with_context(|| {
+                    format!("cannot write {}", dir.join("config.json").display())
+                })?;
+            }
+            if trace {
+                let folder = dir.join(run_dir::TRACE);
+                tracer = Some(train::trace::TraceWriter::create(&folder, &config, &data)?);
+            }
+            Ok(())
+        })();
+        // A run that could not start leaves its folder as it found it.
+        if let (Err(_), Start::Fresh(found)) = (&made, start) {
+            let _ = run_dir::remove_unfinished(&dir, found);
         }
-        Ok(Vec::new())
+        made.map(|()| Vec::new())
     })?;
     let note = if resuming { "resumed" } else { "started" };
     let draws_points =
@@ -532,14 +545,6 @@ fn run_rank(
         super::note_fast_path(&device);
     }
     let log = RunLog::new(dir.join("train.log"), headline);
-    let mut tracer = match trace && leader {
-        true => Some(train::trace::TraceWriter::create(
-            &dir.join(run_dir::TRACE),
-            &config,
-            &data,
-        )?),
-        false => None,
-    };
     let mut trace_error = None;
 
     // The bar draws on stderr, and its `println` prints nothing where it cannot draw: with
