@@ -3,15 +3,25 @@
 //! `tests/trajectory/<variant>/` holds a 20-step run of a small CNN (batch norm, manifold
 //! mixup at points 0–2, crop and flip, SGD with momentum 0.9 and weight decay 5e-3) as
 //! `mmix train --trace` wrote it — `nesterov`: Nesterov momentum, cosine per epoch;
-//! `momentum`: plain momentum, cosine per step, images padded to 32, a `--split-seed` subset — (`trace.json`: the configuration; `steps.jsonl`: every
-//! step's examples, augmentation, mix plan and learning rate), and what
-//! `scripts/parity/trajectory.py` computed when it replayed that stream in PyTorch
-//! (`golden.safetensors`: the loss of every step and the final weights and running
-//! statistics). Regenerate with `scripts/parity/trajectory-golden.sh`.
+//! `momentum`: plain momentum, cosine per step, images padded to 32, a `--split-seed`
+//! subset — (`trace.json`: the configuration; `steps.jsonl`: every step's examples,
+//! augmentation, mix plan and learning rate), and what `scripts/parity/trajectory.py`
+//! computed when it replayed that stream in PyTorch (`golden.safetensors`: the loss of every
+//! step, and the weights and running statistics after step 10). Regenerate with
+//! `scripts/parity/trajectory-golden.sh`.
 //!
 //! Unlike tests/parity.rs (one step from fixed weights), this covers what only a run has: the
 //! order of examples, augmentation, the schedule, the SGD update with momentum and weight
 //! decay, and the running statistics of batch norm.
+//!
+//! Two correct float32 implementations drift apart as a run goes on, and how fast depends on
+//! the kernels a CPU gets. Measured on an AVX2 CPU against the twin: with oneDNN's AVX2
+//! convolutions mmix's loss stays within 2e-7 (relative) over all 20 steps; with Flex's own
+//! convolutions (`MMIX_ONEDNN=off`) or oneDNN held to SSE4.1 (`ONEDNN_MAX_CPU_ISA=SSE41`) it
+//! stays within 5e-7 up to step 10, then reaches 1.2e-6 at step 15 and 2.9e-5 at step 20,
+//! where some tensors are 1e-3 of their norm apart. After step 10 every tensor is within 8e-6
+//! of its norm (block1's batch-norm bias, of small norm, 3e-5). So the tight comparison ends
+//! at step 10, and the later steps are held to a bound only a broken run exceeds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,20 +69,20 @@ fn float_tensors(bytes: &[u8]) -> HashMap<String, Vec<f64>> {
         .collect()
 }
 
-/// The committed run, trained again here: every step as traced, and the final weights.
-fn train_again(folder: &Path) -> (Vec<StepTrace>, HashMap<String, Vec<f64>>) {
+/// The committed run, trained again here: every step as traced, and the weights after
+/// `weights_step`.
+fn train_again(folder: &Path, weights_step: usize) -> (Vec<StepTrace>, HashMap<String, Vec<f64>>) {
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(folder.join("trace.json")).unwrap()).unwrap();
     let config: TrainConfig = serde_json::from_value(meta["config"].clone()).unwrap();
     let data = train::prepare_data(&config).unwrap();
     let device = train::parse_device(&config.device).unwrap();
     let checkpoints = tempfile::tempdir().unwrap();
-    let last_step = 20;
     let (mut steps, mut last_weights) = (Vec::new(), None);
     let mut progress = |event: Progress| {
         if let Progress::Step { trace, weights } = event {
             steps.push(trace.clone());
-            if trace.step == last_step {
+            if trace.step == weights_step {
                 last_weights = Some(weights().unwrap());
             }
         }
@@ -87,7 +97,7 @@ fn train_again(folder: &Path) -> (Vec<StepTrace>, HashMap<String, Vec<f64>>) {
         &mut |_, _| Ok(()),
     )
     .unwrap();
-    let weights = float_tensors(&last_weights.expect("the run took its 20 steps"));
+    let weights = float_tensors(&last_weights.expect("the run reached the compared step"));
     (steps, weights)
 }
 
@@ -101,8 +111,23 @@ fn a_short_run_with_plain_momentum_and_a_per_step_schedule_takes_the_twins_steps
     takes_the_twins_steps(&folder("momentum"));
 }
 
+/// Where the loss must agree to within float32 noise: the loss is a sum over a batch, so
+/// 1e-5 is some 80 ulps, and every wrong update tried (momentum dampened by 0.1, weight decay
+/// applied after momentum) moved it by 4e-4 or more by step 3.
+const TIGHT_LOSS: f64 = 1e-5;
+/// After step 10, the bound for a run that drifts as correct float32 runs do (2.9e-5 at step
+/// 20 measured, see above) and not as a broken one does.
+const DRIFTING_LOSS: f64 = 1e-3;
+/// Weights and running statistics after the compared step, relative to the tensor's norm: a
+/// biased running variance moves block3's by 2e-4 (plain momentum) to 3e-4 (Nesterov) of its
+/// norm by step 10.
+const WEIGHTS: f64 = 1e-4;
+
 fn takes_the_twins_steps(folder: &Path) {
-    let (steps, weights) = train_again(folder);
+    let golden_bytes = std::fs::read(folder.join("golden.safetensors")).unwrap();
+    let golden = float_tensors(&golden_bytes);
+    let (weights_step, golden_weights) = weights_of(&golden);
+    let (steps, weights) = train_again(folder, weights_step);
 
     // The same stream: if this fails, the loop draws differently, and the golden files must
     // be regenerated (and the change explained).
@@ -125,25 +150,22 @@ fn takes_the_twins_steps(folder: &Path) {
         );
     }
 
-    let golden_bytes = std::fs::read(folder.join("golden.safetensors")).unwrap();
-    let golden = float_tensors(&golden_bytes);
-    // PyTorch against itself, with every weight nudged by one ulp, moves the loss by
-    // about 1e-7 over these steps; a wrong update (dampened momentum, weight decay after
-    // momentum, biased running variance) moves it by 1e-4 or more.
     for (step, expected) in steps.iter().zip(&golden["losses"]) {
+        let bound = if step.step <= weights_step {
+            TIGHT_LOSS
+        } else {
+            DRIFTING_LOSS
+        };
         let error = (step.loss - expected).abs();
         assert!(
-            error <= 1e-5 * expected.abs(),
+            error <= bound * expected.abs(),
             "step {}: loss {} against the twin's {expected} (off by {error:e})",
             step.step,
             step.loss
         );
     }
     let mut compared = 0;
-    for (key, expected) in &golden {
-        let Some(name) = key.strip_prefix("final.") else {
-            continue;
-        };
+    for (&name, &expected) in &golden_weights {
         let ours = weights
             .get(name)
             .unwrap_or_else(|| panic!("mmix has no tensor {name}"));
@@ -155,8 +177,8 @@ fn takes_the_twins_steps(folder: &Path) {
             .sum::<f64>()
             .sqrt();
         assert!(
-            distance <= 1e-4 * norm + 1e-6,
-            "{name} ends {distance:e} from the twin's (its norm {norm:e})"
+            distance <= WEIGHTS * norm + 1e-6,
+            "{name} is {distance:e} from the twin's after step {weights_step} (its norm {norm:e})"
         );
         compared += 1;
     }
@@ -165,4 +187,23 @@ fn takes_the_twins_steps(folder: &Path) {
         weights.len(),
         "the twin and mmix hold other tensors"
     );
+}
+
+/// The step the golden file holds weights after, and those weights by name.
+fn weights_of(golden: &HashMap<String, Vec<f64>>) -> (usize, HashMap<&str, &Vec<f64>>) {
+    let mut step = None;
+    let mut weights = HashMap::new();
+    for (key, values) in golden {
+        let Some((prefix, name)) = key.split_once('.') else {
+            continue;
+        };
+        let Some(k) = prefix.strip_prefix("after-step-") else {
+            continue;
+        };
+        let k: usize = k.parse().expect("a step number");
+        assert!(step.is_none_or(|s| s == k), "weights after two steps");
+        step = Some(k);
+        weights.insert(name, values);
+    }
+    (step.expect("golden weights"), weights)
 }

@@ -15,10 +15,11 @@ of mmix, the twin and the nudged twin, the relative weight distance mmix-twin an
 twin-nudged twin at every step mmix saved weights, the parameter norm per epoch, and both
 twins' final test accuracy and NLL.
 
-  trajectory.py RUN/trace [--out FILE] [--no-nudge] [--golden FILE]
+  trajectory.py RUN/trace [--out FILE] [--no-nudge] [--golden FILE [--golden-step K]]
 
---golden writes what tests/trajectory.rs compares against (the twin's loss per step and
-final weights) as a safetensors file.
+--golden writes what tests/trajectory.rs compares against (the twin's loss per step and its
+weights and running statistics after step K, 10 by default, as `after-step-K.<name>`) as a
+safetensors file.
 """
 import argparse
 import json
@@ -138,6 +139,7 @@ def main():
     parser.add_argument("--out", type=Path)
     parser.add_argument("--no-nudge", action="store_true")
     parser.add_argument("--golden", type=Path)
+    parser.add_argument("--golden-step", type=int, default=10)
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
@@ -155,7 +157,7 @@ def main():
     classes, pad = int(meta["classes"]), int(meta["crop_padding"])
 
     losses = {"mmix": [], **{name: [] for name in twins}}
-    distances, norms, epoch = [], [], 1
+    distances, norms, epoch, golden_state = [], [], 1, None
     with open(args.trace / "steps.jsonl") as lines:
         for line in lines:
             step = json.loads(line)
@@ -169,6 +171,8 @@ def main():
             losses["mmix"].append(step["loss"])
             for name, twin in twins.items():
                 losses[name].append(twin.step(x, labels, plan, step["lr"], classes))
+            if step["step"] == args.golden_step:
+                golden_state = float_state(twins["twin"].model)
             saved = args.trace / f"after-step-{step['step']}.safetensors"
             if saved.exists():
                 ours = {n: t for n, t in load_file(str(saved)).items() if t.is_floating_point()}
@@ -186,7 +190,10 @@ def main():
     out.write_text(json.dumps(report, indent=1))
     print(json.dumps({"final": final}))
     if args.golden:
-        golden = {f"final.{n}": t.contiguous() for n, t in float_state(twins["twin"].model).items()}
+        if golden_state is None:
+            raise SystemExit(f"the run has no step {args.golden_step}")
+        prefix = f"after-step-{args.golden_step}"
+        golden = {f"{prefix}.{n}": t.contiguous() for n, t in golden_state.items()}
         golden["losses"] = torch.tensor(losses["twin"], dtype=torch.float64)
         save_file(golden, str(args.golden))
 
