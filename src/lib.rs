@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod machine;
 pub mod mixup;
 pub mod models;
+pub mod predict;
 pub mod process;
 pub mod report;
 pub mod train;

@@ -29,6 +29,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Compare runs: a Markdown table and an overlay of test-accuracy curves.
     Compare(CompareArgs),
+    /// Classify image files (PNG or JPEG) with a trained run: the most probable classes of
+    /// each, one line per image.
+    Predict(PredictArgs),
     /// One draw of the design of studies/few-labels-replication.toml (100 labels per class)
     /// on the embedded Fashion-MNIST subset, without and with manifold mixup, compared; then
     /// what the study found over its seeds, corrected for multiplicity, and where mixing
@@ -264,6 +267,35 @@ pub struct EvalArgs {
     /// The class-conditional spectrum of the representations at this mix point.
     #[arg(long)]
     pub spectrum_at: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// Image files, or folders whose image files (.png, .jpg, .jpeg) are all classified.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// How many of the most probable classes to print per image.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    /// text (one line per image), json (one JSON object per line) or csv.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: PredictFormat,
+    /// Plain softmax probabilities, not those at the temperature the run fitted on its
+    /// validation split.
+    #[arg(long)]
+    pub uncalibrated: bool,
+    /// cpu, cuda[:N] or wgpu[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PredictFormat {
+    Text,
+    Json,
+    Csv,
 }
 
 #[derive(Args)]

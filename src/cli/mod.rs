@@ -3,6 +3,7 @@
 pub mod args;
 pub mod commands;
 pub mod evaluate;
+pub mod predict;
 pub mod study;
 pub mod train;
 

@@ -218,23 +218,7 @@ fn config_json(
 }
 
 pub fn load_saved_config(dir: &Path) -> Result<TrainConfig> {
-    let path = dir.join("config.json");
-    let text = crate::fsio::read_regular_text(&path).with_context(|| {
-        format!(
-            "{} is not an mmix run folder: cannot read {}",
-            dir.display(),
-            path.display()
-        )
-    })?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let config: TrainConfig = serde_json::from_value(value["train"].clone())
-        .with_context(|| format!("{}: not an mmix run configuration", path.display()))?;
-    // A saved configuration passes the checks a new one does: it may have been edited.
-    config
-        .validate()
-        .map_err(|reason| anyhow!("{}: {reason}", path.display()))?;
-    Ok(config)
+    Ok(run_dir::read_record(dir)?.train)
 }
 
 fn epoch_line(record: &EpochRecord, epochs: usize) -> String {

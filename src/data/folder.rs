@@ -15,7 +15,8 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(entries)
 }
 
-fn is_image(path: &Path) -> bool {
+/// Whether `path` names a PNG or JPEG file, by its extension.
+pub fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
@@ -45,6 +46,16 @@ pub fn class_names(split_dir: &Path) -> Result<Vec<String>, DataError> {
 /// An encoded PNG or JPEG image as planar RGB bytes (`[3, size, size]`), resized to
 /// `size`×`size`; `path` names it in errors.
 pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>, DataError> {
+    decode_image_in(path, bytes, size, 3)
+}
+
+/// [`decode_image`] in `channels` planes: 3 for RGB, 1 for grey (its luma).
+pub fn decode_image_in(
+    path: &Path,
+    bytes: &[u8],
+    size: usize,
+    channels: usize,
+) -> Result<Vec<u8>, DataError> {
     if size == 0 {
         return Err(DataError::BadOption(
             "--image-size must be at least 1".into(),
@@ -67,9 +78,16 @@ pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>, D
     let image = crate::contained::contain(|| reader.decode())
         .map_err(|panic| unreadable(format!("the decoder failed on it ({panic})")))?
         .map_err(|e| unreadable(e.to_string()))?;
-    let rgb = image
-        .resize_exact(side, side, FilterType::Triangle)
-        .to_rgb8();
+    let image = image.resize_exact(side, side, FilterType::Triangle);
+    if channels == 1 {
+        return Ok(image.to_luma8().into_raw());
+    }
+    if channels != 3 {
+        return Err(unreadable(format!(
+            "images of {channels} channels cannot be made from it (1 or 3)"
+        )));
+    }
+    let rgb = image.to_rgb8();
     let plane = size * size;
     let mut planar = vec![0; 3 * plane];
     for (i, pixel) in rgb.pixels().enumerate() {

@@ -19,7 +19,7 @@ use serde_with::{DeserializeFromStr, SerializeDisplay};
 pub use augment::{Augmentation, Batch, Normalization, Placement, assemble_batch, make_batch};
 pub use cifar::{Cifar100Labels, parse_cifar, read_cifar10, read_cifar100};
 pub use error::DataError;
-pub use folder::{decode_image, read_folder};
+pub use folder::{decode_image, decode_image_in, is_image, read_folder};
 pub use idx::{encode_idx, idx_pair, maybe_gunzip, parse_idx, read_idx_pair, read_maybe_gzip};
 pub use images::ImageSet;
 pub use split::{Split, SplitConfig, split};

@@ -56,6 +56,14 @@ pub enum RunDirError {
         path.display()
     )]
     Link { path: PathBuf },
+    #[error("{} is not an mmix run folder: cannot read {}: {reason}", dir.display(), path.display())]
+    NotARun {
+        dir: PathBuf,
+        path: PathBuf,
+        reason: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    BadRecord { path: PathBuf, reason: String },
     #[error("{}: {reason}", path.display())]
     Io {
         path: PathBuf,
@@ -77,6 +85,68 @@ pub enum Found {
     Absent,
     /// An empty folder the user made: the run removes only its own entries from it.
     Empty,
+}
+
+/// What a run's `config.json` says: the configuration it was trained under and the data as
+/// it saw it. Fields it holds beyond these (provenance, versions) are read by what needs them.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct RunRecord {
+    pub train: super::TrainConfig,
+    pub dataset: DataRecord,
+}
+
+/// The data a run trained on, as its `config.json` records it.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct DataRecord {
+    /// The class names, by label.
+    pub classes: Vec<String>,
+    /// `[channels, height, width]` of the images the network takes.
+    pub image_shape: [usize; 3],
+    pub normalization: crate::data::Normalization,
+}
+
+/// Reads the `config.json` of the run folder `dir`. A saved configuration passes the checks
+/// a new one does: it may have been edited.
+pub fn read_record(dir: &Path) -> Result<RunRecord, RunDirError> {
+    let path = dir.join(CONFIG);
+    let text = crate::fsio::read_regular_text(&path).map_err(|reason| RunDirError::NotARun {
+        dir: dir.to_path_buf(),
+        path: path.clone(),
+        reason,
+    })?;
+    let bad = |reason: String| RunDirError::BadRecord {
+        path: path.clone(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+    let train: super::TrainConfig = serde_json::from_value(value["train"].clone())
+        .map_err(|e| bad(format!("not an mmix run configuration ({e})")))?;
+    train.validate().map_err(bad)?;
+    // Folders written before the data was recorded hold the configuration alone.
+    let dataset: DataRecord = serde_json::from_value(value["dataset"].clone())
+        .map_err(|e| bad(format!("no record of the run's data ({e})")))?;
+    let [channels, height, width] = dataset.image_shape;
+    let consistent = channels > 0
+        && height > 0
+        && height == width
+        && dataset.normalization.mean.len() == channels
+        && dataset.normalization.std.len() == channels
+        && dataset
+            .normalization
+            .std
+            .iter()
+            .all(|s| s.is_finite() && *s > 0.0)
+        && !dataset.classes.is_empty();
+    if !consistent {
+        return Err(bad(format!(
+            "its record of the data (image shape {:?}, {} classes, normalisation of {} channels) does not hold together",
+            dataset.image_shape,
+            dataset.classes.len(),
+            dataset.normalization.mean.len()
+        )));
+    }
+    Ok(RunRecord { train, dataset })
 }
 
 /// Checks that `dir` may take a new run: it does not exist, or is an empty folder.

@@ -1,0 +1,217 @@
+//! Classifying new images with a trained run: the network of its latest checkpoint, with the
+//! image shape, normalisation and class names its `config.json` records, and the
+//! temperature its final evaluation fitted on the validation split, where it has one.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::data::{DataError, ImageSet, Normalization};
+use crate::eval::suite::logits;
+use crate::models::ModelConfig;
+use crate::train::{TrainError, checkpoint, run_dir};
+
+/// The largest image file read: far beyond any photo.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error(transparent)]
+    RunDir(#[from] run_dir::RunDirError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("{} has no checkpoint yet", dir.display())]
+    NoCheckpoint { dir: PathBuf },
+    #[error(
+        "{} was trained on images padded to {size}×{size} (--pad-to); classifying new images needs the size before padding, which the run does not record",
+        dir.display()
+    )]
+    Padded { dir: PathBuf, size: usize },
+    #[error("{}: {reason}", path.display())]
+    BadEvaluation { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Image(#[from] DataError),
+}
+
+/// A run's network, ready to classify images.
+pub struct Predictor {
+    model: crate::models::Classifier,
+    normalization: Normalization,
+    channels: usize,
+    size: usize,
+    classes: Vec<String>,
+    temperature: Option<f64>,
+    device: Device,
+    batch_size: usize,
+}
+
+/// One class and the probability the network gives it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Ranked {
+    pub class: usize,
+    pub name: String,
+    pub probability: f64,
+}
+
+impl Predictor {
+    /// The network of the run in `dir` (its latest checkpoint), on `device`. With
+    /// `calibrated`, probabilities are those of the logits divided by the temperature the
+    /// run's final evaluation fitted on its validation split, where it fitted one.
+    pub fn open(dir: &Path, device: &Device, calibrated: bool) -> Result<Self, PredictError> {
+        run_dir::check_own_entries(dir)?;
+        let record = run_dir::read_record(dir)?;
+        let [channels, size, _] = record.dataset.image_shape;
+        if record.train.pad_to.is_some() {
+            return Err(PredictError::Padded {
+                dir: dir.to_path_buf(),
+                size,
+            });
+        }
+        let folder = checkpoint::latest(&dir.join(run_dir::CHECKPOINTS))?.ok_or_else(|| {
+            PredictError::NoCheckpoint {
+                dir: dir.to_path_buf(),
+            }
+        })?;
+        let network = ModelConfig::new(
+            record.train.model,
+            channels,
+            size,
+            record.dataset.classes.len(),
+        )
+        .with_width(record.train.width)
+        .init(device)
+        .map_err(TrainError::from)?;
+        let model = checkpoint::load_model(&folder, network)?;
+        let temperature = match calibrated {
+            true => fitted_temperature(&dir.join(run_dir::EVALUATION))?,
+            false => None,
+        };
+        Ok(Self {
+            model,
+            normalization: record.dataset.normalization,
+            channels,
+            size,
+            classes: record.dataset.classes,
+            temperature,
+            device: device.clone(),
+            batch_size: record.train.eval_batch_size,
+        })
+    }
+
+    /// The temperature the probabilities are computed at, if not 1.
+    pub fn temperature(&self) -> Option<f64> {
+        self.temperature
+    }
+
+    /// `[channels, size, size]` of the images the network takes.
+    pub fn image_shape(&self) -> [usize; 3] {
+        [self.channels, self.size, self.size]
+    }
+
+    /// The image file at `path` (PNG or JPEG), as the network takes it: resized to the run's
+    /// image size, in grey for a one-channel run.
+    pub fn read_image(&self, path: &Path) -> Result<Vec<u8>, PredictError> {
+        let bytes =
+            crate::fsio::read_regular(path, MAX_FILE_BYTES).map_err(|e| DataError::io(path, e))?;
+        Ok(crate::data::decode_image_in(
+            path,
+            &bytes,
+            self.size,
+            self.channels,
+        )?)
+    }
+
+    /// The classes of each image (as [`Self::read_image`] gives them, one after another), the
+    /// `top` most probable first.
+    pub fn classify(&self, pixels: Vec<u8>, top: usize) -> Vec<Vec<Ranked>> {
+        let image_len = self.channels * self.size * self.size;
+        let count = pixels.len() / image_len;
+        let set = ImageSet {
+            pixels,
+            labels: vec![0; count],
+            channels: self.channels,
+            size: self.size,
+        };
+        let logits = logits(
+            &self.model,
+            &set,
+            &self.normalization,
+            self.batch_size,
+            &self.device,
+        );
+        let temperature = self.temperature.unwrap_or(1.0);
+        logits
+            .values
+            .chunks_exact(self.classes.len())
+            .map(|row| self.ranked(&softmax(row, temperature), top))
+            .collect()
+    }
+
+    fn ranked(&self, probabilities: &[f64], top: usize) -> Vec<Ranked> {
+        let mut order: Vec<usize> = (0..probabilities.len()).collect();
+        // Ties go to the lower class, as the evaluation's predicted class does.
+        order.sort_by(|&a, &b| {
+            probabilities[b]
+                .total_cmp(&probabilities[a])
+                .then(a.cmp(&b))
+        });
+        order
+            .into_iter()
+            .take(top.max(1))
+            .map(|class| Ranked {
+                class,
+                name: self.classes[class].clone(),
+                probability: probabilities[class],
+            })
+            .collect()
+    }
+}
+
+fn softmax(logits: &[f32], temperature: f64) -> Vec<f64> {
+    let scaled: Vec<f64> = logits.iter().map(|&v| v as f64 / temperature).collect();
+    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = scaled.iter().map(|v| (v - max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / total).collect()
+}
+
+/// The temperature of a run's `evaluation.json`, if it fitted one (it needs a validation
+/// split); none where the run has no final evaluation yet.
+fn fitted_temperature(path: &Path) -> Result<Option<f64>, PredictError> {
+    let text = match crate::fsio::read_regular_text(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(DataError::io(path, e).into()),
+    };
+    let bad = |reason: String| PredictError::BadEvaluation {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+    match &value["temperature_scaled"]["temperature"] {
+        serde_json::Value::Null => Ok(None),
+        t => match t.as_f64() {
+            Some(t) if t.is_finite() && t > 0.0 => Ok(Some(t)),
+            _ => Err(bad(format!("its temperature {t} is not a positive number"))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::softmax;
+
+    #[test]
+    fn softmax_sums_to_one_and_a_higher_temperature_flattens_it() {
+        let logits = [2.0_f32, -1.0, 0.5, 3.0];
+        let cold = softmax(&logits, 1.0);
+        let warm = softmax(&logits, 4.0);
+        for p in [&cold, &warm] {
+            assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+        assert!(warm[3] < cold[3] && warm[1] > cold[1]);
+        // exp(3 - 2) = e: the ratio of the two largest at temperature 1.
+        assert!((cold[3] / cold[0] - std::f64::consts::E).abs() < 1e-9);
+    }
+}
