@@ -8,7 +8,8 @@ use burn::tensor::Device;
 
 use crate::data::{DataError, ImageSet, Normalization};
 use crate::eval::suite::logits;
-use crate::models::ModelConfig;
+use crate::mixup::Mixable;
+use crate::models::{Classifier, ModelConfig};
 use crate::train::{TrainError, checkpoint, run_dir};
 
 /// The largest image file read: far beyond any photo.
@@ -23,6 +24,11 @@ pub enum PredictError {
     #[error("{} has no checkpoint yet", dir.display())]
     NoCheckpoint { dir: PathBuf },
     #[error(
+        "{} holds a run of the library model '{name}', which only the program that defines it can build (`Predictor::open_with` in the library)",
+        dir.display()
+    )]
+    CustomModel { dir: PathBuf, name: String },
+    #[error(
         "{} was trained on images padded to {size}×{size} (--pad-to); classifying new images needs the size before padding, which the run does not record",
         dir.display()
     )]
@@ -33,9 +39,10 @@ pub enum PredictError {
     Image(#[from] DataError),
 }
 
-/// A run's network, ready to classify images.
-pub struct Predictor {
-    model: crate::models::Classifier,
+/// A run's network, ready to classify images: a built-in model ([`Predictor::open`]) or a
+/// library user's ([`Predictor::open_with`]).
+pub struct Predictor<M: Mixable = Classifier> {
+    model: M,
     normalization: Normalization,
     channels: usize,
     size: usize,
@@ -53,11 +60,39 @@ pub struct Ranked {
     pub probability: f64,
 }
 
-impl Predictor {
+impl Predictor<Classifier> {
     /// The network of the run in `dir` (its latest checkpoint), on `device`. With
     /// `calibrated`, probabilities are those of the logits divided by the temperature the
     /// run's final evaluation fitted on its validation split, where it fitted one.
     pub fn open(dir: &Path, device: &Device, calibrated: bool) -> Result<Self, PredictError> {
+        let record = run_dir::read_record(dir)?;
+        if let Some(name) = &record.train.custom_model {
+            return Err(PredictError::CustomModel {
+                dir: dir.to_path_buf(),
+                name: name.clone(),
+            });
+        }
+        let [channels, size, _] = record.dataset.image_shape;
+        let classes = record.dataset.classes.len();
+        let init = |device: &Device| {
+            ModelConfig::new(record.train.model, channels, size, classes)
+                .with_width(record.train.width)
+                .init(device)
+                .map_err(TrainError::from)
+        };
+        Self::open_with(dir, device, calibrated, &init)
+    }
+}
+
+impl<M: Mixable> Predictor<M> {
+    /// [`Predictor::open`] for a model `init` builds (with the run's architecture: the latest
+    /// checkpoint's weights are loaded into it).
+    pub fn open_with(
+        dir: &Path,
+        device: &Device,
+        calibrated: bool,
+        init: &dyn Fn(&Device) -> Result<M, TrainError>,
+    ) -> Result<Self, PredictError> {
         run_dir::check_own_entries(dir)?;
         let record = run_dir::read_record(dir)?;
         let [channels, size, _] = record.dataset.image_shape;
@@ -72,16 +107,7 @@ impl Predictor {
                 dir: dir.to_path_buf(),
             }
         })?;
-        let network = ModelConfig::new(
-            record.train.model,
-            channels,
-            size,
-            record.dataset.classes.len(),
-        )
-        .with_width(record.train.width)
-        .init(device)
-        .map_err(TrainError::from)?;
-        let model = checkpoint::load_model(&folder, network)?;
+        let model = checkpoint::load_model(&folder, init(device)?)?;
         let temperature = match calibrated {
             true => fitted_temperature(&dir.join(run_dir::EVALUATION))?,
             false => None,

@@ -1,6 +1,8 @@
 //! A model defined outside the crate (the `custom_model` example's) is mixed at the points it
-//! declares and trained, checkpointed and resumed by the library's loop.
+//! declares and trained, checkpointed and resumed by the library's loop into a run folder
+//! that `mmix compare` and the library's predictor read.
 
+mod common;
 #[path = "../examples/custom_model.rs"]
 mod example;
 
@@ -74,4 +76,73 @@ fn the_example_trains_checkpoints_reports_and_resumes() {
         "the first epoch is kept"
     );
     assert!(resumed.history.iter().all(|r| r.train_loss.is_finite()));
+}
+
+#[test]
+fn a_run_folder_written_by_the_library_is_read_by_compare_and_predict() {
+    use manifold_mixup::eval::suite::logits;
+    use manifold_mixup::predict::Predictor;
+    use manifold_mixup::train::{self, checkpoint, run_dir};
+
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tiny");
+    train_tiny_net(&dir, 1, 300).unwrap();
+    for entry in [
+        run_dir::CONFIG,
+        run_dir::WEIGHTS,
+        run_dir::EVALUATION,
+        run_dir::METRICS,
+    ] {
+        assert!(dir.join(entry).is_file(), "{entry} is missing");
+    }
+
+    let plot = root.path().join("compare.png");
+    let compared = common::run(&[
+        "compare",
+        dir.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let stdout = common::text(&compared.stdout);
+    assert!(
+        compared.status.success(),
+        "{}",
+        common::text(&compared.stderr)
+    );
+    assert!(stdout.contains("tiny"), "{stdout}");
+
+    // The binary cannot build the library's model, and says so in one line.
+    let image = root.path().join("first.png");
+    let config = example::tiny_net_config(1, 300);
+    let data = train::prepare_data(&config).unwrap();
+    let test = &data.dataset.test;
+    image::GrayImage::from_raw(28, 28, test.image(0).to_vec())
+        .unwrap()
+        .save(&image)
+        .unwrap();
+    let refused = common::run(&["predict", dir.to_str().unwrap(), image.to_str().unwrap()]);
+    common::assert_one_line_error(&refused, "Predictor::open_with", "predict on tiny-net");
+
+    // The library's predictor gives the image the evaluation's softmax.
+    let device = Device::flex();
+    let (channels, classes) = (data.train.channels, data.dataset.classes());
+    let init = |device: &Device| Ok(TinyNet::new(channels, classes, device));
+    let predictor = Predictor::open_with(&dir, &device, false, &init).unwrap();
+    let ranked = predictor.classify(predictor.read_image(&image).unwrap(), classes);
+    assert_eq!(ranked.len(), 1);
+    let folder = checkpoint::latest(&dir.join(run_dir::CHECKPOINTS))
+        .unwrap()
+        .unwrap();
+    let model = checkpoint::load_model(&folder, init(&device).unwrap()).unwrap();
+    let row = logits(&model, &test.select(&[0]), &data.normalization, 1, &device).values;
+    let total: f64 = row.iter().map(|&v| (v as f64).exp()).sum();
+    for class in &ranked[0] {
+        let expected = (row[class.class] as f64).exp() / total;
+        assert!(
+            (class.probability - expected).abs() < 1e-5,
+            "{}: {} against {expected}",
+            class.name,
+            class.probability
+        );
+    }
 }

@@ -3,13 +3,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::Result;
 use burn::tensor::Device;
 
-use crate::eval::{EvalSuite, Evaluation, run_suite};
-use crate::fsio::write_atomic;
-use crate::report::EVALUATION_FILE;
-use crate::train::{self, RunData, TrainConfig, checkpoint};
+use crate::eval::{EvalSuite, Evaluation};
+use crate::train::{self, RunData, TrainConfig};
 
 /// Runs `suite` on the test split with the run's latest weights and writes `evaluation.json`.
 pub fn final_evaluation(
@@ -19,27 +17,10 @@ pub fn final_evaluation(
     suite: &EvalSuite,
     device: &Device,
 ) -> Result<Evaluation> {
-    suite
-        .validate(config.model.mix_points().len() - 1)
-        .map_err(|e| anyhow!(e))?;
-    let folder = checkpoint::latest(&dir.join("checkpoint"))?
-        .ok_or_else(|| anyhow!("{} has no checkpoint yet", dir.display()))?;
-    let state = checkpoint::load_state(&folder)?;
-    let model = checkpoint::load_model(&folder, train::build_model(config, data, device)?)?;
-    let evaluation = run_suite(
-        &model,
-        &data.dataset.test,
-        &data.normalization,
-        suite,
-        state.epochs_done,
-        config.eval_batch_size,
-        device,
-        data.valid.as_ref(),
-    );
-    let path = dir.join(EVALUATION_FILE);
-    let bytes = serde_json::to_vec_pretty(&evaluation)?;
-    write_atomic(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(evaluation)
+    let init = |device: &Device| train::build_model(config, data, device);
+    Ok(train::run_dir::evaluate_latest(
+        dir, config, data, suite, device, &init,
+    )?)
 }
 
 /// One line: the clean metrics and every measure the suite took.

@@ -9,18 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 
 use crate::data::{DatasetName, SplitConfig};
 use crate::distributed::threads::TensorSums;
 use crate::distributed::{self, Collective};
 use crate::eval::EvalSuite;
-use crate::fsio::write_atomic;
-use crate::mixup::{Loss, MixMode, PatchUpConfig, Switch};
-use crate::models::{Classifier, ModelKind, to_safetensors};
+use crate::mixup::{MixMode, PatchUpConfig, Switch};
+use crate::models::{Classifier, ModelKind};
 use crate::report::{self, Summary};
+use crate::train::run_dir::{self, RunDir};
 use crate::train::{
-    self, EpochRecord, Progress, RunData, RunOutcome, Schedule, TrainConfig, parse_device, run_dir,
+    self, EpochRecord, Progress, RunOutcome, Schedule, TrainConfig, default_alpha, parse_device,
 };
 
 use super::args::TrainArgs;
@@ -58,19 +57,20 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
             args.$field.clone().or(file.$field.clone())
         };
     }
-    let dataset: DatasetName = pick!(dataset)
-        .unwrap_or_else(|| "fashion-mnist-mini".into())
-        .parse()?;
-    let model: ModelKind = pick!(model).unwrap_or_else(|| "small-cnn".into()).parse()?;
-    let mix = pick!(mix).unwrap_or(MixMode::Manifold);
-    let epochs = pick!(epochs).unwrap_or(30);
+    let defaults = TrainConfig::default();
+    let dataset: DatasetName = match pick!(dataset) {
+        Some(name) => name.parse()?,
+        None => defaults.dataset,
+    };
+    let model: ModelKind = match pick!(model) {
+        Some(name) => name.parse()?,
+        None => defaults.model,
+    };
+    let mix = pick!(mix).unwrap_or(defaults.mix);
+    let epochs = pick!(epochs).unwrap_or(defaults.epochs);
     let schedule = match pick!(schedule) {
         Some(text) => Schedule::parse(&text, epochs).map_err(|e| anyhow!(e))?,
         None => Schedule::default_for(epochs),
-    };
-    let default_alpha = |mode| match mode {
-        MixMode::Input | MixMode::Cutmix => 1.0,
-        _ => 2.0,
     };
     let alpha = pick!(alpha).unwrap_or(default_alpha(mix));
     let switch = match pick!(switch_to) {
@@ -84,56 +84,57 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
         }
         None => None,
     };
-    let defaults = PatchUpConfig::default();
     let patchup = PatchUpConfig {
-        block: pick!(patchup_block).unwrap_or(defaults.block),
-        gamma: pick!(patchup_gamma).unwrap_or(defaults.gamma),
-        kind: pick!(patchup_kind).unwrap_or(defaults.kind),
+        block: pick!(patchup_block).unwrap_or(defaults.patchup.block),
+        gamma: pick!(patchup_gamma).unwrap_or(defaults.patchup.gamma),
+        kind: pick!(patchup_kind).unwrap_or(defaults.patchup.kind),
     };
     let config = TrainConfig {
         dataset,
         data_dir: pick!(data_dir),
-        image_size: pick!(image_size).unwrap_or(32),
-        cifar100_labels_coarse: pick!(cifar100_coarse).unwrap_or(false),
+        image_size: pick!(image_size).unwrap_or(defaults.image_size),
+        cifar100_labels_coarse: pick!(cifar100_coarse).unwrap_or(defaults.cifar100_labels_coarse),
         model,
         custom_model: None,
         width: pick!(width).unwrap_or_else(|| model.default_width()),
-        device: pick!(device).unwrap_or_else(|| "cpu".into()),
+        device: pick!(device).unwrap_or(defaults.device),
         mix,
         alpha,
         mix_layers: pick!(mix_layers).unwrap_or_else(|| model.paper_mix_points()),
-        layer_weights: pick!(layer_weights).unwrap_or_default(),
-        per_example: pick!(per_example).unwrap_or(false),
-        mix_prob: pick!(mix_prob).unwrap_or(1.0),
+        layer_weights: pick!(layer_weights).unwrap_or(defaults.layer_weights),
+        per_example: pick!(per_example).unwrap_or(defaults.per_example),
+        mix_prob: pick!(mix_prob).unwrap_or(defaults.mix_prob),
         switch,
-        alpha_schedule: pick!(alpha_schedule).unwrap_or_default(),
+        alpha_schedule: pick!(alpha_schedule).unwrap_or(defaults.alpha_schedule),
         patchup,
+        // Every rank of the process's launch (and every device it lists) mixes within its
+        // own rows by default.
         partner_groups: pick!(partner_groups).unwrap_or_else(|| {
             let devices = pick!(device).map_or(1, |d| d.split(',').count());
             crate::distributed::world().size() * devices
         }),
-        loss: pick!(loss).unwrap_or(Loss::SoftCe),
-        label_smoothing: pick!(label_smoothing).unwrap_or(0.0),
+        loss: pick!(loss).unwrap_or(defaults.loss),
+        label_smoothing: pick!(label_smoothing).unwrap_or(defaults.label_smoothing),
         epochs,
-        eval_every: pick!(eval_every).unwrap_or(1),
-        batch_size: pick!(batch_size).unwrap_or(100),
-        lr: pick!(lr).unwrap_or(0.1),
-        momentum: pick!(momentum).unwrap_or(0.9),
-        nesterov: pick!(nesterov).unwrap_or(true),
-        weight_decay: pick!(weight_decay).unwrap_or(1e-4),
+        eval_every: pick!(eval_every).unwrap_or(defaults.eval_every),
+        batch_size: pick!(batch_size).unwrap_or(defaults.batch_size),
+        lr: pick!(lr).unwrap_or(defaults.lr),
+        momentum: pick!(momentum).unwrap_or(defaults.momentum),
+        nesterov: pick!(nesterov).unwrap_or(defaults.nesterov),
+        weight_decay: pick!(weight_decay).unwrap_or(defaults.weight_decay),
         schedule,
-        gamma: pick!(gamma).unwrap_or(0.1),
-        seed: pick!(seed).unwrap_or(0),
+        gamma: pick!(gamma).unwrap_or(defaults.gamma),
+        seed: pick!(seed).unwrap_or(defaults.seed),
         split_seed: pick!(split_seed),
         pad_to: pick!(pad_to),
         split: SplitConfig {
-            valid_split: pick!(valid_split).unwrap_or(0),
+            valid_split: pick!(valid_split).unwrap_or(defaults.split.valid_split),
             train_subset: pick!(train_subset),
             labels_per_class: pick!(labels_per_class),
         },
-        augment: !pick!(no_augment).unwrap_or(false),
-        eval_batch_size: 500,
-        precision: pick!(precision).unwrap_or_default(),
+        augment: !pick!(no_augment).unwrap_or(!defaults.augment),
+        eval_batch_size: defaults.eval_batch_size,
+        precision: pick!(precision).unwrap_or(defaults.precision),
         evaluate: args.suite.clone().unwrap_or_else(|| EvalSuite {
             attacks: pick!(attacks).unwrap_or_default(),
             attack_examples: pick!(attack_examples),
@@ -193,28 +194,6 @@ fn reject_flags_with_resume(args: &TrainArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn config_json(
-    config: &TrainConfig,
-    data: &RunData,
-    device: &burn::tensor::Device,
-) -> serde_json::Value {
-    json!({
-        "train": config,
-        "crate_version": env!("CARGO_PKG_VERSION"),
-        "provenance": crate::machine::Provenance::here(device, config.precision),
-        "dataset": {
-            "source": data.dataset.source,
-            "classes": data.dataset.class_names,
-            "image_shape": [data.train.channels, data.train.size, data.train.size],
-            "train_examples": data.train.len(),
-            "valid_examples": data.valid.as_ref().map_or(0, |v| v.len()),
-            "test_examples": data.dataset.test.len(),
-            "normalization": data.normalization,
-            "augmentation": data.augmentation,
-        },
-    })
 }
 
 pub fn load_saved_config(dir: &Path) -> Result<TrainConfig> {
@@ -349,7 +328,7 @@ fn on_every_rank<T>(world: &dyn Collective, step: impl FnOnce() -> Result<T>) ->
 #[derive(Clone, Copy, PartialEq)]
 enum Start {
     Resume,
-    Fresh(run_dir::Found),
+    Fresh,
 }
 
 pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
@@ -378,17 +357,12 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
                 .or(file.out)
                 .unwrap_or_else(|| default_out(&config));
             super::require_path("--out", &dir)?;
-            let found = on_rank_zero(world, || {
-                Ok(match run_dir::check_fresh(&dir)? {
-                    run_dir::Found::Absent => vec![0],
-                    run_dir::Found::Empty => vec![1],
-                })
+            // Refused before any data is read; the folder is made once the run can start.
+            on_rank_zero(world, || {
+                run_dir::check_fresh(&dir)?;
+                Ok(Vec::new())
             })?;
-            let found = match found.first() {
-                Some(1) => run_dir::Found::Empty,
-                _ => run_dir::Found::Absent,
-            };
-            (config, dir, Start::Fresh(found))
+            (config, dir, Start::Fresh)
         }
     };
     let devices: Vec<&str> = config.device.split(',').map(str::trim).collect();
@@ -466,28 +440,25 @@ fn run_rank(
         train::check_run(&config, &data)?;
         Ok((device, data))
     })?;
-    let mut tracer = None;
+    let (mut tracer, mut folder) = (None, None);
     on_rank_zero(world, || {
-        let made = (|| -> Result<()> {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create run folder {}", dir.display()))?;
-            if !resuming {
-                let text = serde_json::to_vec_pretty(&config_json(&config, &data, &device))?;
-                write_atomic(&dir.join("config.json"), &text).with_context(|| {
-                    format!("cannot write {}", dir.join("config.json").display())
-                })?;
-            }
-            if trace {
-                let folder = dir.join(run_dir::TRACE);
-                tracer = Some(train::trace::TraceWriter::create(&folder, &config, &data)?);
-            }
-            Ok(())
-        })();
-        // A run that could not start leaves its folder as it found it.
-        if let (Err(_), Start::Fresh(found)) = (&made, start) {
-            let _ = run_dir::remove_unfinished(&dir, found);
+        let made = match start {
+            Start::Resume => RunDir::open(&dir),
+            Start::Fresh => RunDir::create(&dir, &config, &data, &device),
         }
-        made.map(|()| Vec::new())
+        .with_context(|| format!("cannot prepare run folder {}", dir.display()))?;
+        if trace {
+            match train::trace::TraceWriter::create(&dir.join(run_dir::TRACE), &config, &data) {
+                Ok(writer) => tracer = Some(writer),
+                Err(e) => {
+                    // A run that could not start leaves its folder as it found it.
+                    let _ = made.abandon();
+                    return Err(e.into());
+                }
+            }
+        }
+        folder = Some(made);
+        Ok(Vec::new())
     })?;
     let note = if resuming { "resumed" } else { "started" };
     let draws_points =
@@ -583,16 +554,10 @@ fn run_rank(
             }
         }
     };
-    let mut write_reports = |state: &train::RunState, model: &Classifier| {
-        let weights_path = dir.join("model.safetensors");
-        let weights = to_safetensors(model).map_err(|reason| train::TrainError::Checkpoint {
-            path: weights_path.clone(),
-            reason,
-        })?;
-        write_atomic(&weights_path, &weights)
-            .map_err(|e| train::TrainError::io(&weights_path, e))?;
-        report::write_run_reports(&dir, &config, state, None)
-            .map_err(|e| train::TrainError::io(e.path, e.reason))
+    let mut write_reports = |state: &train::RunState, model: &Classifier| match &folder {
+        Some(folder) => folder.write_epoch(&config, state, model),
+        // Only rank 0 writes the folder.
+        None => Ok(()),
     };
     let outcome = train::run_training(
         &config,
@@ -616,9 +581,9 @@ fn run_rank(
         Ok(RunOutcome::Interrupted(state)) => (state, true),
         Err(e) => {
             log.line(&format!("error: {e}"));
-            let kept = match start {
-                Start::Fresh(found) if leader => keep_or_remove_unfinished(&dir, found)?,
-                _ => String::new(),
+            let kept = match &folder {
+                Some(folder) => folder.abandon()?,
+                None => String::new(),
             };
             return Err(e).with_context(|| format!("run {}{kept}", dir.display()));
         }
@@ -632,41 +597,25 @@ fn run_rank(
             interrupted,
         });
     }
+    let folder = folder.expect("rank 0 holds the run folder");
     let evaluation = if interrupted {
+        report::write_run_reports(&dir, &config, &state, None)
+            .with_context(|| format!("cannot write the reports in {}", dir.display()))?;
         None
     } else {
-        let evaluation =
-            evaluate::final_evaluation(&dir, &config, &data, &config.evaluate, &device)?;
+        let init = |device: &burn::tensor::Device| train::build_model(&config, &data, device);
+        let evaluation = folder.finish(&config, &data, &device, &init)?;
         println!("{}", evaluate::describe(&evaluation));
         log.start();
         log.line(&evaluate::describe(&evaluation));
         Some(evaluation)
     };
-    report::write_run_reports(&dir, &config, &state, evaluation.as_ref())
-        .with_context(|| format!("cannot write the reports in {}", dir.display()))?;
     let summary = report::summary(&config, &state, evaluation.as_ref());
     Ok(TrainResult {
         dir,
         summary,
         interrupted,
     })
-}
-
-/// After a fresh run failed: what it keeps, in words for the error line. A run that wrote no
-/// checkpoint leaves its folder as it found it, so the same command with other flags can
-/// start again there.
-fn keep_or_remove_unfinished(dir: &Path, found: run_dir::Found) -> Result<String> {
-    match train::checkpoint::latest(&dir.join(run_dir::CHECKPOINTS)) {
-        Ok(Some(folder)) => Ok(format!(
-            " (its last checkpoint, {}, is kept: `mmix train --resume {}` continues from it)",
-            folder.file_name().unwrap_or_default().to_string_lossy(),
-            dir.display()
-        )),
-        _ => {
-            run_dir::remove_unfinished(dir, found)?;
-            Ok(" (no checkpoint was written, so nothing of the run was kept: the folder is as it was before)".into())
-        }
-    }
 }
 
 pub fn print_result(result: &TrainResult) {
@@ -703,4 +652,41 @@ pub fn print_result(result: &TrainResult) {
         s.train_images_per_second,
         result.dir.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_and_no_file_resolve_to_the_librarys_defaults() {
+        let resolved = resolve_with(&TrainArgs::default(), &TrainArgs::default()).unwrap();
+        assert_eq!(resolved, TrainConfig::default());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_model_and_mode_bring_their_defaults() {
+        let file = TrainArgs {
+            model: Some("preactresnet18".into()),
+            epochs: Some(8),
+            lr: Some(0.05),
+            ..TrainArgs::default()
+        };
+        let flags = TrainArgs {
+            lr: Some(0.2),
+            mix: Some(MixMode::Input),
+            ..TrainArgs::default()
+        };
+        let resolved = resolve_with(&flags, &file).unwrap();
+        let expected = TrainConfig {
+            lr: 0.2,
+            ..TrainConfig::default()
+                .with_model(ModelKind::PreActResNet { depth: 18 })
+                .with_mix(MixMode::Input)
+                .with_epochs(8)
+        };
+        assert_eq!(resolved, expected);
+        assert_eq!((resolved.alpha, resolved.width), (1.0, 64));
+        assert_eq!(resolved.schedule, Schedule::default_for(8));
+    }
 }

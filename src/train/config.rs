@@ -176,6 +176,107 @@ fn one() -> usize {
     1
 }
 
+/// The defaults of every option `mmix train` leaves unset: Manifold Mixup (α = 2) at the
+/// model's paper mix points of a small CNN on the embedded Fashion-MNIST subset, 30 epochs of
+/// SGD (0.1, Nesterov momentum 0.9, weight decay 1e-4, ×0.1 at 50% and 75%). A library caller
+/// changes what it needs with struct update syntax: `TrainConfig { epochs: 5, ..Default::default() }`;
+/// `width`, `mix_layers` and `alpha` follow the model and mode only through [`Self::with_model`]
+/// and [`Self::with_mix`].
+impl Default for TrainConfig {
+    fn default() -> Self {
+        let model = ModelKind::SmallCnn;
+        let mix = MixMode::Manifold;
+        let epochs = 30;
+        TrainConfig {
+            dataset: DatasetName::FashionMnistMini,
+            data_dir: None,
+            image_size: 32,
+            cifar100_labels_coarse: false,
+            model,
+            custom_model: None,
+            width: model.default_width(),
+            device: "cpu".into(),
+            mix,
+            alpha: default_alpha(mix),
+            mix_layers: model.paper_mix_points(),
+            layer_weights: Vec::new(),
+            per_example: false,
+            mix_prob: 1.0,
+            switch: None,
+            alpha_schedule: AlphaSchedule::default(),
+            patchup: PatchUpConfig::default(),
+            partner_groups: 1,
+            loss: Loss::SoftCe,
+            label_smoothing: 0.0,
+            eval_every: 1,
+            epochs,
+            batch_size: 100,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-4,
+            schedule: Schedule::default_for(epochs),
+            gamma: 0.1,
+            seed: 0,
+            split_seed: None,
+            split: SplitConfig {
+                valid_split: 0,
+                train_subset: None,
+                labels_per_class: None,
+            },
+            pad_to: None,
+            augment: true,
+            eval_batch_size: 500,
+            precision: crate::kernels::Precision::default(),
+            evaluate: EvalSuite::default(),
+        }
+    }
+}
+
+/// The α a mode is used with when none is given: 1 for input mixup and CutMix (their papers'
+/// choice), 2 for the rest (Manifold Mixup's).
+pub fn default_alpha(mode: MixMode) -> f64 {
+    match mode {
+        MixMode::Input | MixMode::Cutmix => 1.0,
+        _ => 2.0,
+    }
+}
+
+impl TrainConfig {
+    /// `model` at its default width and paper mix points.
+    pub fn with_model(self, model: ModelKind) -> Self {
+        TrainConfig {
+            model,
+            width: model.default_width(),
+            mix_layers: model.paper_mix_points(),
+            ..self
+        }
+    }
+
+    /// `mix` at its default α.
+    pub fn with_mix(self, mix: MixMode) -> Self {
+        TrainConfig {
+            mix,
+            alpha: default_alpha(mix),
+            ..self
+        }
+    }
+
+    /// `epochs`, with the default schedule's milestones moved with them where the schedule
+    /// is the default one.
+    pub fn with_epochs(self, epochs: usize) -> Self {
+        let schedule = match self.schedule == Schedule::default_for(self.epochs) {
+            true => Schedule::default_for(epochs),
+            false => self.schedule,
+        };
+        TrainConfig {
+            epochs,
+            schedule,
+            ..self
+        }
+    }
+}
+
 impl TrainConfig {
     /// The model's name in reports.
     pub fn model_name(&self) -> String {

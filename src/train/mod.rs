@@ -10,7 +10,7 @@ pub mod trace;
 use std::path::PathBuf;
 
 pub use checkpoint::{EpochRecord, RunState};
-pub use config::{Schedule, TrainConfig};
+pub use config::{Schedule, TrainConfig, default_alpha};
 #[cfg(feature = "cuda")]
 pub use device::nccl_loads;
 pub use device::parse_device;

@@ -234,6 +234,193 @@ pub fn remove_unfinished(dir: &Path, found: Found) -> Result<(), RunDirError> {
     Ok(())
 }
 
+/// What `config.json` holds: the resolved configuration, the data as the run saw it, and
+/// the provenance of the code and machine that trained it.
+pub fn config_record(
+    config: &super::TrainConfig,
+    data: &super::RunData,
+    device: &burn::tensor::Device,
+) -> serde_json::Value {
+    serde_json::json!({
+        "train": config,
+        "crate_version": env!("CARGO_PKG_VERSION"),
+        "provenance": crate::machine::Provenance::here(device, config.precision),
+        "dataset": {
+            "source": data.dataset.source,
+            "classes": data.dataset.class_names,
+            "image_shape": [data.train.channels, data.train.size, data.train.size],
+            "train_examples": data.train.len(),
+            "valid_examples": data.valid.as_ref().map_or(0, |v| v.len()),
+            "test_examples": data.dataset.test.len(),
+            "normalization": data.normalization,
+            "augmentation": data.augmentation,
+        },
+    })
+}
+
+/// A run folder as the library writes it, for `mmix train` and any caller of
+/// [`super::run_training_with`] alike: `config.json` when it is made, the weights and reports
+/// after every checkpoint, the final evaluation at the end. Whatever trained into it, `mmix
+/// eval`, `compare` and `predict` read it.
+pub struct RunDir {
+    dir: PathBuf,
+    /// What a fresh run found at the path (to leave it so if it keeps nothing); `None` for a
+    /// run that continues.
+    found: Option<Found>,
+}
+
+impl RunDir {
+    /// A new run in `dir`, which must not exist or be empty: makes the folder and writes
+    /// `config.json`. On failure the folder is left as it was found.
+    pub fn create(
+        dir: &Path,
+        config: &super::TrainConfig,
+        data: &super::RunData,
+        device: &burn::tensor::Device,
+    ) -> Result<Self, RunDirError> {
+        let found = check_fresh(dir)?;
+        let made = (|| {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            let text = serde_json::to_vec_pretty(&config_record(config, data, device))
+                .expect("a configuration serialises");
+            let path = dir.join(CONFIG);
+            crate::fsio::write_atomic(&path, &text).map_err(io(&path))
+        })();
+        if let Err(e) = made {
+            let _ = remove_unfinished(dir, found);
+            return Err(e);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            found: Some(found),
+        })
+    }
+
+    /// The run already in `dir`, to continue it.
+    pub fn open(dir: &Path) -> Result<Self, RunDirError> {
+        check_own_entries(dir)?;
+        read_record(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            found: None,
+        })
+    }
+
+    /// [`Self::open`] where `dir` holds a run, else [`Self::create`].
+    pub fn create_or_open(
+        dir: &Path,
+        config: &super::TrainConfig,
+        data: &super::RunData,
+        device: &burn::tensor::Device,
+    ) -> Result<Self, RunDirError> {
+        match dir.join(CONFIG).exists() {
+            true => Self::open(dir),
+            false => Self::create(dir, config, data, device),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the run's checkpoints go, for [`super::run_training_with`].
+    pub fn checkpoints(&self) -> PathBuf {
+        self.dir.join(CHECKPOINTS)
+    }
+
+    /// The weights (`model.safetensors`) and reports after a committed checkpoint: what
+    /// [`super::run_training_with`]'s `after_epoch` does for a run written here.
+    pub fn write_epoch<M: burn::module::Module>(
+        &self,
+        config: &super::TrainConfig,
+        state: &super::RunState,
+        model: &M,
+    ) -> Result<(), super::TrainError> {
+        let path = self.dir.join(WEIGHTS);
+        let weights = crate::models::to_safetensors(model).map_err(|reason| {
+            super::TrainError::Checkpoint {
+                path: path.clone(),
+                reason,
+            }
+        })?;
+        crate::fsio::write_atomic(&path, &weights).map_err(|e| super::TrainError::io(&path, e))?;
+        crate::report::write_run_reports(&self.dir, config, state, None)
+            .map_err(|e| super::TrainError::io(e.path, e.reason))
+    }
+
+    /// The final evaluation (the run's suite on the test split, with the latest checkpoint's
+    /// weights in a model `init` builds): `evaluation.json`, and the reports with it.
+    pub fn finish<M: crate::mixup::Mixable + 'static>(
+        &self,
+        config: &super::TrainConfig,
+        data: &super::RunData,
+        device: &burn::tensor::Device,
+        init: &dyn Fn(&burn::tensor::Device) -> Result<M, super::TrainError>,
+    ) -> Result<crate::eval::Evaluation, super::TrainError> {
+        let evaluation = evaluate_latest(&self.dir, config, data, &config.evaluate, device, init)?;
+        let state = super::checkpoint::load_state(&latest_checkpoint(&self.dir)?)?;
+        crate::report::write_run_reports(&self.dir, config, &state, Some(&evaluation))
+            .map_err(|e| super::TrainError::io(e.path, e.reason))?;
+        Ok(evaluation)
+    }
+
+    /// After a fresh run failed: what it keeps, in words for the error line. A run that wrote
+    /// no checkpoint leaves its folder as it found it, so the same command with other flags
+    /// can start again there.
+    pub fn abandon(&self) -> Result<String, RunDirError> {
+        let Some(found) = self.found else {
+            return Ok(String::new());
+        };
+        match super::checkpoint::latest(&self.checkpoints()) {
+            Ok(Some(folder)) => Ok(format!(
+                " (its last checkpoint, {}, is kept: `mmix train --resume {}` continues from it)",
+                folder.file_name().unwrap_or_default().to_string_lossy(),
+                self.dir.display()
+            )),
+            _ => {
+                remove_unfinished(&self.dir, found)?;
+                Ok(" (no checkpoint was written, so nothing of the run was kept: the folder is as it was before)".into())
+            }
+        }
+    }
+}
+
+fn latest_checkpoint(dir: &Path) -> Result<PathBuf, super::TrainError> {
+    super::checkpoint::latest(&dir.join(CHECKPOINTS))?.ok_or_else(|| {
+        super::TrainError::Config(format!("{} has no checkpoint yet", dir.display()))
+    })
+}
+
+/// Runs `suite` on the test split with the latest checkpoint of the run in `dir` (its weights
+/// in a model `init` builds) and writes `evaluation.json`.
+pub fn evaluate_latest<M: crate::mixup::Mixable + 'static>(
+    dir: &Path,
+    config: &super::TrainConfig,
+    data: &super::RunData,
+    suite: &crate::eval::EvalSuite,
+    device: &burn::tensor::Device,
+    init: &dyn Fn(&burn::tensor::Device) -> Result<M, super::TrainError>,
+) -> Result<crate::eval::Evaluation, super::TrainError> {
+    let folder = latest_checkpoint(dir)?;
+    let state = super::checkpoint::load_state(&folder)?;
+    let model = super::checkpoint::load_model(&folder, init(device)?)?;
+    suite.validate(model.mix_points().len() - 1)?;
+    let evaluation = crate::eval::run_suite(
+        &model,
+        &data.dataset.test,
+        &data.normalization,
+        suite,
+        state.epochs_done,
+        config.eval_batch_size,
+        device,
+        data.valid.as_ref(),
+    );
+    let path = dir.join(EVALUATION);
+    let bytes = serde_json::to_vec_pretty(&evaluation).expect("an evaluation serialises");
+    crate::fsio::write_atomic(&path, &bytes).map_err(|e| super::TrainError::io(&path, e))?;
+    Ok(evaluation)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
