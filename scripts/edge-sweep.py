@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Every flag of `mmix train`, `eval`, `study` and `compare` given its edge values.
+"""Every flag of `mmix train`, `eval`, `study`, `compare` and `predict` given its edge values.
 
 Each flag (read from the command's --help) and each positional argument is given, one at a
 time, each of: 0, -1, a huge number, NaN, inf, the empty string, and a path to a file, a
@@ -24,10 +24,12 @@ import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 TINY_RUN = [
@@ -88,6 +90,16 @@ def invoke(mmix, args, cwd, limit):
             return None, stderr, True
 
 
+def grey_png(side):
+    """A black `side`×`side` 8-bit grey PNG, for `predict`."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    rows = b"".join(b"\x00" * (side + 1) for _ in range(side))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
 def make_sandbox(root, mmix):
     (root / "file.txt").write_text("the user's file\n")
     (root / "folder").mkdir()
@@ -98,6 +110,7 @@ def make_sandbox(root, mmix):
         'seeds = [1]\n[train]\nmodel = "small-cnn"\nwidth = 4\nepochs = 1\n'
         'train-subset = 100\nbatch-size = 50\n[[arm]]\nname = "none"\nmix = "none"\n'
     )
+    (root / "image.png").write_bytes(grey_png(2))
     done = subprocess.run(
         [mmix, "train", *TINY_RUN, "--out", str(root / "run")], cwd=root, capture_output=True
     )
@@ -111,7 +124,8 @@ def cases(mmix, root):
     values = NUMBERS + [str(root / p) for p in PATHS]
     named = lambda value: [root / value] if value in NUMBERS[:5] else []
     made = []
-    for command in ["train", "eval", "study", "compare"]:
+    image = root / "image.png"
+    for command in ["train", "eval", "study", "compare", "predict"]:
         for name, takes_value in flags(mmix, command):
             for value in values if takes_value else [None]:
                 out = root / f"out-{len(made)}"
@@ -128,6 +142,10 @@ def cases(mmix, root):
                 elif command == "study":
                     args = ["study", str(root / "study.toml"), *flag]
                     outputs = [root / "study"] + path_value
+                elif command == "predict":
+                    # Writes nothing anywhere.
+                    args = ["predict", str(root / "run"), str(image), *flag]
+                    outputs = []
                 else:
                     plot = root / "compare.png"
                     args = ["compare", str(root / "run"), *flag]
@@ -145,6 +163,9 @@ def cases(mmix, root):
                 made.append((["study", value], []))
             elif command == "compare":
                 made.append((["compare", value, "--plot", str(out / "c.png")], [out]))
+            elif command == "predict":
+                made.append((["predict", value, str(image)], []))
+                made.append((["predict", str(root / "run"), value], []))
     return made
 
 
