@@ -32,7 +32,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Eval(args) => cli::commands::eval(&args)?,
         Command::Compare(args) => cli::commands::compare(&args)?,
         Command::Predict(args) => return cli::predict::run(&args),
-        Command::Demo(args) => cli::commands::demo(&args)?,
+        Command::Demo(args) => return cli::commands::demo(&args),
         Command::Models => cli::commands::models()?,
         Command::Data {
             command: DataCommand::Inspect(args),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 mod common;
 use common::{
-    as_strs, kill_after_first_epoch_and_resume, metrics_without_timing, mmix, run, small_run, text,
-    wait_for,
+    as_strs, assert_one_line_error, kill_after_first_epoch_and_resume, metrics_without_timing,
+    mmix, run, small_run, text, wait_for,
 };
 
 #[test]
@@ -165,12 +165,10 @@ fn sigkill_then_resume_gives_the_uninterrupted_metrics() {
         vec!["eval", killed.to_str().unwrap()],
     ] {
         let output = run(&args);
-        let stderr = text(&output.stderr);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.contains("model.bpk: damaged or unreadable"),
-            "{args:?}: {stderr}"
+        assert_one_line_error(
+            &output,
+            "model.bpk: damaged or unreadable",
+            &format!("{args:?}"),
         );
     }
     assert_eq!(
@@ -506,14 +504,7 @@ fn bad_input_gives_one_clear_line() {
     ];
     for (args, expected) in cases {
         let output = run(&as_strs(&args));
-        let stderr = text(&output.stderr);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.starts_with("error: ") && stderr.contains(expected),
-            "{args:?}: {stderr}"
-        );
+        assert_one_line_error(&output, expected, &format!("{args:?}"));
     }
     // Study files that cannot run: each is refused in one line before anything is written.
     let studies = [
@@ -553,10 +544,7 @@ fn bad_input_gives_one_clear_line() {
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, body).unwrap();
         let output = run(&["study", file.to_str().unwrap()]);
-        let stderr = text(&output.stderr);
-        assert!(!output.status.success(), "{name} succeeded");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{name}: {stderr}");
-        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert_one_line_error(&output, expected, name);
         assert!(!dir.join(name).exists(), "{name}: the study left a folder");
     }
     // bf16 convolutions need the oneDNN route, which MMIX_ONEDNN=off turns off.
@@ -565,12 +553,10 @@ fn bad_input_gives_one_clear_line() {
         .args(["train", "--precision", "bf16", "--out", &out])
         .output()
         .unwrap();
-    let stderr = text(&output.stderr);
-    assert!(!output.status.success());
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("--precision bf16 needs the convolutions on oneDNN"),
-        "{stderr}"
+    assert_one_line_error(
+        &output,
+        "--precision bf16 needs the convolutions on oneDNN",
+        "bf16 without oneDNN",
     );
     assert!(
         !dir.join("out").join("config.json").exists(),

@@ -122,6 +122,8 @@ fn a_run_folder_written_by_the_library_is_read_by_compare_and_predict() {
         .unwrap();
     let refused = common::run(&["predict", dir.to_str().unwrap(), image.to_str().unwrap()]);
     common::assert_one_line_error(&refused, "Predictor::open_with", "predict on tiny-net");
+    let refused = common::run(&["eval", dir.to_str().unwrap()]);
+    common::assert_one_line_error(&refused, "evaluate_latest", "eval on tiny-net");
 
     // The library's predictor gives the image the evaluation's softmax.
     let device = Device::flex();

@@ -74,13 +74,7 @@ fn bad_devices_stop_with_one_line_and_write_nothing() {
         let mut args = vec!["train", "--model", "mlp", "--epochs", "1", "--out", out];
         args.extend_from_slice(extra);
         let output = run(&args);
-        assert!(!output.status.success());
-        let stderr = text(&output.stderr);
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.starts_with("error: ") && stderr.contains(expected),
-            "{stderr}"
-        );
+        common::assert_one_line_error(&output, expected, &format!("{extra:?}"));
         assert!(!Path::new(out).exists(), "{extra:?} wrote {out}");
     }
 }

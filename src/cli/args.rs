@@ -249,9 +249,9 @@ pub struct StudyArgs {
 pub struct EvalArgs {
     /// The run folder.
     pub dir: PathBuf,
-    /// test, valid or train.
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    /// The split to evaluate on.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: EvalSplit,
     /// cpu, cuda[:N] or wgpu[:N] (default: the run's).
     #[arg(long)]
     pub device: Option<String>,
@@ -296,6 +296,16 @@ pub enum PredictFormat {
     Text,
     Json,
     Csv,
+}
+
+/// The split `mmix eval` measures on.
+#[derive(clap::ValueEnum, serde::Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    /// The test split: its results become the run's (evaluation.json, summary.json).
+    Test,
+    Valid,
+    Train,
 }
 
 #[derive(Args)]

@@ -16,7 +16,7 @@ use crate::models::ModelKind;
 use crate::report;
 use crate::train::{self, checkpoint, parse_device};
 
-use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, InspectArgs};
+use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, EvalSplit, InspectArgs};
 use super::evaluate;
 use super::study;
 use super::train as train_cmd;
@@ -25,6 +25,12 @@ use crate::report::study as study_report;
 pub fn eval(args: &EvalArgs) -> Result<()> {
     train::run_dir::check_own_entries(&args.dir)?;
     let mut config = train_cmd::load_saved_config(&args.dir)?;
+    if let Some(name) = &config.custom_model {
+        bail!(
+            "{} holds a run of the library model '{name}', which only the program that defines it can build (it evaluates with `train::run_dir::evaluate_latest`)",
+            args.dir.display()
+        );
+    }
     if let Some(device) = &args.device {
         config.device = device.clone();
     }
@@ -42,8 +48,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let data = train::prepare_data(&config)?;
     let folder = checkpoint::latest(&args.dir.join("checkpoint"))?
         .ok_or_else(|| anyhow!("{} has no checkpoint yet", args.dir.display()))?;
-    let evaluation = match args.split.as_str() {
-        "test" => {
+    let evaluation = match args.split {
+        EvalSplit::Test => {
             // The test split's results belong to the run: evaluation.json and summary.json.
             let evaluation =
                 evaluate::final_evaluation(&args.dir, &config, &data, &suite, &device)?;
@@ -54,11 +60,10 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         }
         split => {
             let set = match split {
-                "train" => &data.train,
-                "valid" => data.valid.as_ref().ok_or_else(|| {
+                EvalSplit::Valid => data.valid.as_ref().ok_or_else(|| {
                     anyhow!("the run in {} has no validation split", args.dir.display())
                 })?,
-                other => bail!("unknown --split '{other}': expected test, valid or train"),
+                _ => &data.train,
             };
             let model =
                 checkpoint::load_model(&folder, train::build_model(&config, &data, &device)?)?;
@@ -196,7 +201,9 @@ const DEMO_MIXED: &str = "manifold-a2";
 const COST_FINDINGS: &str = include_str!("../../studies/fashion-mnist-mini/report.json");
 const COST_REPORT: &str = "studies/fashion-mnist-mini/report.md";
 
-pub fn demo(args: &DemoArgs) -> Result<()> {
+/// Runs the demo; the exit status is [`train_cmd::INTERRUPTED_EXIT`] where Ctrl-C stopped a
+/// run (its checkpoint kept), else 0.
+pub fn demo(args: &DemoArgs) -> Result<i32> {
     let root = match &args.out {
         Some(dir) => {
             if dir.exists() {
@@ -226,7 +233,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         let result = train_cmd::run(&train_args, false)?;
         train_cmd::print_result(&result);
         if result.interrupted {
-            std::process::exit(train_cmd::INTERRUPTED_EXIT);
+            return Ok(train_cmd::INTERRUPTED_EXIT);
         }
         println!();
         dirs.push(dir);
@@ -263,7 +270,7 @@ pub fn demo(args: &DemoArgs) -> Result<()> {
         "{}",
         study_findings(COST_FINDINGS, COST_REPORT, DEMO_MIXED, DEMO_BASELINE)?
     );
-    Ok(())
+    Ok(0)
 }
 
 /// The paired differences of `arm` against `baseline` that a study's `report.json` holds,

@@ -3,8 +3,9 @@
 //! what the mixed example should be classified as ([`soft_targets`] and the losses), and the
 //! trait a model implements to be mixed ([`Mixable`]).
 //!
-//! This module knows nothing of datasets, files or the command line: the caller owns the RNG
-//! and the model decides where its mix points are.
+//! This module knows nothing of datasets or files: the caller owns the RNG and the model
+//! decides where its mix points are. (Its option types derive clap's `ValueEnum` and serde's
+//! traits, so that the command line and saved configurations name them as it does.)
 
 mod loss;
 mod masks;
