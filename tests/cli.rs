@@ -22,6 +22,13 @@ fn two_epoch_runs_write_every_output_for_each_mix_mode() {
             stdout.contains("epoch   2/2") && stdout.contains("final: test_acc"),
             "{stdout}"
         );
+        // The start line says how the convolutions run.
+        let route = match std::env::var("MMIX_ONEDNN").as_deref() {
+            Ok("off") => ", convolutions on Burn's kernels in f32",
+            _ if cfg!(mmix_onednn) => ", convolutions on oneDNN (",
+            _ => ", convolutions on Burn's kernels in f32",
+        };
+        assert!(stdout.lines().next().unwrap().contains(route), "{stdout}");
 
         let config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())

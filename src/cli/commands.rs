@@ -537,7 +537,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let world = crate::distributed::world();
     let device = super::train::parse_device_for_rank(&args.device, world)?;
     if world.rank() == 0 {
-        super::note_fast_path(&device);
+        super::note_fast_path(&device, args.precision);
     }
     let config = StepBenchConfig {
         model: kind,

@@ -468,10 +468,9 @@ fn run_rank(
         _ if draws_points => format!("mix {} layers {:?}", config.mix_label(), config.mix_layers),
         _ => format!("mix {}", config.mix_label()),
     };
-    let arithmetic = match (config.precision, crate::kernels::convolution_isa(&device)) {
-        (crate::kernels::Precision::Bf16, Some(isa)) => format!(", convolutions in bf16 on {isa}"),
-        _ => String::new(),
-    };
+    let arithmetic = crate::kernels::convolution_route(&device, config.precision)
+        .map(|route| format!(", convolutions {route}"))
+        .unwrap_or_default();
     let ranks = match world.size() {
         1 => String::new(),
         n => format!(
@@ -497,7 +496,7 @@ fn run_rank(
     );
     if leader {
         println!("{headline} → {}", dir.display());
-        super::note_fast_path(&device);
+        super::note_fast_path(&device, config.precision);
     }
     let log = RunLog::new(dir.join("train.log"), headline);
     let mut trace_error = None;
