@@ -469,6 +469,86 @@ mod tests {
     }
 
     #[test]
+    fn a_run_dir_is_made_read_back_and_abandoned_as_found() {
+        let config = crate::train::TrainConfig {
+            split: crate::data::SplitConfig {
+                valid_split: 50,
+                train_subset: Some(200),
+                labels_per_class: None,
+            },
+            ..Default::default()
+        };
+        let data = crate::train::prepare_data(&config).unwrap();
+        let device = burn::tensor::Device::flex();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("run");
+
+        let run = RunDir::create(&dir, &config, &data, &device).unwrap();
+        assert_eq!(run.checkpoints(), dir.join(CHECKPOINTS));
+        let record = read_record(&dir).unwrap();
+        assert_eq!(record.train, config);
+        assert_eq!(record.dataset.image_shape, [1, 28, 28]);
+        assert_eq!(record.dataset.classes, data.dataset.class_names);
+        assert_eq!(record.dataset.normalization, data.normalization);
+        // A second run may not take the folder; the first one may continue there.
+        assert!(matches!(
+            RunDir::create(&dir, &config, &data, &device),
+            Err(RunDirError::HoldsRun { .. })
+        ));
+        assert!(RunDir::open(&dir).unwrap().abandon().unwrap().is_empty());
+        assert!(
+            dir.join(CONFIG).exists(),
+            "a continued run keeps its folder"
+        );
+        // A fresh run that kept no checkpoint leaves no trace of itself.
+        assert!(
+            run.abandon()
+                .unwrap()
+                .contains("nothing of the run was kept")
+        );
+        assert!(!dir.exists());
+
+        // A folder the user made, and filled meanwhile, keeps what is theirs.
+        std::fs::create_dir(&dir).unwrap();
+        let run = RunDir::create(&dir, &config, &data, &device).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        run.abandon().unwrap();
+        assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"mine");
+        assert!(!dir.join(CONFIG).exists());
+    }
+
+    #[test]
+    fn a_damaged_or_edited_record_is_refused_with_its_path() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        assert!(matches!(read_record(dir), Err(RunDirError::NotARun { .. })));
+        std::fs::write(dir.join(CONFIG), b"{not json").unwrap();
+        let refused = read_record(dir).unwrap_err().to_string();
+        assert!(refused.contains("config.json: not valid JSON"), "{refused}");
+        let mut record = serde_json::json!({
+            "train": crate::train::TrainConfig::default(),
+            "dataset": {
+                "classes": ["a", "b"],
+                "image_shape": [1, 8, 8],
+                "normalization": {"mean": [0.5], "std": [0.25]},
+            },
+        });
+        std::fs::write(dir.join(CONFIG), record.to_string()).unwrap();
+        assert_eq!(read_record(dir).unwrap().dataset.classes, ["a", "b"]);
+        record["dataset"]["normalization"]["std"] = serde_json::json!([0.0]);
+        std::fs::write(dir.join(CONFIG), record.to_string()).unwrap();
+        let refused = read_record(dir).unwrap_err().to_string();
+        assert!(refused.contains("does not hold together"), "{refused}");
+        record["train"]["lr"] = serde_json::json!(-5.0);
+        std::fs::write(dir.join(CONFIG), record.to_string()).unwrap();
+        let refused = read_record(dir).unwrap_err().to_string();
+        assert!(
+            refused.contains("config.json") && refused.contains("lr"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn an_unfinished_run_leaves_the_users_entries_and_removes_its_own() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("run");
