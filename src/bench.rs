@@ -11,10 +11,7 @@ use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
 use crate::data::{Augmentation, ImageSet, Normalization, make_batch};
-use crate::mixup::{
-    Loss, MixConfig, MixMode, OUTPUT_POINT, TensorMix, mix_at, mixed_forward, mixed_loss,
-    soft_targets,
-};
+use crate::mixup::{Loss, MixConfig, MixMode, OUTPUT_POINT, TensorMix, mix_at, soft_targets};
 use crate::models::{ModelConfig, ModelError, ModelKind};
 
 #[derive(Clone, Debug, Serialize)]
@@ -170,13 +167,15 @@ pub fn bench_step(
         let plan = mix.draw(&mut rng, config.batch, 0, 1);
         let plan = plan.map(|plan| plan.rows(rows.clone()).expect("ranks hold whole groups"));
         let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &train_device));
-        let (logits, applied) = mixed_forward(&model, images.clone(), tensor_mix.as_ref())?;
-        let targets = soft_targets(labels, applied.as_ref(), config.classes, 0.0);
-        let targets = Tensor::from_data(
-            TensorData::new(targets, [rows.len(), config.classes]),
-            &train_device,
-        );
-        let loss = mixed_loss(logits, targets, Loss::SoftCe);
+        let loss = crate::train::batch_loss(
+            &model,
+            images.clone(),
+            labels,
+            tensor_mix.as_ref(),
+            config.classes,
+            (Loss::SoftCe, 0.0),
+        )?
+        .loss;
         let _ = loss.clone().into_scalar::<f32>();
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         if world.size() > 1 {

@@ -15,8 +15,8 @@ pub use config::{Schedule, TrainConfig, default_alpha};
 pub use device::nccl_loads;
 pub use device::parse_device;
 pub use run::{
-    Progress, RunData, RunOutcome, build_model, check_run, evaluate, optimizer, prepare_data,
-    run_training, run_training_with,
+    BatchLoss, Progress, RunData, RunOutcome, batch_loss, build_model, check_run, evaluate,
+    optimizer, prepare_data, run_training, run_training_with,
 };
 
 #[derive(Debug, thiserror::Error)]

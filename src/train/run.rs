@@ -21,7 +21,8 @@ use crate::distributed::Collective;
 use crate::eval::suite::images_tensor;
 use crate::eval::{Metrics, MetricsAccumulator, predicted_class};
 use crate::mixup::{
-    MixPoint, Mixable, TensorMix, mixed_forward, mixed_loss, mixed_targets, smooth,
+    Loss, MixPoint, Mixable, MixupError, TensorMix, mixed_forward, mixed_loss, mixed_targets,
+    smooth,
 };
 use crate::models::{Classifier, ModelConfig, to_safetensors};
 
@@ -183,7 +184,45 @@ fn mixup_hits(logits: &[f32], targets: &[f64], classes: usize) -> f64 {
         .sum()
 }
 
-/// Nothing that is not a number may become a checkpoint.
+/// One batch's mixed forward pass and its loss, not yet differentiated: what every train step
+/// computes, in the loop and in `mmix bench` alike.
+pub struct BatchLoss {
+    /// The loss against the (smoothed) soft targets.
+    pub loss: Tensor<1>,
+    pub logits: Tensor<2>,
+    /// The soft targets of the mixes the forward pass applied, before label smoothing,
+    /// row-major `[batch, classes]`.
+    pub targets: Vec<f64>,
+}
+
+/// The model's logits for `images` with the plan's mixes applied at its points, the soft
+/// targets of what was applied, and the `loss` against them smoothed by `label_smoothing`.
+pub fn batch_loss<M: Mixable>(
+    model: &M,
+    images: Tensor<4>,
+    labels: &[usize],
+    mix: Option<&TensorMix>,
+    classes: usize,
+    (loss, label_smoothing): (Loss, f64),
+) -> Result<BatchLoss, MixupError> {
+    let device = images.device();
+    let (logits, applied) = mixed_forward(model, images, mix)?;
+    let targets = mixed_targets(labels, applied.as_ref(), classes);
+    let smoothed = Tensor::from_data(
+        TensorData::new(
+            smooth(&targets, classes, label_smoothing),
+            [labels.len(), classes],
+        ),
+        &device,
+    );
+    Ok(BatchLoss {
+        loss: mixed_loss(logits.clone(), smoothed, loss),
+        logits,
+        targets,
+    })
+}
+
+/// Nothing that is not a number may become a checkpoint./// Nothing that is not a number may become a checkpoint.
 fn ensure_finite<M: Mixable>(model: &M, epoch: usize) -> Result<(), TrainError> {
     if crate::models::all_finite(model) {
         Ok(())
@@ -380,23 +419,25 @@ pub fn run_training_with<M: Mixable>(
             let mut step = None;
             if !batch.is_empty() {
                 let images = images_tensor(&mut batch, &train_device);
-                let (logits, applied) = mixed_forward(&model, images, tensor_mix.as_ref())?;
-                let mixed = mixed_targets(&batch.labels, applied.as_ref(), classes);
-                let targets = Tensor::from_data(
-                    TensorData::new(
-                        smooth(&mixed, classes, config.label_smoothing),
-                        [batch.len(), classes],
-                    ),
-                    &train_device,
-                );
-                let loss = mixed_loss(logits.clone(), targets, config.loss);
+                let BatchLoss {
+                    loss,
+                    logits,
+                    targets,
+                } = batch_loss(
+                    &model,
+                    images,
+                    &batch.labels,
+                    tensor_mix.as_ref(),
+                    classes,
+                    (config.loss, config.label_smoothing),
+                )?;
                 let loss_value = loss.clone().into_scalar::<f32>() as f64;
                 let logits = logits
                     .into_data()
                     .try_into_vec::<f32>()
                     .expect("logits are f32");
                 totals[0] = loss_value * batch.len() as f64;
-                totals[1] = mixup_hits(&logits, &mixed, classes);
+                totals[1] = mixup_hits(&logits, &targets, classes);
                 totals[2] = !loss_value.is_finite() as u8 as f64;
                 step = Some(loss);
             }
