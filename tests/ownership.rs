@@ -218,6 +218,21 @@ fn sizes_beyond_the_machine_are_refused_before_anything_is_written() {
             .concat(),
             "of memory",
         ),
+        (
+            // One training row fits; the evaluation's 500 rows of 1024×1024 maps do not.
+            vec![
+                "train",
+                "--width",
+                "512",
+                "--pad-to",
+                "1024",
+                "--train-subset",
+                "100",
+                "--batch-size",
+                "1",
+            ],
+            "lower --eval-batch-size",
+        ),
         (vec!["bench", "--width", "1000000"], "of memory"),
         (vec!["bench", "--width", "2000000"], "width must be at most"),
         (

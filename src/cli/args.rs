@@ -153,6 +153,10 @@ pub struct TrainArgs {
     /// Examples per step (default 100).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Examples per forward pass when measuring a split (default 500); lower it where the
+    /// evaluation of large images does not fit in memory. Changes no result.
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
     /// Base learning rate of SGD (default 0.1).
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,

@@ -133,7 +133,7 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
             labels_per_class: pick!(labels_per_class),
         },
         augment: !pick!(no_augment).unwrap_or(!defaults.augment),
-        eval_batch_size: defaults.eval_batch_size,
+        eval_batch_size: pick!(eval_batch_size).unwrap_or(defaults.eval_batch_size),
         precision: pick!(precision).unwrap_or(defaults.precision),
         evaluate: args.suite.clone().unwrap_or_else(|| EvalSuite {
             attacks: pick!(attacks).unwrap_or_default(),

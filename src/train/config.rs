@@ -358,6 +358,7 @@ impl TrainConfig {
             ("--epochs", Some(self.epochs)),
             ("--eval-every", Some(self.eval_every)),
             ("--batch-size", Some(self.batch_size)),
+            ("--eval-batch-size", Some(self.eval_batch_size)),
             ("--partner-groups", Some(self.partner_groups)),
             ("--width", Some(self.width)),
             ("--image-size", Some(self.image_size)),

@@ -137,6 +137,25 @@ pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError>
         needed,
         "lower --width, --batch-size or --image-size",
     )?;
+    // Evaluation holds one batch of a split's images at a time, never more than the split.
+    let largest_split = [
+        Some(data.train.len()),
+        data.valid.as_ref().map(ImageSet::len),
+        Some(data.dataset.test.len()),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0);
+    let eval_rows = config.eval_batch_size.min(largest_split).max(1);
+    crate::machine::check_fits(
+        format!(
+            "{} at --width {} and --eval-batch-size {} on {}×{} images",
+            config.model, config.width, config.eval_batch_size, data.train.size, data.train.size
+        ),
+        model.training_bytes_lower_bound(eval_rows)?,
+        "lower --eval-batch-size, --width or --image-size",
+    )?;
     Ok(())
 }
 
