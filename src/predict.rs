@@ -74,13 +74,14 @@ impl Predictor<Classifier> {
         }
         let [channels, size, _] = record.dataset.image_shape;
         let classes = record.dataset.classes.len();
-        let init = |device: &Device| {
-            ModelConfig::new(record.train.model, channels, size, classes)
-                .with_width(record.train.width)
+        let (model, width) = (record.train.model, record.train.width);
+        let init = move |device: &Device| {
+            ModelConfig::new(model, channels, size, classes)
+                .with_width(width)
                 .init(device)
                 .map_err(TrainError::from)
         };
-        Self::open_with(dir, device, calibrated, &init)
+        Self::open_record(dir, record, device, calibrated, &init)
     }
 }
 
@@ -93,8 +94,17 @@ impl<M: Mixable> Predictor<M> {
         calibrated: bool,
         init: &dyn Fn(&Device) -> Result<M, TrainError>,
     ) -> Result<Self, PredictError> {
+        Self::open_record(dir, run_dir::read_record(dir)?, device, calibrated, init)
+    }
+
+    fn open_record(
+        dir: &Path,
+        record: run_dir::RunRecord,
+        device: &Device,
+        calibrated: bool,
+        init: &dyn Fn(&Device) -> Result<M, TrainError>,
+    ) -> Result<Self, PredictError> {
         run_dir::check_own_entries(dir)?;
-        let record = run_dir::read_record(dir)?;
         let [channels, size, _] = record.dataset.image_shape;
         if record.train.pad_to.is_some() {
             return Err(PredictError::Padded {
@@ -109,7 +119,7 @@ impl<M: Mixable> Predictor<M> {
         })?;
         let model = checkpoint::load_model(&folder, init(device)?)?;
         let temperature = match calibrated {
-            true => fitted_temperature(&dir.join(run_dir::EVALUATION))?,
+            true => fitted_temperature(dir)?,
             false => None,
         };
         Ok(Self {
@@ -201,26 +211,24 @@ fn softmax(logits: &[f32], temperature: f64) -> Vec<f64> {
     exps.into_iter().map(|e| e / total).collect()
 }
 
-/// The temperature of a run's `evaluation.json`, if it fitted one (it needs a validation
+/// The temperature of the run's `evaluation.json`, if it fitted one (it needs a validation
 /// split); none where the run has no final evaluation yet.
-fn fitted_temperature(path: &Path) -> Result<Option<f64>, PredictError> {
-    let text = match crate::fsio::read_regular_text(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(DataError::io(path, e).into()),
-    };
+fn fitted_temperature(dir: &Path) -> Result<Option<f64>, PredictError> {
+    let path = dir.join(run_dir::EVALUATION);
     let bad = |reason: String| PredictError::BadEvaluation {
-        path: path.to_path_buf(),
+        path: path.clone(),
         reason,
     };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
-    match &value["temperature_scaled"]["temperature"] {
-        serde_json::Value::Null => Ok(None),
-        t => match t.as_f64() {
-            Some(t) if t.is_finite() && t > 0.0 => Ok(Some(t)),
-            _ => Err(bad(format!("its temperature {t} is not a positive number"))),
-        },
+    let evaluation = crate::report::read_evaluation(dir).map_err(bad)?;
+    match evaluation.and_then(|e| e.temperature_scaled) {
+        None => Ok(None),
+        Some(scaled) if scaled.temperature.is_finite() && scaled.temperature > 0.0 => {
+            Ok(Some(scaled.temperature))
+        }
+        Some(scaled) => Err(bad(format!(
+            "its temperature {} is not a positive number",
+            scaled.temperature
+        ))),
     }
 }
 

@@ -80,7 +80,7 @@ pub struct Summary {
 }
 
 /// Where a run keeps its evaluation suite's results.
-pub const EVALUATION_FILE: &str = "evaluation.json";
+pub const EVALUATION_FILE: &str = crate::train::run_dir::EVALUATION;
 
 /// The run's `evaluation.json`, if it has one.
 pub fn read_evaluation(dir: &Path) -> Result<Option<Evaluation>, String> {

@@ -357,8 +357,8 @@ impl RunDir {
         device: &burn::tensor::Device,
         init: &dyn Fn(&burn::tensor::Device) -> Result<M, super::TrainError>,
     ) -> Result<crate::eval::Evaluation, super::TrainError> {
-        let evaluation = evaluate_latest(&self.dir, config, data, &config.evaluate, device, init)?;
-        let state = super::checkpoint::load_state(&latest_checkpoint(&self.dir)?)?;
+        let (evaluation, state) =
+            evaluate_checkpoint(&self.dir, config, data, &config.evaluate, device, init)?;
         crate::report::write_run_reports(&self.dir, config, &state, Some(&evaluation))
             .map_err(|e| super::TrainError::io(e.path, e.reason))?;
         Ok(evaluation)
@@ -401,6 +401,18 @@ pub fn evaluate_latest<M: crate::mixup::Mixable + 'static>(
     device: &burn::tensor::Device,
     init: &dyn Fn(&burn::tensor::Device) -> Result<M, super::TrainError>,
 ) -> Result<crate::eval::Evaluation, super::TrainError> {
+    Ok(evaluate_checkpoint(dir, config, data, suite, device, init)?.0)
+}
+
+/// [`evaluate_latest`], with the progress of the checkpoint it measured.
+fn evaluate_checkpoint<M: crate::mixup::Mixable + 'static>(
+    dir: &Path,
+    config: &super::TrainConfig,
+    data: &super::RunData,
+    suite: &crate::eval::EvalSuite,
+    device: &burn::tensor::Device,
+    init: &dyn Fn(&burn::tensor::Device) -> Result<M, super::TrainError>,
+) -> Result<(crate::eval::Evaluation, super::RunState), super::TrainError> {
     let folder = latest_checkpoint(dir)?;
     let state = super::checkpoint::load_state(&folder)?;
     let model = super::checkpoint::load_model(&folder, init(device)?)?;
@@ -418,7 +430,7 @@ pub fn evaluate_latest<M: crate::mixup::Mixable + 'static>(
     let path = dir.join(EVALUATION);
     let bytes = serde_json::to_vec_pretty(&evaluation).expect("an evaluation serialises");
     crate::fsio::write_atomic(&path, &bytes).map_err(|e| super::TrainError::io(&path, e))?;
-    Ok(evaluation)
+    Ok((evaluation, state))
 }
 
 #[cfg(test)]
