@@ -8,7 +8,6 @@
 //! of them to `mix_at` in its forward pass; everything else is the library's.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use burn::module::Module;
@@ -20,7 +19,7 @@ use burn::tensor::{Device, Tensor};
 use manifold_mixup::data::{DatasetName, SplitConfig};
 use manifold_mixup::mixup::{MixMode, MixPoint, Mixable, PointShape, TensorMix, mix_at};
 use manifold_mixup::train::run_dir::RunDir;
-use manifold_mixup::train::{self, RunOutcome, RunState, Schedule, TrainConfig};
+use manifold_mixup::train::{self, RunState, Schedule, TrainConfig, Trainer};
 
 /// Two 3×3 convolutions, each followed by a 2×2 max-pool, a global average pool and a linear
 /// head.
@@ -98,17 +97,10 @@ pub fn train_tiny_net(dir: &Path, epochs: usize, train_subset: usize) -> Result<
     let run = RunDir::create_or_open(dir, &config, &data, &device)
         .with_context(|| format!("cannot use {} as a run folder", dir.display()))?;
     let init = |device: &Device| Ok(TinyNet::new(channels, classes, device));
-    let outcome = train::run_training_with(
-        &config,
-        &data,
-        &device,
-        &init,
-        &run.checkpoints(),
-        &AtomicBool::new(false),
-        &mut |_| {},
-        &mut |state, model| run.write_epoch(&config, state, model),
-    )?;
-    let (RunOutcome::Finished(state) | RunOutcome::Interrupted(state)) = outcome;
+    let state = Trainer::with_model(&config, &data, &device, init)
+        .write_to(&run)
+        .run()?
+        .state();
     run.finish(&config, &data, &device, &init)?;
     Ok(state)
 }

@@ -10,7 +10,6 @@
 //! that `mmix compare` reads, exactly as `mmix train` writes one:
 //!
 //! ```no_run
-//! use std::sync::atomic::AtomicBool;
 //! use burn::tensor::{Device, Tensor};
 //! use burn::nn::{Linear, LinearConfig};
 //! use manifold_mixup::prelude::*;
@@ -37,8 +36,7 @@
 //! let init = |d: &Device| Ok(Net { hidden: LinearConfig::new(784, 128).init(d),
 //!                                  head: LinearConfig::new(128, classes).init(d) });
 //! let run = RunDir::create(std::path::Path::new("runs/net"), &config, &data, &device)?;
-//! run_training_with(&config, &data, &device, &init, &run.checkpoints(),
-//!     &AtomicBool::new(false), &mut |_| {}, &mut |state, model| run.write_epoch(&config, state, model))?;
+//! Trainer::with_model(&config, &data, &device, &init).write_to(&run).run()?;
 //! let evaluation = run.finish(&config, &data, &device, &init)?;
 //! println!("test accuracy {:.2}%", 100.0 * evaluation.clean.accuracy);
 //! # Ok(()) }
@@ -57,8 +55,7 @@ pub mod prelude {
     pub use crate::predict::Predictor;
     pub use crate::train::run_dir::RunDir;
     pub use crate::train::{
-        Progress, RunOutcome, RunState, TrainConfig, TrainError, prepare_data, run_training,
-        run_training_with,
+        Progress, RunOutcome, RunState, TrainConfig, TrainError, Trainer, prepare_data,
     };
 }
 

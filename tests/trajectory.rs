@@ -25,12 +25,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use safetensors::SafeTensors;
 
 use manifold_mixup::train::trace::StepTrace;
-use manifold_mixup::train::{self, Progress, TrainConfig};
+use manifold_mixup::train::{self, Progress, TrainConfig, Trainer};
 
 fn folder(variant: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,7 +78,7 @@ fn train_again(folder: &Path, weights_step: usize) -> (Vec<StepTrace>, HashMap<S
     let device = train::parse_device(&config.device).unwrap();
     let checkpoints = tempfile::tempdir().unwrap();
     let (mut steps, mut last_weights) = (Vec::new(), None);
-    let mut progress = |event: Progress| {
+    let progress = |event: Progress| {
         if let Progress::Step { trace, weights } = event {
             steps.push(trace.clone());
             if trace.step == weights_step {
@@ -87,16 +86,11 @@ fn train_again(folder: &Path, weights_step: usize) -> (Vec<StepTrace>, HashMap<S
             }
         }
     };
-    train::run_training(
-        &config,
-        &data,
-        &device,
-        checkpoints.path(),
-        &AtomicBool::new(false),
-        &mut progress,
-        &mut |_, _| Ok(()),
-    )
-    .unwrap();
+    Trainer::new(&config, &data, &device)
+        .checkpoints(checkpoints.path())
+        .on_progress(progress)
+        .run()
+        .unwrap();
     let weights = float_tensors(&last_weights.expect("the run reached the compared step"));
     (steps, weights)
 }

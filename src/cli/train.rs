@@ -19,7 +19,8 @@ use crate::models::{Classifier, ModelKind};
 use crate::report::{self, Summary};
 use crate::train::run_dir::{self, RunDir};
 use crate::train::{
-    self, EpochRecord, Progress, RunOutcome, Schedule, TrainConfig, default_alpha, parse_device,
+    self, EpochRecord, Progress, RunOutcome, Schedule, TrainConfig, Trainer, default_alpha,
+    parse_device,
 };
 
 use super::args::TrainArgs;
@@ -519,7 +520,7 @@ fn run_rank(
     });
     let interrupt = interrupt_flag();
     let epochs = config.epochs;
-    let mut progress = |event: Progress| match event {
+    let progress = |event: Progress| match event {
         Progress::EpochStart { epoch, batches } => {
             log.start();
             if let Some(bar) = &bar {
@@ -553,20 +554,17 @@ fn run_rank(
             }
         }
     };
-    let mut write_reports = |state: &train::RunState, model: &Classifier| match &folder {
+    let write_reports = |state: &train::RunState, model: &Classifier| match &folder {
         Some(folder) => folder.write_epoch(&config, state, model),
         // Only rank 0 writes the folder.
         None => Ok(()),
     };
-    let outcome = train::run_training(
-        &config,
-        &data,
-        &device,
-        &dir.join("checkpoint"),
-        interrupt,
-        &mut progress,
-        &mut write_reports,
-    );
+    let outcome = Trainer::new(&config, &data, &device)
+        .checkpoints(dir.join("checkpoint"))
+        .interrupt(interrupt)
+        .on_progress(progress)
+        .after_epoch(write_reports)
+        .run();
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

@@ -107,7 +107,7 @@ pub struct TrainConfig {
     pub cifar100_labels_coarse: bool,
     pub model: ModelKind,
     /// The name of a model from outside the built-in list, trained through
-    /// [`crate::train::run_training_with`]; `model` and `width` are then unused.
+    /// [`crate::train::Trainer::with_model`]; `model` and `width` are then unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_model: Option<String>,
     pub width: usize,

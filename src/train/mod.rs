@@ -3,9 +3,12 @@
 pub mod checkpoint;
 mod config;
 mod device;
-mod run;
+mod ranks;
 pub mod run_dir;
+mod setup;
+mod step;
 pub mod trace;
+mod trainer;
 
 use std::path::PathBuf;
 
@@ -14,10 +17,9 @@ pub use config::{Schedule, TrainConfig, default_alpha};
 #[cfg(feature = "cuda")]
 pub use device::nccl_loads;
 pub use device::parse_device;
-pub use run::{
-    BatchLoss, Progress, RunData, RunOutcome, batch_loss, build_model, check_run, evaluate,
-    optimizer, prepare_data, run_training, run_training_with,
-};
+pub use setup::{RunData, build_model, check_run, evaluate, optimizer, prepare_data};
+pub use step::{BatchLoss, batch_loss};
+pub use trainer::{Progress, RunOutcome, Trainer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -259,7 +259,7 @@ pub fn config_record(
 }
 
 /// A run folder as the library writes it, for `mmix train` and any caller of
-/// [`super::run_training_with`] alike: `config.json` when it is made, the weights and reports
+/// [`super::Trainer`] alike: `config.json` when it is made, the weights and reports
 /// after every checkpoint, the final evaluation at the end. Whatever trained into it, `mmix
 /// eval`, `compare` and `predict` read it.
 pub struct RunDir {
@@ -323,13 +323,13 @@ impl RunDir {
         &self.dir
     }
 
-    /// Where the run's checkpoints go, for [`super::run_training_with`].
+    /// Where the run's checkpoints go, for [`super::Trainer::checkpoints`].
     pub fn checkpoints(&self) -> PathBuf {
         self.dir.join(CHECKPOINTS)
     }
 
     /// The weights (`model.safetensors`) and reports after a committed checkpoint: what
-    /// [`super::run_training_with`]'s `after_epoch` does for a run written here.
+    /// [`super::Trainer::write_to`] has done after each epoch for a run written here.
     pub fn write_epoch<M: burn::module::Module>(
         &self,
         config: &super::TrainConfig,

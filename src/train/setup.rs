@@ -1,0 +1,158 @@
+//! What a run is made of before its first step: the data split and normalised, the model
+//! checked against the data and the mixing, and the optimizer.
+
+use burn::optim::ModuleOptimizer;
+use burn::optim::SgdConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+
+use super::{TrainConfig, TrainError};
+use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization};
+use crate::eval::Metrics;
+use crate::mixup::{MixPoint, Mixable};
+use crate::models::{Classifier, ModelConfig};
+
+/// The data of a run after splitting, with the statistics it was normalised by.
+pub struct RunData {
+    pub dataset: Dataset,
+    pub train: ImageSet,
+    pub valid: Option<ImageSet>,
+    pub normalization: Normalization,
+    pub augmentation: Augmentation,
+}
+
+/// The split has its own RNG stream of the run's seed, so it does not depend on anything the
+/// training stream does, and evaluation can rebuild it from the config alone.
+const SPLIT_STREAM: u64 = 1;
+
+pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
+    let dataset = crate::data::load(
+        config.dataset,
+        &LoadOptions {
+            data_dir: config.data_dir.clone(),
+            image_size: config.image_size,
+            cifar100_labels_coarse: config.cifar100_labels_coarse,
+        },
+    )?;
+    let mut split_rng = ChaCha12Rng::seed_from_u64(config.split_seed.unwrap_or(config.seed));
+    split_rng.set_stream(SPLIT_STREAM);
+    let split = crate::data::split(
+        &dataset.train,
+        dataset.classes(),
+        &config.split,
+        &mut split_rng,
+    )?;
+    let mut dataset = dataset;
+    if let Some(size) = config.pad_to {
+        let images = (dataset.train.len() + dataset.test.len()) * dataset.train.channels;
+        crate::machine::check_fits(
+            format!("{} at --pad-to {size}", config.dataset),
+            (images as u64).saturating_mul((size * size) as u64),
+            "lower --pad-to",
+        )?;
+        dataset.train = dataset.train.padded(size)?;
+        dataset.test = dataset.test.padded(size)?;
+    }
+    let train = dataset.train.select(&split.train);
+    let valid = (!split.valid.is_empty()).then(|| dataset.train.select(&split.valid));
+    let (mean, std) = train.channel_stats();
+    let augmentation = if config.augment {
+        dataset.default_augmentation()
+    } else {
+        Augmentation::none()
+    };
+    Ok(RunData {
+        dataset,
+        train,
+        valid,
+        normalization: Normalization { mean, std },
+        augmentation,
+    })
+}
+
+pub(crate) fn model_config(config: &TrainConfig, data: &RunData) -> ModelConfig {
+    let (channels, size) = (data.train.channels, data.train.size);
+    ModelConfig::new(config.model, channels, size, data.dataset.classes()).with_width(config.width)
+}
+
+pub fn build_model(
+    config: &TrainConfig,
+    data: &RunData,
+    device: &Device,
+) -> Result<Classifier, TrainError> {
+    Ok(model_config(config, data).init(device)?)
+}
+
+/// Everything that can be checked before a run folder is written: the model against the
+/// data's shape, and the mixing against the model's mix points.
+pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError> {
+    let model = model_config(config, data);
+    model.validate()?;
+    check_mixing(config, &config.model.mix_points())?;
+    let needed = model.training_bytes_lower_bound(config.batch_size)?;
+    crate::machine::check_fits(
+        format!(
+            "{} at --width {} and --batch-size {} on {}×{} images",
+            config.model, config.width, config.batch_size, data.train.size, data.train.size
+        ),
+        needed,
+        "lower --width, --batch-size or --image-size",
+    )?;
+    // Evaluation holds one batch of a split's images at a time, never more than the split.
+    let largest_split = [
+        Some(data.train.len()),
+        data.valid.as_ref().map(ImageSet::len),
+        Some(data.dataset.test.len()),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(0);
+    let eval_rows = config.eval_batch_size.min(largest_split).max(1);
+    crate::machine::check_fits(
+        format!(
+            "{} at --width {} and --eval-batch-size {} on {}×{} images",
+            config.model, config.width, config.eval_batch_size, data.train.size, data.train.size
+        ),
+        model.training_bytes_lower_bound(eval_rows)?,
+        "lower --eval-batch-size, --width or --image-size",
+    )?;
+    Ok(())
+}
+
+/// The mixing and the evaluation suite against a model's mix points.
+pub(crate) fn check_mixing(config: &TrainConfig, points: &[MixPoint]) -> Result<(), TrainError> {
+    config.mix_config().validate(points, config.epochs)?;
+    config.evaluate.validate(points.len().saturating_sub(1))?;
+    Ok(())
+}
+
+pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    // PyTorch's SGD: no dampening (Burn defaults to 0.1), L2 weight decay on the gradient.
+    let momentum = (config.momentum > 0.0).then(|| {
+        MomentumConfig::new()
+            .with_momentum(config.momentum)
+            .with_dampening(0.0)
+            .with_nesterov(config.nesterov)
+    });
+    let decay =
+        (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
+    SgdConfig::new()
+        .with_momentum(momentum)
+        .with_weight_decay(decay)
+        .init()
+}
+
+/// Evaluates `model` (in evaluation mode) on a whole split.
+pub fn evaluate<M: Mixable>(
+    model: &M,
+    set: &ImageSet,
+    normalization: &Normalization,
+    batch_size: usize,
+    device: &Device,
+) -> Metrics {
+    crate::eval::suite::accumulate(model, set, normalization, batch_size, device).finish()
+}

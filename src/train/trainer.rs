@@ -1,0 +1,598 @@
+//! The training loop, top to bottom: [`Trainer::run`] builds (or resumes) the model, then runs
+//! epochs; an epoch runs train steps, then evaluates and commits a checkpoint; a step draws
+//! the batch's randomness, runs the mixed forward pass and its loss, and updates the weights.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha12Rng;
+
+use super::checkpoint::{self, CheckpointFiles, EpochRecord, PartialEpoch, RunState};
+use super::ranks::Ranks;
+use super::run_dir::RunDir;
+use super::setup::{RunData, build_model, check_mixing, optimizer};
+use super::step::{BatchLoss, batch_loss, mixup_hits};
+use super::trace::StepTrace;
+use super::{TrainConfig, TrainError};
+use crate::data::{ImageSet, assemble_batch};
+use crate::eval::suite::images_tensor;
+use crate::mixup::{MixConfig, Mixable, TensorMix};
+use crate::models::{Classifier, to_safetensors};
+
+/// What the loop reports as it goes; the CLI turns it into a bar or log lines.
+pub enum Progress<'a> {
+    EpochStart {
+        epoch: usize,
+        batches: usize,
+    },
+    Batch {
+        done: usize,
+        batches: usize,
+        loss: f64,
+    },
+    EpochEnd(&'a EpochRecord),
+    /// Before the first step of a fresh run; `weights` gives its initial weights as
+    /// safetensors bytes with PyTorch's names.
+    Start {
+        weights: &'a dyn Fn() -> Result<Vec<u8>, String>,
+    },
+    /// After every optimizer step: what it drew, its learning rate and loss, and (from
+    /// `weights`) the weights it left.
+    Step {
+        trace: &'a StepTrace,
+        weights: &'a dyn Fn() -> Result<Vec<u8>, String>,
+    },
+}
+
+/// How a call to [`Trainer::run`] ended.
+pub enum RunOutcome {
+    Finished(RunState),
+    /// Stopped by the interrupt flag after a checkpoint.
+    Interrupted(RunState),
+}
+
+impl RunOutcome {
+    /// The state the run ended in, finished or not.
+    pub fn state(self) -> RunState {
+        match self {
+            RunOutcome::Finished(state) | RunOutcome::Interrupted(state) => state,
+        }
+    }
+}
+
+type Init<'a, M> = Box<dyn Fn(&Device) -> Result<M, TrainError> + 'a>;
+type AfterEpoch<'a, M> = Box<dyn FnMut(&RunState, &M) -> Result<(), TrainError> + 'a>;
+
+/// Trains one run: from scratch, or on from the newest checkpoint in its checkpoint folder.
+///
+/// ```no_run
+/// # use manifold_mixup::train::{self, Trainer, TrainConfig};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = TrainConfig::default().with_epochs(3);
+/// let data = train::prepare_data(&config)?;
+/// let device = burn::tensor::Device::flex();
+/// let state = Trainer::new(&config, &data, &device)
+///     .checkpoints("runs/demo/checkpoint")
+///     .on_progress(|_| {})
+///     .run()?
+///     .state();
+/// # Ok(()) }
+/// ```
+///
+/// Under a data-parallel launch ([`crate::distributed::world`] of several ranks) every rank
+/// runs the same trainer: each trains on its share of every global batch, and only rank 0
+/// reports progress, writes checkpoints and calls `after_epoch`.
+pub struct Trainer<'a, M: Mixable> {
+    config: &'a TrainConfig,
+    data: &'a RunData,
+    device: Device,
+    init: Init<'a, M>,
+    checkpoints: Option<PathBuf>,
+    interrupt: Option<&'a AtomicBool>,
+    progress: Box<dyn FnMut(Progress) + 'a>,
+    after_epoch: AfterEpoch<'a, M>,
+}
+
+impl<'a> Trainer<'a, Classifier> {
+    /// A trainer of the config's built-in model.
+    pub fn new(config: &'a TrainConfig, data: &'a RunData, device: &Device) -> Self {
+        Self::with_model(config, data, device, move |device: &Device| {
+            build_model(config, data, device)
+        })
+    }
+}
+
+impl<'a, M: Mixable> Trainer<'a, M> {
+    /// A trainer of any [`Mixable`] model, built by `init` on the device it is given (the
+    /// run's seed is set on it first, so the initial weights are the run's). The config's
+    /// model and width are not used; everything else is, as for a built-in model.
+    pub fn with_model(
+        config: &'a TrainConfig,
+        data: &'a RunData,
+        device: &Device,
+        init: impl Fn(&Device) -> Result<M, TrainError> + 'a,
+    ) -> Self {
+        Self {
+            config,
+            data,
+            device: device.clone(),
+            init: Box::new(init),
+            checkpoints: None,
+            interrupt: None,
+            progress: Box::new(|_| {}),
+            after_epoch: Box::new(|_, _| Ok(())),
+        }
+    }
+
+    /// Where checkpoints go, and the run continues from. Without one the run keeps none.
+    pub fn checkpoints(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.checkpoints = Some(dir.into());
+        self
+    }
+
+    /// Polled after each batch: once set, the loop finishes that batch, writes a mid-epoch
+    /// checkpoint and returns [`RunOutcome::Interrupted`].
+    pub fn interrupt(mut self, flag: &'a AtomicBool) -> Self {
+        self.interrupt = Some(flag);
+        self
+    }
+
+    pub fn on_progress(mut self, progress: impl FnMut(Progress) + 'a) -> Self {
+        self.progress = Box::new(progress);
+        self
+    }
+
+    /// Called with the state after every committed checkpoint, and with the epoch's end a
+    /// run resumes from, for the run's reports.
+    pub fn after_epoch(
+        mut self,
+        after_epoch: impl FnMut(&RunState, &M) -> Result<(), TrainError> + 'a,
+    ) -> Self {
+        self.after_epoch = Box::new(after_epoch);
+        self
+    }
+
+    /// Checkpoints in `run`'s folder, and its weights and reports written after each epoch.
+    pub fn write_to(self, run: &'a RunDir) -> Self {
+        let config = self.config;
+        self.checkpoints(run.checkpoints())
+            .after_epoch(move |state, model| run.write_epoch(config, state, model))
+    }
+
+    pub fn run(self) -> Result<RunOutcome, TrainError> {
+        let config = self.config;
+        let ranks = Ranks::of_this_thread();
+        crate::kernels::use_precision(config.precision, &self.device)
+            .map_err(TrainError::Config)?;
+        let mix = config.mix_config();
+        let batch_size = config.batch_size.min(self.data.train.len());
+        crate::distributed::check_split(batch_size, mix.partner_groups, ranks.count())?;
+        let mut run = Run {
+            config,
+            data: self.data,
+            train_device: self.device.clone().autodiff(),
+            device: self.device,
+            ranks,
+            mix,
+            batch_size,
+            batches: self.data.train.len().div_ceil(batch_size),
+            checkpoints: self.checkpoints,
+            interrupt: self.interrupt,
+            progress: self.progress,
+            after_epoch: self.after_epoch,
+        };
+        run.train(&*self.init)
+    }
+}
+
+/// A run under way: the trainer's parts and what was derived from them.
+struct Run<'a, M: Mixable> {
+    config: &'a TrainConfig,
+    data: &'a RunData,
+    device: Device,
+    train_device: Device,
+    ranks: Ranks,
+    mix: MixConfig,
+    /// The global batch: every rank draws its randomness and trains on its rows of it.
+    batch_size: usize,
+    batches: usize,
+    checkpoints: Option<PathBuf>,
+    interrupt: Option<&'a AtomicBool>,
+    progress: Box<dyn FnMut(Progress) + 'a>,
+    after_epoch: AfterEpoch<'a, M>,
+}
+
+/// What one step adds to its epoch's sums, over all ranks.
+struct StepSums {
+    images: usize,
+    loss: f64,
+    hits: f64,
+    interrupted: bool,
+}
+
+/// How an epoch's training part ended.
+enum EpochEnd<M> {
+    Trained {
+        model: M,
+        epoch: PartialEpoch,
+    },
+    /// Interrupted mid-epoch, after its checkpoint.
+    Interrupted,
+}
+
+impl<M: Mixable> Run<'_, M> {
+    fn train(
+        &mut self,
+        init: &dyn Fn(&Device) -> Result<M, TrainError>,
+    ) -> Result<RunOutcome, TrainError> {
+        let mut model = self.initial_model(init)?;
+        let mut optim = optimizer(self.config);
+        let mut state = RunState {
+            epochs_done: 0,
+            rng: ChaCha12Rng::seed_from_u64(self.config.seed),
+            history: Vec::new(),
+            train_seconds: 0.0,
+            train_images: 0,
+            partial: None,
+        };
+        if let Some(files) = self.latest_checkpoint()? {
+            (model, optim, state) = self.resume(files, model, optim)?;
+        }
+        if state.epochs_done == 0 && state.partial.is_none() {
+            self.report(Progress::Start {
+                weights: &|| to_safetensors(&model),
+            });
+        }
+        while state.epochs_done < self.config.epochs {
+            let (trained, epoch) = match self.train_epoch(model, &mut optim, &mut state)? {
+                EpochEnd::Trained { model, epoch } => (model, epoch),
+                EpochEnd::Interrupted => return Ok(RunOutcome::Interrupted(state)),
+            };
+            model = self.end_epoch(trained, &optim, &mut state, epoch)?;
+            let interrupted = self.ranks.sum([self.interrupted()]);
+            if interrupted[0] > 0.0 && state.epochs_done < self.config.epochs {
+                return Ok(RunOutcome::Interrupted(state));
+            }
+        }
+        Ok(RunOutcome::Finished(state))
+    }
+
+    /// The model `init` builds from the run's seed, the same on every rank.
+    fn initial_model(
+        &self,
+        init: &dyn Fn(&Device) -> Result<M, TrainError>,
+    ) -> Result<M, TrainError> {
+        let model = {
+            // The device's random generator is the process's: rank threads sharing it
+            // (`--devices`) must not draw while another rank builds its model from the seed.
+            static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _alone = SEEDED_INIT.lock().unwrap_or_else(|p| p.into_inner());
+            self.device.seed(self.config.seed);
+            // Burn draws a layer's initial weights when they are first read; read them all
+            // now, in the model's order, while this rank holds the generator.
+            crate::models::initialize_lazy_parameters(init(&self.train_device)?)
+        };
+        check_mixing(self.config, &model.mix_points())?;
+        self.ranks.share_initial_model(model)
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<CheckpointFiles>, TrainError> {
+        match &self.checkpoints {
+            Some(dir) => self.ranks.latest_checkpoint(dir),
+            None => Ok(None),
+        }
+    }
+
+    /// The model, optimizer and state of a checkpoint of this run.
+    fn resume(
+        &mut self,
+        files: CheckpointFiles,
+        model: M,
+        optim: ModuleOptimizer,
+    ) -> Result<(M, ModuleOptimizer, RunState), TrainError> {
+        let folder = files.folder.clone();
+        let (model, optim, state) = files.decode(model, optim)?;
+        if let Some(partial) = &state.partial
+            && partial.order.len() != self.data.train.len()
+        {
+            return Err(TrainError::Checkpoint {
+                path: folder.join("state.json"),
+                reason: format!(
+                    "its epoch orders {} examples, the run has {}",
+                    partial.order.len(),
+                    self.data.train.len()
+                ),
+            });
+        }
+        // A run stopped between an epoch's checkpoint and its reports would otherwise keep
+        // the reports (and weights file) of the epoch before.
+        if state.partial.is_none() && state.epochs_done > 0 {
+            let after_epoch = &mut self.after_epoch;
+            self.ranks.on_leader(|| after_epoch(&state, &model))?;
+        }
+        Ok((model, optim, state))
+    }
+
+    /// Trains the epoch after `state`'s last (or the rest of it, from a mid-epoch checkpoint).
+    fn train_epoch(
+        &mut self,
+        mut model: M,
+        optim: &mut ModuleOptimizer,
+        state: &mut RunState,
+    ) -> Result<EpochEnd<M>, TrainError> {
+        let epoch = state.epochs_done;
+        let mut partial = match state.partial.take() {
+            Some(partial) => partial,
+            None => {
+                let mut order: Vec<usize> = (0..self.data.train.len()).collect();
+                order.shuffle(&mut state.rng);
+                PartialEpoch {
+                    order,
+                    next_batch: 0,
+                    loss_sum: 0.0,
+                    acc_sum: 0.0,
+                    seen: 0,
+                    seconds: 0.0,
+                }
+            }
+        };
+        let batches = self.batches;
+        self.report(Progress::EpochStart {
+            epoch: epoch + 1,
+            batches,
+        });
+        let started = Instant::now();
+        let seconds_before = partial.seconds;
+        while partial.next_batch < batches {
+            let sums;
+            (model, sums) = self.train_step(
+                model,
+                optim,
+                state,
+                &partial.order,
+                epoch,
+                partial.next_batch,
+            )?;
+            partial.acc_sum += sums.hits;
+            partial.loss_sum += sums.loss;
+            partial.seen += sums.images;
+            partial.next_batch += 1;
+            self.report(Progress::Batch {
+                done: partial.next_batch,
+                batches,
+                loss: partial.loss_sum / partial.seen as f64,
+            });
+            if sums.interrupted && partial.next_batch < batches {
+                model = self.ranks.average_statistics(model);
+                ensure_finite(&model, epoch)?;
+                partial.seconds = seconds_before + started.elapsed().as_secs_f64();
+                state.partial = Some(partial);
+                self.save_checkpoint(&model, optim, state)?;
+                return Ok(EpochEnd::Interrupted);
+            }
+        }
+        partial.seconds = seconds_before + started.elapsed().as_secs_f64();
+        Ok(EpochEnd::Trained {
+            model,
+            epoch: partial,
+        })
+    }
+
+    /// The indices of batch `b` in the epoch's `order`.
+    fn batch_rows<'o>(&self, order: &'o [usize], b: usize) -> &'o [usize] {
+        &order[b * self.batch_size..((b + 1) * self.batch_size).min(order.len())]
+    }
+
+    /// One optimizer step on batch `b` of `epoch`.
+    fn train_step(
+        &mut self,
+        model: M,
+        optim: &mut ModuleOptimizer,
+        state: &mut RunState,
+        order: &[usize],
+        epoch: usize,
+        b: usize,
+    ) -> Result<(M, StepSums), TrainError> {
+        let (config, data) = (self.config, self.data);
+        // Every rank draws the whole global batch's randomness, then takes its rows.
+        let indices = self.batch_rows(order, b);
+        let placements = data.augmentation.placements(indices.len(), &mut state.rng);
+        let plan = self
+            .mix
+            .draw(&mut state.rng, indices.len(), epoch, config.epochs);
+        let rows = self.ranks.rows(indices.len());
+        let mut batch = assemble_batch(
+            &data.train,
+            &indices[rows.clone()],
+            &data.normalization,
+            Some(&placements[rows.clone()]),
+        );
+        let lr = config.schedule.lr_at(
+            config.lr,
+            config.gamma,
+            (epoch, config.epochs),
+            (b, self.batches),
+        );
+        let mut trace = StepTrace {
+            step: epoch * self.batches + b + 1,
+            epoch: epoch + 1,
+            lr,
+            indices: indices.to_vec(),
+            placements: StepTrace::placements_of(&placements),
+            plan: plan.clone(),
+            loss: 0.0,
+        };
+        let plan = plan.map(|plan| {
+            plan.rows(rows.clone())
+                .expect("a rank's rows are whole partner groups (checked by check_split)")
+        });
+        let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &self.train_device));
+
+        // This rank's loss sum, mixup hits, and whether its loss is not a number; then the
+        // interrupt flag: summed over the ranks, so all stop at the same batch.
+        let mut totals = [0.0, 0.0, 0.0, self.interrupted()];
+        let mut loss = None;
+        if !batch.is_empty() {
+            let images = images_tensor(&mut batch, &self.train_device);
+            let classes = data.dataset.classes();
+            let step = batch_loss(
+                &model,
+                images,
+                &batch.labels,
+                tensor_mix.as_ref(),
+                classes,
+                (config.loss, config.label_smoothing),
+            )?;
+            let BatchLoss {
+                logits, targets, ..
+            } = &step;
+            let loss_value = step.loss.clone().into_scalar::<f32>() as f64;
+            let logits = logits
+                .clone()
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("logits are f32");
+            totals[0] = loss_value * batch.len() as f64;
+            totals[1] = mixup_hits(&logits, targets, classes);
+            totals[2] = !loss_value.is_finite() as u8 as f64;
+            loss = Some(step.loss);
+        }
+        let [loss_sum, hits, non_finite, interrupted] = self.ranks.sum(totals);
+        if non_finite > 0.0 {
+            return Err(TrainError::NonFinite {
+                epoch: epoch + 1,
+                batch: b + 1,
+                loss: loss_sum / indices.len() as f64,
+            });
+        }
+        let grads = match loss {
+            Some(loss) => GradientsParams::from_grads(loss.backward(), &model),
+            None => GradientsParams::new(),
+        };
+        let grads =
+            self.ranks
+                .sum_gradients(&model, grads, (batch.len(), indices.len()), &self.device);
+        let model = optim.step(lr, model, grads);
+        trace.loss = loss_sum / indices.len() as f64;
+        self.report(Progress::Step {
+            trace: &trace,
+            weights: &|| to_safetensors(&model),
+        });
+        Ok((
+            model,
+            StepSums {
+                images: indices.len(),
+                loss: loss_sum,
+                hits,
+                interrupted: interrupted > 0.0,
+            },
+        ))
+    }
+
+    /// After an epoch's training: the ranks' statistics averaged, the evaluation (on the
+    /// epochs the config asks for), the epoch's record, its checkpoint and reports.
+    fn end_epoch(
+        &mut self,
+        model: M,
+        optim: &ModuleOptimizer,
+        state: &mut RunState,
+        trained: PartialEpoch,
+    ) -> Result<M, TrainError> {
+        let (config, data) = (self.config, self.data);
+        let epoch = state.epochs_done;
+        let model = self.ranks.average_statistics(model);
+        self.ranks.check_in_step(&model)?;
+        // The loss checked in each step comes before its update: the last update is checked here.
+        ensure_finite(&model, epoch)?;
+
+        let eval_started = Instant::now();
+        let measured = config.evaluates_after(epoch + 1);
+        let on = |set: &ImageSet| {
+            self.ranks.evaluate(
+                &model,
+                set,
+                &data.normalization,
+                config.eval_batch_size,
+                &self.device,
+            )
+        };
+        let valid = data.valid.as_ref().filter(|_| measured).map(on);
+        let test = measured.then(|| on(&data.dataset.test));
+        let outputs_finite = valid
+            .iter()
+            .chain(test.iter())
+            .all(|m| m.nll.is_finite() && m.ece.is_finite());
+        if !outputs_finite {
+            return Err(TrainError::Diverged {
+                epoch: epoch + 1,
+                what: "model's outputs",
+            });
+        }
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            lr: config
+                .schedule
+                .lr(config.lr, config.gamma, epoch, config.epochs),
+            train_loss: trained.loss_sum / trained.seen as f64,
+            train_acc: trained.acc_sum / trained.seen as f64,
+            valid,
+            test,
+            images_per_second: trained.seen as f64 / trained.seconds,
+            seconds: trained.seconds + eval_started.elapsed().as_secs_f64(),
+        };
+        state.train_seconds += trained.seconds;
+        state.train_images += trained.seen;
+        state.history.push(record);
+        state.epochs_done += 1;
+        self.save_checkpoint(&model, optim, state)?;
+        self.report(Progress::EpochEnd(
+            state.history.last().expect("just pushed"),
+        ));
+        let after_epoch = &mut self.after_epoch;
+        self.ranks.on_leader(|| after_epoch(state, &model))?;
+        Ok(model)
+    }
+
+    /// A checkpoint of the run as it stands, written by rank 0 where the run keeps them.
+    fn save_checkpoint(
+        &self,
+        model: &M,
+        optim: &ModuleOptimizer,
+        state: &RunState,
+    ) -> Result<(), TrainError> {
+        let Some(dir) = &self.checkpoints else {
+            return Ok(());
+        };
+        self.ranks
+            .on_leader(|| checkpoint::save(dir, model, optim, state).map(drop))
+    }
+
+    fn interrupted(&self) -> f64 {
+        self.interrupt
+            .is_some_and(|flag| flag.load(Ordering::SeqCst)) as u8 as f64
+    }
+
+    /// Passes `event` on, from rank 0 alone.
+    fn report(&mut self, event: Progress) {
+        if self.ranks.leader() {
+            (self.progress)(event)
+        }
+    }
+}
+
+/// Nothing that is not a number may become a checkpoint.
+fn ensure_finite<M: Mixable>(model: &M, epoch: usize) -> Result<(), TrainError> {
+    if crate::models::all_finite(model) {
+        Ok(())
+    } else {
+        Err(TrainError::Diverged {
+            epoch: epoch + 1,
+            what: "weights",
+        })
+    }
+}
