@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use manifold_mixup::report::study::{Estimate, FAMILY_ALPHA, holm_adjusted};
+use manifold_mixup::study::family::FAMILY_ALPHA;
+use manifold_mixup::study::{Estimate, holm_adjusted};
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -79,4 +79,5 @@ pub mod predict;
 #[doc(hidden)]
 pub mod process;
 pub mod report;
+pub mod study;
 pub mod train;

@@ -20,7 +20,9 @@ use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, EvalSplit, Inspect
 use super::evaluate;
 use super::study;
 use super::train as train_cmd;
-use crate::report::study as study_report;
+use crate::study::family::FAMILY_ALPHA;
+use crate::study::tables::MetricReport;
+use crate::study::{Estimate, StudyReport, holm_adjusted};
 
 pub fn eval(args: &EvalArgs) -> Result<()> {
     train::run_dir::check_own_entries(&args.dir)?;
@@ -276,19 +278,18 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
 /// The paired differences of `arm` against `baseline` that a study's `report.json` holds,
 /// each with a verdict corrected (Holm) over the metrics shown, which form one family.
 fn study_findings(report: &str, source: &str, arm: &str, baseline: &str) -> Result<String> {
-    let report: study_report::Findings = serde_json::from_str(report)?;
+    let report: StudyReport = serde_json::from_str(report)?;
     let entry = report
         .arms
         .iter()
         .find(|a| a.arm == arm)
         .ok_or_else(|| anyhow!("the study report has no arm '{arm}'"))?;
-    let shown: Vec<(&study_report::MetricFindings, &study_report::Estimate)> = entry
+    let shown: Vec<(&MetricReport, &Estimate)> = entry
         .metrics
         .iter()
         .filter_map(|m| Some((m, m.difference.as_ref()?)))
         .collect();
-    let holm =
-        study_report::holm_adjusted(&shown.iter().map(|(_, d)| d.p_value()).collect::<Vec<_>>());
+    let holm = holm_adjusted(&shown.iter().map(|(_, d)| d.p_value()).collect::<Vec<_>>());
     let mut out = format!(
         "What the study \"{}\" found over {} seeds ({source}), {arm} − {baseline}, mean [95% interval]; verdicts corrected (Holm) over the {} metrics shown:\n",
         report.title,
@@ -298,7 +299,7 @@ fn study_findings(report: &str, source: &str, arm: &str, baseline: &str) -> Resu
     for ((metric, difference), adjusted) in shown.iter().zip(holm) {
         let (scale, digits) = (metric.scale, metric.digits);
         let (mean, half) = (difference.mean * scale, difference.half_width * scale);
-        let verdict = match adjusted < study_report::FAMILY_ALPHA {
+        let verdict = match adjusted < FAMILY_ALPHA {
             true if (difference.mean > 0.0) == metric.higher_is_better => "better",
             true => "worse",
             false => "not resolved",
@@ -316,7 +317,7 @@ fn study_findings(report: &str, source: &str, arm: &str, baseline: &str) -> Resu
 
 /// A study's pre-registered family, as its report tested it, in words.
 fn declared_findings(report: &str, source: &str) -> Result<(String, bool)> {
-    let report: study_report::Findings = serde_json::from_str(report)?;
+    let report: StudyReport = serde_json::from_str(report)?;
     let mut out = format!(
         "The pre-registered test: \"{}\" ({source}), {} hypotheses declared before its runs, Holm-corrected:\n",
         report.title,
@@ -327,10 +328,7 @@ fn declared_findings(report: &str, source: &str) -> Result<(String, bool)> {
         let (scale, digits) = (hypothesis.scale, hypothesis.digits);
         let interval = match &hypothesis.estimate {
             Some(e) if e.n >= 2 => {
-                let (mean, half) = (
-                    e.mean * scale,
-                    hypothesis.simultaneous_half_width.unwrap_or(f64::NAN) * scale,
-                );
+                let (mean, half) = (e.mean * scale, hypothesis.simultaneous_half_width * scale);
                 format!(
                     "{mean:+.digits$} [{:+.digits$}, {:+.digits$}] (simultaneous), over {} seeds",
                     mean - half,
@@ -352,9 +350,10 @@ fn declared_findings(report: &str, source: &str) -> Result<(String, bool)> {
                 .as_ref()
                 .map(|at| format!(" at {at}"))
                 .unwrap_or_default(),
-            hypothesis
-                .holm_p_value
-                .map_or("–".into(), |p| format!("{p:.3}")),
+            match hypothesis.holm_p_value {
+                p if p.is_nan() => "–".into(),
+                p => format!("{p:.3}"),
+            },
             if hypothesis.held { "held" } else { "not held" }
         ));
     }
@@ -576,4 +575,30 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&result)?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo reads the findings it prints from the reports compiled into it, typed.
+    #[test]
+    fn the_demo_reads_its_studies_findings() {
+        let (declared, _) = declared_findings(DEMO_FINDINGS, DEMO_REPORT).unwrap();
+        assert!(
+            declared.contains(DEMO_MIXED) && declared.contains("Holm p = "),
+            "{declared}"
+        );
+        for (report, source) in [(DEMO_FINDINGS, DEMO_REPORT), (COST_FINDINGS, COST_REPORT)] {
+            let found = study_findings(report, source, DEMO_MIXED, DEMO_BASELINE).unwrap();
+            assert!(found.contains("final test acc (%)"), "{found}");
+            assert!(
+                ["better", "worse", "not resolved"]
+                    .iter()
+                    .any(|verdict| found.contains(verdict)),
+                "{found}"
+            );
+        }
+        assert!(study_findings(COST_FINDINGS, COST_REPORT, "no-such-arm", DEMO_BASELINE).is_err());
+    }
 }

@@ -3,7 +3,6 @@
 
 mod compare;
 mod plot;
-pub mod study;
 
 use std::path::{Path, PathBuf};
 
