@@ -75,6 +75,8 @@ fn summarise(mut times: Vec<f64>) -> (f64, f64, f64) {
     (median, times[0], times[times.len() - 1])
 }
 
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error(transparent)]

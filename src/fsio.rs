@@ -39,6 +39,8 @@ fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(std::path::PathBuf
 }
 
 /// Why mmix will not write into an output path: something there is not its own.
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum OwnershipError {
     #[error(

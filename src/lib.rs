@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Manifold Mixup training in native Rust, on Burn.
 //!
 //! Data flows one way: files → [`data`] → batches → [`train`] (which draws a

@@ -9,9 +9,13 @@
     gib(*available)
 )]
 pub struct MemoryError {
+    /// What would not fit, in words.
     pub what: String,
+    /// Bytes it needs at least.
     pub needed: u64,
+    /// Bytes the machine has.
     pub available: u64,
+    /// What to lower to fit.
     pub hint: String,
 }
 
@@ -67,13 +71,17 @@ pub const REVISION: &str = env!("MMIX_REVISION");
 /// so that a report can say what produced each of its runs.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Provenance {
+    /// The crate's version.
     pub crate_version: String,
+    /// The git commit built from (`+dirty` when the tree differed), or `unknown`.
     pub revision: String,
     /// The library computing the convolutions ("onednn" with its instruction set, or "burn").
     pub convolutions: String,
+    /// `f32` or `bf16`.
     pub precision: String,
     /// Threads of the host's thread pool.
     pub threads: usize,
+    /// The CPU model.
     pub cpu: String,
 }
 

@@ -15,6 +15,8 @@ use crate::train::{TrainError, checkpoint, run_dir};
 /// The largest image file read: far beyond any photo.
 const MAX_FILE_BYTES: u64 = 64 << 20;
 
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
     #[error(transparent)]
@@ -55,8 +57,11 @@ pub struct Predictor<M: Mixable = Classifier> {
 /// One class and the probability the network gives it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Ranked {
+    /// The class index.
     pub class: usize,
+    /// The class name.
     pub name: String,
+    /// Its probability.
     pub probability: f64,
 }
 

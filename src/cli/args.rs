@@ -1,5 +1,9 @@
 //! Command-line definitions.
 
+// These comments are `--help` text: brackets are optional parts and <x> placeholders, not
+// links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};

@@ -10,10 +10,12 @@ use super::ImageSet;
 pub struct Augmentation {
     /// Zero padding before a random crop back to the original size; 0 disables cropping.
     pub crop_padding: usize,
+    /// Whether a random half of the images are mirrored left to right.
     pub horizontal_flip: bool,
 }
 
 impl Augmentation {
+    /// No augmentation: every image as it is.
     pub fn none() -> Self {
         Self {
             crop_padding: 0,
@@ -25,7 +27,9 @@ impl Augmentation {
 /// Per-channel normalisation `(pixel / 255 − mean) / std`, through a lookup table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Normalization {
+    /// Per-channel mean subtracted from the pixels (in [0, 1]).
     pub mean: Vec<f32>,
+    /// Per-channel standard deviation the pixels are divided by.
     pub std: Vec<f32>,
 }
 
@@ -42,17 +46,23 @@ impl Normalization {
 /// A batch ready for the device: `[len, channels, size, size]` floats and the labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
+    /// Normalised pixels, `[batch, channels, size, size]` row-major.
     pub images: Vec<f32>,
+    /// The class of each image.
     pub labels: Vec<usize>,
+    /// Channels per image.
     pub channels: usize,
+    /// Height and width of each image.
     pub size: usize,
 }
 
 impl Batch {
+    /// Images in the batch.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the batch holds no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -61,8 +71,11 @@ impl Batch {
 /// Where one augmented image lies in its crop window, and whether it is mirrored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Placement {
+    /// Vertical shift of the crop, in pixels.
     pub dy: isize,
+    /// Horizontal shift of the crop, in pixels.
     pub dx: isize,
+    /// Whether the image is mirrored.
     pub flip: bool,
 }
 

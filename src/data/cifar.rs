@@ -9,7 +9,9 @@ const PIXELS: usize = 3 * 32 * 32;
 /// Which CIFAR-100 label byte to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cifar100Labels {
+    /// The 20 superclasses.
     Coarse,
+    /// The 100 classes.
     Fine,
 }
 

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
 /// Everything that can be wrong with a dataset on disk, each naming the file and the reason.
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("--pad-to {to} is smaller than the images ({size}×{size})")]

@@ -1,25 +1,33 @@
 /// Images of one split, held as raw bytes in `[count, channels, size, size]` order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageSet {
+    /// Pixel bytes, image after image.
     pub pixels: Vec<u8>,
+    /// The class of each image.
     pub labels: Vec<usize>,
+    /// Channels per image.
     pub channels: usize,
+    /// Height and width of each image.
     pub size: usize,
 }
 
 impl ImageSet {
+    /// Images in the set.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the set holds no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// Bytes per image: channels × size × size.
     pub fn image_len(&self) -> usize {
         self.channels * self.size * self.size
     }
 
+    /// The bytes of image `index`.
     pub fn image(&self, index: usize) -> &[u8] {
         let len = self.image_len();
         &self.pixels[index * len..(index + 1) * len]
@@ -68,6 +76,7 @@ impl ImageSet {
         }
     }
 
+    /// How many images each of `classes` classes has.
     pub fn class_counts(&self, classes: usize) -> Vec<usize> {
         let mut counts = vec![0; classes];
         for &label in &self.labels {

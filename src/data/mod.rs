@@ -29,9 +29,13 @@ pub use split::{Split, SplitConfig, split};
 pub enum DatasetName {
     /// The Fashion-MNIST subset compiled into the binary.
     FashionMnistMini,
+    /// Fashion-MNIST (Zalando), from the IDX files.
     FashionMnist,
+    /// MNIST digits, from the IDX files.
     Mnist,
+    /// CIFAR-10, from the official binary files.
     Cifar10,
+    /// CIFAR-100, from the official binary files.
     Cifar100,
     /// `train/<class>/` and `test/<class>/` image folders.
     Folder,
@@ -98,6 +102,7 @@ pub struct LoadOptions {
     pub data_dir: Option<PathBuf>,
     /// Target size of image-folder images.
     pub image_size: usize,
+    /// CIFAR-100's 20 coarse labels instead of its 100 fine ones.
     pub cifar100_labels_coarse: bool,
 }
 
@@ -114,14 +119,20 @@ impl Default for LoadOptions {
 /// A dataset's training and test splits with its class names and where it was read from.
 #[derive(Clone, Debug)]
 pub struct Dataset {
+    /// Which data set.
     pub name: DatasetName,
+    /// The official training split.
     pub train: ImageSet,
+    /// The official test split.
     pub test: ImageSet,
+    /// The class names, by label.
     pub class_names: Vec<String>,
+    /// Where it was read from.
     pub source: String,
 }
 
 impl Dataset {
+    /// How many classes it has.
     pub fn classes(&self) -> usize {
         self.class_names.len()
     }
@@ -231,6 +242,7 @@ fn read_idx_dir(dir: &Path) -> Result<(ImageSet, ImageSet), DataError> {
     Ok((train, test))
 }
 
+/// Reads data set `name` from where `options` and the environment say.
 pub fn load(name: DatasetName, options: &LoadOptions) -> Result<Dataset, DataError> {
     let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let numbered = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>();

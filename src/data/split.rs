@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{DataError, ImageSet};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// How the official training set is cut into the training and validation splits.
 pub struct SplitConfig {
     /// Examples held out of the training set for validation (stratified).
     pub valid_split: usize,
@@ -20,7 +21,9 @@ pub struct SplitConfig {
 /// Indices into the full training set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Split {
+    /// Indices of the training split.
     pub train: Vec<usize>,
+    /// Indices of the validation split.
     pub valid: Vec<usize>,
 }
 
@@ -50,6 +53,8 @@ fn proportional_quotas(counts: &[usize], total: usize) -> Vec<usize> {
     quotas
 }
 
+/// Splits `set` as `config` says, drawing from `rng`: class-balanced where labels per class are
+/// asked for.
 pub fn split<R: Rng + ?Sized>(
     train: &ImageSet,
     classes: usize,

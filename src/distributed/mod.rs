@@ -26,6 +26,7 @@ pub trait Collective: Send + Sync {
     fn local_rank(&self) -> usize;
     /// Element-wise sums over the ranks, in place.
     fn sum_f32(&self, values: &mut [f32]);
+    /// Element-wise sums over the ranks, in place, in f64.
     fn sum_f64(&self, values: &mut [f64]);
     /// Element-wise sums over the ranks of a tensor on this rank's device; by default
     /// through host memory and [`Self::sum_f32`].
@@ -78,6 +79,8 @@ impl Collective for Solo {
     }
 }
 
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum DistributedError {
     #[error(
@@ -219,8 +222,15 @@ pub fn check_split(batch: usize, groups: usize, ranks: usize) -> Result<(), Dist
 /// rank then reports, so that no rank ends without saying why).
 #[derive(Debug)]
 pub enum Failure<E> {
+    /// This rank failed.
     Here(E),
-    OnRank { rank: usize, message: String },
+    /// Another rank failed.
+    OnRank {
+        /// The lowest failing rank.
+        rank: usize,
+        /// Its error message.
+        message: String,
+    },
 }
 
 impl<E: std::fmt::Display> std::fmt::Display for Failure<E> {

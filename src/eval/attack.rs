@@ -21,17 +21,24 @@ use crate::mixup::Mixable;
 #[derive(Clone, Copy, Debug, PartialEq, SerializeDisplay, DeserializeFromStr)]
 pub enum Attack {
     /// One step of size ε along the sign of the input gradient (Goodfellow et al. 2015).
-    Fgsm { epsilon: f64 },
+    Fgsm {
+        /// The step, and the radius of the ball.
+        epsilon: f64,
+    },
     /// `steps` signed-gradient steps of `step_size` from a uniform random start in the ε-ball,
     /// each projected back onto the ball and the pixel box (Madry et al. 2018).
     Pgd {
+        /// The radius of the ball.
         epsilon: f64,
+        /// Steps taken.
         steps: usize,
+        /// The length of each step.
         step_size: f64,
     },
 }
 
 impl Attack {
+    /// The radius ε of the attack's ball (in pixel units, pixels in [0, 1]).
     pub fn epsilon(&self) -> f64 {
         match *self {
             Attack::Fgsm { epsilon } | Attack::Pgd { epsilon, .. } => epsilon,

@@ -10,7 +10,9 @@ use super::{Metrics, MetricsAccumulator};
 /// A split's logits (row-major) and labels.
 #[derive(Clone, Debug, Default)]
 pub struct Logits {
+    /// Logits, `[examples, classes]` row-major.
     pub values: Vec<f32>,
+    /// The class of each example.
     pub labels: Vec<usize>,
 }
 
@@ -43,8 +45,11 @@ impl Logits {
 /// The temperature fitted on the validation split, and what it does to the test split.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TemperatureScaled {
+    /// The fitted temperature T: logits are divided by it.
     pub temperature: f64,
+    /// Validation NLL before scaling.
     pub valid_nll_before: f64,
+    /// Validation NLL at T.
     pub valid_nll_after: f64,
     /// The test split at logits / T (accuracy is unchanged: the order of logits is).
     pub test: Metrics,

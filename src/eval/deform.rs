@@ -14,12 +14,21 @@ use crate::data::ImageSet;
 #[derive(Clone, Copy, Debug, PartialEq, SerializeDisplay, DeserializeFromStr)]
 pub enum Deformation {
     /// `rotate:D`: each image rotated by an angle drawn from U(−D°, D°).
-    Rotate { max_degrees: f64 },
+    Rotate {
+        /// D.
+        max_degrees: f64,
+    },
     /// `shear:D`: each image sheared horizontally by an angle drawn from U(−D°, D°).
-    Shear { max_degrees: f64 },
+    Shear {
+        /// D.
+        max_degrees: f64,
+    },
     /// `zoom-out:P` (P ≥ 100) or `zoom-in:P` (P ≤ 100): the view covers P% of the original
     /// field, so the content is scaled by 100/P (zoom-out 120: content at 83%).
-    Zoom { field_percent: f64 },
+    Zoom {
+        /// P.
+        field_percent: f64,
+    },
 }
 
 impl FromStr for Deformation {

@@ -17,6 +17,8 @@ pub use deform::Deformation;
 pub use spectrum::{Spectrum, class_spectrum};
 pub use suite::{EvalSuite, Evaluation, run_suite};
 
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EvalError {
     #[error("bad attack '{spec}': {reason}")]
@@ -29,23 +31,34 @@ pub enum EvalError {
     NoExamples { what: &'static str },
 }
 
+/// Bins of the expected calibration error, as in Guo et al. (2017).
 pub const ECE_BINS: usize = 15;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// What a split measures.
 pub struct Metrics {
+    /// Fraction classified correctly.
     pub accuracy: f64,
+    /// Mean negative log-likelihood of the true class.
     pub nll: f64,
+    /// Expected calibration error over [`ECE_BINS`] confidence bins.
     pub ece: f64,
+    /// Examples measured.
     pub count: usize,
 }
 
 /// One confidence bin of a reliability diagram; `confidence` and `accuracy` are 0 when empty.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReliabilityBin {
+    /// Lower confidence bound of the bin.
     pub lower: f64,
+    /// Upper confidence bound of the bin.
     pub upper: f64,
+    /// Mean confidence of the examples in the bin.
     pub confidence: f64,
+    /// Fraction of them classified correctly.
     pub accuracy: f64,
+    /// Examples in the bin.
     pub count: usize,
 }
 
@@ -129,6 +142,7 @@ impl MetricsAccumulator {
         sums
     }
 
+    /// The accumulator whose [`Self::to_sums`] gave `sums` (summed over ranks).
     pub fn from_sums(sums: &[f64]) -> Self {
         let bins = |k: usize| &sums[3 + k * ECE_BINS..3 + (k + 1) * ECE_BINS];
         let counts = |k: usize| std::array::from_fn(|b| bins(k)[b] as usize);
@@ -142,6 +156,7 @@ impl MetricsAccumulator {
         }
     }
 
+    /// The metrics of everything accumulated.
     pub fn finish(&self) -> Metrics {
         let n = self.count.max(1) as f64;
         let ece = (0..ECE_BINS)

@@ -16,10 +16,13 @@ use crate::mixup::TensorMix;
 pub const KEPT_VALUES: usize = 32;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The singular values of a mix point's features over test examples.
 pub struct Spectrum {
+    /// The mix point measured.
     pub point: usize,
     /// Examples per class the spectrum was computed on (the first ones of each class).
     pub examples_per_class: usize,
+    /// Features per example at that point.
     pub features: usize,
     /// Mean over classes of `(Σσ²)² / Σσ⁴`: the number of equally strong directions that
     /// would hold the same variance.

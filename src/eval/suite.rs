@@ -20,12 +20,15 @@ use crate::mixup::Mixable;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EvalSuite {
+    /// Attacks measured on the test split.
     pub attacks: Vec<Attack>,
     /// Attack only the first this many test examples (PGD costs a backward pass per step).
     pub attack_examples: Option<usize>,
+    /// Deformations measured on the test split.
     pub deformations: Vec<Deformation>,
     /// The mix point whose class-conditional spectrum is measured.
     pub spectrum_at: Option<usize>,
+    /// Test examples whose features the spectrum is computed from.
     pub spectrum_examples: usize,
     /// Seeds PGD's random starts and the deformation draws, the same for every run.
     pub seed: u64,
@@ -68,18 +71,26 @@ impl EvalSuite {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Accuracy under one attack.
 pub struct AttackResult {
+    /// The attack.
     pub attack: Attack,
+    /// Its radius ε.
     pub epsilon: f64,
+    /// Test examples attacked.
     pub examples: usize,
     /// Classified right both clean and attacked.
     pub accuracy: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Metrics under one deformation.
 pub struct DeformationResult {
+    /// The deformation.
     pub deformation: Deformation,
+    /// The deformation in words.
     pub description: String,
+    /// The test split's metrics under it.
     pub metrics: Metrics,
 }
 
@@ -88,15 +99,22 @@ pub struct DeformationResult {
 pub struct Evaluation {
     /// Epochs of training behind the evaluated weights.
     pub epoch: usize,
+    /// What was measured.
     pub suite: EvalSuite,
+    /// The test split's metrics.
     pub clean: Metrics,
+    /// The test split's reliability diagram.
     pub reliability: Vec<ReliabilityBin>,
+    /// Each attack's result.
     pub attacks: Vec<AttackResult>,
+    /// Each deformation's result.
     pub deformations: Vec<DeformationResult>,
+    /// The spectrum, where asked for.
     pub spectrum: Option<Spectrum>,
     /// The test split at the temperature fitted on the validation split, where the run has one.
     #[serde(default)]
     pub temperature_scaled: Option<TemperatureScaled>,
+    /// Seconds the suite took.
     pub seconds: f64,
 }
 

@@ -77,14 +77,20 @@ pub fn batch_norm_train<const D: usize>(
 }
 
 #[derive(ExtensionType)]
+/// A training-mode batch norm's output and the batch statistics it used.
 pub struct Normalized<B: Backend> {
+    /// The normalised, scaled and shifted input.
     pub output: FloatTensor<B>,
+    /// Per-channel batch mean.
     pub mean: FloatTensor<B>,
+    /// Per-channel biased batch variance.
     pub variance: FloatTensor<B>,
 }
 
 #[backend_extension(Autodiff, Flex)]
+/// Training-mode batch norm in one pass over channel-blocked or plain maps.
 pub trait FlexBatchNorm: Backend {
+    /// Normalises `input` by its batch statistics, then scales by `weight` and shifts by `bias`.
     fn batch_norm_train_flex(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

@@ -13,11 +13,14 @@ use burn::tensor::Tensor;
 /// blocks of `b` channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
+    /// `[N, C, H, W]`.
     Plain,
+    /// `[N, C / b, H, W, b]`.
     Blocked(usize),
 }
 
 impl Layout {
+    /// Channels per block (1 for plain).
     pub fn block(self) -> usize {
         match self {
             Layout::Plain => 1,

@@ -30,7 +30,9 @@ pub enum OwnWeights {
     Rows(Arc<[f32]>),
     /// One weight per element of a row, in stretches of one row's length.
     Elements {
+        /// The weights, row after row.
         values: Arc<Vec<f32>>,
+        /// Which rows have weights of their own.
         rows: ElementRows,
     },
 }
@@ -110,7 +112,9 @@ pub fn mix_rows<const D: usize>(
 }
 
 #[backend_extension(Autodiff, Flex)]
+/// Mixing of rows with weights in one pass, on Flex tensors.
 pub trait FlexMix: Backend {
+    /// `own ⊙ h + (1 − own) ⊙ h[partners]`, row by row.
     fn mix_rows_flex(
         h: FloatTensor<Self>,
         partners: Arc<[usize]>,

@@ -12,9 +12,13 @@ use super::plan::{Draw, Draws, MixOp, PatchUpConfig, PatchUpKind};
 /// channel-blocked `[channels/block, height, width, block]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapLayout {
+    /// Channels of the feature map.
     pub channels: usize,
+    /// Its height.
     pub height: usize,
+    /// Its width.
     pub width: usize,
+    /// Side of the square blocks masked together.
     pub block: usize,
 }
 
@@ -38,10 +42,12 @@ impl MapLayout {
         }
     }
 
+    /// Elements of the mask.
     pub fn len(&self) -> usize {
         self.channels * self.height * self.width
     }
 
+    /// Whether the mask has no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -67,9 +73,13 @@ impl MapLayout {
 /// Rows `top..bottom` and columns `left..right` of a map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CutBox {
+    /// First row inside the box.
     pub top: usize,
+    /// First row below it.
     pub bottom: usize,
+    /// First column inside the box.
     pub left: usize,
+    /// First column right of it.
     pub right: usize,
 }
 
@@ -92,10 +102,12 @@ impl CutBox {
         }
     }
 
+    /// Pixels inside the box.
     pub fn area(&self) -> usize {
         (self.bottom - self.top) * (self.right - self.left)
     }
 
+    /// Whether pixel (`y`, `x`) is inside.
     pub fn contains(&self, y: usize, x: usize) -> bool {
         (self.top..self.bottom).contains(&y) && (self.left..self.right).contains(&x)
     }
@@ -200,6 +212,7 @@ pub struct ElementWeights {
     /// Per example, its stretch of `values`, or `None` where it is mixed at another point and
     /// keeps itself; `None` for the whole batch when one stretch is shared.
     pub stretches: Option<Vec<Option<usize>>>,
+    /// Each example's target weight: the share of itself the mask kept.
     pub targets: Vec<f64>,
 }
 

@@ -18,8 +18,11 @@ pub enum PointShape {
 /// A named point between blocks where hidden states may be mixed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MixPoint {
+    /// Its position among the model's points (0 is the input).
     pub index: usize,
+    /// Its name in logs and reports.
     pub name: &'static str,
+    /// What the hidden state there looks like.
     pub shape: PointShape,
 }
 

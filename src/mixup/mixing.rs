@@ -46,6 +46,7 @@ enum Applied {
 }
 
 impl TensorMix {
+    /// The plan's mixes as tensors on `device`.
     pub fn new(plan: &MixPlan, device: &Device) -> Self {
         let partners: Vec<i64> = plan.permutation.iter().map(|&i| i as i64).collect();
         let count = partners.len();

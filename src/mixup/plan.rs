@@ -80,6 +80,7 @@ pub struct PatchUpConfig {
     pub block: usize,
     /// Probability that a feature is altered (before the blocks' overlap is corrected for).
     pub gamma: f64,
+    /// Which PatchUp: hard (swap blocks) or soft (interpolate inside them).
     pub kind: PatchUpKind,
 }
 
@@ -97,6 +98,7 @@ impl Default for PatchUpConfig {
 /// mixup ↔ cutmix switch.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Switch {
+    /// The second mode.
     pub mode: MixMode,
     /// Probability that a batch uses `mode`.
     pub prob: f64,
@@ -104,6 +106,8 @@ pub struct Switch {
     pub alpha: f64,
 }
 
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Clone, Debug, thiserror::Error, PartialEq)]
 pub enum MixupError {
     #[error("alpha must be a finite number ≥ 0 (0 turns mixing off), got {0}")]
@@ -158,6 +162,7 @@ pub enum MixupError {
 /// The technique's parameters, resolved against one model's mix points.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MixConfig {
+    /// The mixing mode.
     pub mode: MixMode,
     /// λ ~ Beta(α, α); α = 0 means λ = 1 (no mixing), as in the paper's code. A negative α
     /// is refused rather than read as 0: it is a typo more often than a choice.
@@ -171,8 +176,11 @@ pub struct MixConfig {
     pub per_example: bool,
     /// Probability that a batch is mixed at all.
     pub apply_prob: f64,
+    /// A second mode for a drawn share of the batches.
     pub switch: Option<Switch>,
+    /// How α changes over the epochs.
     pub schedule: AlphaSchedule,
+    /// PatchUp's mask parameters.
     pub patchup: PatchUpConfig,
     /// Partners are drawn within each of this many contiguous, nearly equal groups of the
     /// batch ([`group_rows`]), never across two: data-parallel ranks each hold whole groups
@@ -454,7 +462,9 @@ pub enum MixOp {
     /// Blocks of the map taken from the partner, from a mask generated with `seed` once the
     /// map's shape is known.
     PatchUp {
+        /// The mask's parameters.
         config: PatchUpConfig,
+        /// The seed of the masks' stream.
         seed: u64,
         /// The batch row of this plan's first row: each example's mask comes from the
         /// stream of its row in the whole batch, wherever the batch was cut.
@@ -467,7 +477,9 @@ pub enum MixOp {
 /// map's height and width.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Draw {
+    /// The share the example keeps of itself.
     pub lambda: f64,
+    /// CutMix's box centre (row, column), as fractions.
     pub centre: Option<(f64, f64)>,
 }
 
@@ -475,7 +487,9 @@ pub struct Draw {
 /// another point).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Draws {
+    /// One draw for every example.
     Shared(Draw),
+    /// One draw per example mixed here.
     PerExample(Vec<Option<Draw>>),
 }
 
@@ -494,7 +508,9 @@ impl Draws {
 pub struct PointMix {
     /// The mix point (0 = input, [`OUTPUT_POINT`] = logits).
     pub point: usize,
+    /// How the mix combines an example with its partner.
     pub op: MixOp,
+    /// Its random values.
     pub draws: Draws,
 }
 

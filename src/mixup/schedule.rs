@@ -10,9 +10,15 @@ pub enum AlphaSchedule {
     #[default]
     Constant,
     /// α·(e+1)/E over the first E epochs (e counted from 0), then α.
-    Ramp { epochs: usize },
+    Ramp {
+        /// E.
+        epochs: usize,
+    },
     /// α, except no mixing at all in the last N epochs (fastai's behaviour).
-    OffLast { epochs: usize },
+    OffLast {
+        /// N.
+        epochs: usize,
+    },
 }
 
 impl AlphaSchedule {

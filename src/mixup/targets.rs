@@ -3,7 +3,9 @@
 /// area a box or block mix left it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AppliedMix {
+    /// Each example's partner.
     pub permutation: Vec<usize>,
+    /// Per mix, in forward order, each example's target weight.
     pub target_weights: Vec<Vec<f64>>,
 }
 

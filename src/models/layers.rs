@@ -16,9 +16,13 @@ use crate::mixup::TensorMix;
 /// take input gradients through the network in evaluation mode.
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
+    /// Per-channel scale γ.
     pub weight: Param<Tensor<1>>,
+    /// Per-channel shift β.
     pub bias: Param<Tensor<1>>,
+    /// Running mean, for evaluation.
     pub running_mean: RunningState<Tensor<1>>,
+    /// Running unbiased variance, for evaluation.
     pub running_var: RunningState<Tensor<1>>,
 }
 
@@ -26,6 +30,7 @@ const BN_MOMENTUM: f64 = 0.1;
 const BN_EPSILON: f64 = 1e-5;
 
 impl BatchNorm2d {
+    /// A batch norm of `channels` channels: γ = 1, β = 0, running mean 0 and variance 1.
     pub fn new(channels: usize, device: &Device) -> Self {
         Self {
             weight: Initializer::Ones.init([channels], device),

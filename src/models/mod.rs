@@ -27,6 +27,8 @@ pub use wide_resnet::WideResNet;
 pub use crate::mixup::MixPoint;
 use crate::mixup::{Mixable, TensorMix};
 
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ModelError {
     #[error(
@@ -64,10 +66,23 @@ pub const MAX_WIDTH: usize = 1 << 20;
 /// A model family and its depth, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
 pub enum ModelKind {
-    PreActResNet { depth: usize },
-    WideResNet { depth: usize, widen: usize },
+    /// Pre-activation ResNet (He et al. 2016), `preactresnet18` or deeper.
+    PreActResNet {
+        /// Layers with weights: 18, 34, 50, 101 or 152.
+        depth: usize,
+    },
+    /// Wide ResNet (Zagoruyko and Komodakis 2016), `wrn-DEPTH-WIDEN`.
+    WideResNet {
+        /// Layers with weights: 6n + 4.
+        depth: usize,
+        /// How many times wider than the base width.
+        widen: usize,
+    },
+    /// The torchvision ResNet-50 (bottleneck blocks), as the Chainer origin trained.
     ResNet50,
+    /// Two convolutions and a linear head: a quick model for small images.
     SmallCnn,
+    /// Two hidden layers on the flattened image.
     Mlp,
 }
 
@@ -144,6 +159,7 @@ impl ModelKind {
         "mlp",
     ];
 
+    /// The family's mix points.
     pub fn mix_points(&self) -> Vec<MixPoint> {
         MixPoint::list(match self {
             ModelKind::PreActResNet { .. } => preact_resnet::MIX_POINTS,
@@ -183,14 +199,20 @@ impl ModelKind {
 /// Everything needed to build a model: the family, the data's shape and the width.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// The family and depth.
     pub kind: ModelKind,
+    /// Channels of the input images.
     pub in_channels: usize,
+    /// Height and width of the input images.
     pub image_size: usize,
+    /// Classes of the head.
     pub classes: usize,
+    /// The base width (channels of the first stage, or hidden units).
     pub width: usize,
 }
 
 impl ModelConfig {
+    /// The family at its default width.
     pub fn new(kind: ModelKind, in_channels: usize, image_size: usize, classes: usize) -> Self {
         Self {
             kind,
@@ -201,11 +223,13 @@ impl ModelConfig {
         }
     }
 
+    /// The same with base width `width`.
     pub fn with_width(mut self, width: usize) -> Self {
         self.width = width;
         self
     }
 
+    /// Checks the configuration against the family's limits and the images.
     pub fn validate(&self) -> Result<(), ModelError> {
         if self.in_channels != 1 && self.in_channels != 3 {
             return Err(ModelError::Channels(self.in_channels));
@@ -238,6 +262,7 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The model with fresh weights on `device`.
     pub fn init(&self, device: &Device) -> Result<Classifier, ModelError> {
         self.validate()?;
         let (c, k, w) = (self.in_channels, self.classes, self.width);
@@ -302,10 +327,15 @@ impl ModelConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Classifier {
+    /// A pre-activation ResNet.
     PreActResNet(PreActResNet),
+    /// A wide ResNet.
     WideResNet(WideResNet),
+    /// The torchvision ResNet-50.
     ResNet50(ResNet50),
+    /// The small CNN.
     SmallCnn(SmallCnn),
+    /// The MLP.
     Mlp(Mlp),
 }
 

@@ -138,6 +138,8 @@ pub fn preact_layout(depth: usize) -> Option<([usize; 4], bool)> {
 }
 
 impl PreActResNet {
+    /// A pre-activation ResNet of `depth` for `in_channels`-channel images, `classes` classes and
+    /// base width `width`.
     pub fn new(
         depth: usize,
         in_channels: usize,

@@ -56,6 +56,7 @@ pub struct SmallCnn {
 }
 
 impl SmallCnn {
+    /// The network for `in_channels`-channel images, `classes` classes and base width `width`.
     pub fn new(in_channels: usize, classes: usize, width: usize, device: &Device) -> Self {
         Self {
             block1: ConvBlock::new(in_channels, width, device),
@@ -90,6 +91,7 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// The network for `inputs` pixels, `classes` classes and hidden width `width`.
     pub fn new(inputs: usize, classes: usize, width: usize, device: &Device) -> Self {
         Self {
             fc1: LinearConfig::new(inputs, width).init(device),

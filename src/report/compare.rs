@@ -11,9 +11,13 @@ use super::{Summary, summary};
 /// One run as read back from its folder.
 #[derive(Clone)]
 pub struct CompareRow {
+    /// The run folder.
     pub dir: String,
+    /// Its configuration.
     pub config: TrainConfig,
+    /// Its summary.
     pub summary: Summary,
+    /// Its epochs.
     pub history: Vec<EpochRecord>,
     /// Which code and machine made the run (absent in runs older than the record).
     pub provenance: Option<crate::machine::Provenance>,
@@ -81,15 +85,20 @@ pub fn evaluation_columns<'a>(
 /// One measure of the evaluation suite, as a table column.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EvaluationColumn {
+    /// Accuracy under an attack, by name.
     Attack(String),
+    /// Accuracy under a deformation, by name.
     Deformation(String),
+    /// Effective directions at a mix point.
     EffectiveDirections(usize),
     /// The test split's NLL and ECE at the temperature fitted on the validation split.
     ScaledNll,
+    /// The test split's ECE at that temperature.
     ScaledEce,
 }
 
 impl EvaluationColumn {
+    /// The column's heading.
     pub fn header(&self) -> String {
         match self {
             EvaluationColumn::Attack(spec) => format!("{spec} acc (%)"),
@@ -129,6 +138,7 @@ impl EvaluationColumn {
         }
     }
 
+    /// What the report multiplies the column's values by, and the decimals it shows.
     pub fn scale(&self) -> (f64, usize) {
         match self {
             EvaluationColumn::EffectiveDirections(_) => (1.0, 2),

@@ -16,6 +16,7 @@ pub use plot::{
 use crate::eval::{Evaluation, Metrics};
 use crate::train::{EpochRecord, RunState, TrainConfig};
 
+/// The header of `metrics.csv`.
 pub const METRICS_HEADER: &str = "epoch,lr,train_loss,train_acc,valid_acc,valid_nll,valid_ece,test_acc,test_nll,test_ece,images_per_second,seconds";
 
 /// `metrics.csv`: one row per epoch. Valid columns are empty without a validation split, and
@@ -44,34 +45,54 @@ pub fn metrics_csv(history: &[EpochRecord]) -> String {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The last epoch's test metrics.
 pub struct FinalMetrics {
+    /// Test accuracy.
     pub test_acc: f64,
+    /// Test NLL.
     pub test_nll: f64,
+    /// Test ECE.
     pub test_ece: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The epoch of the best validation accuracy, and its test accuracy.
 pub struct BestValid {
+    /// That epoch (from 1).
     pub epoch: usize,
+    /// Its validation accuracy.
     pub valid_acc: f64,
+    /// Its test accuracy.
     pub test_acc: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A run's `summary.json`: what it is and how it ended.
 pub struct Summary {
+    /// The model's name.
     pub model: String,
+    /// The data set's name.
     pub dataset: String,
+    /// The mixing mode.
     pub mix: String,
+    /// Its α.
     pub alpha: f64,
+    /// The run's seed.
     pub seed: u64,
+    /// Epochs asked for.
     pub epochs: usize,
+    /// Epochs done.
     pub epochs_done: usize,
+    /// Whether all were done.
     pub completed: bool,
     #[serde(rename = "final")]
+    /// The last epoch's test metrics, where measured.
     pub final_metrics: Option<FinalMetrics>,
     /// The epoch chosen on the validation split (first best), and its test accuracy.
     pub best_valid: Option<BestValid>,
+    /// Seconds spent training (not evaluating).
     pub train_seconds: f64,
+    /// Training throughput over the run.
     pub train_images_per_second: f64,
     /// The evaluation suite's results on the final weights (`evaluation.json`), once measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +207,8 @@ pub fn write_run_reports(
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {reason}", path.display())]
 pub struct WriteError {
+    /// The file.
     pub path: PathBuf,
+    /// Why it could not be written.
     pub reason: std::io::Error,
 }

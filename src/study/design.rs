@@ -27,6 +27,7 @@ macro_rules! refuse {
 pub struct StudyFile {
     /// Shown at the top of the report.
     pub title: Option<String>,
+    /// The seeds every arm runs with.
     pub seeds: Vec<u64>,
     /// The arm the others are compared with (default: the first).
     pub baseline: Option<String>,
@@ -37,6 +38,7 @@ pub struct StudyFile {
     #[serde(default)]
     pub evaluate: EvalSuite,
     #[serde(default)]
+    /// The arms: each a `name` and the options it sets.
     pub arm: Vec<toml::Table>,
     /// Hypotheses declared before any run: the family the report corrects for multiplicity.
     #[serde(default)]
@@ -51,9 +53,13 @@ pub struct StudyFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrimaryHypothesis {
+    /// The arm compared with the baseline.
     pub arm: String,
+    /// The metric, as the report names it.
     pub metric: String,
+    /// Which way the arm is expected to differ.
     pub direction: Direction,
+    /// The swept values it is declared at.
     pub at: Option<Vec<toml::Value>>,
 }
 
@@ -63,9 +69,12 @@ pub struct PrimaryHypothesis {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sweep {
+    /// The swept option (a `mmix train --config` key).
     pub option: String,
+    /// Its values, cheapest first.
     pub values: Vec<toml::Value>,
     #[serde(default)]
+    /// Options that change with it, one value per swept value.
     pub with: toml::Table,
 }
 
@@ -88,6 +97,7 @@ pub struct Cell {
     pub arm: usize,
     /// The index of the swept option's value, where the study sweeps one.
     pub level: Option<usize>,
+    /// The run's seed.
     pub seed: u64,
     /// The run's folder, under the study's `runs/`.
     pub dir: PathBuf,
@@ -98,7 +108,9 @@ pub struct Cell {
     pub config: TrainConfig,
 }
 
+/// An arm of the study.
 pub struct Arm {
+    /// Its name (and folder under `runs/`).
     pub name: String,
     /// The arm's own options, as written in the study file.
     pub options: String,
@@ -106,8 +118,11 @@ pub struct Arm {
 
 /// A study file read and checked: its arms and every cell of its grid, in the order they run.
 pub struct Design {
+    /// The file as written.
     pub file: StudyFile,
+    /// The arms, in the file's order.
     pub arms: Vec<Arm>,
+    /// Every cell, in the order they run.
     pub cells: Vec<Cell>,
     /// The index of the arm the others are compared with.
     pub baseline: usize,

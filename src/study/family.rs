@@ -10,7 +10,9 @@ use super::tables::Metric;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
+    /// The arm's value is expected above the baseline's.
     Higher,
+    /// The arm's value is expected below the baseline's.
     Lower,
 }
 
@@ -27,11 +29,15 @@ impl std::fmt::Display for Direction {
 /// of the swept option, where the study sweeps one), with the seeds' paired differences.
 #[derive(Clone, Debug)]
 pub struct FamilyMember {
+    /// The arm.
     pub arm: String,
+    /// The metric.
     pub metric: Metric,
+    /// The declared direction.
     pub direction: Direction,
     /// The swept option's value, shown as written (`None` without a sweep).
     pub at: Option<String>,
+    /// The seeds' paired differences arm − baseline.
     pub differences: Vec<f64>,
 }
 
@@ -40,16 +46,25 @@ pub struct FamilyMember {
 /// NaN (too few seeds) is written as `null` and read back as NaN.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TestedHypothesis {
+    /// The arm.
     pub arm: String,
+    /// The metric's name.
     pub metric: String,
+    /// The declared direction.
     pub direction: Direction,
+    /// The swept value, where the study sweeps.
     pub at: Option<String>,
+    /// What the report multiplies values by.
     pub scale: f64,
+    /// Decimals shown.
     pub digits: usize,
+    /// The paired differences' estimate.
     pub estimate: Option<Estimate>,
     #[serde(deserialize_with = "nan_when_null")]
+    /// Its own two-sided p-value.
     pub p_value: f64,
     #[serde(deserialize_with = "nan_when_null")]
+    /// Holm's adjusted p-value over the family.
     pub holm_p_value: f64,
     /// Half-width of the family-wise 95% interval: t(1 − 0.05/(2m), n − 1)·std/√n.
     #[serde(deserialize_with = "nan_when_null")]

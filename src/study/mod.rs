@@ -21,6 +21,8 @@ pub use family::{Direction, TestedHypothesis};
 pub use report::{StudyReport, write_report};
 pub use stats::{Estimate, holm_adjusted, t_quantile};
 
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum StudyError {
     /// The study file breaks a rule; the message names the file.

@@ -18,18 +18,23 @@ use crate::fsio::write_atomic;
 use crate::report::{self, CompareRow};
 use crate::train::TrainConfig;
 
+/// The report in Markdown.
 pub const REPORT_MD: &str = "report.md";
+/// The report in JSON ([`StudyReport`]).
 pub const REPORT_JSON: &str = "report.json";
 
 /// A study's `report.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StudyReport {
+    /// The study's title.
     pub title: String,
+    /// The baseline arm.
     pub baseline: String,
     /// Each arm's tables, where the study sweeps nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub arms: Vec<ArmReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The swept option, where the study sweeps one.
     pub sweep: Option<SweepAxis>,
     /// The tables at each swept value, in the sweep's order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -53,15 +58,19 @@ impl StudyReport {
 /// The option a study sweeps, and its values as written.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SweepAxis {
+    /// The option.
     pub option: String,
+    /// Its values as written.
     pub values: Vec<String>,
 }
 
 /// The tables at one swept value.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LevelReport {
+    /// The swept value.
     pub value: String,
     #[serde(flatten)]
+    /// The tables at it.
     pub tables: Tables,
 }
 
@@ -74,13 +83,18 @@ pub struct StudyProvenance {
     pub shared: toml::Table,
     /// How many combinations of code revision and machine made the runs.
     pub code_and_machines: usize,
+    /// Each run's configuration and provenance.
     pub runs: Vec<RunProvenance>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+/// What made one run of a study.
 pub struct RunProvenance {
+    /// The run folder.
     pub run: PathBuf,
+    /// Its seed.
     pub seed: u64,
+    /// Its configuration.
     pub configuration: TrainConfig,
     /// Absent in runs older than the record.
     pub provenance: Option<crate::machine::Provenance>,

@@ -55,8 +55,11 @@ pub(crate) fn nan_when_null<'de, D: serde::Deserializer<'de>>(
 /// Mean, sample standard deviation and the half-width of the 95% t interval of the mean.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Estimate {
+    /// Values.
     pub n: usize,
+    /// Their mean.
     pub mean: f64,
+    /// Their sample standard deviation.
     pub std: f64,
     /// `t(0.975, n−1) · std / √n`; `null` (NaN) with fewer than two values.
     #[serde(deserialize_with = "nan_when_null")]
@@ -64,6 +67,7 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// The estimate of `values`; `None` when there are none.
     pub fn of(values: &[f64]) -> Option<Estimate> {
         let n = values.len();
         if n == 0 {

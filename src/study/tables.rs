@@ -10,14 +10,20 @@ use crate::report::{CompareRow, EvaluationColumn, evaluation_columns, run_label}
 /// A metric of a run, read from its summary.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Metric {
+    /// Test accuracy after the last epoch.
     FinalTestAccuracy,
+    /// Test accuracy at the epoch of best validation accuracy.
     BestValidTestAccuracy,
+    /// Test NLL after the last epoch.
     TestNll,
+    /// Test ECE after the last epoch.
     TestEce,
+    /// A measure of the final evaluation suite.
     Evaluated(EvaluationColumn),
 }
 
 impl Metric {
+    /// The metric's name in reports and study files.
     pub fn name(&self) -> String {
         match self {
             Metric::FinalTestAccuracy => "final test acc (%)".into(),
@@ -43,6 +49,7 @@ impl Metric {
         )
     }
 
+    /// What the report multiplies values by, and the decimals it shows.
     pub fn scale(&self) -> (f64, usize) {
         match self {
             Metric::TestNll => (1.0, 4),
@@ -51,6 +58,7 @@ impl Metric {
         }
     }
 
+    /// The metric's value in a run, where it has one.
     pub fn value(&self, row: &CompareRow) -> Option<f64> {
         let summary = &row.summary;
         match self {
@@ -65,22 +73,28 @@ impl Metric {
 
 /// The runs of one arm, by seed.
 pub struct ArmRuns {
+    /// The arm's name.
     pub name: String,
     /// The arm's own options, as written in the study file.
     pub options: String,
+    /// Each seed and its run.
     pub runs: Vec<(u64, CompareRow)>,
 }
 
 /// One metric of one arm in `report.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MetricReport {
+    /// The metric's name.
     pub metric: String,
     /// What the report multiplies values by (100 for percentages), and its decimals.
     pub scale: f64,
+    /// Decimals shown.
     pub digits: usize,
+    /// Whether higher values are better.
     pub higher_is_better: bool,
     /// Each seed's value, in the arm's seed order.
     pub values: Vec<Option<f64>>,
+    /// The values' estimate over seeds.
     pub estimate: Option<Estimate>,
     /// The paired difference arm − baseline (absent for the baseline).
     pub difference: Option<Estimate>,
@@ -89,20 +103,26 @@ pub struct MetricReport {
 /// One arm in `report.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ArmReport {
+    /// The arm's name.
     pub arm: String,
     /// The arm's own options, as written in the study file.
     pub options: String,
     /// The run label of its first run (model and mixing).
     pub label: String,
+    /// Seeds run.
     pub seeds: Vec<u64>,
+    /// Every metric.
     pub metrics: Vec<MetricReport>,
 }
 
 /// The tables of one study (or one swept value of it), as `report.json` holds them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Tables {
+    /// The heading.
     pub title: String,
+    /// The baseline arm.
     pub baseline: String,
+    /// Each arm's metrics.
     pub arms: Vec<ArmReport>,
 }
 

@@ -22,36 +22,53 @@ use crate::fsio::write_atomic;
 pub struct EpochRecord {
     /// 1-based.
     pub epoch: usize,
+    /// Learning rate at the epoch's start.
     pub lr: f64,
+    /// Mean training loss over the epoch.
     pub train_loss: f64,
     /// Mixup accuracy: λ·[ŷ = y] + (1−λ)·[ŷ = y_partner], which is plain accuracy unmixed.
     pub train_acc: f64,
     /// Measured on the epochs `--eval-every` names and the last; `None` between them.
     pub valid: Option<Metrics>,
+    /// Test metrics, on epochs evaluated.
     pub test: Option<Metrics>,
+    /// Training throughput over the epoch.
     pub images_per_second: f64,
+    /// Seconds of the epoch, evaluation included.
     pub seconds: f64,
 }
 
 /// An epoch stopped part-way (by an interrupt), to be continued from `next_batch`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PartialEpoch {
+    /// The epoch's order of the training examples.
     pub order: Vec<usize>,
+    /// The next batch to train.
     pub next_batch: usize,
+    /// Sum of the batches' losses so far (per example).
     pub loss_sum: f64,
+    /// Sum of the mixup hits so far.
     pub acc_sum: f64,
+    /// Examples trained on so far.
     pub seen: usize,
+    /// Seconds of training so far.
     pub seconds: f64,
 }
 
 /// Everything besides the tensors needed to continue a run exactly.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunState {
+    /// Whole epochs done.
     pub epochs_done: usize,
+    /// The run's random stream, where the next draw continues.
     pub rng: ChaCha12Rng,
+    /// Every finished epoch's record.
     pub history: Vec<EpochRecord>,
+    /// Seconds spent training.
     pub train_seconds: f64,
+    /// Images trained on.
     pub train_images: usize,
+    /// The unfinished epoch, after a mid-epoch checkpoint.
     pub partial: Option<PartialEpoch>,
 }
 
@@ -107,6 +124,8 @@ pub fn encode<M: Module>(
     Ok([model_bytes, optim_bytes, Bytes::from_bytes_vec(state_json)])
 }
 
+/// Writes a checkpoint of `model`, `optim` and `state` into a new folder of `dir`, then drops the
+/// older ones; returns the new folder.
 pub fn save<M: Module>(
     dir: &Path,
     model: &M,
@@ -217,9 +236,13 @@ pub fn load<M: Module>(
 /// and sends to the ranks that do not share its disk.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointFiles {
+    /// The checkpoint's folder.
     pub folder: PathBuf,
+    /// The model's record.
     pub model: Vec<u8>,
+    /// The optimizer's record.
     pub optimizer: Vec<u8>,
+    /// `state.json`.
     pub state: Vec<u8>,
 }
 
@@ -262,6 +285,7 @@ impl CheckpointFiles {
         bytes
     }
 
+    /// The files from [`Self::to_bytes`]; `None` when they are damaged.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let mut rest = bytes;
         let mut next = || {

@@ -17,7 +17,10 @@ pub const MAX_IMAGE_SIZE: usize = 4_096;
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Schedule {
     /// Multiply by `gamma` at each listed epoch.
-    Step { milestones: Vec<usize> },
+    Step {
+        /// The epochs (from 0) at which the rate drops.
+        milestones: Vec<usize>,
+    },
     /// Cosine annealing from the base rate to 0 over the run, one rate per epoch.
     Cosine,
     /// Cosine annealing with a new rate at every step, as PyTorch's `CosineAnnealingLR`
@@ -97,24 +100,34 @@ fn cosine(base: f64, progress: f64) -> f64 {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Everything that defines a run: `config.json` holds it, and a resume continues from it.
 pub struct TrainConfig {
+    /// The data set.
     pub dataset: DatasetName,
+    /// Where to read it, where not the default.
     pub data_dir: Option<PathBuf>,
     /// Target size for image-folder datasets.
     pub image_size: usize,
     /// CIFAR-100 with its 20 coarse labels (older runs saved none: fine labels).
     #[serde(default)]
     pub cifar100_labels_coarse: bool,
+    /// The built-in model.
     pub model: ModelKind,
     /// The name of a model from outside the built-in list, trained through
     /// [`crate::train::Trainer::with_model`]; `model` and `width` are then unused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_model: Option<String>,
+    /// The model's base width.
     pub width: usize,
+    /// `cpu`, `cuda[:N]`, `wgpu` or a list of GPUs.
     pub device: String,
+    /// The mixing mode.
     pub mix: MixMode,
+    /// λ ~ Beta(α, α).
     pub alpha: f64,
+    /// Eligible mix points (0 is the input).
     pub mix_layers: Vec<usize>,
+    /// Relative weights of the mix points; uniform when empty.
     pub layer_weights: Vec<f64>,
     /// λ, and the mix point, box or mask, per example (older runs saved none: per batch).
     #[serde(default)]
@@ -126,6 +139,7 @@ pub struct TrainConfig {
     #[serde(default)]
     pub switch: Option<Switch>,
     #[serde(default)]
+    /// How α changes over the epochs.
     pub alpha_schedule: AlphaSchedule,
     /// PatchUp's mask, used when `mix` or the switch is patchup.
     #[serde(default)]
@@ -135,30 +149,44 @@ pub struct TrainConfig {
     /// each rank would do it alone (older runs saved none: the whole batch).
     #[serde(default = "one")]
     pub partner_groups: usize,
+    /// The loss against the soft targets.
     pub loss: Loss,
+    /// Label smoothing ε applied to the soft targets.
     pub label_smoothing: f64,
     /// Validation and test splits are measured every this many epochs, and after the last.
     #[serde(default = "one")]
     pub eval_every: usize,
+    /// Epochs to train.
     pub epochs: usize,
+    /// The global batch size.
     pub batch_size: usize,
+    /// The base learning rate.
     pub lr: f64,
+    /// SGD momentum (no dampening, as PyTorch).
     pub momentum: f64,
+    /// Nesterov momentum.
     pub nesterov: bool,
+    /// L2 weight decay, added to the gradient.
     pub weight_decay: f64,
+    /// The learning-rate schedule.
     pub schedule: Schedule,
+    /// The factor of each drop of the step schedule (PyTorch's `MultiStepLR` gamma).
     pub gamma: f64,
+    /// The seed of the run's random stream and initial weights.
     pub seed: u64,
     /// The seed of the split into training subset and validation, where it is not the run's
     /// (a subset that stays the same over the seeds of a study, as many PyTorch recipes keep it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_seed: Option<u64>,
+    /// How the training set is split into training and validation.
     pub split: SplitConfig,
     /// Images are padded with background (zero) pixels to this size on every side equally,
     /// before anything else (PyTorch's `transforms.Pad`, e.g. 28 → 32 for Fashion-MNIST).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad_to: Option<usize>,
+    /// Whether the data set's standard augmentation is applied.
     pub augment: bool,
+    /// Images per batch when evaluating.
     pub eval_batch_size: usize,
     /// The convolutions' arithmetic (older runs saved none: f32).
     #[serde(default)]

@@ -21,6 +21,8 @@ pub use setup::{RunData, build_model, check_run, evaluate, optimizer, prepare_da
 pub use step::{BatchLoss, batch_loss};
 pub use trainer::{Progress, RunOutcome, Trainer};
 
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]

@@ -11,11 +11,17 @@ pub const LOG: &str = "train.log";
 pub const CHECKPOINTS: &str = "checkpoint";
 /// The final weights, with PyTorch's names.
 pub const WEIGHTS: &str = "model.safetensors";
+/// Every epoch's record, as CSV.
 pub const METRICS: &str = "metrics.csv";
+/// What the run is and how it ended.
 pub const SUMMARY: &str = "summary.json";
+/// The final evaluation.
 pub const EVALUATION: &str = "evaluation.json";
+/// Loss and accuracy curves.
 pub const CURVES: &str = "curves.png";
+/// The final reliability diagram.
 pub const RELIABILITY: &str = "reliability.png";
+/// The final spectrum.
 pub const SPECTRUM: &str = "spectrum.png";
 /// The run's exact stream, with `--trace` (see [`crate::train::trace`]).
 pub const TRACE: &str = "trace";
@@ -36,6 +42,8 @@ pub const OWN_ENTRIES: [&str; 11] = [
 ];
 
 /// Why a folder cannot be used as a run folder.
+// Each variant says what it means in its `#[error]` message.
+#[allow(missing_docs)]
 #[derive(Debug, thiserror::Error)]
 pub enum RunDirError {
     #[error(
@@ -91,7 +99,9 @@ pub enum Found {
 /// it saw it. Fields it holds beyond these (provenance, versions) are read by what needs them.
 #[derive(Clone, Debug, serde::Deserialize)]
 pub struct RunRecord {
+    /// The run's configuration.
     pub train: super::TrainConfig,
+    /// The data it trained on.
     pub dataset: DataRecord,
 }
 
@@ -102,6 +112,7 @@ pub struct DataRecord {
     pub classes: Vec<String>,
     /// `[channels, height, width]` of the images the network takes.
     pub image_shape: [usize; 3],
+    /// The per-channel statistics the images were normalised by.
     pub normalization: crate::data::Normalization,
 }
 
@@ -319,6 +330,7 @@ impl RunDir {
         }
     }
 
+    /// The folder.
     pub fn path(&self) -> &Path {
         &self.dir
     }

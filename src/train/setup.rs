@@ -17,10 +17,15 @@ use crate::models::{Classifier, ModelConfig};
 
 /// The data of a run after splitting, with the statistics it was normalised by.
 pub struct RunData {
+    /// The data set, with its test split.
     pub dataset: Dataset,
+    /// The training split.
     pub train: ImageSet,
+    /// The validation split, where the run holds one out.
     pub valid: Option<ImageSet>,
+    /// The training split's per-channel statistics.
     pub normalization: Normalization,
+    /// The data set's standard augmentation, or none.
     pub augmentation: Augmentation,
 }
 
@@ -28,6 +33,7 @@ pub struct RunData {
 /// training stream does, and evaluation can rebuild it from the config alone.
 const SPLIT_STREAM: u64 = 1;
 
+/// Loads the config's data set and splits it, with the split's own seed.
 pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
     let dataset = crate::data::load(
         config.dataset,
@@ -78,6 +84,7 @@ pub(crate) fn model_config(config: &TrainConfig, data: &RunData) -> ModelConfig 
     ModelConfig::new(config.model, channels, size, data.dataset.classes()).with_width(config.width)
 }
 
+/// The config's built-in model for the data, on `device`.
 pub fn build_model(
     config: &TrainConfig,
     data: &RunData,
@@ -130,6 +137,7 @@ pub(crate) fn check_mixing(config: &TrainConfig, points: &[MixPoint]) -> Result<
     Ok(())
 }
 
+/// SGD as the config asks, with PyTorch's semantics.
 pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     // PyTorch's SGD: no dampening (Burn defaults to 0.1), L2 weight decay on the gradient.
     let momentum = (config.momentum > 0.0).then(|| {

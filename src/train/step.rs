@@ -22,6 +22,7 @@ pub(crate) fn mixup_hits(logits: &[f32], targets: &[f64], classes: usize) -> f64
 pub struct BatchLoss {
     /// The loss against the (smoothed) soft targets.
     pub loss: Tensor<1>,
+    /// The logits of the mixed forward pass.
     pub logits: Tensor<2>,
     /// The soft targets of the mixes the forward pass applied, before label smoothing,
     /// row-major `[batch, classes]`.

@@ -35,17 +35,20 @@ pub struct StepTrace {
     pub step: usize,
     /// Counted from 1.
     pub epoch: usize,
+    /// The step's learning rate.
     pub lr: f64,
     /// The global batch's examples, as indices into the training subset.
     pub indices: Vec<usize>,
     /// Per example: crop offset (dy, dx) and whether it is mirrored.
     pub placements: Vec<(isize, isize, bool)>,
+    /// The mixes drawn, if any.
     pub plan: Option<MixPlan>,
     /// The global batch's mean loss, before the step.
     pub loss: f64,
 }
 
 impl StepTrace {
+    /// Augmentation placements as (dy, dx, flip).
     pub fn placements_of(placements: &[Placement]) -> Vec<(isize, isize, bool)> {
         placements.iter().map(|p| (p.dy, p.dx, p.flip)).collect()
     }

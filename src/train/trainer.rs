@@ -26,31 +26,43 @@ use crate::models::{Classifier, to_safetensors};
 
 /// What the loop reports as it goes; the CLI turns it into a bar or log lines.
 pub enum Progress<'a> {
+    /// An epoch begins.
     EpochStart {
+        /// The epoch, from 1.
         epoch: usize,
+        /// Batches in it.
         batches: usize,
     },
+    /// A batch is done.
     Batch {
+        /// Batches done in the epoch.
         done: usize,
+        /// Batches in it.
         batches: usize,
+        /// Mean loss of the epoch so far.
         loss: f64,
     },
+    /// An epoch ended, with its record.
     EpochEnd(&'a EpochRecord),
     /// Before the first step of a fresh run; `weights` gives its initial weights as
     /// safetensors bytes with PyTorch's names.
     Start {
+        /// The initial weights, serialised on demand.
         weights: &'a dyn Fn() -> Result<Vec<u8>, String>,
     },
     /// After every optimizer step: what it drew, its learning rate and loss, and (from
     /// `weights`) the weights it left.
     Step {
+        /// The step.
         trace: &'a StepTrace,
+        /// The weights after the step, serialised on demand.
         weights: &'a dyn Fn() -> Result<Vec<u8>, String>,
     },
 }
 
 /// How a call to [`Trainer::run`] ended.
 pub enum RunOutcome {
+    /// Every epoch done.
     Finished(RunState),
     /// Stopped by the interrupt flag after a checkpoint.
     Interrupted(RunState),
@@ -142,6 +154,7 @@ impl<'a, M: Mixable> Trainer<'a, M> {
         self
     }
 
+    /// Receives the loop's [`Progress`] (on rank 0).
     pub fn on_progress(mut self, progress: impl FnMut(Progress) + 'a) -> Self {
         self.progress = Box::new(progress);
         self
@@ -164,6 +177,7 @@ impl<'a, M: Mixable> Trainer<'a, M> {
             .after_epoch(move |state, model| run.write_epoch(config, state, model))
     }
 
+    /// Trains until the last epoch, or until interrupted.
     pub fn run(self) -> Result<RunOutcome, TrainError> {
         let config = self.config;
         let ranks = Ranks::of_this_thread();

@@ -40,8 +40,11 @@ use ffi::{ConvShape, SavedSource, Source};
 /// arithmetic, which the backward pass keeps from its forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
+    /// Stride along height and width.
     pub stride: [usize; 2],
+    /// Padding (before, after) along height and width.
     pub padding: [(usize, usize); 2],
+    /// Arithmetic of the convolution.
     pub precision: Precision,
 }
 
@@ -244,7 +247,10 @@ pub fn conv2d<const D: usize, const R: usize>(
 }
 
 #[backend_extension(Autodiff, Flex)]
+/// Convolutions through oneDNN, on Flex tensors.
 pub trait OneDnnConv: Backend {
+    /// The 2-D convolution of `x` by `weight` (no bias), with `geometry`'s stride and padding,
+    /// written in layout `out`.
     fn onednn_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
