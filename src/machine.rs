@@ -24,7 +24,7 @@ fn gib(bytes: u64) -> String {
 }
 
 /// The machine's physical memory in bytes (u64::MAX where it cannot be read).
-pub fn memory_bytes() -> u64 {
+pub(crate) fn memory_bytes() -> u64 {
     #[cfg(unix)]
     {
         // SAFETY: sysconf reads a system constant and touches no memory of the program.
@@ -65,7 +65,7 @@ fn check_fits_in(
 
 /// The source revision this binary was built from: a git commit, "+dirty" when tracked files
 /// differed from it, or "unknown" outside a checkout.
-pub const REVISION: &str = env!("MMIX_REVISION");
+pub(crate) const REVISION: &str = env!("MMIX_REVISION");
 
 /// Which code made a run, in which arithmetic and on which machine: saved in its config.json,
 /// so that a report can say what produced each of its runs.
@@ -105,7 +105,7 @@ impl Provenance {
 }
 
 /// The processor's model name, as the kernel reports it ("unknown" where it does not).
-pub fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

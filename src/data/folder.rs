@@ -23,7 +23,7 @@ pub fn is_image(path: &Path) -> bool {
 }
 
 /// Class names: the sorted subfolders that hold at least one image.
-pub fn class_names(split_dir: &Path) -> Result<Vec<String>, DataError> {
+pub(crate) fn class_names(split_dir: &Path) -> Result<Vec<String>, DataError> {
     let mut names = Vec::new();
     for path in sorted_entries(split_dir)? {
         if path.is_dir() && sorted_entries(&path)?.iter().any(|p| is_image(p)) {
@@ -108,7 +108,7 @@ const MAX_FILE_BYTES: u64 = 64 << 20;
 const MAX_DECODED_BYTES: u64 = 256 << 20;
 
 /// Reads every image under `split_dir/<class>/`, resized to `size`×`size` RGB.
-pub fn read_split(
+pub(crate) fn read_split(
     split_dir: &Path,
     classes: &[String],
     size: usize,

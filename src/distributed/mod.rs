@@ -46,7 +46,7 @@ pub trait Collective: Send + Sync {
 
 /// [`Collective::sum_tensor`] through host memory: the values leave the device, are summed
 /// with [`Collective::sum_f32`] and come back.
-pub fn sum_through_host<C: Collective + ?Sized>(world: &C, values: Tensor<1>) -> Tensor<1> {
+pub(crate) fn sum_through_host<C: Collective + ?Sized>(world: &C, values: Tensor<1>) -> Tensor<1> {
     let device = values.device();
     let mut host = values
         .into_data()
@@ -59,7 +59,7 @@ pub fn sum_through_host<C: Collective + ?Sized>(world: &C, values: Tensor<1>) ->
 }
 
 /// A world of one process.
-pub struct Solo;
+pub(crate) struct Solo;
 
 impl Collective for Solo {
     fn rank(&self) -> usize {
@@ -108,7 +108,7 @@ pub enum DistributedError {
 
 /// The launcher that started this process and how many processes it started, from the
 /// environment each launcher sets; `None` when started alone (or as one process).
-pub fn launched_ranks() -> Option<(&'static str, usize)> {
+pub(crate) fn launched_ranks() -> Option<(&'static str, usize)> {
     launched_ranks_in(|variable| std::env::var(variable).ok())
 }
 
@@ -144,7 +144,7 @@ fn check_process_manager<'a>(
 
 /// How many ranks share this machine, from the launcher's environment (1 when alone); known
 /// before MPI starts, so that each rank can take its share of the cores.
-pub fn ranks_on_this_machine() -> usize {
+pub(crate) fn ranks_on_this_machine() -> usize {
     [
         "OMPI_COMM_WORLD_LOCAL_SIZE",
         "MPI_LOCALNRANKS",
@@ -278,7 +278,7 @@ pub fn agree<T, E: std::fmt::Display>(
 
 /// Rank 0's bytes on every rank: what rank 0 read (a checkpoint, a config) reaches ranks on
 /// machines that do not share its files.
-pub fn from_rank_zero(world: &dyn Collective, mut bytes: Vec<u8>) -> Vec<u8> {
+pub(crate) fn from_rank_zero(world: &dyn Collective, mut bytes: Vec<u8>) -> Vec<u8> {
     world.broadcast(0, &mut bytes);
     bytes
 }

@@ -15,7 +15,7 @@ const PIECE: usize = 1 << 30;
 /// Until MPI is finished: dropping the universe calls `MPI_Finalize`.
 static UNIVERSE: Mutex<Option<Universe>> = Mutex::new(None);
 
-pub struct MpiWorld {
+pub(crate) struct MpiWorld {
     /// MPI is started for serialized calls (any thread, one at a time); the lock makes them so.
     world: Mutex<LockedWorld>,
     rank: usize,

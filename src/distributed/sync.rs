@@ -28,7 +28,7 @@ fn trainable<M: Module>(model: &M) -> Vec<(ParamId, Vec<usize>)> {
 /// A parameter keeps no gradient only where no rank had one, as in a single process. The
 /// buffer is built and cut on `device`, the (non-autodiff) device the model trains on, so that
 /// ranks on GPUs sum it where it lies ([`Collective::sum_tensor`]).
-pub fn all_reduce_gradients<M: Module>(
+pub(crate) fn all_reduce_gradients<M: Module>(
     world: &dyn Collective,
     model: &M,
     grads: GradientsParams,
@@ -114,7 +114,7 @@ fn register(grads: &mut GradientsParams, id: ParamId, values: Tensor<1>, dims: &
 /// Replaces every batch-norm running statistic (every float a model holds that is not
 /// trained) by its mean over the ranks. Ranks normalise their own shards while training, so
 /// their statistics drift apart; evaluation and checkpoints read the average.
-pub fn average_running_statistics<M: Module>(world: &dyn Collective, model: M) -> M {
+pub(crate) fn average_running_statistics<M: Module>(world: &dyn Collective, model: M) -> M {
     struct Collect(Vec<f32>);
     impl ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -166,7 +166,7 @@ pub fn average_running_statistics<M: Module>(world: &dyn Collective, model: M) -
 }
 
 /// Rank 0's model on every rank, through its record's bytes.
-pub fn broadcast_model<M: Module>(world: &dyn Collective, model: M) -> Result<M, String> {
+pub(crate) fn broadcast_model<M: Module>(world: &dyn Collective, model: M) -> Result<M, String> {
     if world.size() == 1 {
         return Ok(model);
     }
@@ -186,7 +186,7 @@ pub fn broadcast_model<M: Module>(world: &dyn Collective, model: M) -> Result<M,
 }
 
 /// A fingerprint of every float a model holds (FNV-1a over their bits, in the model's order).
-pub fn fingerprint<M: Module>(model: &M) -> u64 {
+pub(crate) fn fingerprint<M: Module>(model: &M) -> u64 {
     struct Fnv(u64);
     impl ModuleVisitor for Fnv {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -205,7 +205,7 @@ pub fn fingerprint<M: Module>(model: &M) -> u64 {
 
 /// Checks that every rank holds rank 0's model bit for bit, as ranks that apply the same
 /// reduced gradients must; `Err` names the first rank that does not. Every rank calls it.
-pub fn check_in_step<M: Module>(world: &dyn Collective, model: &M) -> Result<(), String> {
+pub(crate) fn check_in_step<M: Module>(world: &dyn Collective, model: &M) -> Result<(), String> {
     if world.size() == 1 {
         return Ok(());
     }

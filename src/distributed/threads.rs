@@ -19,7 +19,7 @@ pub enum TensorSums {
 }
 
 /// One thread's place among the ranks of a [`run_on_threads`] call.
-pub struct ThreadRank {
+pub(crate) struct ThreadRank {
     rank: usize,
     size: usize,
     shared: Arc<Shared>,

@@ -254,7 +254,7 @@ impl AttackTarget {
 }
 
 /// The images of `indices` as `[n, c, h, w]` pixels in [0, 1].
-pub fn pixel_batch(set: &ImageSet, indices: &[usize], device: &Device) -> Tensor<4> {
+pub(crate) fn pixel_batch(set: &ImageSet, indices: &[usize], device: &Device) -> Tensor<4> {
     let mut values = Vec::with_capacity(indices.len() * set.image_len());
     for &i in indices {
         values.extend(set.image(i).iter().map(|&p| p as f32 / 255.0));

@@ -13,7 +13,7 @@ use crate::mixup::Mixable;
 use crate::mixup::TensorMix;
 
 /// Singular values kept per class in reports (normalised by the largest).
-pub const KEPT_VALUES: usize = 32;
+pub(crate) const KEPT_VALUES: usize = 32;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 /// The singular values of a mix point's features over test examples.
@@ -34,7 +34,7 @@ pub struct Spectrum {
 }
 
 /// Descending singular values of `rows` (`n × d`, row-major) after subtracting their mean.
-pub fn centred_singular_values(rows: &[f32], n: usize, d: usize, device: &Device) -> Vec<f64> {
+pub(crate) fn centred_singular_values(rows: &[f32], n: usize, d: usize, device: &Device) -> Vec<f64> {
     if n < 2 || d == 0 {
         return Vec::new();
     }
@@ -63,7 +63,7 @@ pub fn centred_singular_values(rows: &[f32], n: usize, d: usize, device: &Device
 }
 
 /// `(Σσ²)² / Σσ⁴` and the count of leading directions holding 90% of Σσ².
-pub fn spread(sigma: &[f64]) -> (f64, usize) {
+pub(crate) fn spread(sigma: &[f64]) -> (f64, usize) {
     let variances: Vec<f64> = sigma.iter().map(|s| s * s).collect();
     let total: f64 = variances.iter().sum();
     let squares: f64 = variances.iter().map(|v| v * v).sum();

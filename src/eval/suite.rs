@@ -137,7 +137,7 @@ pub fn accumulate<M: Mixable>(
 }
 
 /// [`accumulate`] over the examples `indices` of `set` alone.
-pub fn accumulate_rows<M: Mixable>(
+pub(crate) fn accumulate_rows<M: Mixable>(
     model: &M,
     set: &ImageSet,
     indices: &[usize],

@@ -40,7 +40,7 @@ use super::layout::{block_of, from_plain, to_plain};
 /// batch_norm_train` computes it (biased variance returned, statistics detached), then a ReLU
 /// if `relu`; through the kernels here when `input` is f32 on Flex. `input` is `[N, C, H, W]`
 /// or channel-blocked `[N, C / b, H, W, b]` with `b` dividing 16.
-pub fn batch_norm_train<const D: usize>(
+pub(crate) fn batch_norm_train<const D: usize>(
     input: Tensor<D>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
@@ -78,7 +78,7 @@ pub fn batch_norm_train<const D: usize>(
 
 #[derive(ExtensionType)]
 /// A training-mode batch norm's output and the batch statistics it used.
-pub struct Normalized<B: Backend> {
+pub(crate) struct Normalized<B: Backend> {
     /// The normalised, scaled and shifted input.
     pub output: FloatTensor<B>,
     /// Per-channel batch mean.
@@ -89,7 +89,7 @@ pub struct Normalized<B: Backend> {
 
 #[backend_extension(Autodiff, Flex)]
 /// Training-mode batch norm in one pass over channel-blocked or plain maps.
-pub trait FlexBatchNorm: Backend {
+pub(crate) trait FlexBatchNorm: Backend {
     /// Normalises `input` by its batch statistics, then scales by `weight` and shifts by `bias`.
     fn batch_norm_train_flex(
         x: FloatTensor<Self>,

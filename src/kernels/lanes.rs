@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 use multiversion::{inherit_target, multiversion};
 
 /// One AVX-512 register of f32.
-pub const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// Elements each f32 lane takes, at most, before the lanes are added into f64: the rounding
 /// of 256 f32 additions stays far below the statistics' tolerance, and widening once per
@@ -26,7 +26,7 @@ const WIDEN_EVERY: usize = 256 * LANES;
 
 /// One value per lane, for a block of `block` channels: lane `l` gets `value(l % block)`,
 /// channel `l % block`'s.
-pub fn per_lane<T>(block: usize, value: impl Fn(usize) -> T) -> [T; LANES] {
+pub(crate) fn per_lane<T>(block: usize, value: impl Fn(usize) -> T) -> [T; LANES] {
     debug_assert!(block > 0 && LANES.is_multiple_of(block));
     std::array::from_fn(|lane| value(lane % block))
 }
@@ -140,7 +140,7 @@ fn accumulate_gated_sum_and_dot(
 /// A batch norm's affine map for one channel, `max((x − mean) · scale + shift, floor)`:
 /// `floor` is 0 when a ReLU follows and −∞ otherwise.
 #[derive(Clone, Copy, Debug)]
-pub struct Affine {
+pub(crate) struct Affine {
     pub mean: f32,
     pub scale: f32,
     pub shift: f32,
@@ -151,7 +151,7 @@ pub struct Affine {
 /// adds, no fused ones, so that every target computes the same values in the forward and the
 /// backward pass (and CPUs without FMA make no library call).
 #[derive(Clone, Copy, Debug)]
-pub struct LaneAffine {
+pub(crate) struct LaneAffine {
     mean: [f32; LANES],
     scale: [f32; LANES],
     shift: [f32; LANES],
@@ -183,7 +183,7 @@ impl LaneAffine {
 
 /// `out = affine(x)`.
 #[multiversion(targets = "simd")]
-pub fn write_affine(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: &LaneAffine) {
+pub(crate) fn write_affine(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: &LaneAffine) {
     debug_assert_eq!(out.len(), xs.len());
     #[inherit_target]
     #[inline(never)]
@@ -221,7 +221,7 @@ fn store(out: &mut [MaybeUninit<f32>], values: [f32; LANES]) {
 
 /// `out = own · a + other · b`: two rows blended, as the mix of hidden states does.
 #[multiversion(targets = "simd")]
-pub fn write_blend(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], own: f32, other: f32) {
+pub(crate) fn write_blend(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], own: f32, other: f32) {
     debug_assert_eq!(out.len(), a.len());
     debug_assert_eq!(out.len(), b.len());
     for (slot, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {
@@ -233,7 +233,7 @@ pub fn write_blend(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], own: f32,
 /// box and block mixes do (`partner_own` is `own` in the forward pass, the partner's weights
 /// in the backward one).
 #[multiversion(targets = "simd")]
-pub fn write_weighted_blend(
+pub(crate) fn write_weighted_blend(
     out: &mut [MaybeUninit<f32>],
     a: &[f32],
     b: &[f32],
@@ -254,7 +254,7 @@ pub fn write_weighted_blend(
 /// `out = a + (1 − partner_own) ⊙ b`: a row that keeps itself, with the share of a row that
 /// took from it coming back (the backward pass of a box or block mix).
 #[multiversion(targets = "simd")]
-pub fn write_plus_complement(
+pub(crate) fn write_plus_complement(
     out: &mut [MaybeUninit<f32>],
     a: &[f32],
     b: &[f32],
@@ -268,7 +268,7 @@ pub fn write_plus_complement(
 
 /// `out = own ⊙ a`.
 #[multiversion(targets = "simd")]
-pub fn write_scaled(out: &mut [MaybeUninit<f32>], a: &[f32], own: &[f32]) {
+pub(crate) fn write_scaled(out: &mut [MaybeUninit<f32>], a: &[f32], own: &[f32]) {
     debug_assert!([a.len(), own.len()] == [out.len(); 2]);
     for ((slot, &a), &w) in out.iter_mut().zip(a).zip(own) {
         slot.write(w * a);
@@ -276,7 +276,7 @@ pub fn write_scaled(out: &mut [MaybeUninit<f32>], a: &[f32], own: &[f32]) {
 }
 
 /// `out = a`.
-pub fn write_copy(out: &mut [MaybeUninit<f32>], a: &[f32]) {
+pub(crate) fn write_copy(out: &mut [MaybeUninit<f32>], a: &[f32]) {
     debug_assert_eq!(out.len(), a.len());
     for (slot, &a) in out.iter_mut().zip(a) {
         slot.write(a);
@@ -286,7 +286,7 @@ pub fn write_copy(out: &mut [MaybeUninit<f32>], a: &[f32]) {
 /// A batch norm's input gradient `dx = k · g + a · (x − mean) + b`, `g` as in
 /// [`Sums::add_gated_sum_and_dot`], given each lane's coefficients `[k, a, b]`.
 #[derive(Clone, Copy, Debug)]
-pub struct LaneGradient {
+pub(crate) struct LaneGradient {
     pub affine: LaneAffine,
     pub k: [f32; LANES],
     pub a: [f32; LANES],
@@ -303,7 +303,7 @@ impl LaneGradient {
 
 /// `out = gradient(dy, x)`.
 #[multiversion(targets = "simd")]
-pub fn write_gated_gradient(
+pub(crate) fn write_gated_gradient(
     out: &mut [MaybeUninit<f32>],
     dy: &[f32],
     xs: &[f32],

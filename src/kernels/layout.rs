@@ -12,7 +12,7 @@ use burn::tensor::Tensor;
 /// How a convolution writes its output: plain `[N, C, H, W]`, or `[N, C / b, H, W, b]` in
 /// blocks of `b` channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
+pub(crate) enum Layout {
     /// `[N, C, H, W]`.
     Plain,
     /// `[N, C / b, H, W, b]`.
@@ -46,7 +46,7 @@ impl Layout {
 }
 
 /// Channels per block of a rank-4 (plain) or rank-5 (blocked) feature map's shape.
-pub fn block_of(dims: &[usize]) -> usize {
+pub(crate) fn block_of(dims: &[usize]) -> usize {
     match *dims {
         [_, _, _, _] => 1,
         [_, _, _, _, block] => block,
@@ -55,12 +55,12 @@ pub fn block_of(dims: &[usize]) -> usize {
 }
 
 /// Channels of a plain or blocked feature map's shape.
-pub fn channels_of(dims: &[usize]) -> usize {
+pub(crate) fn channels_of(dims: &[usize]) -> usize {
     dims[1] * block_of(dims)
 }
 
 /// `x`, plain or blocked, in the plain layout `[N, C, H, W]` (a copy only when `b > 1`).
-pub fn to_plain<const D: usize>(x: Tensor<D>) -> Tensor<4> {
+pub(crate) fn to_plain<const D: usize>(x: Tensor<D>) -> Tensor<4> {
     let dims = x.dims();
     match dims[..] {
         [n, c, h, w] => x.reshape([n, c, h, w]),
@@ -75,7 +75,7 @@ pub fn to_plain<const D: usize>(x: Tensor<D>) -> Tensor<4> {
 
 /// A plain `[N, C, H, W]` map as a rank-`D` map: plain for `D = 4`, else in blocks of
 /// `block` channels (`block` must divide `C`).
-pub fn from_plain<const D: usize>(x: Tensor<4>, block: usize) -> Tensor<D> {
+pub(crate) fn from_plain<const D: usize>(x: Tensor<4>, block: usize) -> Tensor<D> {
     let [n, c, h, w] = x.dims();
     let as_rank_d = |dims: Vec<usize>| -> [usize; D] {
         dims.try_into()

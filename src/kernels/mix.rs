@@ -23,7 +23,7 @@ use super::lanes::{
 
 /// How much of its own row each output row keeps; its partner gives the rest.
 #[derive(Clone, Debug, PartialEq)]
-pub enum OwnWeights {
+pub(crate) enum OwnWeights {
     /// One λ for every row.
     Uniform(f64),
     /// One weight per row.
@@ -39,7 +39,7 @@ pub enum OwnWeights {
 
 /// Which stretch of an [`OwnWeights::Elements`]' values each row uses.
 #[derive(Clone, Debug, PartialEq)]
-pub enum ElementRows {
+pub(crate) enum ElementRows {
     /// The first, for every row.
     Shared,
     /// The row's own stretch, or `None` where the row keeps itself (weight 1 everywhere): rows
@@ -99,7 +99,7 @@ impl OwnWeights {
 
 /// `w ⊙ h + (1−w) ⊙ h[partners]` along dimension 0, differentiable in `h`. `h` must be f32 on
 /// Flex ([`super::on_flex_f32`]), `partners` a permutation of its rows and `own` fit them.
-pub fn mix_rows<const D: usize>(
+pub(crate) fn mix_rows<const D: usize>(
     h: Tensor<D>,
     partners: &Arc<[usize]>,
     own: &OwnWeights,
@@ -113,7 +113,7 @@ pub fn mix_rows<const D: usize>(
 
 #[backend_extension(Autodiff, Flex)]
 /// Mixing of rows with weights in one pass, on Flex tensors.
-pub trait FlexMix: Backend {
+pub(crate) trait FlexMix: Backend {
     /// `own ⊙ h + (1 − own) ⊙ h[partners]`, row by row.
     fn mix_rows_flex(
         h: FloatTensor<Self>,

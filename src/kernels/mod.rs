@@ -62,7 +62,7 @@ impl std::fmt::Display for Precision {
 /// Makes `precision` the one this process's convolutions compute in on `device`, or says in
 /// one line why it cannot be: bf16 needs the oneDNN route and a CPU with bf16 instructions
 /// (`MMIX_FORCE_BF16=1` runs it on oneDNN's slower kernels where the CPU lacks them).
-pub fn use_precision(precision: Precision, device: &Device) -> Result<(), String> {
+pub(crate) fn use_precision(precision: Precision, device: &Device) -> Result<(), String> {
     if precision == Precision::F32 {
         #[cfg(mmix_onednn)]
         onednn::set_precision(precision);
@@ -99,7 +99,7 @@ pub fn use_precision(precision: Precision, device: &Device) -> Result<(), String
 }
 
 /// The instruction set oneDNN computes the convolutions with here; `None` off its route.
-pub fn convolution_isa(device: &Device) -> Option<String> {
+pub(crate) fn convolution_isa(device: &Device) -> Option<String> {
     #[cfg(mmix_onednn)]
     if convolution_library(device) == "onednn" {
         return Some(onednn::isa().to_string());
@@ -109,7 +109,7 @@ pub fn convolution_isa(device: &Device) -> Option<String> {
 }
 
 /// Whether `x` is an f32 tensor on the Flex backend, with or without autodiff.
-pub fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
+pub(crate) fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
     x.dtype() == DType::F32 && is_flex(&x.device())
 }
 
@@ -121,7 +121,7 @@ fn is_flex(device: &Device) -> bool {
 }
 
 /// Which library computes f32 convolutions on `device`: `"onednn"` or `"burn"`.
-pub fn convolution_library(device: &Device) -> &'static str {
+pub(crate) fn convolution_library(device: &Device) -> &'static str {
     #[cfg(mmix_onednn)]
     if onednn::enabled() && is_flex(device) {
         return "onednn";
@@ -132,7 +132,7 @@ pub fn convolution_library(device: &Device) -> &'static str {
 
 /// How a run on `device` computes its convolutions, for its start line: "on oneDNN (avx2) in
 /// f32", "on Burn's kernels in f32", or nothing off the CPU (the GPU backends choose).
-pub fn convolution_route(device: &Device, precision: Precision) -> Option<String> {
+pub(crate) fn convolution_route(device: &Device, precision: Precision) -> Option<String> {
     if !is_flex(device) {
         return None;
     }
@@ -145,7 +145,7 @@ pub fn convolution_route(device: &Device, precision: Precision) -> Option<String
 /// On a CPU that computes bf16 convolutions natively, and a run in f32 on oneDNN: the line
 /// that says `--precision bf16` exists and what it gave here. Not a default: it changes the
 /// numerics.
-pub fn bf16_note(device: &Device, precision: Precision) -> Option<&'static str> {
+pub(crate) fn bf16_note(device: &Device, precision: Precision) -> Option<&'static str> {
     #[cfg(mmix_onednn)]
     if precision == Precision::F32
         && convolution_library(device) == "onednn"
@@ -161,7 +161,7 @@ pub fn bf16_note(device: &Device, precision: Precision) -> Option<&'static str> 
 
 /// What a user on `device` should know about the CPU's fast path: `None` where convolutions
 /// run on oneDNN (or off the CPU), else the line that says how to get it.
-pub fn fast_path_note(device: &Device) -> Option<&'static str> {
+pub(crate) fn fast_path_note(device: &Device) -> Option<&'static str> {
     if !is_flex(device) || convolution_library(device) == "onednn" {
         return None;
     }

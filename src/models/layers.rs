@@ -160,17 +160,17 @@ pub trait BlockedModel {
 
 /// `conv`'s forward pass on a plain map; on the Flex CPU backend with the `onednn` feature,
 /// through oneDNN.
-pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+pub(crate) fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     convolve(conv, x, Layout::Plain)
 }
 
 /// `conv`'s forward pass on a plain map, written in blocks of `block` channels (rank 5).
-pub fn conv2d_to_blocks(conv: &Conv2d, x: Tensor<4>, block: usize) -> Tensor<5> {
+pub(crate) fn conv2d_to_blocks(conv: &Conv2d, x: Tensor<4>, block: usize) -> Tensor<5> {
     convolve(conv, x, Layout::Blocked(block))
 }
 
 /// `conv`'s forward pass on a map in blocks of channels, written in blocks of the same size.
-pub fn conv2d_blocked(conv: &Conv2d, x: Tensor<5>) -> Tensor<5> {
+pub(crate) fn conv2d_blocked(conv: &Conv2d, x: Tensor<5>) -> Tensor<5> {
     let block = block_of(&x.dims());
     convolve(conv, x, Layout::Blocked(block))
 }
@@ -196,7 +196,7 @@ fn convolve<const D: usize, const R: usize>(conv: &Conv2d, x: Tensor<D>, out: La
 }
 
 /// Global average pooling of a plain or blocked map to `[batch, channels]`.
-pub fn global_avg_pool<const D: usize>(x: Tensor<D>) -> Tensor<2> {
+pub(crate) fn global_avg_pool<const D: usize>(x: Tensor<D>) -> Tensor<2> {
     let dims = x.dims();
     x.mean_dim(2)
         .mean_dim(3)

@@ -20,7 +20,7 @@ pub(super) const MIX_POINTS: &[(&str, PointShape)] = &[
 
 /// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus the shortcut.
 #[derive(Module, Debug)]
-pub struct PreActBlock {
+pub(crate) struct PreActBlock {
     // Fields in the order the forward pass first reads them: Burn draws a layer's initial
     // weights at that first read, and a model's parameters are also visited in this order.
     bn1: BatchNorm2d,
@@ -56,7 +56,7 @@ impl PreActBlock {
 
 /// `bn → relu → conv1x1 → bn → relu → conv3x3 → bn → relu → conv1x1 (×4)`, plus the shortcut.
 #[derive(Module, Debug)]
-pub struct PreActBottleneck {
+pub(crate) struct PreActBottleneck {
     // In the forward pass's order, as in `PreActBlock`.
     bn1: BatchNorm2d,
     shortcut: Option<Conv2d>,
@@ -100,7 +100,7 @@ impl PreActBottleneck {
 // One value per block, built once: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub enum PreActUnit {
+pub(crate) enum PreActUnit {
     Basic(PreActBlock),
     Bottleneck(PreActBottleneck),
 }
@@ -126,7 +126,7 @@ pub struct PreActResNet {
 }
 
 /// Blocks per stage and whether the blocks are bottlenecks, for a supported depth.
-pub fn preact_layout(depth: usize) -> Option<([usize; 4], bool)> {
+pub(crate) fn preact_layout(depth: usize) -> Option<([usize; 4], bool)> {
     Some(match depth {
         18 => ([2, 2, 2, 2], false),
         34 => ([3, 4, 6, 3], false),

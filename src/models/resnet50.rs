@@ -23,7 +23,7 @@ pub(super) const MIX_POINTS: &[(&str, PointShape)] = &[
 ];
 
 #[derive(Module, Debug)]
-pub struct Bottleneck {
+pub(crate) struct Bottleneck {
     conv1: Conv2d,
     bn1: BatchNorm2d,
     conv2: Conv2d,
@@ -35,7 +35,7 @@ pub struct Bottleneck {
 
 /// The projection shortcut: 1×1 convolution then batch norm.
 #[derive(Module, Debug)]
-pub struct Downsample {
+pub(crate) struct Downsample {
     conv: Conv2d,
     bn: BatchNorm2d,
 }

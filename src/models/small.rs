@@ -24,7 +24,7 @@ pub(super) const MLP_MIX_POINTS: &[(&str, PointShape)] = &[
 ];
 
 #[derive(Module, Debug)]
-pub struct ConvBlock {
+pub(crate) struct ConvBlock {
     conv: Conv2d,
     bn: BatchNorm2d,
     pool: MaxPool2d,

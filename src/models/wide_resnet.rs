@@ -20,7 +20,7 @@ pub(super) const MIX_POINTS: &[(&str, PointShape)] = &[
 /// `bn → relu → conv3x3 → bn → relu → conv3x3`, plus a 1×1 projection of the raw input
 /// when the shape changes.
 #[derive(Module, Debug)]
-pub struct WideBasic {
+pub(crate) struct WideBasic {
     bn1: BatchNorm2d,
     conv1: Conv2d,
     bn2: BatchNorm2d,

@@ -112,7 +112,7 @@ fn describe(error: RecordError) -> String {
 }
 
 /// The bytes of a checkpoint's three files: `model.bpk`, `optimizer.bpk` and `state.json`.
-pub fn encode<M: Module>(
+pub(crate) fn encode<M: Module>(
     model: &M,
     optimizer: &ModuleOptimizer,
     state: &RunState,
@@ -306,7 +306,7 @@ impl CheckpointFiles {
 }
 
 /// Loads only the progress of a checkpoint folder (for reports).
-pub fn load_state(folder: &Path) -> Result<RunState, TrainError> {
+pub(crate) fn load_state(folder: &Path) -> Result<RunState, TrainError> {
     let state_path = folder.join("state.json");
     let text = read_bytes(&state_path)?;
     state_from_bytes(&state_path, &text)

@@ -27,7 +27,7 @@ pub const SPECTRUM: &str = "spectrum.png";
 pub const TRACE: &str = "trace";
 
 /// Every entry a run writes into its folder.
-pub const OWN_ENTRIES: [&str; 11] = [
+pub(crate) const OWN_ENTRIES: [&str; 11] = [
     CONFIG,
     LOG,
     CHECKPOINTS,
@@ -88,7 +88,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
 
 /// What a fresh run found at its folder's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     /// Nothing: the run makes the folder, and may remove it again.
     Absent,
     /// An empty folder the user made: the run removes only its own entries from it.
@@ -161,7 +161,7 @@ pub fn read_record(dir: &Path) -> Result<RunRecord, RunDirError> {
 }
 
 /// Checks that `dir` may take a new run: it does not exist, or is an empty folder.
-pub fn check_fresh(dir: &Path) -> Result<Found, RunDirError> {
+pub(crate) fn check_fresh(dir: &Path) -> Result<Found, RunDirError> {
     let metadata = match std::fs::metadata(dir) {
         Ok(metadata) => metadata,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -207,7 +207,7 @@ pub fn check_fresh(dir: &Path) -> Result<Found, RunDirError> {
 
 /// Checks that none of a run folder's own entries is a symbolic link (or, for the checkpoint
 /// folder, anything but a folder): writing through one would change files outside the run.
-pub fn check_own_entries(dir: &Path) -> Result<(), RunDirError> {
+pub(crate) fn check_own_entries(dir: &Path) -> Result<(), RunDirError> {
     for name in OWN_ENTRIES {
         let path = dir.join(name);
         let Ok(metadata) = std::fs::symlink_metadata(&path) else {
@@ -225,7 +225,7 @@ pub fn check_own_entries(dir: &Path) -> Result<(), RunDirError> {
 
 /// Removes what a fresh run wrote into `dir` before it could keep anything (no checkpoint):
 /// its own entries, and the folder itself when the run made it. Links are removed as links.
-pub fn remove_unfinished(dir: &Path, found: Found) -> Result<(), RunDirError> {
+pub(crate) fn remove_unfinished(dir: &Path, found: Found) -> Result<(), RunDirError> {
     for name in OWN_ENTRIES {
         let path = dir.join(name);
         let Ok(metadata) = std::fs::symlink_metadata(&path) else {

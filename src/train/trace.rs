@@ -24,7 +24,7 @@ pub const INITIAL: &str = "initial.safetensors";
 pub const STEPS: &str = "steps.jsonl";
 
 /// The weights after `step`, with PyTorch's names.
-pub fn after_step_file(step: usize) -> String {
+pub(crate) fn after_step_file(step: usize) -> String {
     format!("after-step-{step}.safetensors")
 }
 

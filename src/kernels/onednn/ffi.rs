@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 /// Mirrors `MmixConvShape` in the C++ bridge, field for field.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvShape {
+pub(crate) struct ConvShape {
     pub batch: i64,
     pub in_channels: i64,
     pub in_height: i64,
@@ -36,7 +36,7 @@ pub struct ConvShape {
 /// of one call, against which the bridge checks every layout before it reads or writes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Buffers {
+pub(crate) struct Buffers {
     pub src: i64,
     pub weights: i64,
     pub dst: i64,
@@ -93,7 +93,7 @@ unsafe extern "C" {
 
 /// A forward pass's input as the bridge converted it for the weight gradient, so that the
 /// backward pass need not convert it again. Freed on drop.
-pub struct SavedSource(NonNull<SavedSourceHandle>);
+pub(crate) struct SavedSource(NonNull<SavedSourceHandle>);
 
 // SAFETY: the bridge never writes a saved source after creating it, and frees it only on drop.
 unsafe impl Send for SavedSource {}
@@ -126,13 +126,13 @@ impl SavedSource {
 
 /// Channels per block of the layout oneDNN computes convolutions in on this CPU (16, 8), or
 /// 1 when that is not a channel-blocked layout.
-pub fn native_block() -> usize {
+pub(crate) fn native_block() -> usize {
     // SAFETY: no arguments; the bridge catches every failure and answers 1 then.
     unsafe { mmix_onednn_native_block() as usize }
 }
 
 /// The instruction set oneDNN dispatches to on this CPU (`avx512_core_amx`, `avx2`, ...).
-pub fn isa() -> String {
+pub(crate) fn isa() -> String {
     // SAFETY: no arguments; the bridge returns a static NUL-terminated string.
     unsafe { CStr::from_ptr(mmix_onednn_isa()) }
         .to_string_lossy()
@@ -141,7 +141,7 @@ pub fn isa() -> String {
 
 /// The implementation oneDNN picks for a typical 3×3 convolution, with bf16 operands or f32
 /// ones (`brg:avx512_core_amx`, `jit:avx512_core`, `ref:any`, ...); empty if none.
-pub fn implementation(bf16: bool) -> String {
+pub(crate) fn implementation(bf16: bool) -> String {
     // SAFETY: the bridge returns a thread-local NUL-terminated string, copied at once.
     unsafe { CStr::from_ptr(mmix_onednn_implementation(i64::from(bf16))) }
         .to_string_lossy()
@@ -149,7 +149,7 @@ pub fn implementation(bf16: bool) -> String {
 }
 
 /// A convolution's input, as the backward pass gets it.
-pub enum Source<'a> {
+pub(crate) enum Source<'a> {
     Plain(&'a [f32]),
     Saved(&'a SavedSource),
 }
@@ -226,7 +226,7 @@ pub fn forward(
 }
 
 /// The gradients of a convolution's input and weights, each only if asked for.
-pub struct Gradients {
+pub(crate) struct Gradients {
     pub input: Option<Vec<f32>>,
     pub weights: Option<Vec<f32>>,
 }

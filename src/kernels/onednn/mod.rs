@@ -39,7 +39,7 @@ use ffi::{ConvShape, SavedSource, Source};
 /// Stride and `(begin, end)` padding per spatial axis (dilation 1 and one group), and the
 /// arithmetic, which the backward pass keeps from its forward pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
+pub(crate) struct ConvGeometry {
     /// Stride along height and width.
     pub stride: [usize; 2],
     /// Padding (before, after) along height and width.
@@ -147,7 +147,7 @@ fn dims4(shape: &Shape) -> [usize; 4] {
 }
 
 /// Whether the route is on for this process (`MMIX_ONEDNN=off` or `0` turns it off).
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {
         !matches!(
@@ -171,7 +171,7 @@ thread_local! {
 /// input, weights and output gradient in bf16 and accumulates and writes in f32: the master
 /// weights, their gradients and every activation outside the convolutions stay f32. Check
 /// [`bf16_support`] first.
-pub fn set_precision(precision: Precision) {
+pub(crate) fn set_precision(precision: Precision) {
     PRECISION.set(precision);
 }
 
@@ -181,7 +181,7 @@ pub fn precision() -> Precision {
 }
 
 /// The instruction set oneDNN dispatches to on this CPU, as oneDNN names it.
-pub fn isa() -> &'static str {
+pub(crate) fn isa() -> &'static str {
     static ISA: OnceLock<String> = OnceLock::new();
     ISA.get_or_init(ffi::isa)
 }
@@ -189,7 +189,7 @@ pub fn isa() -> &'static str {
 /// How oneDNN computes bf16 convolutions here: `Ok` with its implementation's name where the
 /// CPU has bf16 instructions (AVX512-BF16 or AMX); `Err` with the reason and whether an
 /// implementation exists at all (a slow one can be forced; none cannot).
-pub fn bf16_support() -> Result<String, (String, bool)> {
+pub(crate) fn bf16_support() -> Result<String, (String, bool)> {
     // Creating the probe's primitive asks every implementation; once per process is enough.
     static IMPLEMENTATION: OnceLock<String> = OnceLock::new();
     let implementation = IMPLEMENTATION
@@ -222,7 +222,7 @@ pub fn bf16_support() -> Result<String, (String, bool)> {
 /// Channels per block of the layout oneDNN computes convolutions in on this CPU (16 with
 /// AVX-512, 8 with AVX2), or 1 when it computes in none: feature maps kept in it cross
 /// without conversions. Probed once per process.
-pub fn native_block() -> usize {
+pub(crate) fn native_block() -> usize {
     static BLOCK: OnceLock<usize> = OnceLock::new();
     *BLOCK.get_or_init(ffi::native_block)
 }
@@ -231,7 +231,7 @@ pub fn native_block() -> usize {
 /// `[N, C / b, H, W, b]` with `b` 8 or 16) with `weight` `[O, C, kH, kW]` on oneDNN,
 /// differentiable in both, written in `out` layout (of rank `R`: 4 plain, 5 blocked). Call it
 /// only where [`accepts`] says so.
-pub fn conv2d<const D: usize, const R: usize>(
+pub(crate) fn conv2d<const D: usize, const R: usize>(
     x: Tensor<D>,
     weight: Tensor<4>,
     geometry: ConvGeometry,
@@ -248,7 +248,7 @@ pub fn conv2d<const D: usize, const R: usize>(
 
 #[backend_extension(Autodiff, Flex)]
 /// Convolutions through oneDNN, on Flex tensors.
-pub trait OneDnnConv: Backend {
+pub(crate) trait OneDnnConv: Backend {
     /// The 2-D convolution of `x` by `weight` (no bias), with `geometry`'s stride and padding,
     /// written in layout `out`.
     fn onednn_conv2d(
@@ -472,7 +472,8 @@ fn f32s(tensor: &FlexTensor) -> &[f32] {
 static FALLBACKS: AtomicUsize = AtomicUsize::new(0);
 
 /// How many oneDNN calls failed and fell back to Flex in this process.
-pub fn fallbacks() -> usize {
+#[cfg(test)]
+pub(crate) fn fallbacks() -> usize {
     FALLBACKS.load(Ordering::Relaxed)
 }
 
