@@ -31,7 +31,7 @@ pub enum PredictError {
     )]
     CustomModel { dir: PathBuf, name: String },
     #[error(
-        "{} was trained on images padded to {size}×{size} (--pad-to); classifying new images needs the size before padding, which the run does not record",
+        "{} was trained on images padded to {size}×{size} (--pad-to); classifying new images needs the size before padding, which a run older than its record does not say",
         dir.display()
     )]
     Padded { dir: PathBuf, size: usize },
@@ -48,6 +48,8 @@ pub struct Predictor<M: Mixable = Classifier> {
     normalization: Normalization,
     channels: usize,
     size: usize,
+    /// The side new images are read at: `size`, or for a `--pad-to` run the side before padding.
+    read_size: usize,
     classes: Vec<String>,
     temperature: Option<f64>,
     device: Device,
@@ -111,12 +113,16 @@ impl<M: Mixable> Predictor<M> {
     ) -> Result<Self, PredictError> {
         run_dir::check_own_entries(dir)?;
         let [channels, size, _] = record.dataset.image_shape;
-        if record.train.pad_to.is_some() {
-            return Err(PredictError::Padded {
-                dir: dir.to_path_buf(),
-                size,
-            });
-        }
+        let read_size = match (record.train.pad_to, record.dataset.unpadded_size) {
+            (None, _) => size,
+            (Some(_), Some(unpadded)) if unpadded <= size => unpadded,
+            (Some(_), _) => {
+                return Err(PredictError::Padded {
+                    dir: dir.to_path_buf(),
+                    size,
+                });
+            }
+        };
         let folder = checkpoint::latest(&dir.join(run_dir::CHECKPOINTS))?.ok_or_else(|| {
             PredictError::NoCheckpoint {
                 dir: dir.to_path_buf(),
@@ -132,6 +138,7 @@ impl<M: Mixable> Predictor<M> {
             normalization: record.dataset.normalization,
             channels,
             size,
+            read_size,
             classes: record.dataset.classes,
             temperature,
             device: device.clone(),
@@ -150,16 +157,22 @@ impl<M: Mixable> Predictor<M> {
     }
 
     /// The image file at `path` (PNG or JPEG), as the network takes it: resized to the run's
-    /// image size, in grey for a one-channel run.
+    /// image size (for a `--pad-to` run, to the size before padding, then padded as its
+    /// training images were), in grey for a one-channel run.
     pub fn read_image(&self, path: &Path) -> Result<Vec<u8>, PredictError> {
         let bytes =
             crate::fsio::read_regular(path, MAX_FILE_BYTES).map_err(|e| DataError::io(path, e))?;
-        Ok(crate::data::decode_image_in(
-            path,
-            &bytes,
-            self.size,
-            self.channels,
-        )?)
+        let pixels = crate::data::decode_image_in(path, &bytes, self.read_size, self.channels)?;
+        if self.read_size == self.size {
+            return Ok(pixels);
+        }
+        let image = ImageSet {
+            pixels,
+            labels: vec![0],
+            channels: self.channels,
+            size: self.read_size,
+        };
+        Ok(image.padded(self.size)?.pixels)
     }
 
     /// The classes of each image (as [`Self::read_image`] gives them, one after another), the

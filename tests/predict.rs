@@ -166,6 +166,54 @@ fn predict_agrees_with_the_evaluation_and_names_a_corrupt_file_in_one_line() {
     assert!(lines[1].starts_with(&expected_line), "{stdout}");
 }
 
+/// A `--pad-to` run reads a new image at the data set's own size and pads it as training
+/// did: the unpadded test image gets the evaluation's probability for the padded one.
+#[test]
+fn a_padded_run_pads_new_images_as_it_padded_its_training_images() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let trained = run(&as_strs(&small_run(&dir, &["--pad-to", "32"])));
+    assert!(trained.status.success(), "{}", text(&trained.stderr));
+    let expected = evaluation_predictions(&dir, &[0, 1, 2]);
+    assert_eq!(expected.size, 32);
+    let record = run_dir::read_record(&dir).unwrap();
+    assert_eq!(record.dataset.unpadded_size, Some(28));
+    for (i, padded) in expected.images.iter().enumerate() {
+        // The 28×28 image inside the 2-pixel border padding added.
+        let unpadded: Vec<u8> = padded
+            .chunks(32)
+            .skip(2)
+            .take(28)
+            .flat_map(|row| row[2..30].to_vec())
+            .collect();
+        let file = root.path().join(format!("test-{i}.png"));
+        image::GrayImage::from_raw(28, 28, unpadded)
+            .unwrap()
+            .save(&file)
+            .unwrap();
+        let output = run(&[
+            "predict",
+            dir.to_str().unwrap(),
+            file.to_str().unwrap(),
+            "--uncalibrated",
+            "--format",
+            "json",
+        ]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let line: serde_json::Value = serde_json::from_str(text(&output.stdout).trim()).unwrap();
+        assert_eq!(
+            line["top"][0]["class"].as_u64(),
+            Some(expected.classes[i] as u64)
+        );
+        let printed = line["top"][0]["probability"].as_f64().unwrap();
+        let probability = expected.probabilities[i];
+        assert!(
+            (printed - probability).abs() < 1e-5,
+            "image {i}: {printed} against the evaluation's {probability}"
+        );
+    }
+}
+
 #[test]
 fn predict_refuses_what_is_not_a_run_in_one_line() {
     let root = tempfile::tempdir().unwrap();

@@ -34,7 +34,12 @@ pub struct Spectrum {
 }
 
 /// Descending singular values of `rows` (`n × d`, row-major) after subtracting their mean.
-pub(crate) fn centred_singular_values(rows: &[f32], n: usize, d: usize, device: &Device) -> Vec<f64> {
+pub(crate) fn centred_singular_values(
+    rows: &[f32],
+    n: usize,
+    d: usize,
+    device: &Device,
+) -> Vec<f64> {
     if n < 2 || d == 0 {
         return Vec::new();
     }

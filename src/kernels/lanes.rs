@@ -221,7 +221,13 @@ fn store(out: &mut [MaybeUninit<f32>], values: [f32; LANES]) {
 
 /// `out = own · a + other · b`: two rows blended, as the mix of hidden states does.
 #[multiversion(targets = "simd")]
-pub(crate) fn write_blend(out: &mut [MaybeUninit<f32>], a: &[f32], b: &[f32], own: f32, other: f32) {
+pub(crate) fn write_blend(
+    out: &mut [MaybeUninit<f32>],
+    a: &[f32],
+    b: &[f32],
+    own: f32,
+    other: f32,
+) {
     debug_assert_eq!(out.len(), a.len());
     debug_assert_eq!(out.len(), b.len());
     for (slot, (&a, &b)) in out.iter_mut().zip(a.iter().zip(b)) {

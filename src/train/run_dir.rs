@@ -114,6 +114,10 @@ pub struct DataRecord {
     pub image_shape: [usize; 3],
     /// The per-channel statistics the images were normalised by.
     pub normalization: crate::data::Normalization,
+    /// The images' side before `--pad-to` padded them to `image_shape`'s; recorded for padded
+    /// runs only (older padded runs have none).
+    #[serde(default)]
+    pub unpadded_size: Option<usize>,
 }
 
 /// Reads the `config.json` of the run folder `dir`. A saved configuration passes the checks
@@ -252,7 +256,7 @@ pub fn config_record(
     data: &super::RunData,
     device: &burn::tensor::Device,
 ) -> serde_json::Value {
-    serde_json::json!({
+    let mut record = serde_json::json!({
         "train": config,
         "crate_version": env!("CARGO_PKG_VERSION"),
         "provenance": crate::machine::Provenance::here(device, config.precision),
@@ -266,7 +270,12 @@ pub fn config_record(
             "normalization": data.normalization,
             "augmentation": data.augmentation,
         },
-    })
+    });
+    // New images are read at this size, then padded as the training images were.
+    if config.pad_to.is_some() {
+        record["dataset"]["unpadded_size"] = data.unpadded_size.into();
+    }
+    record
 }
 
 /// A run folder as the library writes it, for `mmix train` and any caller of

@@ -27,6 +27,8 @@ pub struct RunData {
     pub normalization: Normalization,
     /// The data set's standard augmentation, or none.
     pub augmentation: Augmentation,
+    /// The images' side before `--pad-to` padded them (their side, where it did not).
+    pub unpadded_size: usize,
 }
 
 /// The split has its own RNG stream of the run's seed, so it does not depend on anything the
@@ -52,6 +54,7 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
         &mut split_rng,
     )?;
     let mut dataset = dataset;
+    let unpadded_size = dataset.train.size;
     if let Some(size) = config.pad_to {
         let images = (dataset.train.len() + dataset.test.len()) * dataset.train.channels;
         crate::machine::check_fits(
@@ -76,6 +79,7 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
         valid,
         normalization: Normalization { mean, std },
         augmentation,
+        unpadded_size,
     })
 }
 
