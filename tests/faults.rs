@@ -8,7 +8,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_one_line_error, mmix, outcome, run, small_run, snapshot, text};
+use common::{
+    assert_one_line_error, kill_after_first_epoch, mmix, outcome, run, small_run, snapshot, text,
+};
 
 /// Two epochs of 600 embedded images: a checkpoint per epoch and one at the end.
 fn run_args(out: &Path) -> Vec<String> {
@@ -95,20 +97,13 @@ fn kills_at_any_moment_and_inside_checkpoint_writes_resume_to_the_same_run() {
 
 /// A run stopped by SIGKILL once its first epoch's checkpoint is committed.
 fn stopped_after_one_epoch(dir: &Path) {
-    let mut child = mmix()
+    let child = mmix()
         .args(run_args(dir))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pointer = dir.join("checkpoint/latest");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_to_string(&pointer).ok().as_deref() != Some("epoch-0001") {
-        assert!(Instant::now() < deadline, "no first checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_first_epoch(child, dir);
 }
 
 #[test]

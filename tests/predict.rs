@@ -51,6 +51,20 @@ fn evaluation_predictions(dir: &Path, indices: &[usize]) -> Expected {
     }
 }
 
+/// `mmix predict RUN IMAGE --uncalibrated --format json`'s one line.
+fn predict_uncalibrated(dir: &Path, image: &Path) -> serde_json::Value {
+    let output = run(&[
+        "predict",
+        dir.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--uncalibrated",
+        "--format",
+        "json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    serde_json::from_str(text(&output.stdout).trim()).unwrap()
+}
+
 #[test]
 fn predict_agrees_with_the_evaluation_and_names_a_corrupt_file_in_one_line() {
     let root = tempfile::tempdir().unwrap();
@@ -132,16 +146,7 @@ fn predict_agrees_with_the_evaluation_and_names_a_corrupt_file_in_one_line() {
     // same normalisation, the same network.
     for (class, probability) in expected.probabilities.iter().enumerate() {
         let one = images_dir.join(format!("class-{class}.png"));
-        let output = run(&[
-            "predict",
-            dir.to_str().unwrap(),
-            one.to_str().unwrap(),
-            "--uncalibrated",
-            "--format",
-            "json",
-        ]);
-        assert!(output.status.success(), "{}", text(&output.stderr));
-        let line: serde_json::Value = serde_json::from_str(text(&output.stdout).trim()).unwrap();
+        let line = predict_uncalibrated(&dir, &one);
         let printed = line["top"][0]["probability"].as_f64().unwrap();
         assert!(
             (printed - probability).abs() < 1e-5,
@@ -191,16 +196,7 @@ fn a_padded_run_pads_new_images_as_it_padded_its_training_images() {
             .unwrap()
             .save(&file)
             .unwrap();
-        let output = run(&[
-            "predict",
-            dir.to_str().unwrap(),
-            file.to_str().unwrap(),
-            "--uncalibrated",
-            "--format",
-            "json",
-        ]);
-        assert!(output.status.success(), "{}", text(&output.stderr));
-        let line: serde_json::Value = serde_json::from_str(text(&output.stdout).trim()).unwrap();
+        let line = predict_uncalibrated(&dir, &file);
         assert_eq!(
             line["top"][0]["class"].as_u64(),
             Some(expected.classes[i] as u64)
