@@ -26,6 +26,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use safetensors::SafeTensors;
 
+mod common;
+
 use manifold_mixup::mixup::{
     AppliedMix, Loss, MixPlan, Mixable, TensorMix, mixed_loss, soft_targets,
 };
@@ -244,6 +246,13 @@ fn every_family_and_mode_matches_the_pytorch_twin() {
 
 /// Writes the cases' weights, batches and plans (run by `scripts/parity/run.sh`; the twin
 /// then writes the golden files).
+/// The same cases on Burn's generic operations (`MMIX_KERNELS=generic`), as a GPU backend
+/// computes them, instead of mmix's own kernels and oneDNN.
+#[test]
+fn every_family_and_mode_matches_the_pytorch_twin_on_the_generic_path() {
+    common::passes_on_the_generic_path("every_family_and_mode_matches_the_pytorch_twin");
+}
+
 #[test]
 #[ignore]
 fn write_parity_cases() {

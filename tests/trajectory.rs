@@ -23,6 +23,8 @@
 //! of its norm (block1's batch-norm bias, of small norm, 3e-5). So the tight comparison ends
 //! at step 10, and the later steps are held to a bound only a broken run exceeds.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -103,6 +105,18 @@ fn a_short_run_with_nesterov_momentum_takes_the_twins_steps_and_ends_at_its_weig
 #[test]
 fn a_short_run_with_plain_momentum_and_a_per_step_schedule_takes_the_twins_steps() {
     takes_the_twins_steps(&folder("momentum"));
+}
+
+/// Both runs on Burn's generic operations (`MMIX_KERNELS=generic`), as a GPU backend takes
+/// them, within the same bounds.
+#[test]
+fn the_twins_steps_are_taken_on_the_generic_path_too() {
+    for test in [
+        "a_short_run_with_nesterov_momentum_takes_the_twins_steps_and_ends_at_its_weights",
+        "a_short_run_with_plain_momentum_and_a_per_step_schedule_takes_the_twins_steps",
+    ] {
+        common::passes_on_the_generic_path(test);
+    }
 }
 
 /// Where the loss must agree to within float32 noise: the loss is a sum over a batch, so

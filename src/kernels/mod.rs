@@ -13,6 +13,9 @@
 //!
 //! Each route checks that its tensors are f32 on Flex ([`on_flex_f32`]); anything else (other
 //! dtypes, GPU backends) takes Burn's own operation, so models call these unconditionally.
+//! `MMIX_KERNELS=generic` in the environment sends Flex down that generic path too: the same
+//! Burn operations, in the same order, that a CUDA or wgpu device is given, so the GPU path's
+//! code is tested on any CPU ([`own_kernels`]).
 
 pub mod batch_norm;
 mod lanes;
@@ -22,6 +25,7 @@ pub mod mix;
 pub mod onednn;
 
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -108,9 +112,18 @@ pub(crate) fn convolution_isa(device: &Device) -> Option<String> {
     None
 }
 
-/// Whether `x` is an f32 tensor on the Flex backend, with or without autodiff.
+/// Whether this process uses mmix's own kernels (and oneDNN) on Flex: `MMIX_KERNELS=generic`
+/// in the environment turns them all off, so that Flex takes Burn's generic operations, as a
+/// GPU backend does.
+pub fn own_kernels() -> bool {
+    static OWN: OnceLock<bool> = OnceLock::new();
+    *OWN.get_or_init(|| std::env::var("MMIX_KERNELS").as_deref() != Ok("generic"))
+}
+
+/// Whether `x` is an f32 tensor on the Flex backend, with or without autodiff, and the own
+/// kernels are on.
 pub(crate) fn on_flex_f32<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32 && is_flex(&x.device())
+    own_kernels() && x.dtype() == DType::F32 && is_flex(&x.device())
 }
 
 fn is_flex(device: &Device) -> bool {
@@ -138,6 +151,11 @@ pub(crate) fn convolution_route(device: &Device, precision: Precision) -> Option
     }
     Some(match convolution_isa(device) {
         Some(isa) => format!("on oneDNN ({isa}) in {precision}"),
+        None if !own_kernels() => {
+            format!(
+                "on Burn's generic operations, as on a GPU (MMIX_KERNELS=generic), in {precision}"
+            )
+        }
         None => format!("on Burn's kernels in {precision}"),
     })
 }

@@ -166,7 +166,7 @@ pub fn data_parallel_run<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// The float tensors of a safetensors file, by name.
-fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+pub fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut named: Vec<(String, Vec<f32>)> = tensors
@@ -183,6 +183,22 @@ fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named
+}
+
+/// Runs `test` of the calling test binary again, in a child process with
+/// `MMIX_KERNELS=generic`: on Burn's generic operations, the code a GPU backend is given.
+pub fn passes_on_the_generic_path(test: &str) {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test])
+        .env("MMIX_KERNELS", "generic")
+        .output()
+        .unwrap();
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{test} on the generic path:\n{stdout}{}",
+        text(&output.stderr)
+    );
 }
 
 /// The largest difference between two weight files' values, which must hold the same tensors.

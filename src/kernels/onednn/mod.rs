@@ -146,14 +146,16 @@ fn dims4(shape: &Shape) -> [usize; 4] {
     [dims[0], dims[1], dims[2], dims[3]]
 }
 
-/// Whether the route is on for this process (`MMIX_ONEDNN=off` or `0` turns it off).
+/// Whether the route is on for this process (`MMIX_ONEDNN=off` or `0` turns it off, and so
+/// does `MMIX_KERNELS=generic`).
 pub(crate) fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {
-        !matches!(
-            std::env::var("MMIX_ONEDNN").as_deref(),
-            Ok("off" | "0" | "false")
-        )
+        super::own_kernels()
+            && !matches!(
+                std::env::var("MMIX_ONEDNN").as_deref(),
+                Ok("off" | "0" | "false")
+            )
     })
 }
 
