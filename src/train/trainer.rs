@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha12Rng;
@@ -16,12 +16,12 @@ use super::checkpoint::{self, CheckpointFiles, EpochRecord, PartialEpoch, RunSta
 use super::ranks::Ranks;
 use super::run_dir::RunDir;
 use super::setup::{RunData, build_model, check_mixing, optimizer};
-use super::step::{BatchLoss, batch_loss, mixup_hits};
+use super::step::{batch_loss, mixup_hits};
 use super::trace::StepTrace;
 use super::{TrainConfig, TrainError};
-use crate::data::{ImageSet, assemble_batch};
+use crate::data::{Batch, ImageSet, Placement, assemble_batch};
 use crate::eval::suite::images_tensor;
-use crate::mixup::{MixConfig, Mixable, TensorMix};
+use crate::mixup::{MixConfig, MixPlan, Mixable, TensorMix};
 use crate::models::{Classifier, to_safetensors};
 
 /// What the loop reports as it goes; the CLI turns it into a bar or log lines.
@@ -221,6 +221,32 @@ struct Run<'a, M: Mixable> {
     after_epoch: AfterEpoch<'a, M>,
 }
 
+/// One batch's draws: its examples (the global batch), their augmentation and mixes, and
+/// this rank's rows, assembled and with the mixes as tensors.
+struct DrawnBatch {
+    indices: Vec<usize>,
+    placements: Vec<Placement>,
+    plan: Option<MixPlan>,
+    rows: std::ops::Range<usize>,
+    batch: Batch,
+    mix: Option<TensorMix>,
+}
+
+impl DrawnBatch {
+    /// What the step drew, for `--trace`; its loss is filled in after the step.
+    fn trace(&self, step: usize, epoch: usize, lr: f64) -> StepTrace {
+        StepTrace {
+            step,
+            epoch,
+            lr,
+            indices: self.indices.clone(),
+            placements: StepTrace::placements_of(&self.placements),
+            plan: self.plan.clone(),
+            loss: 0.0,
+        }
+    }
+}
+
 /// What one step adds to its epoch's sums, over all ranks.
 struct StepSums {
     images: usize,
@@ -412,100 +438,122 @@ impl<M: Mixable> Run<'_, M> {
         epoch: usize,
         b: usize,
     ) -> Result<(M, StepSums), TrainError> {
-        let (config, data) = (self.config, self.data);
-        // Every rank draws the whole global batch's randomness, then takes its rows.
-        let indices = self.batch_rows(order, b);
-        let placements = data.augmentation.placements(indices.len(), &mut state.rng);
-        let plan = self
-            .mix
-            .draw(&mut state.rng, indices.len(), epoch, config.epochs);
-        let rows = self.ranks.rows(indices.len());
-        let mut batch = assemble_batch(
-            &data.train,
-            &indices[rows.clone()],
-            &data.normalization,
-            Some(&placements[rows.clone()]),
-        );
+        let config = self.config;
+        let drawn = self.draw_batch(&mut state.rng, order, epoch, b);
         let lr = config.schedule.lr_at(
             config.lr,
             config.gamma,
             (epoch, config.epochs),
             (b, self.batches),
         );
-        let mut trace = StepTrace {
-            step: epoch * self.batches + b + 1,
-            epoch: epoch + 1,
-            lr,
-            indices: indices.to_vec(),
-            placements: StepTrace::placements_of(&placements),
-            plan: plan.clone(),
-            loss: 0.0,
-        };
-        let plan = plan.map(|plan| {
-            plan.rows(rows.clone())
-                .expect("a rank's rows are whole partner groups (checked by check_split)")
-        });
-        let tensor_mix = plan.as_ref().map(|p| TensorMix::new(p, &self.train_device));
-
-        // This rank's loss sum, mixup hits, and whether its loss is not a number; then the
+        let mut trace = drawn.trace(epoch * self.batches + b + 1, epoch + 1, lr);
+        let (loss, local) = self.local_loss(&model, drawn.batch, drawn.mix.as_ref())?;
+        // This rank's loss sum, mixup hits and whether its loss is not a number, then the
         // interrupt flag: summed over the ranks, so all stop at the same batch.
-        let mut totals = [0.0, 0.0, 0.0, self.interrupted()];
-        let mut loss = None;
-        if !batch.is_empty() {
-            let images = images_tensor(&mut batch, &self.train_device);
-            let classes = data.dataset.classes();
-            let step = batch_loss(
-                &model,
-                images,
-                &batch.labels,
-                tensor_mix.as_ref(),
-                classes,
-                (config.loss, config.label_smoothing),
-            )?;
-            let BatchLoss {
-                logits, targets, ..
-            } = &step;
-            let loss_value = step.loss.clone().into_scalar::<f32>() as f64;
-            let logits = logits
-                .clone()
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("logits are f32");
-            totals[0] = loss_value * batch.len() as f64;
-            totals[1] = mixup_hits(&logits, targets, classes);
-            totals[2] = !loss_value.is_finite() as u8 as f64;
-            loss = Some(step.loss);
-        }
-        let [loss_sum, hits, non_finite, interrupted] = self.ranks.sum(totals);
+        let [loss_sum, hits, non_finite, interrupted] =
+            self.ranks
+                .sum([local[0], local[1], local[2], self.interrupted()]);
+        let images = drawn.indices.len();
         if non_finite > 0.0 {
             return Err(TrainError::NonFinite {
                 epoch: epoch + 1,
                 batch: b + 1,
-                loss: loss_sum / indices.len() as f64,
+                loss: loss_sum / images as f64,
             });
         }
         let grads = match loss {
             Some(loss) => GradientsParams::from_grads(loss.backward(), &model),
             None => GradientsParams::new(),
         };
-        let grads =
-            self.ranks
-                .sum_gradients(&model, grads, (batch.len(), indices.len()), &self.device);
+        let rows = (drawn.rows.len(), images);
+        let grads = self.ranks.sum_gradients(&model, grads, rows, &self.device);
         let model = optim.step(lr, model, grads);
-        trace.loss = loss_sum / indices.len() as f64;
+        trace.loss = loss_sum / images as f64;
         self.report(Progress::Step {
             trace: &trace,
             weights: &|| to_safetensors(&model),
         });
-        Ok((
+        let interrupted = interrupted > 0.0;
+        let sums = StepSums {
+            images,
+            loss: loss_sum,
+            hits,
+            interrupted,
+        };
+        Ok((model, sums))
+    }
+
+    /// Batch `b`'s randomness, drawn whole by every rank (the augmentation, then the mixes),
+    /// and this rank's rows of it.
+    fn draw_batch(
+        &self,
+        rng: &mut ChaCha12Rng,
+        order: &[usize],
+        epoch: usize,
+        b: usize,
+    ) -> DrawnBatch {
+        let data = self.data;
+        let indices = self.batch_rows(order, b).to_vec();
+        let placements = data.augmentation.placements(indices.len(), rng);
+        let plan = self.mix.draw(rng, indices.len(), epoch, self.config.epochs);
+        let rows = self.ranks.rows(indices.len());
+        let batch = assemble_batch(
+            &data.train,
+            &indices[rows.clone()],
+            &data.normalization,
+            Some(&placements[rows.clone()]),
+        );
+        let mix = plan.as_ref().map(|plan| {
+            let mine = plan
+                .rows(rows.clone())
+                .expect("a rank's rows are whole partner groups (checked by check_split)");
+            TensorMix::new(&mine, &self.train_device)
+        });
+        DrawnBatch {
+            indices,
+            placements,
+            plan,
+            rows,
+            batch,
+            mix,
+        }
+    }
+
+    /// This rank's mixed forward pass and loss, not yet differentiated (`None` for a rank with
+    /// no rows), and its sums: the loss over its rows, the mixup hits, and whether the loss is
+    /// not a number.
+    fn local_loss(
+        &self,
+        model: &M,
+        mut batch: Batch,
+        mix: Option<&TensorMix>,
+    ) -> Result<(Option<Tensor<1>>, [f64; 3]), TrainError> {
+        if batch.is_empty() {
+            return Ok((None, [0.0; 3]));
+        }
+        let config = self.config;
+        let classes = self.data.dataset.classes();
+        let images = images_tensor(&mut batch, &self.train_device);
+        let step = batch_loss(
             model,
-            StepSums {
-                images: indices.len(),
-                loss: loss_sum,
-                hits,
-                interrupted: interrupted > 0.0,
-            },
-        ))
+            images,
+            &batch.labels,
+            mix,
+            classes,
+            (config.loss, config.label_smoothing),
+        )?;
+        let loss_value = step.loss.clone().into_scalar::<f32>() as f64;
+        let logits = step
+            .logits
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("logits are f32");
+        let sums = [
+            loss_value * batch.len() as f64,
+            mixup_hits(&logits, &step.targets, classes),
+            !loss_value.is_finite() as u8 as f64,
+        ];
+        Ok((Some(step.loss), sums))
     }
 
     /// After an epoch's training: the ranks' statistics averaged, the evaluation (on the
