@@ -70,7 +70,7 @@ pub fn checkpoint_config() -> TrainConfig {
         width: Some(4),
         ..TrainArgs::default()
     };
-    train_cmd::resolve_with(&args, &TrainArgs::default()).expect("a valid configuration")
+    train_cmd::resolve_with(&args, &TrainArgs::default(), 1).expect("a valid configuration")
 }
 
 /// A fresh model of [`checkpoint_config`] for 4×4 grey images in ten classes: small, so
@@ -187,7 +187,7 @@ pub fn config(data: &[u8]) {
     };
     if choice % 2 == 0 {
         if let Ok(file) = train_cmd::parse_config(Path::new("run.toml"), text) {
-            let _ = train_cmd::resolve_with(&TrainArgs::default(), &file);
+            let _ = train_cmd::resolve_with(&TrainArgs::default(), &file, 1);
         }
     } else {
         let _ = study::check_text(text, "study.toml");

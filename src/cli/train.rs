@@ -29,9 +29,11 @@ use super::evaluate;
 /// Exit status of a run stopped by SIGINT, as shells expect.
 pub const INTERRUPTED_EXIT: i32 = 130;
 
-/// Flags win over the TOML file; what neither gives takes the paper's defaults.
+/// Flags win over the TOML file; what neither gives takes the paper's defaults. A run's
+/// partners are drawn within each rank's rows by default: the ranks of this process's launch
+/// are read here, at the edge, and passed in.
 pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
-    resolve_with(args, &config_file(args)?)
+    resolve_with(args, &config_file(args)?, distributed::world().size())
 }
 
 /// The options of `--config`, or none.
@@ -51,8 +53,13 @@ pub fn parse_config(path: &Path, text: &str) -> Result<TrainArgs> {
     toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), e.message().trim_end()))
 }
 
-/// [`resolve`] with the config file's options already read.
-pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
+/// [`resolve`] with the config file's options already read, for a launch of `launch_ranks`
+/// processes (1 without a launcher); reads nothing else.
+pub fn resolve_with(
+    args: &TrainArgs,
+    file: &TrainArgs,
+    launch_ranks: usize,
+) -> Result<TrainConfig> {
     macro_rules! pick {
         ($field:ident) => {
             args.$field.clone().or(file.$field.clone())
@@ -112,7 +119,7 @@ pub fn resolve_with(args: &TrainArgs, file: &TrainArgs) -> Result<TrainConfig> {
         // own rows by default.
         partner_groups: pick!(partner_groups).unwrap_or_else(|| {
             let devices = pick!(device).map_or(1, |d| d.split(',').count());
-            crate::distributed::world().size() * devices
+            launch_ranks * devices
         }),
         loss: pick!(loss).unwrap_or(defaults.loss),
         label_smoothing: pick!(label_smoothing).unwrap_or(defaults.label_smoothing),
@@ -351,7 +358,7 @@ pub fn run(args: &TrainArgs, quiet_bar: bool) -> Result<TrainResult> {
         }
         None => {
             let file = config_file(args)?;
-            let config = resolve_with(args, &file)?;
+            let config = resolve_with(args, &file, distributed::world().size())?;
             let dir = args
                 .out
                 .clone()
@@ -657,7 +664,7 @@ mod tests {
 
     #[test]
     fn no_flags_and_no_file_resolve_to_the_librarys_defaults() {
-        let resolved = resolve_with(&TrainArgs::default(), &TrainArgs::default()).unwrap();
+        let resolved = resolve_with(&TrainArgs::default(), &TrainArgs::default(), 1).unwrap();
         assert_eq!(resolved, TrainConfig::default());
     }
 
@@ -674,7 +681,7 @@ mod tests {
             mix: Some(MixMode::Input),
             ..TrainArgs::default()
         };
-        let resolved = resolve_with(&flags, &file).unwrap();
+        let resolved = resolve_with(&flags, &file, 1).unwrap();
         let expected = TrainConfig {
             lr: 0.2,
             ..TrainConfig::default()
@@ -685,5 +692,22 @@ mod tests {
         assert_eq!(resolved, expected);
         assert_eq!((resolved.alpha, resolved.width), (1.0, 64));
         assert_eq!(resolved.schedule, Schedule::default_for(8));
+    }
+
+    #[test]
+    fn partners_are_drawn_within_each_rank_and_device_unless_the_groups_are_given() {
+        let devices = TrainArgs {
+            device: Some("cpu,cpu".into()),
+            ..TrainArgs::default()
+        };
+        let none = TrainArgs::default();
+        assert_eq!(resolve_with(&none, &none, 1).unwrap().partner_groups, 1);
+        assert_eq!(resolve_with(&none, &none, 3).unwrap().partner_groups, 3);
+        assert_eq!(resolve_with(&devices, &none, 2).unwrap().partner_groups, 4);
+        let given = TrainArgs {
+            partner_groups: Some(6),
+            ..TrainArgs::default()
+        };
+        assert_eq!(resolve_with(&given, &none, 2).unwrap().partner_groups, 6);
     }
 }
