@@ -233,15 +233,16 @@ struct DrawnBatch {
 }
 
 impl DrawnBatch {
-    /// What the step drew, for `--trace`; its loss is filled in after the step.
-    fn trace(&self, step: usize, epoch: usize, lr: f64) -> StepTrace {
+    /// What the step drew, for `--trace` (moved, not copied: the step needs only the
+    /// batch, the mixes and the counts after this); its loss is filled in after the step.
+    fn take_trace(&mut self, step: usize, epoch: usize, lr: f64) -> StepTrace {
         StepTrace {
             step,
             epoch,
             lr,
-            indices: self.indices.clone(),
+            indices: std::mem::take(&mut self.indices),
             placements: StepTrace::placements_of(&self.placements),
-            plan: self.plan.clone(),
+            plan: self.plan.take(),
             loss: 0.0,
         }
     }
@@ -439,21 +440,21 @@ impl<M: Mixable> Run<'_, M> {
         b: usize,
     ) -> Result<(M, StepSums), TrainError> {
         let config = self.config;
-        let drawn = self.draw_batch(&mut state.rng, order, epoch, b);
+        let mut drawn = self.draw_batch(&mut state.rng, order, epoch, b);
+        let (images, rows) = (drawn.indices.len(), drawn.rows.len());
         let lr = config.schedule.lr_at(
             config.lr,
             config.gamma,
             (epoch, config.epochs),
             (b, self.batches),
         );
-        let mut trace = drawn.trace(epoch * self.batches + b + 1, epoch + 1, lr);
+        let mut trace = drawn.take_trace(epoch * self.batches + b + 1, epoch + 1, lr);
         let (loss, local) = self.local_loss(&model, drawn.batch, drawn.mix.as_ref())?;
         // This rank's loss sum, mixup hits and whether its loss is not a number, then the
         // interrupt flag: summed over the ranks, so all stop at the same batch.
         let [loss_sum, hits, non_finite, interrupted] =
             self.ranks
                 .sum([local[0], local[1], local[2], self.interrupted()]);
-        let images = drawn.indices.len();
         if non_finite > 0.0 {
             return Err(TrainError::NonFinite {
                 epoch: epoch + 1,
@@ -465,8 +466,9 @@ impl<M: Mixable> Run<'_, M> {
             Some(loss) => GradientsParams::from_grads(loss.backward(), &model),
             None => GradientsParams::new(),
         };
-        let rows = (drawn.rows.len(), images);
-        let grads = self.ranks.sum_gradients(&model, grads, rows, &self.device);
+        let grads = self
+            .ranks
+            .sum_gradients(&model, grads, (rows, images), &self.device);
         let model = optim.step(lr, model, grads);
         trace.loss = loss_sum / images as f64;
         self.report(Progress::Step {
