@@ -4,13 +4,12 @@
 
 use std::path::Path;
 
-use crate::cli::args::TrainArgs;
-use crate::cli::{study, train as train_cmd};
+use crate::cli::study;
 use crate::data::{Cifar100Labels, decode_image, idx_pair, maybe_gunzip, parse_cifar};
 use crate::mixup::Mixable;
 use crate::models::{Classifier, ModelConfig};
 use crate::train::checkpoint::{model_from_bytes, optimizer_from_bytes, state_from_bytes};
-use crate::train::{TrainConfig, optimizer, parse_device};
+use crate::train::{TrainConfig, TrainOptions, optimizer, parse_device};
 
 /// The IDX reader (MNIST, Fashion-MNIST): a pair of images and labels files, each raw or
 /// gzip-compressed. Input: a little-endian u16 length of the images file, the images file,
@@ -65,12 +64,12 @@ pub fn image(data: &[u8]) {
 
 /// The configuration of the checkpoint target: an mlp of width 4 and the paper's SGD.
 pub fn checkpoint_config() -> TrainConfig {
-    let args = TrainArgs {
+    let options = TrainOptions {
         model: Some("mlp".into()),
         width: Some(4),
-        ..TrainArgs::default()
+        ..TrainOptions::default()
     };
-    train_cmd::resolve_with(&args, &TrainArgs::default(), 1).expect("a valid configuration")
+    options.resolve(1).expect("a valid configuration")
 }
 
 /// A fresh model of [`checkpoint_config`] for 4×4 grey images in ten classes: small, so
@@ -186,8 +185,8 @@ pub fn config(data: &[u8]) {
         return;
     };
     if choice % 2 == 0 {
-        if let Ok(file) = train_cmd::parse_config(Path::new("run.toml"), text) {
-            let _ = train_cmd::resolve_with(&TrainArgs::default(), &file, 1);
+        if let Ok(file) = TrainOptions::from_toml(text) {
+            let _ = file.resolve(1);
         }
     } else {
         let _ = study::check_text(text, "study.toml");

@@ -3,15 +3,16 @@
 use clap::Parser;
 
 use manifold_mixup::cli;
-use manifold_mixup::cli::args::{Cli, Command, DataCommand, DemoArgs};
+use manifold_mixup::cli::args::{Cli, Command, DataCommand};
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
-    let command = cli.command.unwrap_or(Command::Demo(DemoArgs {
-        out: None,
-        epochs: None,
-        seed: 0,
-        device: "cpu".into(),
-    }));
+    // `mmix` alone is `mmix demo`, with the demo's own defaults.
+    let command = match cli.command {
+        Some(command) => command,
+        None => Cli::parse_from(["mmix", "demo"])
+            .command
+            .expect("`mmix demo` parses as a command"),
+    };
     let world = manifold_mixup::distributed::init()?;
     if world.size() > 1 && !matches!(command, Command::Train(_) | Command::Bench(_)) {
         anyhow::bail!(

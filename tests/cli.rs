@@ -7,7 +7,7 @@ use std::time::Duration;
 mod common;
 use common::{
     as_strs, assert_one_line_error, kill_after_first_epoch_and_resume, metrics_without_timing,
-    mmix, run, small_run, text, wait_for,
+    mmix, one_line_error_problem, run, small_run, text, wait_for,
 };
 
 #[test]
@@ -222,7 +222,7 @@ fn exploding_loss_stops_with_a_message_and_keeps_the_last_checkpoint() {
     // The learning rate jumps to 1e10 at the second epoch.
     let output = run(&as_strs(&small_run(
         &out,
-        &["--schedule", "step:1", "--gamma", "1e11", "--lr", "0.1"],
+        &["--schedule", "step:1", "--lr-decay", "1e11", "--lr", "0.1"],
     )));
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
@@ -279,27 +279,9 @@ fn bad_input_gives_one_clear_line() {
         args
     };
 
+    // What resolution alone refuses is unit tested case by case (src/train/options.rs); the
+    // cases here need the binary: its flag names, files, folders, data and parsing.
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec![
-                "train".into(),
-                "--labels-per-class".into(),
-                "0".into(),
-                "--out".into(),
-                out.clone(),
-            ],
-            "--labels-per-class must be at least 1",
-        ),
-        (
-            vec![
-                "train".into(),
-                "--train-subset".into(),
-                "0".into(),
-                "--out".into(),
-                out.clone(),
-            ],
-            "--train-subset must be at least 1",
-        ),
         (
             folder_run(&["--image-size", "0"]),
             "--image-size must be at least 1",
@@ -314,10 +296,6 @@ fn bad_input_gives_one_clear_line() {
             "unknown model 'vgg16'",
         ),
         (
-            vec!["train".into(), "--model".into(), "wrn-27-2".into()],
-            "wrn depth must be 6n+4",
-        ),
-        (
             vec!["train".into(), "--dataset".into(), "imagenet".into()],
             "unknown dataset 'imagenet'",
         ),
@@ -326,36 +304,12 @@ fn bad_input_gives_one_clear_line() {
             "--epochs must be at least 1",
         ),
         (
-            vec!["train".into(), "--lr".into(), "-1".into()],
-            "--lr must be a positive number",
-        ),
-        (
             vec!["train".into(), "--alpha".into(), "-1".into()],
             "alpha must be a finite number ≥ 0",
         ),
         (
-            vec![
-                "train".into(),
-                "--mix-layers".into(),
-                "0,9".into(),
-                "--out".into(),
-                out.clone(),
-            ],
-            "mix point 9 does not exist",
-        ),
-        (
-            vec![
-                "train".into(),
-                "--layer-weights".into(),
-                "1".into(),
-                "--out".into(),
-                out.clone(),
-            ],
-            "1 layer weights were given for 3 mix points",
-        ),
-        (
             vec!["train".into(), "--schedule".into(), "linear".into()],
-            "bad --schedule 'linear'",
+            "--schedule 'linear' is not a schedule",
         ),
         (
             vec![
@@ -433,7 +387,7 @@ fn bad_input_gives_one_clear_line() {
         ),
         (
             vec!["train".into(), "--device".into(), "tpu".into()],
-            "unknown --device 'tpu'",
+            "invalid value 'tpu' for '--device",
         ),
         (
             vec!["eval".into(), dir.display().to_string()],
@@ -493,26 +447,20 @@ fn bad_input_gives_one_clear_line() {
         ),
         (
             vec![
-                "train".into(),
-                "--spectrum-at".into(),
-                "9".into(),
-                "--out".into(),
-                out.clone(),
-            ],
-            "mix point 9 does not exist",
-        ),
-        (
-            vec![
                 "study".into(),
                 dir.join("missing.toml").display().to_string(),
             ],
             "cannot read study file",
         ),
     ];
-    for (args, expected) in cases {
-        let output = run(&as_strs(&args));
-        assert_one_line_error(&output, expected, &format!("{args:?}"));
-    }
+    let problems: Vec<String> = cases
+        .iter()
+        .filter_map(|(args, expected)| {
+            let output = run(&as_strs(args));
+            one_line_error_problem(&output, expected, &format!("{args:?}"))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     // Study files that cannot run: each is refused in one line before anything is written.
     let studies = [
         (
@@ -547,13 +495,17 @@ fn bad_input_gives_one_clear_line() {
             "baseline 'b' is not an arm's name",
         ),
     ];
+    let mut problems = Vec::new();
     for (name, body, expected) in studies {
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, body).unwrap();
         let output = run(&["study", file.to_str().unwrap()]);
-        assert_one_line_error(&output, expected, name);
-        assert!(!dir.join(name).exists(), "{name}: the study left a folder");
+        problems.extend(one_line_error_problem(&output, expected, name));
+        if dir.join(name).exists() {
+            problems.push(format!("{name}: the study left a folder"));
+        }
     }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     // bf16 convolutions need the oneDNN route, which MMIX_ONEDNN=off turns off.
     let output = mmix()
         .env("MMIX_ONEDNN", "off")
@@ -865,7 +817,7 @@ fn cifar100_coarse_flag_trains_on_the_20_superclasses() {
     assert!(output.status.success(), "{}", text(&output.stderr));
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
-    assert_eq!(config["train"]["cifar100_labels_coarse"], true);
+    assert_eq!(config["train"]["cifar100_coarse"], true);
     assert_eq!(config["dataset"]["classes"].as_array().unwrap().len(), 20);
 }
 
@@ -919,7 +871,7 @@ fn a_model_broken_by_an_epochs_last_step_is_never_checkpointed() {
         "2",
         "--schedule",
         "step:1",
-        "--gamma",
+        "--lr-decay",
         "1e31",
         "--out",
         out.to_str().unwrap(),

@@ -91,7 +91,7 @@ fn an_exploding_loss_stops_every_device_at_the_same_step() {
             "cpu,cpu",
             "--schedule",
             "step:1",
-            "--gamma",
+            "--lr-decay",
             "1e11",
         ],
     );

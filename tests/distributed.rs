@@ -244,7 +244,7 @@ fn an_exploding_loss_stops_both_ranks_at_the_same_step() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("nan");
     // The learning rate jumps to 1e10 at the second epoch.
-    let args = common::small_run(&out, &["--schedule", "step:1", "--gamma", "1e11"]);
+    let args = common::small_run(&out, &["--schedule", "step:1", "--lr-decay", "1e11"]);
     let output = mpirun(2).args(&args).output().unwrap();
     assert!(!output.status.success());
     let stderr = text(&output.stderr);

@@ -165,7 +165,7 @@ fn bad_mixing_options_give_one_line_and_write_nothing() {
             vec!["--mix", "none", "--switch-to", "cutmix"],
             "needs a mixing mode",
         ),
-        (vec!["--switch-prob", "0.5"], "need --switch-to MODE"),
+        (vec!["--switch-prob", "0.5"], "need --switch-to"),
         (
             vec!["--epochs", "3", "--alpha-schedule", "ramp:5"],
             "'ramp:5' reaches past the run's 3 epochs",

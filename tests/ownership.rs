@@ -266,17 +266,17 @@ fn a_saved_configuration_passes_the_checks_a_new_one_does() {
         (
             "lr",
             serde_json::json!(-5.0),
-            "--lr must be a positive number",
+            "config.json: `lr` must be a positive number, got -5",
         ),
         (
             "epochs",
             serde_json::json!(0),
-            "--epochs must be at least 1",
+            "config.json: `epochs` must be at least 1",
         ),
         (
             "partner_groups",
             serde_json::json!(1000),
-            "--partner-groups",
+            "`partner-groups` (1000",
         ),
     ] {
         let saved = config["train"][key].clone();

@@ -77,7 +77,7 @@ fn train_again(folder: &Path, weights_step: usize) -> (Vec<StepTrace>, HashMap<S
         serde_json::from_slice(&std::fs::read(folder.join("trace.json")).unwrap()).unwrap();
     let config: TrainConfig = serde_json::from_value(meta["config"].clone()).unwrap();
     let data = train::prepare_data(&config).unwrap();
-    let device = train::parse_device(&config.device).unwrap();
+    let device = config.device.names()[0].open().unwrap();
     let checkpoints = tempfile::tempdir().unwrap();
     let (mut steps, mut last_weights) = (Vec::new(), None);
     let progress = |event: Progress| {

@@ -6,11 +6,10 @@
 
 use std::path::PathBuf;
 
+use crate::eval::{Attack, Deformation};
+use crate::mixup::MixMode;
+use crate::train::{DeviceName, Devices, TrainOptions};
 use clap::{Args, Parser, Subcommand};
-use serde::Deserialize;
-
-use crate::eval::{Attack, Deformation, EvalSuite};
-use crate::mixup::{AlphaSchedule, Loss, MixMode, PatchUpKind};
 
 #[derive(Parser)]
 #[command(
@@ -61,181 +60,22 @@ pub enum DataCommand {
     Inspect(InspectArgs),
 }
 
-/// Every training option; each may also come from `--config run.toml` (flags win).
-#[derive(Args, Deserialize, Default, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// `mmix train`: the run's options, and how this invocation starts it.
+#[derive(Args, Default, Clone, Debug, PartialEq)]
 pub struct TrainArgs {
-    /// fashion-mnist-mini (embedded), fashion-mnist, mnist, cifar10, cifar100 or folder.
-    #[arg(long)]
-    pub dataset: Option<String>,
-    /// Dataset folder (default: $MMIX_DATA/<dataset>, or Debian's for fashion-mnist).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Image size for folder datasets.
-    #[arg(long)]
-    pub image_size: Option<usize>,
-    /// Pad every image with background pixels to this size (e.g. 32 for Fashion-MNIST's
-    /// 28×28, as PyTorch recipes that pad before the network do).
-    #[arg(long)]
-    pub pad_to: Option<usize>,
-    /// f32 (default), or bf16: convolutions on oneDNN read bf16 operands and accumulate in
-    /// f32; master weights, batch norm, the mix, the loss and SGD stay f32.
-    #[arg(long, value_enum)]
-    pub precision: Option<crate::kernels::Precision>,
-    /// CIFAR-100's 20 coarse (superclass) labels instead of its 100 fine ones.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub cifar100_coarse: Option<bool>,
-    /// preactresnet18|34|50|101|152, wrn-<depth>-<k>, resnet50, small-cnn or mlp.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Base width (default: the model's own).
-    #[arg(long)]
-    pub width: Option<usize>,
-    /// cpu, cuda[:N] or wgpu[:N]; a comma-separated list (`--devices cuda:0,cuda:1`) trains
-    /// data-parallel on each of them, one thread each.
-    #[arg(long, alias = "devices")]
-    pub device: Option<String>,
-    /// How to mix (default manifold): none; input (mixup); manifold (at a mix point drawn
-    /// per batch); cutmix (a box from the partner image, λ corrected to the kept area);
-    /// patchup (blocks of a hidden map at a drawn point); output (the logits).
-    #[arg(long, value_enum)]
-    pub mix: Option<MixMode>,
-    /// Beta(α, α) parameter (default 1.0 for input mixup and cutmix, 2.0 otherwise).
-    #[arg(long, allow_negative_numbers = true)]
-    pub alpha: Option<f64>,
-    /// Eligible mix points of manifold and patchup, e.g. 0,1,2 (default: the model's paper set).
-    #[arg(long, value_delimiter = ',')]
-    pub mix_layers: Option<Vec<usize>>,
-    /// Relative weights for drawing the mix point, one per --mix-layers entry.
-    #[arg(long, value_delimiter = ',')]
-    pub layer_weights: Option<Vec<f64>>,
-    /// λ per example instead of per batch, and with it the mix point (manifold, patchup),
-    /// box (cutmix) or mask (patchup).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub per_example: Option<bool>,
-    /// Partners are drawn within this many contiguous groups of each batch (default: the
-    /// number of data-parallel ranks, 1 alone); a multiple of the ranks under mpirun.
-    #[arg(long)]
-    pub partner_groups: Option<usize>,
-    /// Probability that a batch is mixed at all, in [0, 1] (default 1).
-    #[arg(long, allow_negative_numbers = true)]
-    pub mix_prob: Option<f64>,
-    /// A second mode used instead of --mix on a drawn share of the batches (--switch-prob).
-    #[arg(long, value_enum)]
-    pub switch_to: Option<MixMode>,
-    /// Probability that a batch uses --switch-to, in [0, 1] (default 0.5).
-    #[arg(long, allow_negative_numbers = true)]
-    pub switch_prob: Option<f64>,
-    /// Beta(α, α) parameter of --switch-to (default: --alpha).
-    #[arg(long, allow_negative_numbers = true)]
-    pub switch_alpha: Option<f64>,
-    /// constant, ramp:E (α·(e+1)/E over the first E epochs) or off-last:N (no mixing in
-    /// the last N epochs) (default constant).
-    #[arg(long)]
-    pub alpha_schedule: Option<AlphaSchedule>,
-    /// PatchUp: soft (interpolate the blocks) or hard (swap them) (default soft).
-    #[arg(long, value_enum)]
-    pub patchup_kind: Option<PatchUpKind>,
-    /// PatchUp: side of the square blocks, odd (default 7).
-    #[arg(long)]
-    pub patchup_block: Option<usize>,
-    /// PatchUp: probability that a feature is altered, in [0, 1] (default 0.9).
-    #[arg(long, allow_negative_numbers = true)]
-    pub patchup_gamma: Option<f64>,
-    /// Training loss on the (mixed) soft targets (default soft-ce).
-    #[arg(long, value_enum)]
-    pub loss: Option<Loss>,
-    /// Label smoothing applied to the mixed targets, in [0, 1) (default 0).
-    #[arg(long, allow_negative_numbers = true)]
-    pub label_smoothing: Option<f64>,
-    /// Passes over the training split (default 30).
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Measure the validation and test splits every N epochs, and after the last (default 1).
-    #[arg(long)]
-    pub eval_every: Option<usize>,
-    /// Examples per step (default 100).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Examples per forward pass when measuring a split (default 500); lower it where the
-    /// evaluation of large images does not fit in memory. Changes no result.
-    #[arg(long)]
-    pub eval_batch_size: Option<usize>,
-    /// Base learning rate of SGD (default 0.1).
-    #[arg(long, allow_negative_numbers = true)]
-    pub lr: Option<f64>,
-    /// SGD momentum, without dampening as in PyTorch (default 0.9).
-    #[arg(long, allow_negative_numbers = true)]
-    pub momentum: Option<f64>,
-    /// Nesterov momentum (default true); `--nesterov false` turns it off.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub nesterov: Option<bool>,
-    /// L2 weight decay added to the gradient (default 1e-4).
-    #[arg(long, allow_negative_numbers = true)]
-    pub weight_decay: Option<f64>,
-    /// step:E1,E2,... or cosine (default: step at 50% and 75% of the epochs).
-    #[arg(long)]
-    pub schedule: Option<String>,
-    /// Step-decay factor at each milestone (default 0.1).
-    #[arg(long, allow_negative_numbers = true)]
-    pub gamma: Option<f64>,
-    /// Seeds the split, initial weights, shuffling, augmentation, λ, mix layer and partners
-    /// (default 0).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Seeds the split into training subset and validation alone (default: --seed), so that
-    /// runs of several seeds train on the same subset.
-    #[arg(long)]
-    pub split_seed: Option<u64>,
-    /// Keep this many training examples (stratified).
-    #[arg(long)]
-    pub train_subset: Option<usize>,
-    /// Keep this many training examples per class.
-    #[arg(long)]
-    pub labels_per_class: Option<usize>,
-    /// Hold this many training examples out for validation (stratified).
-    #[arg(long)]
-    pub valid_split: Option<usize>,
-    /// Turn off random crops and flips.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub no_augment: Option<bool>,
-    /// After training, accuracy under a white-box attack on the test split: fgsm:EPS or
-    /// pgd:EPS:STEPS[:STEP_SIZE], ε in [0, 1] pixel units (repeatable).
-    #[arg(long = "attack")]
-    #[serde(rename = "attack")]
-    pub attacks: Option<Vec<Attack>>,
-    /// Attack only the first N test examples.
-    #[arg(long)]
-    pub attack_examples: Option<usize>,
-    /// After training, metrics on a deformed test split: rotate:DEG, shear:DEG,
-    /// zoom-out:PERCENT or zoom-in:PERCENT, seeded (repeatable).
-    #[arg(long = "deform")]
-    #[serde(rename = "deform")]
-    pub deformations: Option<Vec<Deformation>>,
-    /// After training, the spectrum of the class-conditional representations at this mix point.
-    #[arg(long)]
-    pub spectrum_at: Option<usize>,
-    /// Run folder (default: runs/<model>-<dataset>-<mix>-s<seed>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub options: TrainOptions,
     /// Continue the run in this folder from its latest checkpoint.
     #[arg(long)]
-    #[serde(skip)]
     pub resume: Option<PathBuf>,
     /// Also write the run's exact stream to RUN/trace/ (data, initial weights, every step's
     /// examples, augmentation, mix plan, learning rate and loss), for
     /// scripts/parity/trajectory.py to replay in PyTorch.
     #[arg(long)]
-    #[serde(skip)]
     pub trace: bool,
     /// A TOML file with any of these options (flags win).
     #[arg(long)]
-    #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// A whole evaluation suite, in place of the flags above (what a study passes).
-    #[arg(skip)]
-    #[serde(skip)]
-    pub suite: Option<EvalSuite>,
 }
 
 #[derive(Args)]
@@ -245,9 +85,9 @@ pub struct StudyArgs {
     /// The study folder (default: the file's path without .toml).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Train on this device instead of each arm's.
+    /// Train on this device (or devices) instead of each arm's.
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<Devices>,
     /// Train nothing: report on the runs finished so far.
     #[arg(long)]
     pub report_only: bool,
@@ -260,9 +100,9 @@ pub struct EvalArgs {
     /// The split to evaluate on.
     #[arg(long, value_enum, default_value = "test")]
     pub split: EvalSplit,
-    /// cpu, cuda[:N] or wgpu[:N] (default: the run's).
+    /// cpu, cuda[:N] or wgpu[:N] (default: the run's, or the first of its GPUs).
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<DeviceName>,
     /// Accuracy under a white-box attack: fgsm:EPS or pgd:EPS:STEPS[:STEP_SIZE] (repeatable).
     #[arg(long = "attack")]
     pub attacks: Vec<Attack>,
@@ -296,7 +136,7 @@ pub struct PredictArgs {
     pub uncalibrated: bool,
     /// cpu, cuda[:N] or wgpu[:N].
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceName,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,7 +177,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Devices,
 }
 
 #[derive(Args)]
@@ -382,7 +222,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     pub image_size: usize,
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceName,
     /// Measure the data pipeline instead, on this dataset.
     #[arg(long)]
     pub data: bool,
@@ -390,4 +230,22 @@ pub struct BenchArgs {
     pub dataset: String,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn the_learning_rate_decay_answers_to_its_old_flag_too() {
+        for flag in ["--lr-decay", "--gamma"] {
+            let cli = Cli::try_parse_from(["mmix", "train", flag, "0.5"]).unwrap();
+            let Some(Command::Train(args)) = cli.command else {
+                panic!("{flag} did not parse as a train command");
+            };
+            assert_eq!(args.options.lr_decay, Some(0.5), "{flag}");
+        }
+    }
 }

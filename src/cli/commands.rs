@@ -14,7 +14,7 @@ use crate::eval::{EvalSuite, Evaluation, run_suite};
 use crate::mixup::PointShape;
 use crate::models::ModelKind;
 use crate::report;
-use crate::train::{self, checkpoint, parse_device};
+use crate::train::{self, checkpoint};
 
 use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, EvalSplit, InspectArgs};
 use super::evaluate;
@@ -33,10 +33,11 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             args.dir.display()
         );
     }
-    if let Some(device) = &args.device {
-        config.device = device.clone();
+    if let Some(device) = args.device {
+        config.device = device.into();
     }
-    let device = parse_device(&config.device).map_err(|e| anyhow!(e))?;
+    // A run trained on several GPUs is evaluated on the first.
+    let device = config.device.names()[0].open().map_err(|e| anyhow!(e))?;
     let suite = EvalSuite {
         attacks: args.attacks.clone(),
         attack_examples: args.attack_examples,
@@ -223,14 +224,14 @@ pub fn demo(args: &DemoArgs) -> Result<i32> {
     for arm in [DEMO_BASELINE, DEMO_MIXED] {
         let dir = root.join(arm);
         let mut train_args = study::arm_run(DEMO_STUDY, DEMO_STUDY_PATH, arm, args.seed, &dir)?;
-        train_args.dataset = Some(DEMO_DATASET.into());
+        train_args.options.dataset = Some(DEMO_DATASET.into());
         // Half the embedded test split is attacked: PGD's steps would double the demo's time.
-        if let Some(suite) = train_args.suite.as_mut() {
+        if let Some(suite) = train_args.options.suite.as_mut() {
             suite.attack_examples = Some(DEMO_ATTACK_EXAMPLES);
         }
-        train_args.device = Some(args.device.clone());
+        train_args.options.device = Some(args.device.clone());
         if let Some(epochs) = args.epochs {
-            train_args.epochs = Some(epochs);
+            train_args.options.epochs = Some(epochs);
         }
         let result = train_cmd::run(&train_args, false)?;
         train_cmd::print_result(&result);
@@ -534,7 +535,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     }
     let kind: ModelKind = args.model.parse()?;
     let world = crate::distributed::world();
-    let device = super::train::parse_device_for_rank(&args.device, world)?;
+    let device = super::train::open_device_for_rank(args.device, world)?;
     if world.rank() == 0 {
         super::note_fast_path(&device, args.precision);
     }
@@ -570,7 +571,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         model.training_bytes_lower_bound(config.batch)?,
         "lower --width, --batch-size or --image-size",
     )?;
-    let result = bench_step(&config, &device, &args.device)?;
+    let result = bench_step(&config, &device, &args.device.to_string())?;
     if world.rank() == 0 {
         println!("{}", serde_json::to_string(&result)?);
     }

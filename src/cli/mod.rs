@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod commands;
+mod console;
 pub mod evaluate;
 pub mod predict;
 pub mod study;

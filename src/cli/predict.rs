@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow};
 
 use crate::predict::{Predictor, Ranked};
-use crate::train::parse_device;
 
 use super::args::{PredictArgs, PredictFormat};
 
@@ -14,7 +13,7 @@ use super::args::{PredictArgs, PredictFormat};
 const CHUNK: usize = 256;
 
 pub fn run(args: &PredictArgs) -> Result<i32> {
-    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    let device = args.device.open().map_err(|e| anyhow!(e))?;
     let predictor = Predictor::open(&args.dir, &device, !args.uncalibrated)?;
     let (files, unusable_paths) = image_files(&args.images);
     let mut failures = unusable_paths;

@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use crate::report;
 use crate::study::{self, Cell, Design};
-use crate::train::{TrainConfig, parse_device};
+use crate::train::run_dir;
+use crate::train::{Devices, TrainConfig, TrainOptions};
 
 use super::args::{StudyArgs, TrainArgs};
 use super::evaluate;
@@ -29,12 +30,15 @@ fn parse_text(text: &str, name: &str, out: &Path) -> Result<Design> {
 
 /// A cell's options as the `mmix train` arguments of its run.
 fn train_args(options: &toml::Table, seed: u64, dir: &Path) -> Result<TrainArgs> {
-    let args = TrainArgs::deserialize(toml::Value::Table(options.clone()))
+    let options = TrainOptions::deserialize(toml::Value::Table(options.clone()))
         .map_err(|e| anyhow!("{}", e.message().trim_end()))?;
     Ok(TrainArgs {
-        seed: Some(seed),
-        out: Some(dir.to_path_buf()),
-        ..args
+        options: TrainOptions {
+            seed: Some(seed),
+            out: Some(dir.to_path_buf()),
+            ..options
+        },
+        ..TrainArgs::default()
     })
 }
 
@@ -56,11 +60,15 @@ pub fn arm_run(text: &str, source: &str, arm: &str, seed: u64, out: &Path) -> Re
         .iter()
         .find(|c| c.arm == index)
         .expect("every arm has a cell per seed");
+    let args = cell_args(cell)?;
     Ok(TrainArgs {
-        seed: Some(seed),
-        out: Some(out.to_path_buf()),
-        suite: Some(design.file.evaluate.clone()),
-        ..cell_args(cell)?
+        options: TrainOptions {
+            seed: Some(seed),
+            out: Some(out.to_path_buf()),
+            suite: Some(design.file.evaluate.clone()),
+            ..args.options
+        },
+        ..args
     })
 }
 
@@ -85,7 +93,7 @@ fn study_folder(args: &StudyArgs) -> Result<PathBuf> {
 }
 
 /// Whether the run in `cell`'s folder was trained with the options the study now gives it.
-fn trained_as_declared(cell: &Cell, device: Option<&String>) -> Result<bool> {
+fn trained_as_declared(cell: &Cell, device: Option<&Devices>) -> Result<bool> {
     let saved = train_cmd::load_saved_config(&cell.dir)?;
     let mut wanted = cell.config.clone();
     if let Some(device) = device {
@@ -99,118 +107,133 @@ pub fn run(args: &StudyArgs) -> Result<i32> {
     let text = crate::fsio::read_regular_text(&args.file)
         .with_context(|| format!("cannot read study file {}", args.file.display()))?;
     let design = parse_text(&text, &args.file.display().to_string(), &out)?;
-    let (file, arms) = (&design.file, &design.arms);
-    if let Some(device) = &args.device {
-        parse_device(device).map_err(|e| anyhow!(e))?;
+    if let Some(devices) = &args.device {
+        for name in devices.names() {
+            name.open().map_err(|e| anyhow!(e))?;
+        }
     }
     crate::fsio::check_own_folder(&out, &study::design::STUDY_ENTRIES)?;
     if args.report_only {
-        let total = design.cells.len();
-        let mut finished = Vec::new();
-        for cell in &design.cells {
-            let done = report::load_run(&cell.dir).is_ok_and(|row| {
-                row.summary.completed
-                    && row
-                        .summary
-                        .evaluation
-                        .is_some_and(|e| e.suite == file.evaluate)
-            });
-            if !done {
-                continue;
-            }
-            if !trained_as_declared(cell, args.device.as_ref())? {
-                println!(
-                    "left out: {} was trained with other options than arm '{}' now gives",
-                    cell.dir.display(),
-                    arms[cell.arm].name
-                );
-                continue;
-            }
-            finished.push(cell);
-        }
-        if finished.is_empty() {
-            bail!(
-                "{}: no run of the study, as its file now reads, has finished yet",
-                out.display()
-            );
-        }
-        println!("{} of {total} runs finished", finished.len());
-        let partial_of = (finished.len() < total).then_some(total);
-        report(&out, &design, &finished, partial_of)?;
-        return Ok(0);
+        return report_finished(args, &out, &design);
     }
     study::record_design(&args.file, &text, &out, &design.cells)?;
     let total = design.cells.len();
     println!(
         "study {}: {} arms × {} seeds = {total} runs → {}",
         args.file.display(),
-        arms.len(),
-        file.seeds.len(),
+        design.arms.len(),
+        design.file.seeds.len(),
         out.display()
     );
     for (i, cell) in design.cells.iter().enumerate() {
-        let arm = &arms[cell.arm].name;
-        let mut wanted = cell.config.clone();
-        if let Some(device) = &args.device {
-            wanted.device = device.clone();
-        }
-        let head = format!("[{}/{total}] {arm}, seed {}", i + 1, cell.seed);
-        let finished = if cell.dir.join("config.json").exists() {
-            let saved = train_cmd::load_saved_config(&cell.dir)?;
-            if !study::same_run(&saved, &wanted) {
-                bail!(
-                    "{} was trained with other options than arm '{arm}' now gives; move it away or restore the arm",
-                    cell.dir.display()
-                );
-            }
-            report::load_run(&cell.dir)
-                .map(|row| row.summary.completed)
-                .unwrap_or(false)
-        } else {
-            false
-        };
-        if !finished {
-            println!("{head}: training → {}", cell.dir.display());
-            let mut train_args = if cell.dir.join("config.json").exists() {
-                TrainArgs {
-                    resume: Some(cell.dir.clone()),
-                    ..TrainArgs::default()
-                }
-            } else {
-                TrainArgs {
-                    suite: Some(file.evaluate.clone()),
-                    ..cell_args(cell)?
-                }
-            };
-            train_args.device = args.device.clone().or(train_args.device);
-            let result = train_cmd::run(&train_args, true)?;
-            if result.interrupted {
-                println!(
-                    "study interrupted; run `mmix study {}` again to continue",
-                    args.file.display()
-                );
-                return Ok(train_cmd::INTERRUPTED_EXIT);
-            }
-        }
-        let row = report::load_run(&cell.dir).map_err(|e| anyhow!(e))?;
-        let measured = row
-            .summary
-            .evaluation
-            .as_ref()
-            .is_some_and(|e| e.suite == file.evaluate);
-        if !measured {
-            println!("{head}: evaluating {}", cell.dir.display());
-            let data = crate::train::prepare_data(&wanted)?;
-            let device = parse_device(&wanted.device).map_err(|e| anyhow!(e))?;
-            let evaluation =
-                evaluate::final_evaluation(&cell.dir, &wanted, &data, &file.evaluate, &device)?;
-            println!("{head}: {}", evaluate::describe(&evaluation));
-        } else if finished {
-            println!("{head}: done already ({})", cell.dir.display());
+        let head = format!(
+            "[{}/{total}] {}, seed {}",
+            i + 1,
+            design.arms[cell.arm].name,
+            cell.seed
+        );
+        if let Some(code) = run_cell(args, &design, cell, &head)? {
+            return Ok(code);
         }
     }
     let cells: Vec<&Cell> = design.cells.iter().collect();
     report(&out, &design, &cells, None)?;
+    Ok(0)
+}
+
+/// Trains `cell` (afresh, or on from its checkpoint) unless it finished, and measures it with
+/// the study's suite unless it was; the exit status where the run was interrupted.
+fn run_cell(args: &StudyArgs, design: &Design, cell: &Cell, head: &str) -> Result<Option<i32>> {
+    let suite = &design.file.evaluate;
+    let started = cell.dir.join(run_dir::CONFIG).exists();
+    if started && !trained_as_declared(cell, args.device.as_ref())? {
+        bail!(
+            "{} was trained with other options than arm '{}' now gives; move it away or restore the arm",
+            cell.dir.display(),
+            design.arms[cell.arm].name
+        );
+    }
+    let finished = started && report::load_run(&cell.dir).is_ok_and(|row| row.summary.completed);
+    if !finished {
+        println!("{head}: training → {}", cell.dir.display());
+        let mut train_args = match started {
+            true => TrainArgs {
+                resume: Some(cell.dir.clone()),
+                ..TrainArgs::default()
+            },
+            false => {
+                let mut args = cell_args(cell)?;
+                args.options.suite = Some(suite.clone());
+                args
+            }
+        };
+        train_args.options.device = args.device.clone().or(train_args.options.device);
+        let result = train_cmd::run(&train_args, true)?;
+        if result.interrupted {
+            println!(
+                "study interrupted; run `mmix study {}` again to continue",
+                args.file.display()
+            );
+            return Ok(Some(train_cmd::INTERRUPTED_EXIT));
+        }
+    }
+    let row = report::load_run(&cell.dir).map_err(|e| anyhow!(e))?;
+    let measured = row
+        .summary
+        .evaluation
+        .as_ref()
+        .is_some_and(|e| e.suite == *suite);
+    if !measured {
+        println!("{head}: evaluating {}", cell.dir.display());
+        let mut wanted = cell.config.clone();
+        if let Some(device) = &args.device {
+            wanted.device = device.clone();
+        }
+        let data = crate::train::prepare_data(&wanted)?;
+        let device = wanted.device.names()[0].open().map_err(|e| anyhow!(e))?;
+        let evaluation = evaluate::final_evaluation(&cell.dir, &wanted, &data, suite, &device)?;
+        println!("{head}: {}", evaluate::describe(&evaluation));
+    } else if finished {
+        println!("{head}: done already ({})", cell.dir.display());
+    }
+    Ok(None)
+}
+
+/// `--report-only`: the report over the runs that finished, were measured with the study's
+/// suite and were trained as the file now declares; the others are left out, and said so.
+fn report_finished(args: &StudyArgs, out: &Path, design: &Design) -> Result<i32> {
+    let total = design.cells.len();
+    let mut finished = Vec::new();
+    for cell in &design.cells {
+        let done = report::load_run(&cell.dir).is_ok_and(|row| {
+            row.summary.completed
+                && row
+                    .summary
+                    .evaluation
+                    .is_some_and(|e| e.suite == design.file.evaluate)
+        });
+        if !done {
+            continue;
+        }
+        if !trained_as_declared(cell, args.device.as_ref())? {
+            println!(
+                "left out: {} was trained with other options than arm '{}' now gives",
+                cell.dir.display(),
+                design.arms[cell.arm].name
+            );
+            continue;
+        }
+        finished.push(cell);
+    }
+    if finished.is_empty() {
+        bail!(
+            "{}: no run of the study, as its file now reads, has finished yet",
+            out.display()
+        );
+    }
+    println!("{} of {total} runs finished", finished.len());
+    let partial_of = (finished.len() < total).then_some(total);
+    report(out, design, &finished, partial_of)?;
     Ok(0)
 }
 

@@ -103,7 +103,7 @@ pub struct LoadOptions {
     /// Target size of image-folder images.
     pub image_size: usize,
     /// CIFAR-100's 20 coarse labels instead of its 100 fine ones.
-    pub cifar100_labels_coarse: bool,
+    pub cifar100_coarse: bool,
 }
 
 impl Default for LoadOptions {
@@ -111,7 +111,7 @@ impl Default for LoadOptions {
         Self {
             data_dir: None,
             image_size: 32,
-            cifar100_labels_coarse: false,
+            cifar100_coarse: false,
         }
     }
 }
@@ -271,17 +271,13 @@ pub fn load(name: DatasetName, options: &LoadOptions) -> Result<Dataset, DataErr
             (train, test, names(&CIFAR10_CLASSES))
         }
         DatasetName::Cifar100 => {
-            let labels = if options.cifar100_labels_coarse {
+            let labels = if options.cifar100_coarse {
                 Cifar100Labels::Coarse
             } else {
                 Cifar100Labels::Fine
             };
             let (train, test) = read_cifar100(&dir, labels)?;
-            let classes = if options.cifar100_labels_coarse {
-                20
-            } else {
-                100
-            };
+            let classes = if options.cifar100_coarse { 20 } else { 100 };
             (train, test, numbered(classes))
         }
         DatasetName::Folder => read_folder(&dir, options.image_size)?,

@@ -203,7 +203,7 @@ fn cifar100_uses_fine_labels_by_default() {
     let coarse = load(
         DatasetName::Cifar100,
         &LoadOptions {
-            cifar100_labels_coarse: true,
+            cifar100_coarse: true,
             ..options(dir.path())
         },
     )

@@ -1,7 +1,7 @@
 //! Data-parallel training across processes: which rank this process is, the collectives the
 //! training loop calls, and how a global batch is cut into the ranks' shards.
 //!
-//! A process on its own is a world of one ([`Solo`]), and every collective is then a no-op.
+//! A process on its own is a world of one (`Solo`), and every collective is then a no-op.
 //! Started by `mpirun` or `srun` in a build with the `mpi` feature, the world is MPI's. The
 //! loop calls the same [`Collective`] either way, so it reads the same with one rank or many.
 

@@ -29,7 +29,7 @@ pub struct Spectrum {
     pub effective_directions: f64,
     /// Mean over classes of the number of leading directions that hold 90% of the variance.
     pub directions_90: f64,
-    /// Mean over classes of σ_i / σ_1, for the first [`KEPT_VALUES`] directions.
+    /// Mean over classes of σ_i / σ_1, for the first `KEPT_VALUES` directions.
     pub normalized_values: Vec<f64>,
 }
 

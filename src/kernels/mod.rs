@@ -11,7 +11,7 @@
 //! - `onednn` (built wherever oneDNN is installed, see `build.rs`): convolution forward, input
 //!   gradient and weight gradient on oneDNN, the library PyTorch's CPU convolutions use.
 //!
-//! Each route checks that its tensors are f32 on Flex ([`on_flex_f32`]); anything else (other
+//! Each route checks that its tensors are f32 on Flex (`on_flex_f32`); anything else (other
 //! dtypes, GPU backends) takes Burn's own operation, so models call these unconditionally.
 //! `MMIX_KERNELS=generic` in the environment sends Flex down that generic path too: the same
 //! Burn operations, in the same order, that a CUDA or wgpu device is given, so the GPU path's

@@ -247,50 +247,21 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{DatasetName, SplitConfig};
     use crate::eval::Metrics;
-    use crate::mixup::{Loss, MixMode};
+    use crate::mixup::MixMode;
     use crate::train::{RunState, Schedule};
 
     fn config(mix: MixMode, seed: u64) -> TrainConfig {
         TrainConfig {
-            cifar100_labels_coarse: false,
-            precision: Default::default(),
-            dataset: DatasetName::FashionMnistMini,
-            data_dir: None,
-            image_size: 32,
-            model: "small-cnn".parse().unwrap(),
-            custom_model: None,
             width: 8,
-            device: "cpu".into(),
             mix,
             alpha: 2.0,
-            mix_layers: vec![0, 1, 2],
-            layer_weights: vec![],
-            per_example: false,
-            mix_prob: 1.0,
-            switch: None,
-            alpha_schedule: Default::default(),
-            patchup: Default::default(),
-            partner_groups: 1,
-            loss: Loss::SoftCe,
-            label_smoothing: 0.0,
             epochs: 1,
-            eval_every: 1,
             batch_size: 10,
-            lr: 0.1,
-            momentum: 0.9,
-            nesterov: true,
-            weight_decay: 1e-4,
             schedule: Schedule::Cosine,
-            gamma: 0.1,
             seed,
-            split_seed: None,
-            split: SplitConfig::default(),
-            pad_to: None,
-            augment: true,
             eval_batch_size: 100,
-            evaluate: Default::default(),
+            ..TrainConfig::default()
         }
     }
 

@@ -563,7 +563,8 @@ mod tests {
                 "{}",
                 path.display()
             );
-            let original: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let mut original: serde_json::Value = serde_json::from_str(&text).unwrap();
+            rename_configuration_keys(&mut original);
             let mut again: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
             // Reports older than the declared family and the provenance record lack them.
             for key in ["primary", "provenance"] {
@@ -576,5 +577,28 @@ mod tests {
             read += 1;
         }
         assert!(read >= 5, "only {read} reports found");
+    }
+
+    /// Older runs saved the learning-rate decay as `gamma` (PatchUp's probability has that
+    /// name too) and CIFAR-100's coarse labels under a longer name; a run's configuration
+    /// reads them under their new names.
+    fn rename_configuration_keys(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.contains_key("lr") {
+                    for (old, new) in [
+                        ("gamma", "lr_decay"),
+                        ("cifar100_labels_coarse", "cifar100_coarse"),
+                    ] {
+                        if let Some(v) = map.remove(old) {
+                            map.insert(new.to_string(), v);
+                        }
+                    }
+                }
+                map.values_mut().for_each(rename_configuration_keys);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(rename_configuration_keys),
+            _ => {}
+        }
     }
 }

@@ -9,6 +9,61 @@ use crate::eval::EvalSuite;
 use crate::mixup::{AlphaSchedule, Loss, MixConfig, MixMode, PatchUpConfig, Switch};
 use crate::models::ModelKind;
 
+/// Why a configuration is refused. Options are named by their keys in backquotes
+/// (`` `batch-size` ``), which the command line shows as flags (`--batch-size`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A TOML text that is not a set of options (an unknown key, a value of the wrong type).
+    #[error("{0}")]
+    Toml(String),
+    /// An option's value out of its range, or at odds with another option's.
+    #[error("`{option}` {requirement}")]
+    Invalid {
+        /// The option's key.
+        option: &'static str,
+        /// What its value must be, and what it was; other options named in backquotes.
+        requirement: String,
+    },
+    /// Options given without the one that gives them meaning.
+    #[error("`{}` need `{needed}`", options.join("` and `"))]
+    Needs {
+        /// The options given.
+        options: &'static [&'static str],
+        /// The option they need.
+        needed: &'static str,
+    },
+    /// An unknown data set.
+    #[error(transparent)]
+    Dataset(#[from] crate::data::DataError),
+    /// An unknown model or one that cannot be built as configured.
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+    /// Mixing options the model cannot take.
+    #[error(transparent)]
+    Mixing(#[from] crate::mixup::MixupError),
+    /// An evaluation suite the model cannot take.
+    #[error(transparent)]
+    Evaluation(#[from] crate::eval::EvalError),
+}
+
+impl ConfigError {
+    /// The option refused, where one is.
+    pub fn option(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::Invalid { option, .. } => Some(option),
+            ConfigError::Needs { options, .. } => options.first().copied(),
+            _ => None,
+        }
+    }
+}
+
+fn invalid(option: &'static str, requirement: String) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        requirement,
+    }
+}
+
 /// The largest `--image-size`: a batch of 4096×4096 images already takes gigabytes.
 pub const MAX_IMAGE_SIZE: usize = 4_096;
 
@@ -16,7 +71,7 @@ pub const MAX_IMAGE_SIZE: usize = 4_096;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Schedule {
-    /// Multiply by `gamma` at each listed epoch.
+    /// Multiply by the decay factor at each listed epoch.
     Step {
         /// The epochs (from 0) at which the rate drops.
         milestones: Vec<usize>,
@@ -31,7 +86,7 @@ pub enum Schedule {
 
 impl Schedule {
     /// Parses `step:150,225`, `step` (50% and 75% of `epochs`), `cosine` or `cosine-per-step`.
-    pub fn parse(text: &str, epochs: usize) -> Result<Self, String> {
+    pub fn parse(text: &str, epochs: usize) -> Result<Self, ConfigError> {
         match text.split_once(':') {
             None if text == "cosine" => Ok(Schedule::Cosine),
             None if text == "cosine-per-step" => Ok(Schedule::CosinePerStep),
@@ -42,20 +97,24 @@ impl Schedule {
                     .map(|m| m.trim().parse::<usize>())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| {
-                        format!(
-                            "bad --schedule '{text}': milestones must be epochs, e.g. step:150,225"
+                        invalid(
+                            "schedule",
+                            format!("'{text}': milestones must be epochs, e.g. step:150,225"),
                         )
                     })?;
                 Ok(Schedule::Step { milestones })
             }
-            _ => Err(format!(
-                "bad --schedule '{text}': expected step:E1,E2,..., cosine or cosine-per-step"
+            _ => Err(invalid(
+                "schedule",
+                format!(
+                    "'{text}' is not a schedule: expected step:E1,E2,..., cosine or cosine-per-step"
+                ),
             )),
         }
     }
 
-    /// The paper's supervised setup: ×γ at 50% and 75% of the epochs. A milestone is never
-    /// epoch 0: a one-epoch run would otherwise train at γ² times the rate it was given.
+    /// The paper's supervised setup: a drop at 50% and 75% of the epochs. A milestone is never
+    /// epoch 0: a one-epoch run would otherwise train at decay² times the rate it was given.
     pub fn default_for(epochs: usize) -> Self {
         Schedule::Step {
             milestones: vec![(epochs / 2).max(1), (epochs * 3 / 4).max(1)],
@@ -63,11 +122,11 @@ impl Schedule {
     }
 
     /// Learning rate for the (0-based) `epoch`.
-    pub fn lr(&self, base: f64, gamma: f64, epoch: usize, epochs: usize) -> f64 {
+    pub fn lr(&self, base: f64, decay: f64, epoch: usize, epochs: usize) -> f64 {
         match self {
             Schedule::Step { milestones } => {
                 let passed = milestones.iter().filter(|&&m| epoch >= m).count();
-                base * gamma.powi(passed as i32)
+                base * decay.powi(passed as i32)
             }
             Schedule::Cosine | Schedule::CosinePerStep => {
                 cosine(base, epoch as f64 / epochs.max(1) as f64)
@@ -80,7 +139,7 @@ impl Schedule {
     pub fn lr_at(
         &self,
         base: f64,
-        gamma: f64,
+        decay: f64,
         (epoch, epochs): (usize, usize),
         (batch, batches): (usize, usize),
     ) -> f64 {
@@ -89,7 +148,7 @@ impl Schedule {
                 let steps = (epochs * batches).max(1);
                 cosine(base, (epoch * batches + batch) as f64 / steps as f64)
             }
-            _ => self.lr(base, gamma, epoch, epochs),
+            _ => self.lr(base, decay, epoch, epochs),
         }
     }
 }
@@ -109,8 +168,8 @@ pub struct TrainConfig {
     /// Target size for image-folder datasets.
     pub image_size: usize,
     /// CIFAR-100 with its 20 coarse labels (older runs saved none: fine labels).
-    #[serde(default)]
-    pub cifar100_labels_coarse: bool,
+    #[serde(default, alias = "cifar100_labels_coarse")]
+    pub cifar100_coarse: bool,
     /// The built-in model.
     pub model: ModelKind,
     /// The name of a model from outside the built-in list, trained through
@@ -119,8 +178,8 @@ pub struct TrainConfig {
     pub custom_model: Option<String>,
     /// The model's base width.
     pub width: usize,
-    /// `cpu`, `cuda[:N]`, `wgpu` or a list of GPUs.
-    pub device: String,
+    /// The device, or the GPUs of a data-parallel run on one machine.
+    pub device: super::Devices,
     /// The mixing mode.
     pub mix: MixMode,
     /// λ ~ Beta(α, α).
@@ -170,8 +229,10 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// The learning-rate schedule.
     pub schedule: Schedule,
-    /// The factor of each drop of the step schedule (PyTorch's `MultiStepLR` gamma).
-    pub gamma: f64,
+    /// The factor of each drop of the step schedule (PyTorch's `MultiStepLR` gamma; older
+    /// runs saved it as `gamma`).
+    #[serde(alias = "gamma")]
+    pub lr_decay: f64,
     /// The seed of the run's random stream and initial weights.
     pub seed: u64,
     /// The seed of the split into training subset and validation, where it is not the run's
@@ -219,11 +280,11 @@ impl Default for TrainConfig {
             dataset: DatasetName::FashionMnistMini,
             data_dir: None,
             image_size: 32,
-            cifar100_labels_coarse: false,
+            cifar100_coarse: false,
             model,
             custom_model: None,
             width: model.default_width(),
-            device: "cpu".into(),
+            device: super::Devices::default(),
             mix,
             alpha: default_alpha(mix),
             mix_layers: model.paper_mix_points(),
@@ -244,7 +305,7 @@ impl Default for TrainConfig {
             nesterov: true,
             weight_decay: 1e-4,
             schedule: Schedule::default_for(epochs),
-            gamma: 0.1,
+            lr_decay: 0.1,
             seed: 0,
             split_seed: None,
             split: SplitConfig {
@@ -380,82 +441,88 @@ impl TrainConfig {
         epoch.is_multiple_of(self.eval_every.max(1)) || epoch == self.epochs
     }
 
-    /// Checks what the types cannot.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what the types cannot: the same checks for flags, a TOML file, a study's
+    /// arm and a saved `config.json`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
-            ("--epochs", Some(self.epochs)),
-            ("--eval-every", Some(self.eval_every)),
-            ("--batch-size", Some(self.batch_size)),
-            ("--eval-batch-size", Some(self.eval_batch_size)),
-            ("--partner-groups", Some(self.partner_groups)),
-            ("--width", Some(self.width)),
-            ("--image-size", Some(self.image_size)),
-            ("--train-subset", self.split.train_subset),
-            ("--labels-per-class", self.split.labels_per_class),
-            ("--pad-to", self.pad_to),
+            ("epochs", Some(self.epochs)),
+            ("eval-every", Some(self.eval_every)),
+            ("batch-size", Some(self.batch_size)),
+            ("eval-batch-size", Some(self.eval_batch_size)),
+            ("partner-groups", Some(self.partner_groups)),
+            ("width", Some(self.width)),
+            ("image-size", Some(self.image_size)),
+            ("train-subset", self.split.train_subset),
+            ("labels-per-class", self.split.labels_per_class),
+            ("pad-to", self.pad_to),
         ];
-        if let Some((flag, _)) = positive.iter().find(|(_, v)| *v == Some(0)) {
-            return Err(format!("{flag} must be at least 1"));
+        if let Some((option, _)) = positive.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(invalid(option, "must be at least 1".into()));
         }
+        let too_large = |got: usize| {
+            format!(
+                "must be at most {MAX_IMAGE_SIZE} (got {got}): larger images would not fit a training batch in memory"
+            )
+        };
         if self.image_size > MAX_IMAGE_SIZE {
-            return Err(format!(
-                "--image-size must be at most {MAX_IMAGE_SIZE} (got {}): larger images would not fit a training batch in memory",
-                self.image_size
-            ));
+            return Err(invalid("image-size", too_large(self.image_size)));
         }
         if let Some(size) = self.pad_to.filter(|&size| size > MAX_IMAGE_SIZE) {
-            return Err(format!(
-                "--pad-to must be at most {MAX_IMAGE_SIZE} (got {size}): larger images would not fit a training batch in memory"
-            ));
+            return Err(invalid("pad-to", too_large(size)));
         }
         if self.partner_groups > self.batch_size {
-            return Err(format!(
-                "--batch-size ({}) is smaller than --partner-groups ({}, by default one per rank): each group needs an example",
-                self.batch_size, self.partner_groups
+            return Err(invalid(
+                "batch-size",
+                format!(
+                    "({}) is smaller than `partner-groups` ({}, by default one per rank): each group needs an example",
+                    self.batch_size, self.partner_groups
+                ),
             ));
         }
-        if self.cifar100_labels_coarse && self.dataset != DatasetName::Cifar100 {
-            return Err(format!(
-                "--cifar100-coarse applies to --dataset cifar100, not {}",
-                self.dataset
+        if self.cifar100_coarse && self.dataset != DatasetName::Cifar100 {
+            return Err(invalid(
+                "cifar100-coarse",
+                format!("applies to `dataset` cifar100, not {}", self.dataset),
             ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!("--lr must be a positive number, got {}", self.lr));
+            return Err(invalid(
+                "lr",
+                format!("must be a positive number, got {}", self.lr),
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(format!(
-                "--momentum must be in [0, 1), got {}",
-                self.momentum
+            return Err(invalid(
+                "momentum",
+                format!("must be in [0, 1), got {}", self.momentum),
             ));
         }
         if self.nesterov && self.momentum == 0.0 {
-            return Err("--nesterov needs a non-zero --momentum".into());
+            return Err(invalid("nesterov", "needs a non-zero `momentum`".into()));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(format!(
-                "--weight-decay must be ≥ 0, got {}",
-                self.weight_decay
+            return Err(invalid(
+                "weight-decay",
+                format!("must be ≥ 0, got {}", self.weight_decay),
             ));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(format!(
-                "--label-smoothing must be in [0, 1), got {}",
-                self.label_smoothing
+            return Err(invalid(
+                "label-smoothing",
+                format!("must be in [0, 1), got {}", self.label_smoothing),
             ));
         }
-        if !(self.gamma.is_finite() && self.gamma > 0.0) {
-            return Err(format!("--gamma must be positive, got {}", self.gamma));
+        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0) {
+            return Err(invalid(
+                "lr-decay",
+                format!("must be positive, got {}", self.lr_decay),
+            ));
         }
         if self.custom_model.is_none() {
             // A model registered by a library user declares its points when it is built.
             let points = self.model.mix_points();
-            self.mix_config()
-                .validate(&points, self.epochs)
-                .map_err(|e| e.to_string())?;
-            self.evaluate
-                .validate(points.len() - 1)
-                .map_err(|e| e.to_string())?;
+            self.mix_config().validate(&points, self.epochs)?;
+            self.evaluate.validate(points.len() - 1)?;
         }
         Ok(())
     }

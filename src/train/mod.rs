@@ -3,6 +3,7 @@
 pub mod checkpoint;
 mod config;
 mod device;
+mod options;
 mod ranks;
 pub mod run_dir;
 mod setup;
@@ -13,10 +14,11 @@ mod trainer;
 use std::path::PathBuf;
 
 pub use checkpoint::{EpochRecord, RunState};
-pub use config::{Schedule, TrainConfig, default_alpha};
+pub use config::{ConfigError, Schedule, TrainConfig, default_alpha};
 #[cfg(feature = "cuda")]
 pub use device::nccl_loads;
-pub use device::parse_device;
+pub use device::{DeviceName, Devices, parse_device};
+pub use options::TrainOptions;
 pub use setup::{RunData, build_model, check_run, evaluate, optimizer, prepare_data};
 pub use step::{BatchLoss, batch_loss};
 pub use trainer::{Progress, RunOutcome, Trainer};

@@ -137,7 +137,7 @@ pub fn read_record(dir: &Path) -> Result<RunRecord, RunDirError> {
         serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
     let train: super::TrainConfig = serde_json::from_value(value["train"].clone())
         .map_err(|e| bad(format!("not an mmix run configuration ({e})")))?;
-    train.validate().map_err(bad)?;
+    train.validate().map_err(|e| bad(e.to_string()))?;
     // Folders written before the data was recorded hold the configuration alone.
     let dataset: DataRecord = serde_json::from_value(value["dataset"].clone())
         .map_err(|e| bad(format!("no record of the run's data ({e})")))?;

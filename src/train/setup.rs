@@ -42,7 +42,7 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
         &LoadOptions {
             data_dir: config.data_dir.clone(),
             image_size: config.image_size,
-            cifar100_labels_coarse: config.cifar100_labels_coarse,
+            cifar100_coarse: config.cifar100_coarse,
         },
     )?;
     let mut split_rng = ChaCha12Rng::seed_from_u64(config.split_seed.unwrap_or(config.seed));

@@ -444,7 +444,7 @@ impl<M: Mixable> Run<'_, M> {
         let (images, rows) = (drawn.indices.len(), drawn.rows.len());
         let lr = config.schedule.lr_at(
             config.lr,
-            config.gamma,
+            config.lr_decay,
             (epoch, config.epochs),
             (b, self.batches),
         );
@@ -601,7 +601,7 @@ impl<M: Mixable> Run<'_, M> {
             epoch: epoch + 1,
             lr: config
                 .schedule
-                .lr(config.lr, config.gamma, epoch, config.epochs),
+                .lr(config.lr, config.lr_decay, epoch, config.epochs),
             train_loss: trained.loss_sum / trained.seen as f64,
             train_acc: trained.acc_sum / trained.seen as f64,
             valid,

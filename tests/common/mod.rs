@@ -236,12 +236,26 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 pub fn assert_one_line_error(output: &Output, expected: &str, what: &str) {
+    if let Some(problem) = one_line_error_problem(output, expected, what) {
+        panic!("{problem}");
+    }
+}
+
+/// What keeps `output` from being a failure that says `expected` in one line, if anything:
+/// for tests that check many cases and report every one that fails, not just the first.
+pub fn one_line_error_problem(output: &Output, expected: &str, what: &str) -> Option<String> {
     let stderr = text(&output.stderr);
-    assert!(!output.status.success(), "{what} succeeded");
-    assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: {stderr}");
-    assert!(
-        stderr.starts_with("error: ") && stderr.contains(expected),
-        "{what}: {stderr}"
-    );
+    if output.status.success() {
+        return Some(format!("{what} succeeded"));
+    }
+    if stderr.contains("panicked") {
+        return Some(format!("{what} panicked: {stderr}"));
+    }
+    if stderr.trim_end().lines().count() != 1 {
+        return Some(format!("{what}: not one line: {stderr}"));
+    }
+    if !(stderr.starts_with("error: ") && stderr.contains(expected)) {
+        return Some(format!("{what}: expected '{expected}': {stderr}"));
+    }
+    None
 }

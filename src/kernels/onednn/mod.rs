@@ -7,7 +7,7 @@
 //! Flex's own convolution, with one warning per process.
 //!
 //! Activations come and go plain (`[N, C, H, W]`) or channel-blocked (`[N, C / b, H, W, b]`,
-//! see [`super::layout`]); in the block size oneDNN computes in ([`native_block`]) they cross
+//! see [`super::layout`]); in the block size oneDNN computes in (`native_block`) they cross
 //! without a conversion. Otherwise, under autodiff, the forward pass keeps oneDNN's converted
 //! copy of its input (`Input::Saved`) rather than the input itself, where the weight gradient
 //! wants that layout: converting the input once serves both passes.
@@ -177,7 +177,7 @@ pub(crate) fn set_precision(precision: Precision) {
     PRECISION.set(precision);
 }
 
-/// The precision [`set_precision`] last set on this thread (f32 at first).
+/// The precision `set_precision` last set on this thread (f32 at first).
 pub fn precision() -> Precision {
     PRECISION.get()
 }
