@@ -148,22 +148,10 @@ impl EvaluationColumn {
     }
 }
 
-fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = if values.len() > 1 {
-        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
-}
-
 fn cell(values: &[f64], scale: f64, digits: usize) -> String {
-    if values.is_empty() {
+    let Some(crate::study::Estimate { mean, std, .. }) = crate::study::Estimate::of(values) else {
         return "–".into();
-    }
-    let (mean, std) = mean_std(values);
+    };
     if values.len() == 1 {
         format!("{:.*}", digits, mean * scale)
     } else {

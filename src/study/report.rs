@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::StudyError;
-use super::design::{Arm, Cell, Design, GAIN_PLOT, StudyFile, value_text};
+use super::design::{Arm, Cell, Design, GAIN_PLOT, StudyFile, Sweep, value_text};
 use super::family::{FamilyMember, TestedHypothesis, family_markdown, test_family};
 use super::stats::Estimate;
 use super::tables::{
@@ -165,34 +165,8 @@ pub fn write_report(
             md
         }
         Some(sweep) => {
-            let mut md = format!("# {title}\n\nOne report per value of `{}`.\n", sweep.option);
-            for &level in &levels {
-                let companions: Vec<String> = sweep
-                    .with
-                    .iter()
-                    .filter_map(|(key, values)| {
-                        let value = values.as_array()?.get(level?)?;
-                        Some(format!(", {key} = {}", value_text(value)))
-                    })
-                    .collect();
-                let heading = format!(
-                    "{} = {}{}",
-                    sweep.option,
-                    level_name(level).unwrap_or_default(),
-                    companions.concat()
-                );
-                let (part, tables) = study_report(&heading, &arms_at(arms, &rows, level), baseline);
-                // Each value's report sits one heading level down.
-                md.push_str(&format!("\n#{}", part.replace("\n## ", "\n### ")));
-                json.levels.push(LevelReport {
-                    value: level_name(level).unwrap_or_default(),
-                    tables,
-                });
-            }
-            json.sweep = Some(SweepAxis {
-                option: sweep.option.clone(),
-                values: sweep.values.iter().map(value_text).collect(),
-            });
+            let (md, levels, axis) = sweep_sections(&title, sweep, arms, &rows, baseline);
+            (json.levels, json.sweep) = (levels, Some(axis));
             md
         }
     };
@@ -255,6 +229,47 @@ pub fn write_report(
         plot_arms(out, &arms_at(arms, &rows, None))?;
     }
     Ok(md)
+}
+
+/// A study with a sweep: one report per swept value (each a heading down), their tables, and
+/// the axis.
+fn sweep_sections(
+    title: &str,
+    sweep: &Sweep,
+    arms: &[Arm],
+    rows: &[(&Cell, CompareRow)],
+    baseline: usize,
+) -> (String, Vec<LevelReport>, SweepAxis) {
+    let mut md = format!("# {title}\n\nOne report per value of `{}`.\n", sweep.option);
+    let mut levels = Vec::new();
+    for (level, value) in sweep.values.iter().enumerate() {
+        let companions: Vec<String> = sweep
+            .with
+            .iter()
+            .filter_map(|(key, values)| {
+                let value = values.as_array()?.get(level)?;
+                Some(format!(", {key} = {}", value_text(value)))
+            })
+            .collect();
+        let heading = format!(
+            "{} = {}{}",
+            sweep.option,
+            value_text(value),
+            companions.concat()
+        );
+        let (part, tables) = study_report(&heading, &arms_at(arms, rows, Some(level)), baseline);
+        // Each value's report sits one heading level down.
+        md.push_str(&format!("\n#{}", part.replace("\n## ", "\n### ")));
+        levels.push(LevelReport {
+            value: value_text(value),
+            tables,
+        });
+    }
+    let axis = SweepAxis {
+        option: sweep.option.clone(),
+        values: sweep.values.iter().map(value_text).collect(),
+    };
+    (md, levels, axis)
 }
 
 /// The paired gain in final test accuracy of every arm over the baseline at each swept value:
