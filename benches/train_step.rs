@@ -19,6 +19,7 @@ fn main() {
                 batch: 128,
                 mix,
                 per_example,
+                mix_loss: Default::default(),
                 channels: 3,
                 image_size: 32,
                 classes: 10,

@@ -11,8 +11,9 @@ use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
 use crate::data::{Augmentation, ImageSet, Normalization, make_batch};
-use crate::mixup::{Loss, MixConfig, MixMode, OUTPUT_POINT, TensorMix, mix_at, soft_targets};
+use crate::mixup::{MixConfig, MixLoss, MixMode, OUTPUT_POINT, TensorMix, mix_at, soft_targets};
 use crate::models::{ModelConfig, ModelError, ModelKind};
+use crate::train::Objective;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StepBench {
@@ -110,6 +111,8 @@ pub struct StepBenchConfig {
     pub mix: MixMode,
     /// λ and mix point (or box or mask) per example.
     pub per_example: bool,
+    /// Replace the clean loss with the mixed one, or add it (RegMixup: two forward passes).
+    pub mix_loss: MixLoss,
     pub channels: usize,
     pub image_size: usize,
     pub classes: usize,
@@ -175,7 +178,10 @@ pub fn bench_step(
             labels,
             tensor_mix.as_ref(),
             config.classes,
-            (Loss::SoftCe, 0.0),
+            Objective {
+                mix_loss: config.mix_loss,
+                ..Objective::default()
+            },
         )?
         .loss;
         let _ = loss.clone().into_scalar::<f32>();
@@ -208,7 +214,10 @@ pub fn bench_step(
         model: config.model.to_string(),
         width: config.width,
         batch: config.batch,
-        mix: mix_name(&mix),
+        mix: match config.mix_loss {
+            MixLoss::Replace => mix_name(&mix),
+            MixLoss::Regmixup => format!("{} regmixup", mix_name(&mix)),
+        },
         device: device_name.to_string(),
         convolution: crate::kernels::convolution_library(device),
         precision: config.precision.to_string(),

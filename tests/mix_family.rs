@@ -32,6 +32,41 @@ fn apply_probability_zero_trains_bit_for_bit_as_no_mixing() {
     assert_same_outcome(&never, &none, "probability 0 against no mixing");
 }
 
+#[test]
+fn regmixup_of_weight_zero_trains_bit_for_bit_as_no_mixing() {
+    // The MLP has no batch norm (whose running statistics see the mixed copy too), and one
+    // unaugmented epoch draws the same order whatever the mixes draw after it.
+    let root = tempfile::tempdir().unwrap();
+    let none = root.path().join("none");
+    let weightless = root.path().join("weightless");
+    for (out, mix) in [
+        (&none, vec!["--mix", "none"]),
+        (
+            &weightless,
+            vec![
+                "--mix",
+                "manifold",
+                "--mix-loss",
+                "regmixup",
+                "--mix-weight",
+                "0",
+            ],
+        ),
+    ] {
+        let mut args = small_run(out, &[&["--no-augment"][..], &mix].concat());
+        for (flag, value) in [("--model", "mlp"), ("--epochs", "1")] {
+            let at = args.iter().position(|a| a == flag).unwrap();
+            args[at + 1] = value.into();
+        }
+        let output = run(&as_strs(&args));
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    assert_same_outcome(&weightless, &none, "regmixup of weight 0 against no mixing");
+    let config = std::fs::read_to_string(weightless.join("config.json")).unwrap();
+    assert!(config.contains(r#""mix_loss": "regmixup""#), "{config}");
+    assert!(config.contains(r#""mix_weight": 0.0"#), "{config}");
+}
+
 /// Two runs with every new option, between them each new mode and schedule.
 fn option_sets() -> [Vec<&'static str>; 2] {
     [
@@ -64,6 +99,10 @@ fn option_sets() -> [Vec<&'static str>; 2] {
             "--per-example",
             "--alpha-schedule",
             "off-last:1",
+            "--mix-loss",
+            "regmixup",
+            "--mix-weight",
+            "0.5",
         ],
     ]
 }
@@ -140,7 +179,7 @@ fn bad_mixing_options_give_one_line_and_write_nothing() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
     let out_arg = out.display().to_string();
-    let cases: [(Vec<&str>, &str); 9] = [
+    let cases: [(Vec<&str>, &str); 12] = [
         (
             vec!["--model", "mlp", "--mix", "patchup", "--mix-layers", "0,1"],
             "mix point 1 ('after hidden 1') holds a flat vector",
@@ -173,6 +212,18 @@ fn bad_mixing_options_give_one_line_and_write_nothing() {
         (
             vec!["--mix", "patchup", "--patchup-block", "4"],
             "block size must be odd",
+        ),
+        (
+            vec!["--mix", "none", "--mix-loss", "regmixup"],
+            "--mix-loss regmixup adds a mixed copy's loss: it needs a --mix other than none",
+        ),
+        (
+            vec!["--mix-loss", "regmixup", "--mix-weight", "-1"],
+            "--mix-weight must be a number ≥ 0, got -1",
+        ),
+        (
+            vec!["--mix-weight", "2"],
+            "--mix-weight applies to --mix-loss regmixup only",
         ),
     ];
     for (extra, expected) in cases {

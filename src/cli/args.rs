@@ -209,6 +209,9 @@ pub struct BenchArgs {
     /// λ and mix point (or box or mask) per example instead of per batch.
     #[arg(long)]
     pub per_example: bool,
+    /// replace, or regmixup (the clean loss plus the mixed copy's: two forward passes).
+    #[arg(long, value_enum, default_value = "replace")]
+    pub mix_loss: crate::mixup::MixLoss,
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
     #[arg(long, default_value_t = 2)]

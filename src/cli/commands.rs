@@ -545,6 +545,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         batch: args.batch_size,
         mix: args.mix,
         per_example: args.per_example,
+        mix_loss: args.mix_loss,
         channels: args.channels,
         image_size: args.image_size,
         classes: 10,

@@ -20,6 +20,27 @@ impl std::fmt::Display for Loss {
     }
 }
 
+/// How a mixed batch's loss is formed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MixLoss {
+    /// The mixed batch's loss alone, as mixup, Manifold Mixup and CutMix are published.
+    #[default]
+    Replace,
+    /// RegMixup (Pinto et al., NeurIPS 2022): the clean batch's loss plus a weight times the
+    /// loss of a mixed copy, a regulariser beside the clean objective rather than instead of it.
+    Regmixup,
+}
+
+impl std::fmt::Display for MixLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MixLoss::Replace => "replace",
+            MixLoss::Regmixup => "regmixup",
+        })
+    }
+}
+
 /// Mean loss of `logits` `[batch, classes]` against soft `targets` of the same shape.
 pub fn mixed_loss(logits: Tensor<2>, targets: Tensor<2>, loss: Loss) -> Tensor<1> {
     match loss {

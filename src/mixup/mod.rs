@@ -15,7 +15,7 @@ mod plan;
 mod schedule;
 mod targets;
 
-pub use loss::{Loss, mixed_loss};
+pub use loss::{Loss, MixLoss, mixed_loss};
 pub use masks::{CutBox, ElementWeights, MapLayout, element_weights, patch_mask};
 pub use mixable::{MixPoint, Mixable, PointShape, mixed_forward};
 pub use mixing::{TensorMix, mix_at};

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{DatasetName, SplitConfig};
 use crate::eval::EvalSuite;
-use crate::mixup::{AlphaSchedule, Loss, MixConfig, MixMode, PatchUpConfig, Switch};
+use crate::mixup::{AlphaSchedule, Loss, MixConfig, MixLoss, MixMode, PatchUpConfig, Switch};
 use crate::models::ModelKind;
 
 /// Why a configuration is refused. Options are named by their keys in backquotes
@@ -212,6 +212,13 @@ pub struct TrainConfig {
     pub loss: Loss,
     /// Label smoothing ε applied to the soft targets.
     pub label_smoothing: f64,
+    /// Whether a mixed batch's loss replaces the clean one or is added to it (RegMixup);
+    /// runs that save none replace.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub mix_loss: MixLoss,
+    /// RegMixup's weight of the mixed copy's loss (runs that save none: 1).
+    #[serde(default = "certain", skip_serializing_if = "is_one")]
+    pub mix_weight: f64,
     /// Validation and test splits are measured every this many epochs, and after the last.
     #[serde(default = "one")]
     pub eval_every: usize,
@@ -265,6 +272,14 @@ fn one() -> usize {
     1
 }
 
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+fn is_one(value: &f64) -> bool {
+    *value == 1.0
+}
+
 /// The defaults of every option `mmix train` leaves unset: Manifold Mixup (α = 2) at the
 /// model's paper mix points of a small CNN on the embedded Fashion-MNIST subset, 30 epochs of
 /// SGD (0.1, Nesterov momentum 0.9, weight decay 1e-4, ×0.1 at 50% and 75%). A library caller
@@ -297,6 +312,8 @@ impl Default for TrainConfig {
             partner_groups: 1,
             loss: Loss::SoftCe,
             label_smoothing: 0.0,
+            mix_loss: MixLoss::Replace,
+            mix_weight: 1.0,
             eval_every: 1,
             epochs,
             batch_size: 100,
@@ -390,6 +407,16 @@ impl TrainConfig {
         }
     }
 
+    /// What each step minimises.
+    pub fn objective(&self) -> super::Objective {
+        super::Objective {
+            loss: self.loss,
+            label_smoothing: self.label_smoothing,
+            mix_loss: self.mix_loss,
+            mix_weight: self.mix_weight,
+        }
+    }
+
     /// How the run mixes, in a few words: `manifold α=2` plus whatever differs from the
     /// defaults (`per-example`, `p=0.5`, `↔cutmix:0.5 α=1`, `ramp:5`, `patchup hard b5 γ0.7`).
     pub fn mix_label(&self) -> String {
@@ -432,6 +459,11 @@ impl TrainConfig {
         }
         if self.partner_groups > 1 {
             parts.push(format!("groups={}", self.partner_groups));
+        }
+        match (self.mix_loss, self.mix_weight) {
+            (MixLoss::Replace, _) => {}
+            (MixLoss::Regmixup, 1.0) => parts.push("regmixup".into()),
+            (MixLoss::Regmixup, weight) => parts.push(format!("regmixup w={weight}")),
         }
         parts.join(" ")
     }
@@ -511,6 +543,27 @@ impl TrainConfig {
                 "label-smoothing",
                 format!("must be in [0, 1), got {}", self.label_smoothing),
             ));
+        }
+        if !(self.mix_weight.is_finite() && self.mix_weight >= 0.0) {
+            return Err(invalid(
+                "mix-weight",
+                format!("must be a number ≥ 0, got {}", self.mix_weight),
+            ));
+        }
+        match self.mix_loss {
+            MixLoss::Regmixup if self.mix == MixMode::None => {
+                return Err(invalid(
+                    "mix-loss",
+                    "regmixup adds a mixed copy's loss: it needs a `mix` other than none".into(),
+                ));
+            }
+            MixLoss::Replace if self.mix_weight != 1.0 => {
+                return Err(invalid(
+                    "mix-weight",
+                    "applies to `mix-loss` regmixup only".into(),
+                ));
+            }
+            _ => {}
         }
         if !(self.lr_decay.is_finite() && self.lr_decay > 0.0) {
             return Err(invalid(

@@ -20,7 +20,7 @@ pub use device::nccl_loads;
 pub use device::{DeviceName, Devices, parse_device};
 pub use options::TrainOptions;
 pub use setup::{RunData, build_model, check_run, evaluate, optimizer, prepare_data};
-pub use step::{BatchLoss, batch_loss};
+pub use step::{BatchLoss, Objective, batch_loss};
 pub use trainer::{Progress, RunOutcome, Trainer};
 
 // Each variant says what it means in its `#[error]` message.

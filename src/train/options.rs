@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::data::{DatasetName, SplitConfig};
 use crate::eval::{Attack, Deformation, EvalSuite};
-use crate::mixup::{AlphaSchedule, Loss, MixMode, PatchUpConfig, PatchUpKind, Switch};
+use crate::mixup::{AlphaSchedule, Loss, MixLoss, MixMode, PatchUpConfig, PatchUpKind, Switch};
 use crate::models::ModelKind;
 
 use super::config::{ConfigError, Schedule, TrainConfig, default_alpha};
@@ -105,6 +105,13 @@ pub struct TrainOptions {
     /// Label smoothing applied to the mixed targets, in [0, 1) (default 0).
     #[arg(long, allow_negative_numbers = true)]
     pub label_smoothing: Option<f64>,
+    /// replace (default): a mixed batch's loss is the loss; regmixup: the clean batch's loss
+    /// plus --mix-weight × a mixed copy's (two forward passes; RegMixup uses a large α, 10-20).
+    #[arg(long, value_enum)]
+    pub mix_loss: Option<MixLoss>,
+    /// RegMixup's weight of the mixed copy's loss, ≥ 0 (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub mix_weight: Option<f64>,
     /// Passes over the training split (default 30).
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -267,6 +274,8 @@ impl TrainOptions {
             partner_groups: pick!(partner_groups).unwrap_or(launch_ranks * devices),
             loss: pick!(loss).unwrap_or(defaults.loss),
             label_smoothing: pick!(label_smoothing).unwrap_or(defaults.label_smoothing),
+            mix_loss: pick!(mix_loss).unwrap_or(defaults.mix_loss),
+            mix_weight: pick!(mix_weight).unwrap_or(defaults.mix_weight),
             epochs,
             eval_every: pick!(eval_every).unwrap_or(defaults.eval_every),
             batch_size: pick!(batch_size).unwrap_or(defaults.batch_size),
@@ -468,5 +477,9 @@ mod tests {
         more_partner_groups_than_examples: { partner_groups: 101usize } => "`batch-size` (100) is smaller than `partner-groups` (101";
         a_switch_probability_without_a_mode: { switch_prob: 0.5 } => "`switch-prob` and `switch-alpha` need `switch-to`";
         padding_too_large_for_memory: { pad_to: 5_000usize } => "`pad-to` must be at most 4096";
+        regmixup_without_a_mix: { mix_loss: MixLoss::Regmixup, mix: MixMode::None } => "`mix-loss` regmixup adds a mixed copy's loss: it needs a `mix` other than none";
+        a_negative_regmixup_weight: { mix_loss: MixLoss::Regmixup, mix_weight: -1.0 } => "`mix-weight` must be a number ≥ 0, got -1";
+        a_regmixup_weight_that_is_not_a_number: { mix_loss: MixLoss::Regmixup, mix_weight: f64::NAN } => "`mix-weight` must be a number ≥ 0";
+        a_mix_weight_without_regmixup: { mix_weight: 0.5 } => "`mix-weight` applies to `mix-loss` regmixup only";
     }
 }

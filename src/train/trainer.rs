@@ -542,7 +542,7 @@ impl<M: Mixable> Run<'_, M> {
             &batch.labels,
             mix,
             classes,
-            (config.loss, config.label_smoothing),
+            config.objective(),
         )?;
         let loss_value = step.loss.clone().into_scalar::<f32>() as f64;
         let logits = step
