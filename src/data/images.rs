@@ -11,6 +11,41 @@ pub struct ImageSet {
     pub size: usize,
 }
 
+/// Images without labels, held as [`ImageSet`]'s pixels are: the unlabelled pool of
+/// semi-supervised training. It has no labels at all, so no code path can read one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnlabeledSet {
+    /// Pixel bytes, image after image.
+    pub pixels: Vec<u8>,
+    /// Channels per image.
+    pub channels: usize,
+    /// Height and width of each image.
+    pub size: usize,
+}
+
+impl UnlabeledSet {
+    /// Images in the set.
+    pub fn len(&self) -> usize {
+        self.pixels.len().checked_div(self.image_len()).unwrap_or(0)
+    }
+
+    /// Whether the set holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.pixels.is_empty()
+    }
+
+    /// Bytes per image: channels × size × size.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.size * self.size
+    }
+
+    /// The bytes of image `index`.
+    pub fn image(&self, index: usize) -> &[u8] {
+        let len = self.image_len();
+        &self.pixels[index * len..(index + 1) * len]
+    }
+}
+
 impl ImageSet {
     /// Images in the set.
     pub fn len(&self) -> usize {
@@ -71,6 +106,20 @@ impl ImageSet {
         ImageSet {
             pixels,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            channels: self.channels,
+            size: self.size,
+        }
+    }
+
+    /// The given examples' images without their labels, in the given order: an unlabelled
+    /// pool built this way holds nothing a training objective could read a label from.
+    pub fn unlabeled(&self, indices: &[usize]) -> UnlabeledSet {
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        UnlabeledSet {
+            pixels,
             channels: self.channels,
             size: self.size,
         }

@@ -2,7 +2,7 @@
 //! touched here: nothing is ever chosen on it.
 
 use rand::Rng;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use serde::{Deserialize, Serialize};
 
 use super::{DataError, ImageSet};
@@ -25,6 +25,9 @@ pub struct Split {
     pub train: Vec<usize>,
     /// Indices of the validation split.
     pub valid: Vec<usize>,
+    /// Indices of the examples in neither: the pool a semi-supervised run may take as
+    /// unlabelled (empty where the training split keeps every example left).
+    pub unlabeled: Vec<usize>,
 }
 
 /// Per-class quotas summing to `total`, proportional to `counts` (largest remainders).
@@ -113,16 +116,37 @@ pub fn split<R: Rng + ?Sized>(
         }
         (None, None) => remaining,
     };
-    let mut train_indices = Vec::new();
+    let (mut train_indices, mut unlabeled) = (Vec::new(), Vec::new());
     for (members, quota) in by_class.iter().zip(keep) {
         train_indices.extend_from_slice(&members[..quota]);
+        unlabeled.extend_from_slice(&members[quota..]);
     }
     train_indices.sort_unstable();
     valid.sort_unstable();
+    unlabeled.sort_unstable();
     Ok(Split {
         train: train_indices,
         valid,
+        unlabeled,
     })
+}
+
+/// `count` of the `pool`'s examples, drawn uniformly from `rng` and sorted. Uniformly, not per
+/// class: choosing an unlabelled pool by class would read the labels it is meant to lack.
+pub fn draw_unlabeled<R: Rng + ?Sized>(
+    pool: &[usize],
+    count: usize,
+    rng: &mut R,
+) -> Result<Vec<usize>, DataError> {
+    if count > pool.len() {
+        return Err(DataError::Split(format!(
+            "--unlabeled {count} is more than the {} training examples left without labels",
+            pool.len()
+        )));
+    }
+    let mut drawn: Vec<usize> = pool.choose_multiple(rng, count).copied().collect();
+    drawn.sort_unstable();
+    Ok(drawn)
 }
 
 #[cfg(test)]
@@ -184,6 +208,96 @@ mod tests {
         };
         let s = split(&set, 3, &subset, &mut rng).unwrap();
         assert_eq!(set.select(&s.train).class_counts(3), vec![3, 3, 4]);
+    }
+
+    #[test]
+    fn labelled_validation_and_unlabelled_examples_are_disjoint_and_cover_the_training_set() {
+        let set = set_of(&[40, 25, 35]);
+        let configs = [
+            SplitConfig {
+                valid_split: 10,
+                labels_per_class: Some(4),
+                ..Default::default()
+            },
+            SplitConfig {
+                valid_split: 7,
+                train_subset: Some(30),
+                ..Default::default()
+            },
+            SplitConfig {
+                valid_split: 10,
+                ..Default::default()
+            },
+        ];
+        for config in configs {
+            let s = split(&set, 3, &config, &mut ChaCha12Rng::seed_from_u64(4)).unwrap();
+            let mut all: Vec<usize> = [&s.train[..], &s.valid, &s.unlabeled].concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..set.len()).collect::<Vec<_>>(), "{config:?}");
+            let expected = set.len() - config.valid_split - s.train.len();
+            assert_eq!(s.unlabeled.len(), expected, "{config:?}");
+        }
+    }
+
+    #[test]
+    fn taking_the_pool_draws_nothing_more_from_the_split_stream() {
+        // The pool is what the split left: the split still draws only its per-class shuffles,
+        // so every earlier run's training and validation examples stay the same.
+        let set = set_of(&[40, 25, 35]);
+        let config = SplitConfig {
+            valid_split: 10,
+            labels_per_class: Some(4),
+            ..Default::default()
+        };
+        let mut rng = ChaCha12Rng::seed_from_u64(9);
+        let s = split(&set, 3, &config, &mut rng).unwrap();
+        let mut replay = ChaCha12Rng::seed_from_u64(9);
+        let mut by_class: Vec<Vec<usize>> =
+            vec![(0..40).collect(), (40..65).collect(), (65..100).collect()];
+        for members in &mut by_class {
+            members.shuffle(&mut replay);
+        }
+        assert_eq!(rng.random::<u64>(), replay.random::<u64>());
+        assert_eq!(s.unlabeled.len(), 100 - 10 - 12);
+    }
+
+    #[test]
+    fn a_drawn_unlabelled_count_is_seeded_and_within_the_pool() {
+        let pool: Vec<usize> = (100..200).step_by(2).collect();
+        let draw =
+            |seed, count| draw_unlabeled(&pool, count, &mut ChaCha12Rng::seed_from_u64(seed));
+        let drawn = draw(1, 20).unwrap();
+        assert_eq!(drawn.len(), 20);
+        assert!(drawn.windows(2).all(|w| w[0] < w[1]));
+        assert!(drawn.iter().all(|i| pool.contains(i)));
+        assert_eq!(draw(1, 20).unwrap(), drawn);
+        assert_ne!(draw(2, 20).unwrap(), drawn);
+        assert_eq!(draw(3, 50).unwrap(), pool);
+        let error = draw(1, 51).unwrap_err().to_string();
+        assert!(
+            error.contains("--unlabeled 51 is more than the 50"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_unlabelled_set_holds_the_images_and_nothing_of_their_labels() {
+        let set = ImageSet {
+            pixels: (0..24).collect(),
+            labels: vec![0, 1, 2, 0, 1, 2],
+            channels: 1,
+            size: 2,
+        };
+        let pool = set.unlabeled(&[4, 1]);
+        assert_eq!(pool.len(), 2);
+        assert_eq!(pool.image(0), set.image(4));
+        assert_eq!(pool.image(1), set.image(1));
+        // The same images with other labels make the same pool.
+        let relabelled = ImageSet {
+            labels: vec![2, 2, 2, 2, 2, 2],
+            ..set.clone()
+        };
+        assert_eq!(relabelled.unlabeled(&[4, 1]), pool);
     }
 
     #[test]
