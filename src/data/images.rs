@@ -99,12 +99,8 @@ impl ImageSet {
 
     /// A new set holding the given examples, in the given order.
     pub fn select(&self, indices: &[usize]) -> ImageSet {
-        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
-        for &i in indices {
-            pixels.extend_from_slice(self.image(i));
-        }
         ImageSet {
-            pixels,
+            pixels: self.unlabeled(indices).pixels,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             channels: self.channels,
             size: self.size,
