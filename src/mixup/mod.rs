@@ -7,6 +7,7 @@
 //! decides where its mix points are. (Its option types derive clap's `ValueEnum` and serde's
 //! traits, so that the command line and saved configurations name them as it does.)
 
+mod consistency;
 mod loss;
 mod masks;
 mod mixable;
@@ -15,6 +16,7 @@ mod plan;
 mod schedule;
 mod targets;
 
+pub use consistency::{consistency_loss, sigmoid_rampup};
 pub use loss::{Loss, MixLoss, mixed_loss};
 pub use masks::{CutBox, ElementWeights, MapLayout, element_weights, patch_mask};
 pub use mixable::{MixPoint, Mixable, PointShape, mixed_forward};
@@ -24,4 +26,4 @@ pub use plan::{
     PatchUpKind, PointMix, Switch, group_rows, sample_lambda,
 };
 pub use schedule::AlphaSchedule;
-pub use targets::{AppliedMix, mixed_targets, smooth, soft_targets};
+pub use targets::{AppliedMix, mix_rows, mixed_targets, smooth, soft_targets};

@@ -31,21 +31,28 @@ pub fn mixed_targets(labels: &[usize], applied: Option<&AppliedMix>, classes: us
     for (row, &label) in targets.chunks_exact_mut(classes).zip(labels) {
         row[label] = 1.0;
     }
-    let Some(applied) = applied else {
-        return targets;
-    };
+    match applied {
+        Some(applied) => mix_rows(targets, applied, classes),
+        None => targets,
+    }
+}
+
+/// Row-major `rows` of `width` values mixed as the examples were: each mix takes
+/// `r[i] ← w_i·r[i] + (1−w_i)·r[perm[i]]` from the rows before it. One-hot rows give
+/// [`mixed_targets`]; a teacher's logits give Interpolation Consistency's mixed targets.
+pub fn mix_rows(mut rows: Vec<f64>, applied: &AppliedMix, width: usize) -> Vec<f64> {
     for weights in &applied.target_weights {
-        let before = targets.clone();
-        for (i, row) in targets.chunks_exact_mut(classes).enumerate() {
+        let before = rows.clone();
+        for (i, row) in rows.chunks_exact_mut(width).enumerate() {
             let (w, partner) = (weights[i], applied.permutation[i]);
-            let own = &before[i * classes..][..classes];
-            let theirs = &before[partner * classes..][..classes];
-            for ((t, &a), &b) in row.iter_mut().zip(own).zip(theirs) {
-                *t = w * a + (1.0 - w) * b;
+            let own = &before[i * width..][..width];
+            let theirs = &before[partner * width..][..width];
+            for ((r, &a), &b) in row.iter_mut().zip(own).zip(theirs) {
+                *r = w * a + (1.0 - w) * b;
             }
         }
     }
-    targets
+    rows
 }
 
 /// [`mixed_targets`] with label smoothing `(1−ε)·t + ε/classes`, as the loss takes them.

@@ -8,6 +8,7 @@ mod ranks;
 pub mod run_dir;
 mod setup;
 mod step;
+mod teacher;
 pub mod trace;
 mod trainer;
 
@@ -21,6 +22,7 @@ pub use device::{DeviceName, Devices, parse_device};
 pub use options::TrainOptions;
 pub use setup::{RunData, build_model, check_run, evaluate, optimizer, prepare_data};
 pub use step::{BatchLoss, Objective, batch_loss};
+pub use teacher::MeanTeacher;
 pub use trainer::{Progress, RunOutcome, Trainer};
 
 // Each variant says what it means in its `#[error]` message.
