@@ -165,8 +165,12 @@ fn epoch_line(record: &EpochRecord, epochs: usize) -> String {
             )
         })
         .unwrap_or_default();
+    let teacher = record
+        .teacher_test
+        .map(|t| format!(" teacher_test_acc {:.2}%", t.accuracy * 100.0))
+        .unwrap_or_default();
     format!(
-        "epoch {:>3}/{epochs} lr {:.4} train_loss {:.4} train_acc {:.2}%{valid}{test} {:.0} img/s {:.1}s",
+        "epoch {:>3}/{epochs} lr {:.4} train_loss {:.4} train_acc {:.2}%{valid}{test}{teacher} {:.0} img/s {:.1}s",
         record.epoch,
         record.lr,
         record.train_loss,

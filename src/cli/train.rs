@@ -308,6 +308,7 @@ fn run_rank(
     };
     let outcome = Trainer::new(config, &data, &device)
         .checkpoints(dir.join(run_dir::CHECKPOINTS))
+        .teacher_weights(dir.join(run_dir::TEACHER_WEIGHTS))
         .interrupt(interrupt_flag())
         .on_progress(|event| console.show(event))
         .after_epoch(write_reports)
@@ -417,8 +418,13 @@ fn headline(
             }
         ),
     };
+    let unlabeled = data
+        .unlabeled
+        .as_ref()
+        .map(|set| format!(" + {} unlabelled", set.len()))
+        .unwrap_or_default();
     format!(
-        "{note} {} on {} ({} train / {} valid / {} test), {mixing}, {} epochs, seed {}, device {}{arithmetic}{ranks}",
+        "{note} {} on {} ({} train{unlabeled} / {} valid / {} test), {mixing}, {} epochs, seed {}, device {}{arithmetic}{ranks}",
         config.model,
         config.dataset,
         data.train.len(),
@@ -447,6 +453,14 @@ pub fn print_result(result: &TrainResult) {
             f.test_acc * 100.0,
             f.test_nll,
             f.test_ece * 100.0
+        );
+    }
+    if let Some(t) = &s.teacher_final {
+        println!(
+            "mean teacher: test_acc {:.2}% test_nll {:.4} test_ece {:.2}% (the final numbers and evaluation are the student's)",
+            t.test_acc * 100.0,
+            t.test_nll,
+            t.test_ece * 100.0
         );
     }
     match &s.best_valid {

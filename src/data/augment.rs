@@ -3,7 +3,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::ImageSet;
+use super::{ImageSet, UnlabeledSet};
 
 /// Training-time augmentation, drawn from the run's RNG.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,14 +121,51 @@ pub fn assemble_batch(
     normalization: &Normalization,
     placements: Option<&[Placement]>,
 ) -> Batch {
-    let (channels, size) = (set.channels, set.size);
+    Batch {
+        images: normalised_images(
+            |i| set.image(i),
+            (set.channels, set.size),
+            indices,
+            normalization,
+            placements,
+        ),
+        labels: indices.iter().map(|&i| set.labels[i]).collect(),
+        channels: set.channels,
+        size: set.size,
+    }
+}
+
+/// The unlabelled images at `indices`, normalised and placed as [`assemble_batch`] does,
+/// `[batch, channels, size, size]` row-major.
+pub fn assemble_unlabeled(
+    set: &UnlabeledSet,
+    indices: &[usize],
+    normalization: &Normalization,
+    placements: &[Placement],
+) -> Vec<f32> {
+    normalised_images(
+        |i| set.image(i),
+        (set.channels, set.size),
+        indices,
+        normalization,
+        Some(placements),
+    )
+}
+
+fn normalised_images<'a>(
+    image: impl Fn(usize) -> &'a [u8],
+    (channels, size): (usize, usize),
+    indices: &[usize],
+    normalization: &Normalization,
+    placements: Option<&[Placement]>,
+) -> Vec<f32> {
     let plane = size * size;
     let table = normalization.table();
     let zero: Vec<f32> = table.iter().map(|t| t[0]).collect();
     let mut images = vec![0f32; indices.len() * channels * plane];
     for (slot, &index) in indices.iter().enumerate() {
         let Placement { dy, dx, flip } = placements.map_or(Placement::default(), |p| p[slot]);
-        let source = set.image(index);
+        let source = image(index);
         let target = &mut images[slot * channels * plane..(slot + 1) * channels * plane];
         for c in 0..channels {
             let src = &source[c * plane..(c + 1) * plane];
@@ -154,12 +191,7 @@ pub fn assemble_batch(
             }
         }
     }
-    Batch {
-        images,
-        labels: indices.iter().map(|&i| set.labels[i]).collect(),
-        channels,
-        size,
-    }
+    images
 }
 
 #[cfg(test)]

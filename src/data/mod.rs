@@ -16,7 +16,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_with::{DeserializeFromStr, SerializeDisplay};
 
-pub use augment::{Augmentation, Batch, Normalization, Placement, assemble_batch, make_batch};
+pub use augment::{
+    Augmentation, Batch, Normalization, Placement, assemble_batch, assemble_unlabeled, make_batch,
+};
 pub use cifar::{Cifar100Labels, parse_cifar, read_cifar10, read_cifar100};
 pub use error::DataError;
 pub use folder::{decode_image, decode_image_in, is_image, read_folder};

@@ -267,6 +267,8 @@ mod tests {
             train_acc: 0.5,
             valid: None,
             test: Some(metrics),
+            teacher_valid: None,
+            teacher_test: None,
             images_per_second: 100.0,
             seconds: 10.0,
         }];
@@ -278,6 +280,7 @@ mod tests {
             train_seconds: 10.0,
             train_images: 1000,
             partial: None,
+            semi: None,
         };
         CompareRow {
             provenance: None,

@@ -22,15 +22,20 @@ pub const METRICS_HEADER: &str = "epoch,lr,train_loss,train_acc,valid_acc,valid_
 /// `metrics.csv`: one row per epoch. Valid columns are empty without a validation split, and
 /// valid and test columns on the epochs `--eval-every` skips.
 pub fn metrics_csv(history: &[EpochRecord]) -> String {
+    // A semi-supervised run's mean teacher gets columns of its own, after the student's.
+    let teacher = history.iter().any(|r| r.teacher_test.is_some());
     let mut out = String::from(METRICS_HEADER);
+    if teacher {
+        out.push_str(TEACHER_HEADER);
+    }
     out.push('\n');
+    let columns = |metrics: &Option<Metrics>| match metrics {
+        Some(m) => format!("{:.6},{:.6},{:.6}", m.accuracy, m.nll, m.ece),
+        None => ",,".into(),
+    };
     for r in history {
-        let columns = |metrics: &Option<Metrics>| match metrics {
-            Some(m) => format!("{:.6},{:.6},{:.6}", m.accuracy, m.nll, m.ece),
-            None => ",,".into(),
-        };
         out.push_str(&format!(
-            "{},{:.6e},{:.6},{:.6},{},{},{:.1},{:.2}\n",
+            "{},{:.6e},{:.6},{:.6},{},{},{:.1},{:.2}",
             r.epoch,
             r.lr,
             r.train_loss,
@@ -40,9 +45,20 @@ pub fn metrics_csv(history: &[EpochRecord]) -> String {
             r.images_per_second,
             r.seconds
         ));
+        if teacher {
+            out.push_str(&format!(
+                ",{},{}",
+                columns(&r.teacher_valid),
+                columns(&r.teacher_test)
+            ));
+        }
+        out.push('\n');
     }
     out
 }
+
+/// The columns `metrics.csv` adds for a semi-supervised run's mean teacher.
+pub const TEACHER_HEADER: &str = ",teacher_valid_acc,teacher_valid_nll,teacher_valid_ece,teacher_test_acc,teacher_test_nll,teacher_test_ece";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 /// The last epoch's test metrics.
@@ -85,6 +101,10 @@ pub struct Summary {
     pub epochs_done: usize,
     /// Whether all were done.
     pub completed: bool,
+    /// A semi-supervised run's mean teacher on the test split after the last measured epoch;
+    /// `final` and the evaluation are the student's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_final: Option<FinalMetrics>,
     #[serde(rename = "final")]
     /// The last epoch's test metrics, where measured.
     pub final_metrics: Option<FinalMetrics>,
@@ -149,6 +169,16 @@ pub fn summary(config: &TrainConfig, state: &RunState, evaluation: Option<&Evalu
             test_ece: test.ece,
         }),
         best_valid,
+        teacher_final: state
+            .history
+            .iter()
+            .rev()
+            .find_map(|r| r.teacher_test)
+            .map(|test| FinalMetrics {
+                test_acc: test.accuracy,
+                test_nll: test.nll,
+                test_ece: test.ece,
+            }),
         train_seconds: state.train_seconds,
         train_images_per_second: state.train_images as f64 / state.train_seconds.max(1e-9),
         evaluation: evaluation.filter(|e| e.epoch == state.epochs_done).cloned(),

@@ -32,6 +32,12 @@ pub struct EpochRecord {
     pub valid: Option<Metrics>,
     /// Test metrics, on epochs evaluated.
     pub test: Option<Metrics>,
+    /// A semi-supervised run's mean teacher on the validation split, on epochs evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_valid: Option<Metrics>,
+    /// The mean teacher on the test split, on epochs evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_test: Option<Metrics>,
     /// Training throughput over the epoch.
     pub images_per_second: f64,
     /// Seconds of the epoch, evaluation included.
@@ -70,6 +76,9 @@ pub struct RunState {
     pub train_images: usize,
     /// The unfinished epoch, after a mid-epoch checkpoint.
     pub partial: Option<PartialEpoch>,
+    /// A semi-supervised run's unlabelled stream (runs that save none have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semi: Option<super::SemiState>,
 }
 
 impl RunState {
@@ -131,6 +140,7 @@ pub fn save<M: Module>(
     model: &M,
     optimizer: &ModuleOptimizer,
     state: &RunState,
+    teacher: Option<&M>,
 ) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let is_link = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
@@ -149,11 +159,17 @@ pub fn save<M: Module>(
     std::fs::create_dir(&staging).map_err(|e| TrainError::io(&staging, e))?;
     let [model_bytes, optim_bytes, state_json] =
         encode(model, optimizer, state).map_err(|reason| checkpoint_error(&staging, reason))?;
-    for (file, bytes) in [
-        ("model.bpk", &model_bytes[..]),
-        ("optimizer.bpk", &optim_bytes[..]),
-        ("state.json", &state_json[..]),
-    ] {
+    let teacher_bytes = teacher
+        .map(|teacher| teacher.valid().into_record().into_bytes())
+        .transpose()
+        .map_err(|reason| checkpoint_error(&staging, reason))?;
+    let files = [
+        (FILES[0], &model_bytes[..]),
+        (FILES[1], &optim_bytes[..]),
+        (FILES[2], &state_json[..]),
+    ];
+    let teacher_file = teacher_bytes.as_deref().map(|bytes| (TEACHER, bytes));
+    for (file, bytes) in files.into_iter().chain(teacher_file) {
         write_atomic(&staging.join(file), bytes)
             .map_err(|e| TrainError::io(staging.join(file), e))?;
     }
@@ -244,18 +260,29 @@ pub struct CheckpointFiles {
     pub optimizer: Vec<u8>,
     /// `state.json`.
     pub state: Vec<u8>,
+    /// A semi-supervised run's mean teacher.
+    pub teacher: Option<Vec<u8>>,
 }
 
 const FILES: [&str; 3] = ["model.bpk", "optimizer.bpk", "state.json"];
 
-/// Reads a checkpoint folder's three files.
+/// The mean teacher's record, in the checkpoints of semi-supervised runs.
+const TEACHER: &str = "teacher.bpk";
+
+/// Reads a checkpoint folder's files.
 pub fn read(folder: &Path) -> Result<CheckpointFiles, TrainError> {
     let [model, optimizer, state] = FILES.map(|file| read_bytes(&folder.join(file)));
+    let teacher_path = folder.join(TEACHER);
+    let teacher = match teacher_path.exists() {
+        true => Some(read_bytes(&teacher_path)?),
+        false => None,
+    };
     Ok(CheckpointFiles {
         folder: folder.to_path_buf(),
         model: model?,
         optimizer: optimizer?,
         state: state?,
+        teacher,
     })
 }
 
@@ -273,12 +300,25 @@ impl CheckpointFiles {
         Ok((model, optimizer, state))
     }
 
+    /// The mean teacher of a semi-supervised run's checkpoint, loaded onto `template` (a
+    /// model of the run's structure).
+    pub fn decode_teacher<M: Module>(&self, template: M) -> Result<M, TrainError> {
+        let path = self.folder.join(TEACHER);
+        match &self.teacher {
+            Some(bytes) => model_from_bytes(&path, bytes.clone(), template),
+            None => Err(checkpoint_error(
+                &path,
+                "is missing: the run trains a mean teacher, and its checkpoint holds none",
+            )),
+        }
+    }
+
     /// The files as one byte string (each length-prefixed), and back.
     pub fn to_bytes(&self) -> Vec<u8> {
         let folder = self.folder.to_string_lossy();
         let parts = [folder.as_bytes(), &self.model, &self.optimizer, &self.state];
         let mut bytes = Vec::with_capacity(parts.iter().map(|p| 8 + p.len()).sum());
-        for part in parts {
+        for part in parts.into_iter().chain(self.teacher.as_deref()) {
             bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
             bytes.extend_from_slice(part);
         }
@@ -296,11 +336,13 @@ impl CheckpointFiles {
         };
         let folder = PathBuf::from(String::from_utf8(next()?).ok()?);
         let (model, optimizer, state) = (next()?, next()?, next()?);
+        let teacher = next();
         Some(Self {
             folder,
             model,
             optimizer,
             state,
+            teacher,
         })
     }
 }

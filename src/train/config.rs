@@ -25,7 +25,7 @@ pub enum ConfigError {
         requirement: String,
     },
     /// Options given without the one that gives them meaning.
-    #[error("`{}` need `{needed}`", options.join("` and `"))]
+    #[error("`{}` {} `{needed}`", options.join("` and `"), if options.len() == 1 { "needs" } else { "need" })]
     Needs {
         /// The options given.
         options: &'static [&'static str],
@@ -219,6 +219,9 @@ pub struct TrainConfig {
     /// RegMixup's weight of the mixed copy's loss (runs that save none: 1).
     #[serde(default = "certain", skip_serializing_if = "is_one")]
     pub mix_weight: f64,
+    /// Semi-supervised training on unlabelled images, where the run does it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semi: Option<super::SemiConfig>,
     /// Validation and test splits are measured every this many epochs, and after the last.
     #[serde(default = "one")]
     pub eval_every: usize,
@@ -314,6 +317,7 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             mix_loss: MixLoss::Replace,
             mix_weight: 1.0,
+            semi: None,
             eval_every: 1,
             epochs,
             batch_size: 100,
@@ -429,6 +433,14 @@ impl TrainConfig {
     }
 
     fn describe_mix(&self, with_alpha: bool) -> String {
+        let supervised = self.describe_supervised_mix(with_alpha);
+        match &self.semi {
+            Some(semi) => format!("{supervised} + {}", semi.label()),
+            None => supervised,
+        }
+    }
+
+    fn describe_supervised_mix(&self, with_alpha: bool) -> String {
         if self.mix == MixMode::None {
             return "none".into();
         }
@@ -565,6 +577,9 @@ impl TrainConfig {
             }
             _ => {}
         }
+        if let Some(semi) = &self.semi {
+            self.validate_semi(semi)?;
+        }
         if !(self.lr_decay.is_finite() && self.lr_decay > 0.0) {
             return Err(invalid(
                 "lr-decay",
@@ -576,6 +591,46 @@ impl TrainConfig {
             let points = self.model.mix_points();
             self.mix_config().validate(&points, self.epochs)?;
             self.evaluate.validate(points.len() - 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    fn validate_semi(&self, semi: &super::SemiConfig) -> Result<(), ConfigError> {
+        if !matches!(semi.mix, MixMode::Input | MixMode::Manifold) {
+            return Err(invalid(
+                "semi-mix",
+                format!("must be input or manifold, got {}", semi.mix),
+            ));
+        }
+        let non_negative = [
+            ("semi-alpha", semi.alpha),
+            ("consistency", semi.consistency),
+            ("consistency-rampup", semi.rampup_epochs),
+        ];
+        if let Some((option, value)) = non_negative
+            .into_iter()
+            .find(|(_, v)| !(v.is_finite() && *v >= 0.0))
+        {
+            return Err(invalid(
+                option,
+                format!("must be a number ≥ 0, got {value}"),
+            ));
+        }
+        if !(0.0..1.0).contains(&semi.ema_decay) {
+            return Err(invalid(
+                "ema-decay",
+                format!("must be in [0, 1), got {}", semi.ema_decay),
+            ));
+        }
+        if semi.batch_size == 0 {
+            return Err(invalid("unlabeled-batch-size", "must be at least 1".into()));
+        }
+        if self.custom_model.is_none() {
+            let points = self.model.mix_points();
+            semi.mix_config(&self.mix_layers)
+                .validate(&points, self.epochs)?;
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use crate::mixup::{AlphaSchedule, Loss, MixLoss, MixMode, PatchUpConfig, PatchUp
 use crate::models::ModelKind;
 
 use super::config::{ConfigError, Schedule, TrainConfig, default_alpha};
+use super::semi::{SemiConfig, SemiMethod, UnlabeledPool};
 
 /// Every option of a run, each unset unless given: the flags of `mmix train` (clap) and the
 /// keys of a TOML file (serde, kebab-case).
@@ -112,6 +113,34 @@ pub struct TrainOptions {
     /// RegMixup's weight of the mixed copy's loss, ≥ 0 (default 1).
     #[arg(long, allow_negative_numbers = true)]
     pub mix_weight: Option<f64>,
+    /// Semi-supervised training on unlabelled images: ict (Interpolation Consistency Training,
+    /// with a mean teacher). Needs --unlabeled.
+    #[arg(long, value_enum)]
+    pub semi: Option<SemiMethod>,
+    /// The unlabelled images of --semi: rest (every training image the labelled split leaves
+    /// out, after validation) or a count of them, drawn with the split's seed.
+    #[arg(long)]
+    pub unlabeled: Option<UnlabeledPool>,
+    /// Where --semi mixes the unlabelled pair: input (ICT) or manifold (at a point drawn from
+    /// --mix-layers) (default input).
+    #[arg(long, value_enum)]
+    pub semi_mix: Option<MixMode>,
+    /// Beta(α, α) parameter of the unlabelled mix (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub semi_alpha: Option<f64>,
+    /// Weight of the consistency term once ramped up (default 100, ICT's).
+    #[arg(long, allow_negative_numbers = true)]
+    pub consistency: Option<f64>,
+    /// Epochs over which the consistency weight ramps up from 0 (default a quarter of
+    /// --epochs, as ICT's experiments).
+    #[arg(long, allow_negative_numbers = true)]
+    pub consistency_rampup: Option<f64>,
+    /// Decay of the mean teacher's moving average, in [0, 1) (default 0.999).
+    #[arg(long, allow_negative_numbers = true)]
+    pub ema_decay: Option<f64>,
+    /// Unlabelled images per step (default --batch-size).
+    #[arg(long)]
+    pub unlabeled_batch_size: Option<usize>,
     /// Passes over the training split (default 30).
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -251,6 +280,52 @@ impl TrainOptions {
             gamma: pick!(patchup_gamma).unwrap_or(defaults.patchup.gamma),
             kind: pick!(patchup_kind).unwrap_or(defaults.patchup.kind),
         };
+        let batch_size = pick!(batch_size).unwrap_or(defaults.batch_size);
+        let semi = match (pick!(semi), pick!(unlabeled)) {
+            (Some(method), Some(unlabeled)) => Some(SemiConfig {
+                method,
+                unlabeled,
+                mix: pick!(semi_mix).unwrap_or(MixMode::Input),
+                alpha: pick!(semi_alpha).unwrap_or(1.0),
+                consistency: pick!(consistency).unwrap_or(100.0),
+                rampup_epochs: pick!(consistency_rampup).unwrap_or(epochs as f64 / 4.0),
+                ema_decay: pick!(ema_decay).unwrap_or(0.999),
+                batch_size: pick!(unlabeled_batch_size).unwrap_or(batch_size),
+            }),
+            (Some(_), None) => {
+                return Err(ConfigError::Needs {
+                    options: &["semi"],
+                    needed: "unlabeled",
+                });
+            }
+            (None, _) => {
+                const SEMI_OPTIONS: [&str; 7] = [
+                    "unlabeled",
+                    "semi-mix",
+                    "semi-alpha",
+                    "consistency",
+                    "consistency-rampup",
+                    "ema-decay",
+                    "unlabeled-batch-size",
+                ];
+                let given = [
+                    pick!(unlabeled).is_some(),
+                    pick!(semi_mix).is_some(),
+                    pick!(semi_alpha).is_some(),
+                    pick!(consistency).is_some(),
+                    pick!(consistency_rampup).is_some(),
+                    pick!(ema_decay).is_some(),
+                    pick!(unlabeled_batch_size).is_some(),
+                ];
+                if let Some(at) = given.iter().position(|&g| g) {
+                    return Err(ConfigError::Needs {
+                        options: &SEMI_OPTIONS[at..=at],
+                        needed: "semi",
+                    });
+                }
+                None
+            }
+        };
         let devices = pick!(device).map_or(1, |list| list.len());
         let config = TrainConfig {
             dataset,
@@ -276,9 +351,10 @@ impl TrainOptions {
             label_smoothing: pick!(label_smoothing).unwrap_or(defaults.label_smoothing),
             mix_loss: pick!(mix_loss).unwrap_or(defaults.mix_loss),
             mix_weight: pick!(mix_weight).unwrap_or(defaults.mix_weight),
+            semi,
             epochs,
             eval_every: pick!(eval_every).unwrap_or(defaults.eval_every),
-            batch_size: pick!(batch_size).unwrap_or(defaults.batch_size),
+            batch_size,
             lr: pick!(lr).unwrap_or(defaults.lr),
             momentum: pick!(momentum).unwrap_or(defaults.momentum),
             nesterov: pick!(nesterov).unwrap_or(defaults.nesterov),
@@ -481,5 +557,12 @@ mod tests {
         a_negative_regmixup_weight: { mix_loss: MixLoss::Regmixup, mix_weight: -1.0 } => "`mix-weight` must be a number ≥ 0, got -1";
         a_regmixup_weight_that_is_not_a_number: { mix_loss: MixLoss::Regmixup, mix_weight: f64::NAN } => "`mix-weight` must be a number ≥ 0";
         a_mix_weight_without_regmixup: { mix_weight: 0.5 } => "`mix-weight` applies to `mix-loss` regmixup only";
+        ict_without_unlabelled_images: { semi: SemiMethod::Ict } => "`semi` needs `unlabeled`";
+        an_unlabelled_pool_without_a_method: { unlabeled: UnlabeledPool::Rest } => "`unlabeled` needs `semi`";
+        a_teacher_decay_without_a_method: { ema_decay: 0.99 } => "`ema-decay` needs `semi`";
+        a_teacher_that_never_moves: { semi: SemiMethod::Ict, unlabeled: UnlabeledPool::Rest, ema_decay: 1.0 } => "`ema-decay` must be in [0, 1), got 1";
+        a_negative_consistency: { semi: SemiMethod::Ict, unlabeled: UnlabeledPool::Rest, consistency: -1.0 } => "`consistency` must be a number ≥ 0, got -1";
+        an_unlabelled_cutmix: { semi: SemiMethod::Ict, unlabeled: UnlabeledPool::Rest, semi_mix: MixMode::Cutmix } => "`semi-mix` must be input or manifold, got cutmix";
+        no_unlabelled_images_per_step: { semi: SemiMethod::Ict, unlabeled: UnlabeledPool::Rest, unlabeled_batch_size: 0usize } => "`unlabeled-batch-size` must be at least 1";
     }
 }

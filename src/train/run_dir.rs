@@ -13,6 +13,8 @@ pub const CHECKPOINTS: &str = "checkpoint";
 pub const WEIGHTS: &str = "model.safetensors";
 /// Every epoch's record, as CSV.
 pub const METRICS: &str = "metrics.csv";
+/// A semi-supervised run's mean teacher, as [`WEIGHTS`] holds the student.
+pub const TEACHER_WEIGHTS: &str = "teacher.safetensors";
 /// What the run is and how it ended.
 pub const SUMMARY: &str = "summary.json";
 /// The final evaluation.
@@ -347,6 +349,11 @@ impl RunDir {
     /// Where the run's checkpoints go, for [`super::Trainer::checkpoints`].
     pub fn checkpoints(&self) -> PathBuf {
         self.dir.join(CHECKPOINTS)
+    }
+
+    /// Where a semi-supervised run's mean teacher is written after each epoch.
+    pub fn teacher_weights(&self) -> PathBuf {
+        self.dir.join(TEACHER_WEIGHTS)
     }
 
     /// The weights (`model.safetensors`) and reports after a committed checkpoint: what

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
-use super::{TrainConfig, TrainError};
+use super::{TrainConfig, TrainError, UnlabeledPool};
 use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization};
 use crate::eval::Metrics;
 use crate::mixup::{MixPoint, Mixable};
@@ -29,6 +29,9 @@ pub struct RunData {
     pub augmentation: Augmentation,
     /// The images' side before `--pad-to` padded them (their side, where it did not).
     pub unpadded_size: usize,
+    /// A semi-supervised run's unlabelled images: training images outside the labelled and
+    /// validation splits, without their labels.
+    pub unlabeled: Option<crate::data::UnlabeledSet>,
 }
 
 /// The split has its own RNG stream of the run's seed, so it does not depend on anything the
@@ -65,6 +68,23 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
         dataset.train = dataset.train.padded(size)?;
         dataset.test = dataset.test.padded(size)?;
     }
+    let unlabeled = match &config.semi {
+        Some(semi) => {
+            let indices = match semi.unlabeled {
+                UnlabeledPool::Rest => split.unlabeled.clone(),
+                UnlabeledPool::Count(count) => {
+                    crate::data::draw_unlabeled(&split.unlabeled, count, &mut split_rng)?
+                }
+            };
+            if indices.is_empty() {
+                return Err(TrainError::Data(crate::data::DataError::Split(
+                    "--unlabeled rest: the labelled split keeps every training image, so none is left unlabelled (use --labels-per-class or --train-subset)".into(),
+                )));
+            }
+            Some(dataset.train.unlabeled(&indices))
+        }
+        None => None,
+    };
     let train = dataset.train.select(&split.train);
     let valid = (!split.valid.is_empty()).then(|| dataset.train.select(&split.valid));
     let (mean, std) = train.channel_stats();
@@ -80,6 +100,7 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
         normalization: Normalization { mean, std },
         augmentation,
         unpadded_size,
+        unlabeled,
     })
 }
 
@@ -103,14 +124,29 @@ pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError>
     let model = model_config(config, data);
     model.validate()?;
     check_mixing(config, &config.model.mix_points())?;
-    let needed = model.training_bytes_lower_bound(config.batch_size)?;
+    // A semi-supervised step holds the labelled and the unlabelled batch's graphs at once.
+    let (unlabeled_rows, batches) = match &config.semi {
+        Some(semi) => (
+            semi.batch_size,
+            format!(
+                "--batch-size {} + --unlabeled-batch-size {}",
+                config.batch_size, semi.batch_size
+            ),
+        ),
+        None => (0, format!("--batch-size {}", config.batch_size)),
+    };
+    let needed =
+        model.training_bytes_lower_bound(config.batch_size.saturating_add(unlabeled_rows))?;
     crate::machine::check_fits(
         format!(
-            "{} at --width {} and --batch-size {} on {}×{} images",
-            config.model, config.width, config.batch_size, data.train.size, data.train.size
+            "{} at --width {} and {batches} on {}×{} images",
+            config.model, config.width, data.train.size, data.train.size
         ),
         needed,
-        "lower --width, --batch-size or --image-size",
+        match config.semi {
+            Some(_) => "lower --width, --batch-size, --unlabeled-batch-size or --image-size",
+            None => "lower --width, --batch-size or --image-size",
+        },
     )?;
     // Evaluation holds one batch of a split's images at a time, never more than the split.
     let largest_split = [

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha12Rng;
@@ -17,11 +17,14 @@ use super::ranks::Ranks;
 use super::run_dir::RunDir;
 use super::setup::{RunData, build_model, check_mixing, optimizer};
 use super::step::{batch_loss, mixup_hits};
+use super::teacher::MeanTeacher;
 use super::trace::StepTrace;
-use super::{TrainConfig, TrainError};
+use super::{SemiState, TrainConfig, TrainError};
 use crate::data::{Batch, ImageSet, Placement, assemble_batch};
 use crate::eval::suite::images_tensor;
-use crate::mixup::{MixConfig, MixPlan, Mixable, TensorMix};
+use crate::mixup::{
+    MixConfig, MixPlan, Mixable, TensorMix, consistency_loss, mix_rows, mixed_forward,
+};
 use crate::models::{Classifier, to_safetensors};
 
 /// What the loop reports as it goes; the CLI turns it into a bar or log lines.
@@ -105,6 +108,7 @@ pub struct Trainer<'a, M: Mixable> {
     device: Device,
     init: Init<'a, M>,
     checkpoints: Option<PathBuf>,
+    teacher_weights: Option<PathBuf>,
     interrupt: Option<&'a AtomicBool>,
     progress: Box<dyn FnMut(Progress) + 'a>,
     after_epoch: AfterEpoch<'a, M>,
@@ -135,6 +139,7 @@ impl<'a, M: Mixable> Trainer<'a, M> {
             device: device.clone(),
             init: Box::new(init),
             checkpoints: None,
+            teacher_weights: None,
             interrupt: None,
             progress: Box::new(|_| {}),
             after_epoch: Box::new(|_, _| Ok(())),
@@ -144,6 +149,14 @@ impl<'a, M: Mixable> Trainer<'a, M> {
     /// Where checkpoints go, and the run continues from. Without one the run keeps none.
     pub fn checkpoints(mut self, dir: impl Into<PathBuf>) -> Self {
         self.checkpoints = Some(dir.into());
+        self
+    }
+
+    /// Where a semi-supervised run writes its mean teacher's weights (safetensors, PyTorch
+    /// names) after each epoch. Without one it writes none; its checkpoints hold the teacher
+    /// either way.
+    pub fn teacher_weights(mut self, path: impl Into<PathBuf>) -> Self {
+        self.teacher_weights = Some(path.into());
         self
     }
 
@@ -174,6 +187,7 @@ impl<'a, M: Mixable> Trainer<'a, M> {
     pub fn write_to(self, run: &'a RunDir) -> Self {
         let config = self.config;
         self.checkpoints(run.checkpoints())
+            .teacher_weights(run.teacher_weights())
             .after_epoch(move |state, model| run.write_epoch(config, state, model))
     }
 
@@ -186,6 +200,9 @@ impl<'a, M: Mixable> Trainer<'a, M> {
         let mix = config.mix_config();
         let batch_size = config.batch_size.min(self.data.train.len());
         crate::distributed::check_split(batch_size, mix.partner_groups, ranks.count())?;
+        if let Some(semi) = &config.semi {
+            crate::distributed::check_split(semi.batch_size, mix.partner_groups, ranks.count())?;
+        }
         let mut run = Run {
             config,
             data: self.data,
@@ -196,9 +213,11 @@ impl<'a, M: Mixable> Trainer<'a, M> {
             batch_size,
             batches: self.data.train.len().div_ceil(batch_size),
             checkpoints: self.checkpoints,
+            teacher_weights: self.teacher_weights,
             interrupt: self.interrupt,
             progress: self.progress,
             after_epoch: self.after_epoch,
+            teacher: None,
         };
         run.train(&*self.init)
     }
@@ -216,9 +235,12 @@ struct Run<'a, M: Mixable> {
     batch_size: usize,
     batches: usize,
     checkpoints: Option<PathBuf>,
+    teacher_weights: Option<PathBuf>,
     interrupt: Option<&'a AtomicBool>,
     progress: Box<dyn FnMut(Progress) + 'a>,
     after_epoch: AfterEpoch<'a, M>,
+    /// A semi-supervised run's mean teacher.
+    teacher: Option<MeanTeacher<M>>,
 }
 
 /// One batch's draws: its examples (the global batch), their augmentation and mixes, and
@@ -280,7 +302,15 @@ impl<M: Mixable> Run<'_, M> {
             train_seconds: 0.0,
             train_images: 0,
             partial: None,
+            semi: self
+                .config
+                .semi
+                .as_ref()
+                .map(|_| SemiState::new(self.config.seed)),
         };
+        if let Some(semi) = &self.config.semi {
+            self.teacher = Some(MeanTeacher::new(&model, semi.ema_decay));
+        }
         if let Some(files) = self.latest_checkpoint()? {
             (model, optim, state) = self.resume(files, model, optim)?;
         }
@@ -337,6 +367,24 @@ impl<M: Mixable> Run<'_, M> {
         optim: ModuleOptimizer,
     ) -> Result<(M, ModuleOptimizer, RunState), TrainError> {
         let folder = files.folder.clone();
+        if let Some(semi) = &self.config.semi {
+            let teacher = files.decode_teacher(model.clone())?;
+            let state =
+                super::checkpoint::state_from_bytes(&folder.join("state.json"), &files.state)?;
+            let pool = self.data.unlabeled.as_ref().map_or(0, |set| set.len());
+            let stream = state
+                .semi
+                .as_ref()
+                .ok_or("it holds no unlabelled stream".to_string());
+            if let Err(reason) = stream.and_then(|stream| stream.check(pool)) {
+                return Err(TrainError::Checkpoint {
+                    path: folder.join("state.json"),
+                    reason,
+                });
+            }
+            let updates = state.semi.as_ref().map_or(0, |s| s.teacher_updates);
+            self.teacher = Some(MeanTeacher::resume(teacher, semi.ema_decay, updates));
+        }
         let (model, optim, state) = files.decode(model, optim)?;
         if let Some(partial) = &state.partial
             && partial.order.len() != self.data.train.len()
@@ -449,7 +497,18 @@ impl<M: Mixable> Run<'_, M> {
             (b, self.batches),
         );
         let mut trace = drawn.take_trace(epoch * self.batches + b + 1, epoch + 1, lr);
-        let (loss, local) = self.local_loss(&model, drawn.batch, drawn.mix.as_ref())?;
+        let (loss, mut local) = self.local_loss(&model, drawn.batch, drawn.mix.as_ref())?;
+        let loss = match (&config.semi, loss) {
+            (Some(semi), Some(loss)) => {
+                let weight = semi.weight_at(epoch, (b, self.batches));
+                let consistency = self.consistency(&model, state, semi)?;
+                let value = consistency.clone().into_scalar::<f32>() as f64;
+                local[0] += weight * value * rows as f64;
+                local[2] += !value.is_finite() as u8 as f64;
+                Some(loss + consistency.mul_scalar(weight))
+            }
+            (_, loss) => loss,
+        };
         // This rank's loss sum, mixup hits and whether its loss is not a number, then the
         // interrupt flag: summed over the ranks, so all stop at the same batch.
         let [loss_sum, hits, non_finite, interrupted] =
@@ -470,6 +529,10 @@ impl<M: Mixable> Run<'_, M> {
             .ranks
             .sum_gradients(&model, grads, (rows, images), &self.device);
         let model = optim.step(lr, model, grads);
+        if let (Some(teacher), Some(stream)) = (&mut self.teacher, &mut state.semi) {
+            teacher.update(&model);
+            stream.teacher_updates = teacher.updates();
+        }
         trace.loss = loss_sum / images as f64;
         self.report(Progress::Step {
             trace: &trace,
@@ -519,6 +582,71 @@ impl<M: Mixable> Run<'_, M> {
             batch,
             mix,
         }
+    }
+
+    /// Interpolation consistency on this rank's rows of the next unlabelled batch: the
+    /// student's softmax at the mixed images against the softmax of the teacher's logits for
+    /// the clean images, mixed as the images were.
+    fn consistency(
+        &self,
+        model: &M,
+        state: &mut RunState,
+        semi: &super::SemiConfig,
+    ) -> Result<Tensor<1>, TrainError> {
+        let (data, classes) = (self.data, self.data.dataset.classes());
+        let pool = data
+            .unlabeled
+            .as_ref()
+            .expect("a semi-supervised run has its pool");
+        let stream = state
+            .semi
+            .as_mut()
+            .expect("a semi-supervised run has its stream");
+        // Partners are drawn within each rank's rows, as in the labelled batch.
+        let mix = MixConfig {
+            partner_groups: self.mix.partner_groups,
+            ..semi.mix_config(&self.config.mix_layers)
+        };
+        let drawn = stream.draw(pool.len(), semi.batch_size, &data.augmentation, &mix);
+        let rows = self.ranks.rows(drawn.indices.len());
+        let pixels = crate::data::assemble_unlabeled(
+            pool,
+            &drawn.indices[rows.clone()],
+            &data.normalization,
+            &drawn.placements[rows.clone()],
+        );
+        let shape = [rows.len(), pool.channels, pool.size, pool.size];
+        let images = Tensor::<4>::from_data(TensorData::new(pixels, shape), &self.device);
+        let teacher = self
+            .teacher
+            .as_ref()
+            .expect("a semi-supervised run has its teacher");
+        let teacher_logits: Vec<f64> = teacher
+            .model()
+            .forward_mixed(images.clone(), None)
+            .into_data()
+            .iter::<f64>()
+            .collect();
+        let student_images = Tensor::<4>::from_inner(images);
+        let mix = drawn.plan.as_ref().map(|plan| {
+            let mine = plan
+                .rows(rows.clone())
+                .expect("a rank's rows are whole partner groups (checked by check_split)");
+            TensorMix::new(&mine, &self.train_device)
+        });
+        let (student_logits, applied) = mixed_forward(model, student_images, mix.as_ref())?;
+        let targets = match &applied {
+            Some(applied) => mix_rows(teacher_logits, applied, classes),
+            None => teacher_logits,
+        };
+        let targets = Tensor::<2>::from_data(
+            TensorData::new(
+                targets.into_iter().map(|t| t as f32).collect::<Vec<_>>(),
+                [rows.len(), classes],
+            ),
+            &self.train_device,
+        );
+        Ok(consistency_loss(student_logits, targets))
     }
 
     /// This rank's mixed forward pass and loss, not yet differentiated (`None` for a rank with
@@ -587,6 +715,22 @@ impl<M: Mixable> Run<'_, M> {
         };
         let valid = data.valid.as_ref().filter(|_| measured).map(on);
         let test = measured.then(|| on(&data.dataset.test));
+        let on_teacher = |set: &ImageSet| {
+            let teacher = self.teacher.as_ref()?;
+            Some(self.ranks.evaluate(
+                teacher.model(),
+                set,
+                &data.normalization,
+                config.eval_batch_size,
+                &self.device,
+            ))
+        };
+        let teacher_valid = data
+            .valid
+            .as_ref()
+            .filter(|_| measured)
+            .and_then(on_teacher);
+        let teacher_test = measured.then(|| on_teacher(&data.dataset.test)).flatten();
         let outputs_finite = valid
             .iter()
             .chain(test.iter())
@@ -606,6 +750,8 @@ impl<M: Mixable> Run<'_, M> {
             train_acc: trained.acc_sum / trained.seen as f64,
             valid,
             test,
+            teacher_valid,
+            teacher_test,
             images_per_second: trained.seen as f64 / trained.seconds,
             seconds: trained.seconds + eval_started.elapsed().as_secs_f64(),
         };
@@ -619,7 +765,23 @@ impl<M: Mixable> Run<'_, M> {
         ));
         let after_epoch = &mut self.after_epoch;
         self.ranks.on_leader(|| after_epoch(state, &model))?;
+        self.write_teacher()?;
         Ok(model)
+    }
+
+    /// The mean teacher's weights as safetensors, where the run writes them (rank 0).
+    fn write_teacher(&self) -> Result<(), TrainError> {
+        let (Some(teacher), Some(path)) = (&self.teacher, &self.teacher_weights) else {
+            return Ok(());
+        };
+        self.ranks.on_leader(|| {
+            let bytes =
+                to_safetensors(teacher.model()).map_err(|reason| TrainError::Checkpoint {
+                    path: path.clone(),
+                    reason,
+                })?;
+            crate::fsio::write_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
+        })
     }
 
     /// A checkpoint of the run as it stands, written by rank 0 where the run keeps them.
@@ -632,8 +794,10 @@ impl<M: Mixable> Run<'_, M> {
         let Some(dir) = &self.checkpoints else {
             return Ok(());
         };
-        self.ranks
-            .on_leader(|| checkpoint::save(dir, model, optim, state).map(drop))
+        self.ranks.on_leader(|| {
+            let teacher = self.teacher.as_ref().map(MeanTeacher::model);
+            checkpoint::save(dir, model, optim, state, teacher).map(drop)
+        })
     }
 
     fn interrupted(&self) -> f64 {
