@@ -90,7 +90,12 @@ pub fn tiny_net_config(epochs: usize, train_subset: usize) -> TrainConfig {
 /// Trains [`TinyNet`] into the run folder `dir` (continuing the run there, if any) and
 /// evaluates it at the end.
 pub fn train_tiny_net(dir: &Path, epochs: usize, train_subset: usize) -> Result<RunState> {
-    let config = tiny_net_config(epochs, train_subset);
+    train_tiny_net_under(dir, &tiny_net_config(epochs, train_subset))
+}
+
+/// Trains [`TinyNet`] under `config` into the run folder `dir`, as [`train_tiny_net`] does.
+pub fn train_tiny_net_under(dir: &Path, config: &TrainConfig) -> Result<RunState> {
+    let config = config.clone();
     let data = train::prepare_data(&config)?;
     let (channels, classes) = (data.train.channels, data.dataset.classes());
     let device = Device::flex();

@@ -11,12 +11,10 @@ mod custom_model;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use burn::tensor::Device;
-use custom_model::{TinyNet, tiny_net_config};
+use custom_model::{tiny_net_config, train_tiny_net_under};
 use manifold_mixup::data::SplitConfig;
 use manifold_mixup::mixup::MixMode;
-use manifold_mixup::train::run_dir::RunDir;
-use manifold_mixup::train::{self, SemiConfig, SemiMethod, Trainer, UnlabeledPool};
+use manifold_mixup::train::{SemiConfig, SemiMethod, UnlabeledPool};
 
 fn main() -> Result<()> {
     let epochs: usize = match std::env::args().nth(1) {
@@ -40,17 +38,8 @@ fn main() -> Result<()> {
         batch_size: 64,
     });
     config.validate()?;
-    let data = train::prepare_data(&config)?;
-    let (channels, classes) = (data.train.channels, data.dataset.classes());
-    let device = Device::flex();
     let dir = Path::new("runs/semi-supervised");
-    let run = RunDir::create_or_open(dir, &config, &data, &device)
-        .with_context(|| format!("cannot use {} as a run folder", dir.display()))?;
-    let init = |device: &Device| Ok(TinyNet::new(channels, classes, device));
-    let state = Trainer::with_model(&config, &data, &device, init)
-        .write_to(&run)
-        .run()?
-        .state();
+    let state = train_tiny_net_under(dir, &config)?;
     for record in &state.history {
         let accuracy = |m: Option<manifold_mixup::eval::Metrics>| {
             m.map_or("–".into(), |m| format!("{:.2}%", 100.0 * m.accuracy))
