@@ -73,6 +73,24 @@ fn two_ranks_train_the_model_one_process_trains() {
             "patchup",
             vec!["--mix", "patchup", "--per-example", "--mix-layers", "0"],
         ),
+        // The unlabelled batch (76: 38 + 38) is split otherwise than the labelled one.
+        (
+            "ict",
+            vec![
+                "--mix",
+                "manifold",
+                "--semi",
+                "ict",
+                "--semi-mix",
+                "manifold",
+                "--unlabeled",
+                "300",
+                "--unlabeled-batch-size",
+                "76",
+                "--consistency",
+                "10",
+            ],
+        ),
     ] {
         let ranks_dir = tmp.path().join(format!("{name}-2-ranks"));
         let alone_dir = tmp.path().join(format!("{name}-alone"));

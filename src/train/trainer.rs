@@ -500,8 +500,13 @@ impl<M: Mixable> Run<'_, M> {
         let (loss, mut local) = self.local_loss(&model, drawn.batch, drawn.mix.as_ref())?;
         let loss = match (&config.semi, loss) {
             (Some(semi), Some(loss)) => {
-                let weight = semi.weight_at(epoch, (b, self.batches));
-                let consistency = self.consistency(&model, state, semi)?;
+                let (consistency, (unlabeled_rows, unlabeled_images)) =
+                    self.consistency(&model, state, semi)?;
+                // The ranks' gradients are summed weighted by their shares of the labelled
+                // batch; this rank's consistency counts by its share of the unlabelled one.
+                let share = (unlabeled_rows as f64 / unlabeled_images as f64)
+                    / (rows as f64 / images as f64);
+                let weight = semi.weight_at(epoch, (b, self.batches)) * share;
                 let value = consistency.clone().into_scalar::<f32>() as f64;
                 local[0] += weight * value * rows as f64;
                 local[2] += !value.is_finite() as u8 as f64;
@@ -586,13 +591,13 @@ impl<M: Mixable> Run<'_, M> {
 
     /// Interpolation consistency on this rank's rows of the next unlabelled batch: the
     /// student's softmax at the mixed images against the softmax of the teacher's logits for
-    /// the clean images, mixed as the images were.
+    /// the clean images, mixed as the images were; with this rank's rows and the batch's size.
     fn consistency(
         &self,
         model: &M,
         state: &mut RunState,
         semi: &super::SemiConfig,
-    ) -> Result<Tensor<1>, TrainError> {
+    ) -> Result<(Tensor<1>, (usize, usize)), TrainError> {
         let (data, classes) = (self.data, self.data.dataset.classes());
         let pool = data
             .unlabeled
@@ -646,7 +651,8 @@ impl<M: Mixable> Run<'_, M> {
             ),
             &self.train_device,
         );
-        Ok(consistency_loss(student_logits, targets))
+        let counts = (rows.len(), drawn.indices.len());
+        Ok((consistency_loss(student_logits, targets), counts))
     }
 
     /// This rank's mixed forward pass and loss, not yet differentiated (`None` for a rank with
