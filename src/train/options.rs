@@ -281,51 +281,7 @@ impl TrainOptions {
             kind: pick!(patchup_kind).unwrap_or(defaults.patchup.kind),
         };
         let batch_size = pick!(batch_size).unwrap_or(defaults.batch_size);
-        let semi = match (pick!(semi), pick!(unlabeled)) {
-            (Some(method), Some(unlabeled)) => Some(SemiConfig {
-                method,
-                unlabeled,
-                mix: pick!(semi_mix).unwrap_or(MixMode::Input),
-                alpha: pick!(semi_alpha).unwrap_or(1.0),
-                consistency: pick!(consistency).unwrap_or(100.0),
-                rampup_epochs: pick!(consistency_rampup).unwrap_or(epochs as f64 / 4.0),
-                ema_decay: pick!(ema_decay).unwrap_or(0.999),
-                batch_size: pick!(unlabeled_batch_size).unwrap_or(batch_size),
-            }),
-            (Some(_), None) => {
-                return Err(ConfigError::Needs {
-                    options: &["semi"],
-                    needed: "unlabeled",
-                });
-            }
-            (None, _) => {
-                const SEMI_OPTIONS: [&str; 7] = [
-                    "unlabeled",
-                    "semi-mix",
-                    "semi-alpha",
-                    "consistency",
-                    "consistency-rampup",
-                    "ema-decay",
-                    "unlabeled-batch-size",
-                ];
-                let given = [
-                    pick!(unlabeled).is_some(),
-                    pick!(semi_mix).is_some(),
-                    pick!(semi_alpha).is_some(),
-                    pick!(consistency).is_some(),
-                    pick!(consistency_rampup).is_some(),
-                    pick!(ema_decay).is_some(),
-                    pick!(unlabeled_batch_size).is_some(),
-                ];
-                if let Some(at) = given.iter().position(|&g| g) {
-                    return Err(ConfigError::Needs {
-                        options: &SEMI_OPTIONS[at..=at],
-                        needed: "semi",
-                    });
-                }
-                None
-            }
-        };
+        let semi = self.semi_over(fallback, epochs, batch_size)?;
         let devices = pick!(device).map_or(1, |list| list.len());
         let config = TrainConfig {
             dataset,
@@ -382,6 +338,64 @@ impl TrainOptions {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// The semi-supervised options, over `fallback`'s: none without `semi`, and then none of
+    /// its options may be given either.
+    fn semi_over(
+        &self,
+        fallback: &TrainOptions,
+        epochs: usize,
+        batch_size: usize,
+    ) -> Result<Option<SemiConfig>, ConfigError> {
+        macro_rules! pick {
+            ($field:ident) => {
+                self.$field.clone().or(fallback.$field.clone())
+            };
+        }
+        match (pick!(semi), pick!(unlabeled)) {
+            (Some(method), Some(unlabeled)) => Ok(Some(SemiConfig {
+                method,
+                unlabeled,
+                mix: pick!(semi_mix).unwrap_or(MixMode::Input),
+                alpha: pick!(semi_alpha).unwrap_or(1.0),
+                consistency: pick!(consistency).unwrap_or(100.0),
+                rampup_epochs: pick!(consistency_rampup).unwrap_or(epochs as f64 / 4.0),
+                ema_decay: pick!(ema_decay).unwrap_or(0.999),
+                batch_size: pick!(unlabeled_batch_size).unwrap_or(batch_size),
+            })),
+            (Some(_), None) => Err(ConfigError::Needs {
+                options: &["semi"],
+                needed: "unlabeled",
+            }),
+            (None, _) => {
+                const SEMI_OPTIONS: [&str; 7] = [
+                    "unlabeled",
+                    "semi-mix",
+                    "semi-alpha",
+                    "consistency",
+                    "consistency-rampup",
+                    "ema-decay",
+                    "unlabeled-batch-size",
+                ];
+                let given = [
+                    pick!(unlabeled).is_some(),
+                    pick!(semi_mix).is_some(),
+                    pick!(semi_alpha).is_some(),
+                    pick!(consistency).is_some(),
+                    pick!(consistency_rampup).is_some(),
+                    pick!(ema_decay).is_some(),
+                    pick!(unlabeled_batch_size).is_some(),
+                ];
+                match given.iter().position(|&g| g) {
+                    Some(at) => Err(ConfigError::Needs {
+                        options: &SEMI_OPTIONS[at..=at],
+                        needed: "semi",
+                    }),
+                    None => Ok(None),
+                }
+            }
+        }
     }
 }
 
