@@ -131,7 +131,7 @@ pub struct TrainOptions {
     /// Weight of the consistency term once ramped up (default 100, ICT's).
     #[arg(long, allow_negative_numbers = true)]
     pub consistency: Option<f64>,
-    /// Epochs over which the consistency weight ramps up from 0 (default a quarter of
+    /// Epochs over which the consistency weight ramps up, sigmoid-shaped (default a quarter of
     /// --epochs, as ICT's experiments).
     #[arg(long, allow_negative_numbers = true)]
     pub consistency_rampup: Option<f64>,

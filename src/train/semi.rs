@@ -96,7 +96,7 @@ pub struct SemiConfig {
     pub alpha: f64,
     /// The consistency term's weight once ramped up.
     pub consistency: f64,
-    /// Epochs over which the weight ramps up from 0 (sigmoid-shaped).
+    /// Epochs over which the weight ramps up (sigmoid-shaped, from exp(−5) of its value).
     pub rampup_epochs: f64,
     /// The teacher's moving-average decay.
     pub ema_decay: f64,
