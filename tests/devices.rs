@@ -41,6 +41,56 @@ fn two_devices_train_the_model_one_device_trains() {
 }
 
 #[test]
+fn two_devices_train_ict_as_one_device_even_where_a_device_holds_no_labelled_row() {
+    // 101 labelled images in batches of 50: the last batch's one example is the first
+    // device's, and the second adds only its share of the unlabelled consistency.
+    let tmp = tempfile::tempdir().unwrap();
+    let (two, one) = (tmp.path().join("two"), tmp.path().join("one"));
+    let args = |out: &Path, extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "train",
+            "--model",
+            "mlp",
+            "--width",
+            "16",
+            "--epochs",
+            "3",
+            "--train-subset",
+            "101",
+            "--batch-size",
+            "50",
+            "--seed",
+            "3",
+            "--semi",
+            "ict",
+            "--unlabeled",
+            "200",
+            "--unlabeled-batch-size",
+            "20",
+            "--consistency",
+            "10",
+            "--out",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(out.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    for (out, extra) in [
+        (&two, ["--devices", "cpu,cpu"]),
+        (&one, ["--partner-groups", "2"]),
+    ] {
+        let output = run(&common::as_strs(&args(out, &extra)));
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    for file in ["model.safetensors", "teacher.safetensors"] {
+        let difference = largest_weight_difference(&two.join(file), &one.join(file));
+        assert!(difference < 1e-5, "{file}: differs by {difference}");
+    }
+}
+
+#[test]
 fn a_two_device_run_killed_and_resumed_equals_the_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
     let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));

@@ -15,6 +15,7 @@ use rand_chacha::ChaCha12Rng;
 use super::checkpoint::{self, CheckpointFiles, EpochRecord, PartialEpoch, RunState};
 use super::ranks::Ranks;
 use super::run_dir::RunDir;
+use super::semi::UnlabeledDraw;
 use super::setup::{RunData, build_model, check_mixing, optimizer};
 use super::step::{batch_loss, mixup_hits};
 use super::teacher::MeanTeacher;
@@ -498,21 +499,32 @@ impl<M: Mixable> Run<'_, M> {
         );
         let mut trace = drawn.take_trace(epoch * self.batches + b + 1, epoch + 1, lr);
         let (loss, mut local) = self.local_loss(&model, drawn.batch, drawn.mix.as_ref())?;
-        let loss = match (&config.semi, loss) {
-            (Some(semi), Some(loss)) => {
+        // Every rank draws the unlabelled batch, so that the streams stay in step even where
+        // a rank holds no labelled rows of a short last batch.
+        let unlabeled = config
+            .semi
+            .as_ref()
+            .map(|semi| self.draw_unlabeled(state, semi));
+        // A semi-supervised rank weighs its terms itself, by its shares of the labelled and of
+        // the unlabelled batch, so that a rank with no labelled rows still adds its
+        // consistency; the gradients are then summed as they stand.
+        let (loss, shares) = match (&config.semi, unlabeled) {
+            (Some(semi), Some(unlabeled)) => {
                 let (consistency, (unlabeled_rows, unlabeled_images)) =
-                    self.consistency(&model, state, semi)?;
-                // The ranks' gradients are summed weighted by their shares of the labelled
-                // batch; this rank's consistency counts by its share of the unlabelled one.
-                let share = (unlabeled_rows as f64 / unlabeled_images as f64)
-                    / (rows as f64 / images as f64);
-                let weight = semi.weight_at(epoch, (b, self.batches)) * share;
+                    self.consistency(&model, unlabeled)?;
+                let unlabeled_share = unlabeled_rows as f64 / unlabeled_images as f64;
+                let weight = semi.weight_at(epoch, (b, self.batches)) * unlabeled_share;
                 let value = consistency.clone().into_scalar::<f32>() as f64;
-                local[0] += weight * value * rows as f64;
+                local[0] += weight * value * images as f64;
                 local[2] += !value.is_finite() as u8 as f64;
-                Some(loss + consistency.mul_scalar(weight))
+                let consistency = consistency.mul_scalar(weight);
+                let loss = match loss {
+                    Some(loss) => loss.mul_scalar(rows as f64 / images as f64) + consistency,
+                    None => consistency,
+                };
+                (Some(loss), (1, 1))
             }
-            (_, loss) => loss,
+            _ => (loss, (rows, images)),
         };
         // This rank's loss sum, mixup hits and whether its loss is not a number, then the
         // interrupt flag: summed over the ranks, so all stop at the same batch.
@@ -532,7 +544,7 @@ impl<M: Mixable> Run<'_, M> {
         };
         let grads = self
             .ranks
-            .sum_gradients(&model, grads, (rows, images), &self.device);
+            .sum_gradients(&model, grads, shares, &self.device);
         let model = optim.step(lr, model, grads);
         if let (Some(teacher), Some(stream)) = (&mut self.teacher, &mut state.semi) {
             teacher.update(&model);
@@ -589,16 +601,9 @@ impl<M: Mixable> Run<'_, M> {
         }
     }
 
-    /// Interpolation consistency on this rank's rows of the next unlabelled batch: the
-    /// student's softmax at the mixed images against the softmax of the teacher's logits for
-    /// the clean images, mixed as the images were; with this rank's rows and the batch's size.
-    fn consistency(
-        &self,
-        model: &M,
-        state: &mut RunState,
-        semi: &super::SemiConfig,
-    ) -> Result<(Tensor<1>, (usize, usize)), TrainError> {
-        let (data, classes) = (self.data, self.data.dataset.classes());
+    /// The next unlabelled batch (the whole global batch), its augmentation and its mix.
+    fn draw_unlabeled(&self, state: &mut RunState, semi: &super::SemiConfig) -> UnlabeledDraw {
+        let data = self.data;
         let pool = data
             .unlabeled
             .as_ref()
@@ -612,7 +617,22 @@ impl<M: Mixable> Run<'_, M> {
             partner_groups: self.mix.partner_groups,
             ..semi.mix_config(&self.config.mix_layers)
         };
-        let drawn = stream.draw(pool.len(), semi.batch_size, &data.augmentation, &mix);
+        stream.draw(pool.len(), semi.batch_size, &data.augmentation, &mix)
+    }
+
+    /// Interpolation consistency on this rank's rows of the next unlabelled batch: the
+    /// student's softmax at the mixed images against the softmax of the teacher's logits for
+    /// the clean images, mixed as the images were; with this rank's rows and the batch's size.
+    fn consistency(
+        &self,
+        model: &M,
+        drawn: UnlabeledDraw,
+    ) -> Result<(Tensor<1>, (usize, usize)), TrainError> {
+        let (data, classes) = (self.data, self.data.dataset.classes());
+        let pool = data
+            .unlabeled
+            .as_ref()
+            .expect("a semi-supervised run has its pool");
         let rows = self.ranks.rows(drawn.indices.len());
         let pixels = crate::data::assemble_unlabeled(
             pool,
