@@ -46,36 +46,22 @@ fn two_devices_train_ict_as_one_device_even_where_a_device_holds_no_labelled_row
     // device's, and the second adds only its share of the unlabelled consistency.
     let tmp = tempfile::tempdir().unwrap();
     let (two, one) = (tmp.path().join("two"), tmp.path().join("one"));
+    let semi = [
+        "--semi",
+        "ict",
+        "--unlabeled",
+        "200",
+        "--unlabeled-batch-size",
+        "20",
+        "--consistency",
+        "10",
+    ];
     let args = |out: &Path, extra: &[&str]| {
-        let mut args: Vec<String> = [
-            "train",
-            "--model",
-            "mlp",
-            "--width",
-            "16",
-            "--epochs",
-            "3",
-            "--train-subset",
-            "101",
-            "--batch-size",
-            "50",
-            "--seed",
-            "3",
-            "--semi",
-            "ict",
-            "--unlabeled",
-            "200",
-            "--unlabeled-batch-size",
-            "20",
-            "--consistency",
-            "10",
-            "--out",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.push(out.display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
+        let run = train_args(out.to_str().unwrap(), &[&semi[..], extra].concat());
+        common::with_values(
+            run.iter().map(|s| s.to_string()).collect(),
+            &[("--train-subset", "101"), ("--batch-size", "50")],
+        )
     };
     for (out, extra) in [
         (&two, ["--devices", "cpu,cpu"]),

@@ -53,11 +53,10 @@ fn regmixup_of_weight_zero_trains_bit_for_bit_as_no_mixing() {
             ],
         ),
     ] {
-        let mut args = small_run(out, &[&["--no-augment"][..], &mix].concat());
-        for (flag, value) in [("--model", "mlp"), ("--epochs", "1")] {
-            let at = args.iter().position(|a| a == flag).unwrap();
-            args[at + 1] = value.into();
-        }
+        let args = common::with_values(
+            small_run(out, &[&["--no-augment"][..], &mix].concat()),
+            &[("--model", "mlp"), ("--epochs", "1")],
+        );
         let output = run(&as_strs(&args));
         assert!(output.status.success(), "{}", text(&output.stderr));
     }

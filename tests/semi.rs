@@ -4,18 +4,9 @@
 
 mod common;
 use common::{
-    as_strs, assert_one_line_error, assert_same_outcome, kill_after_first_epoch_and_resume,
-    resumable_run, run, small_run, text,
+    as_strs, assert_same_outcome, kill_after_first_epoch_and_resume, resumable_run, run, small_run,
+    text, with_values,
 };
-
-/// `small_run` with `flag`'s value replaced.
-fn with(mut args: Vec<String>, replaced: &[(&str, &str)]) -> Vec<String> {
-    for (flag, value) in replaced {
-        let at = args.iter().position(|a| a == flag).unwrap();
-        args[at + 1] = value.to_string();
-    }
-    args
-}
 
 #[test]
 fn ict_of_consistency_zero_trains_the_supervised_runs_weights_bit_for_bit() {
@@ -27,7 +18,7 @@ fn ict_of_consistency_zero_trains_the_supervised_runs_weights_bit_for_bit() {
     let weightless = root.path().join("weightless");
     let ict = ["--semi", "ict", "--unlabeled", "400", "--consistency", "0"];
     for (out, extra) in [(&supervised, &[][..]), (&weightless, &ict[..])] {
-        let args = with(small_run(out, extra), &[("--model", "mlp")]);
+        let args = with_values(small_run(out, extra), &[("--model", "mlp")]);
         let output = run(&as_strs(&args));
         assert!(output.status.success(), "{}", text(&output.stderr));
     }
@@ -38,7 +29,7 @@ fn ict_of_consistency_zero_trains_the_supervised_runs_weights_bit_for_bit() {
     );
     // A weight that is not zero trains other weights.
     let weighted = root.path().join("weighted");
-    let args = with(
+    let args = with_values(
         small_run(&weighted, &ict),
         &[("--model", "mlp"), ("--consistency", "10")],
     );
@@ -128,5 +119,4 @@ fn bad_semi_supervised_options_give_one_line_and_write_nothing() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    let _ = assert_one_line_error;
 }

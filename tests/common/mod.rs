@@ -96,6 +96,15 @@ pub fn resumable_run(out: &Path, extra: &[&str]) -> Vec<String> {
     train_args(&config, out, extra)
 }
 
+/// `args` with each `(flag, value)`'s value replaced (the flag must be there).
+pub fn with_values(mut args: Vec<String>, replaced: &[(&str, &str)]) -> Vec<String> {
+    for (flag, value) in replaced {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1] = value.to_string();
+    }
+    args
+}
+
 pub fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
