@@ -136,6 +136,34 @@ fn processes_naming(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The two ranks of the run into `dir` (not their `launcher`), once both have their SIGTERM
+/// handler in place (bit 15 of `SigCgt` in `/proc/PID/status`).
+fn ranks_catching_sigterm(dir: &Path, launcher: u32) -> Vec<u32> {
+    let catches_sigterm = |pid: &u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let ranks: Vec<u32> = processes_naming(dir)
+            .into_iter()
+            .filter(|&pid| pid != launcher)
+            .collect();
+        if ranks.len() == 2 && ranks.iter().all(catches_sigterm) {
+            return ranks;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "two ranks catching SIGTERM never appeared: {ranks:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_two_rank_run_killed_and_resumed_equals_the_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -233,12 +261,16 @@ fn a_two_rank_run_stopped_by_sigterm_resumes_in_one_process() {
     let launcher = spawn_on_two_ranks(&args(&stopped));
     wait_for(
         &stopped.join("train.log"),
-        |log| log.contains("epoch   1/4"),
+        |log| log.contains("started mlp"),
         Duration::from_secs(120),
     );
-    // mpirun passes SIGTERM on to the ranks, which stop after the same batch.
-    // SAFETY: signalling a child process by its pid.
-    unsafe { libc::kill(launcher.id() as i32, libc::SIGTERM) };
+    // Each rank is signalled, as a batch scheduler signals every task: mpirun's own relay
+    // takes most of a second here, as long as this whole run, so it would race the end.
+    let ranks = ranks_catching_sigterm(&stopped, launcher.id());
+    for rank in ranks {
+        // SAFETY: signalling a process of this test's by its pid.
+        unsafe { libc::kill(rank as i32, libc::SIGTERM) };
+    }
     let status = launcher.wait_with_output().unwrap().status;
     assert!(!status.success());
     let latest = std::fs::read_to_string(stopped.join("checkpoint/latest")).unwrap();
