@@ -152,8 +152,8 @@ fn read(path: &Path) -> Vec<u8> {
 }
 
 /// What mmix computes for a case: logits, loss and the gradients by PyTorch name.
-fn mmix_step(spec: &Spec) -> (Vec<f32>, f32, HashMap<String, Vec<f32>>) {
-    let device = Device::flex().autodiff();
+fn mmix_step(spec: &Spec, device: &Device) -> (Vec<f32>, f32, HashMap<String, Vec<f32>>) {
+    let device = device.clone().autodiff();
     let mut model = model_config(spec).init(&device).unwrap();
     let mut store = SafetensorsStore::from_bytes(Some(read(
         &folder().join(format!("{}.weights.safetensors", spec.name)),
@@ -201,10 +201,25 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn every_family_and_mode_matches_the_pytorch_twin() {
+    every_case_matches_on(&Device::flex());
+}
+
+/// The same cases on a wgpu device: in CI, Mesa's software Vulkan driver (lavapipe) with
+/// `MMIX_ALLOW_SOFTWARE_GPU=1`, which runs CubeCL's kernels as a GPU would be given them.
+#[cfg(feature = "wgpu")]
+#[test]
+fn every_family_and_mode_matches_the_pytorch_twin_on_wgpu() {
+    let device = manifold_mixup::train::DeviceName::Wgpu(None)
+        .open()
+        .unwrap_or_else(|reason| panic!("{reason}"));
+    every_case_matches_on(&device);
+}
+
+fn every_case_matches_on(device: &Device) {
     for spec in &CASES {
         let golden_bytes = read(&folder().join(format!("{}.golden.safetensors", spec.name)));
         let golden = tensors(&golden_bytes);
-        let (logits, loss, gradients) = mmix_step(spec);
+        let (logits, loss, gradients) = mmix_step(spec, device);
         let name = spec.name;
         let scale = max_abs(&golden["logits"]);
         let sensitivity = max_abs(&golden["sensitivity.logits"]);

@@ -234,9 +234,14 @@ fn cuda_gpu_exists(name: &str, index: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The environment variable that lets wgpu take a software adapter: for tests and CI, which
+/// run the GPU code path on Mesa's lavapipe where no GPU exists.
+#[cfg(feature = "wgpu")]
+const ALLOW_SOFTWARE_GPU: &str = "MMIX_ALLOW_SOFTWARE_GPU";
+
 /// Refuses wgpu on a machine whose only adapters are software renderers (llvmpipe, lavapipe,
-/// WARP): wgpu would take one, and training there runs orders of magnitude slower than
-/// `--device cpu`, which looks like a hang.
+/// WARP), unless [`ALLOW_SOFTWARE_GPU`] is `1`: wgpu would take one, and training there runs
+/// orders of magnitude slower than `--device cpu`, which looks like a hang.
 #[cfg(feature = "wgpu")]
 fn wgpu_has_hardware(name: &str) -> Result<(), String> {
     use burn::backend::wgpu::wgpu;
@@ -244,9 +249,10 @@ fn wgpu_has_hardware(name: &str) -> Result<(), String> {
     let adapters =
         futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
     let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+    let allowed = std::env::var(ALLOW_SOFTWARE_GPU).is_ok_and(|v| v == "1");
     if infos
         .iter()
-        .any(|info| info.device_type != wgpu::DeviceType::Cpu)
+        .any(|info| info.device_type != wgpu::DeviceType::Cpu || allowed)
     {
         return Ok(());
     }
@@ -255,7 +261,7 @@ fn wgpu_has_hardware(name: &str) -> Result<(), String> {
             "--device {name}: wgpu finds no graphics adapter on this machine; use --device cpu"
         ),
         Some(info) => format!(
-            "--device {name}: wgpu's only adapter here is '{}', a software renderer on the CPU, far slower than --device cpu",
+            "--device {name}: wgpu's only adapter here is '{}', a software renderer on the CPU, far slower than --device cpu ({ALLOW_SOFTWARE_GPU}=1 takes it anyway, for testing the GPU code path)",
             info.name
         ),
     })
