@@ -81,7 +81,10 @@ fn bad_semi_supervised_options_give_one_line_and_write_nothing() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("out");
     let out_arg = out.display().to_string();
-    let cases: [(&[&str], &str); 5] = [
+    let empty = root.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let empty = empty.to_str().unwrap();
+    let cases: [(&[&str], &str); 8] = [
         (&["--semi", "ict"], "--semi needs --unlabeled"),
         (&["--unlabeled", "rest"], "--unlabeled needs --semi"),
         (
@@ -103,6 +106,22 @@ fn bad_semi_supervised_options_give_one_line_and_write_nothing() {
             &["--semi", "ict", "--unlabeled", "rest", "--ema-decay", "1"],
             "--ema-decay must be in [0, 1), got 1",
         ),
+        (&["--unlabeled-dir", empty], "--unlabeled-dir needs --semi"),
+        (
+            &[
+                "--semi",
+                "ict",
+                "--unlabeled",
+                "9",
+                "--unlabeled-dir",
+                empty,
+            ],
+            "--unlabeled-dir replaces --unlabeled",
+        ),
+        (
+            &["--semi", "ict", "--unlabeled-dir", empty],
+            "no PNG or JPEG images in it",
+        ),
     ];
     let mut problems = Vec::new();
     for (extra, expected) in cases {
@@ -119,4 +138,38 @@ fn bad_semi_supervised_options_give_one_line_and_write_nothing() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn an_unlabelled_folder_of_any_image_sizes_feeds_ict() {
+    let root = tempfile::tempdir().unwrap();
+    let pool = root.path().join("pool");
+    std::fs::create_dir(&pool).unwrap();
+    // Colour images of other sizes: read as the data set's grey 28×28.
+    for i in 0..30u8 {
+        let side = 20 + u32::from(i % 3) * 8;
+        image::RgbImage::from_pixel(side, side, image::Rgb([i * 8, 100, 255 - i * 8]))
+            .save(pool.join(format!("{i:02}.png")))
+            .unwrap();
+    }
+    let out = root.path().join("run");
+    let pool_arg = pool.to_str().unwrap();
+    let extra = ["--semi", "ict", "--unlabeled-dir", pool_arg];
+    let args = with_values(
+        small_run(&out, &extra),
+        &[("--model", "mlp"), ("--epochs", "1")],
+    );
+    let output = run(&as_strs(&args));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("+ 30 unlabelled"),
+        "{}",
+        text(&output.stdout)
+    );
+    // The folder is saved with the run, for a resume to read again.
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(
+        config.contains(&format!(r#""dir": "{pool_arg}""#)),
+        "{config}"
+    );
 }

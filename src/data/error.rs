@@ -45,6 +45,8 @@ pub enum DataError {
     },
     #[error("{}: no class folders with images in it", path.display())]
     EmptyFolder { path: PathBuf },
+    #[error("{}: no PNG or JPEG images in it (an unlabelled folder holds them directly, not in subfolders)", path.display())]
+    NoUnlabeledImages { path: PathBuf },
     #[error("{}: cannot read image: {reason}", path.display())]
     UnreadableImage { path: PathBuf, reason: String },
     #[error("{}: {found} has classes {found_classes:?} but the training split has {expected:?}", path.display())]

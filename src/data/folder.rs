@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
 
-use super::{DataError, ImageSet};
+use super::{DataError, ImageSet, UnlabeledSet};
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut entries = std::fs::read_dir(dir)
@@ -203,4 +203,37 @@ pub fn read_folder(
     let train = read_split(&train_dir, &classes, size)?;
     let test = read_split(&test_dir, &classes, size)?;
     Ok((train, test, classes))
+}
+
+/// The PNG and JPEG images directly in `dir` (no class subfolders; other files and folders
+/// are passed over), in file-name order, as `channels` planes of `size`×`size`: the
+/// unlabelled pool of `--unlabeled-dir`.
+pub fn read_unlabeled_folder(
+    dir: &Path,
+    size: usize,
+    channels: usize,
+) -> Result<UnlabeledSet, DataError> {
+    let files: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
+    if files.is_empty() {
+        return Err(DataError::NoUnlabeledImages { path: dir.into() });
+    }
+    let bytes = (files.len() as u64).saturating_mul(channels as u64 * (size as u64).pow(2));
+    crate::machine::check_fits(
+        format!("{} unlabelled images of {size}×{size} pixels", files.len()),
+        bytes,
+        "use fewer unlabelled images",
+    )?;
+    let mut pixels = Vec::with_capacity(bytes as usize);
+    for file in &files {
+        let encoded = std::fs::read(file).map_err(|e| DataError::io(file, e))?;
+        pixels.extend(decode_image_in(file, &encoded, size, channels)?);
+    }
+    Ok(UnlabeledSet {
+        pixels,
+        channels,
+        size,
+    })
 }

@@ -11,6 +11,24 @@ pub struct ImageSet {
     pub size: usize,
 }
 
+/// Every `old`×`old` plane of `pixels` centred in a `size`×`size` plane of zeros (the odd
+/// pixel, if any, at the bottom and right); `size` ≥ `old`.
+fn padded_planes(pixels: &[u8], old: usize, size: usize) -> Vec<u8> {
+    let before = (size - old) / 2;
+    let planes = pixels.len().checked_div(old * old).unwrap_or(0);
+    let mut padded = vec![0u8; planes * size * size];
+    for (plane, target) in pixels
+        .chunks_exact(old * old)
+        .zip(padded.chunks_exact_mut(size * size))
+    {
+        for (y, row) in plane.chunks_exact(old).enumerate() {
+            let start = (y + before) * size + before;
+            target[start..start + old].copy_from_slice(row);
+        }
+    }
+    padded
+}
+
 /// Images without labels, held as [`ImageSet`]'s pixels are: the unlabelled pool of
 /// semi-supervised training. It has no labels at all, so no code path can read one.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +61,21 @@ impl UnlabeledSet {
     pub fn image(&self, index: usize) -> &[u8] {
         let len = self.image_len();
         &self.pixels[index * len..(index + 1) * len]
+    }
+
+    /// The set with every image padded to `size`×`size`, as [`ImageSet::padded`] pads.
+    pub fn padded(&self, size: usize) -> Result<UnlabeledSet, super::DataError> {
+        if size < self.size {
+            return Err(super::DataError::PadBelowSize {
+                to: size,
+                size: self.size,
+            });
+        }
+        Ok(UnlabeledSet {
+            pixels: padded_planes(&self.pixels, self.size, size),
+            channels: self.channels,
+            size,
+        })
     }
 }
 
@@ -77,20 +110,8 @@ impl ImageSet {
                 size: self.size,
             });
         }
-        let (old, before) = (self.size, (size - self.size) / 2);
-        let mut pixels = vec![0u8; self.len() * self.channels * size * size];
-        for (plane, target) in self
-            .pixels
-            .chunks_exact(old * old)
-            .zip(pixels.chunks_exact_mut(size * size))
-        {
-            for (y, row) in plane.chunks_exact(old).enumerate() {
-                let start = (y + before) * size + before;
-                target[start..start + old].copy_from_slice(row);
-            }
-        }
         Ok(ImageSet {
-            pixels,
+            pixels: padded_planes(&self.pixels, self.size, size),
             labels: self.labels.clone(),
             channels: self.channels,
             size,

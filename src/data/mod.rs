@@ -21,7 +21,7 @@ pub use augment::{
 };
 pub use cifar::{Cifar100Labels, parse_cifar, read_cifar10, read_cifar100};
 pub use error::DataError;
-pub use folder::{decode_image, decode_image_in, is_image, read_folder};
+pub use folder::{decode_image, decode_image_in, is_image, read_folder, read_unlabeled_folder};
 pub use idx::{encode_idx, idx_pair, maybe_gunzip, parse_idx, read_idx_pair, read_maybe_gzip};
 pub use images::{ImageSet, UnlabeledSet};
 pub use split::{Split, SplitConfig, draw_unlabeled, split};

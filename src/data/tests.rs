@@ -260,6 +260,38 @@ fn image_folders_read_and_resize() {
 }
 
 #[test]
+fn unlabelled_folders_read_the_images_directly_in_them_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    write_png(&dir.path().join("b.png"), 200);
+    write_png(&dir.path().join("a.png"), 10);
+    write_png(&dir.path().join("nested/c.png"), 90);
+    std::fs::write(dir.path().join("notes.txt"), b"not an image").unwrap();
+    let pool = super::read_unlabeled_folder(dir.path(), 4, 1).unwrap();
+    assert_eq!((pool.len(), pool.channels, pool.size), (2, 1, 4));
+    let grey = |name: &str| {
+        let path = dir.path().join(name);
+        super::decode_image_in(&path, &std::fs::read(&path).unwrap(), 4, 1).unwrap()
+    };
+    assert_eq!(pool.image(0), &grey("a.png")[..]);
+    assert_eq!(pool.image(1), &grey("b.png")[..]);
+    assert_ne!(pool.image(0), pool.image(1));
+    // Padded as a labelled set is: the 4×4 image centred in zeros.
+    let padded = pool.padded(6).unwrap();
+    assert_eq!((padded.len(), padded.size), (2, 6));
+    let first = padded.image(0);
+    assert_eq!(&first[7..11], &pool.image(0)[..4]);
+    assert!(first[..6].iter().all(|&p| p == 0));
+
+    let empty = tempfile::tempdir().unwrap();
+    write_png(&empty.path().join("only-in-a-subfolder/a.png"), 1);
+    let err = super::read_unlabeled_folder(empty.path(), 4, 1).unwrap_err();
+    assert!(matches!(err, DataError::NoUnlabeledImages { .. }), "{err}");
+    std::fs::write(empty.path().join("broken.jpg"), b"not a jpeg").unwrap();
+    let err = super::read_unlabeled_folder(empty.path(), 4, 1).unwrap_err();
+    assert!(message(err).contains("broken.jpg"));
+}
+
+#[test]
 fn empty_folder_and_unreadable_image_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("train/cat")).unwrap();

@@ -121,6 +121,10 @@ pub struct TrainOptions {
     /// out, after validation) or a count of them, drawn with the split's seed.
     #[arg(long)]
     pub unlabeled: Option<UnlabeledPool>,
+    /// The unlabelled images of --semi from a folder instead: the PNG and JPEG files directly
+    /// in it, read at the dataset's image size and channels.
+    #[arg(long, value_name = "DIR")]
+    pub unlabeled_dir: Option<PathBuf>,
     /// Where --semi mixes the unlabelled pair: input (ICT) or manifold (at a point drawn from
     /// --mix-layers) (default input).
     #[arg(long, value_enum)]
@@ -353,7 +357,16 @@ impl TrainOptions {
                 self.$field.clone().or(fallback.$field.clone())
             };
         }
-        match (pick!(semi), pick!(unlabeled)) {
+        let unlabeled = match (pick!(unlabeled), pick!(unlabeled_dir)) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    option: "unlabeled-dir",
+                    requirement: "replaces `unlabeled`: give one of them".into(),
+                });
+            }
+            (pool, dir) => pool.or(dir.map(UnlabeledPool::Folder)),
+        };
+        match (pick!(semi), unlabeled) {
             (Some(method), Some(unlabeled)) => Ok(Some(SemiConfig {
                 method,
                 unlabeled,
@@ -369,8 +382,9 @@ impl TrainOptions {
                 needed: "unlabeled",
             }),
             (None, _) => {
-                const SEMI_OPTIONS: [&str; 7] = [
+                const SEMI_OPTIONS: [&str; 8] = [
                     "unlabeled",
+                    "unlabeled-dir",
                     "semi-mix",
                     "semi-alpha",
                     "consistency",
@@ -380,6 +394,7 @@ impl TrainOptions {
                 ];
                 let given = [
                     pick!(unlabeled).is_some(),
+                    pick!(unlabeled_dir).is_some(),
                     pick!(semi_mix).is_some(),
                     pick!(semi_alpha).is_some(),
                     pick!(consistency).is_some(),
@@ -573,6 +588,8 @@ mod tests {
         a_mix_weight_without_regmixup: { mix_weight: 0.5 } => "`mix-weight` applies to `mix-loss` regmixup only";
         ict_without_unlabelled_images: { semi: SemiMethod::Ict } => "`semi` needs `unlabeled`";
         an_unlabelled_pool_without_a_method: { unlabeled: UnlabeledPool::Rest } => "`unlabeled` needs `semi`";
+        an_unlabelled_folder_without_a_method: { unlabeled_dir: PathBuf::from("pool") } => "`unlabeled-dir` needs `semi`";
+        a_pool_and_a_folder: { semi: SemiMethod::Ict, unlabeled: UnlabeledPool::Rest, unlabeled_dir: PathBuf::from("pool") } => "`unlabeled-dir` replaces `unlabeled`: give one of them";
         a_teacher_decay_without_a_method: { ema_decay: 0.99 } => "`ema-decay` needs `semi`";
         a_teacher_that_never_moves: { semi: SemiMethod::Ict, unlabeled: UnlabeledPool::Rest, ema_decay: 1.0 } => "`ema-decay` must be in [0, 1), got 1";
         a_negative_consistency: { semi: SemiMethod::Ict, unlabeled: UnlabeledPool::Rest, consistency: -1.0 } => "`consistency` must be a number ≥ 0, got -1";

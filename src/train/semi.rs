@@ -3,6 +3,8 @@
 //! its options ([`SemiConfig`]), its own stream of unlabelled batches ([`SemiState`], saved
 //! with every checkpoint), and the consistency term of each step.
 
+use std::path::PathBuf;
+
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha12Rng;
@@ -25,14 +27,18 @@ impl std::fmt::Display for SemiMethod {
     }
 }
 
-/// Which training images a semi-supervised run takes as unlabelled: every one the labelled
-/// split left out (after the validation hold-out), or a seeded count of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which images a semi-supervised run takes as unlabelled: every training image the labelled
+/// split left out (after the validation hold-out), a seeded count of them, or the images of a
+/// folder (`--unlabeled-dir`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UnlabeledPool {
     /// All of them.
     Rest,
     /// This many, drawn uniformly with the split's seed.
     Count(usize),
+    /// The PNG and JPEG images directly in this folder, read at the dataset's size and
+    /// channels.
+    Folder(PathBuf),
 }
 
 impl std::str::FromStr for UnlabeledPool {
@@ -56,27 +62,37 @@ impl std::fmt::Display for UnlabeledPool {
         match self {
             UnlabeledPool::Rest => f.write_str("rest"),
             UnlabeledPool::Count(n) => write!(f, "{n}"),
+            UnlabeledPool::Folder(dir) => write!(f, "{}", dir.display()),
         }
     }
 }
 
+/// How a pool is written: `"rest"`, a count, or `{"dir": …}` for a folder (so that no folder
+/// name can read as a count).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WrittenPool {
+    Count(usize),
+    Text(String),
+    Folder { dir: PathBuf },
+}
+
 impl Serialize for UnlabeledPool {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self {
+            UnlabeledPool::Folder(dir) => WrittenPool::Folder { dir: dir.clone() },
+            pool => WrittenPool::Text(pool.to_string()),
+        }
+        .serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for UnlabeledPool {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            Count(usize),
-            Text(String),
-        }
-        match Written::deserialize(deserializer)? {
-            Written::Count(n) => n.to_string().parse(),
-            Written::Text(text) => text.parse(),
+        match WrittenPool::deserialize(deserializer)? {
+            WrittenPool::Count(n) => n.to_string().parse(),
+            WrittenPool::Text(text) => text.parse(),
+            WrittenPool::Folder { dir } => Ok(UnlabeledPool::Folder(dir)),
         }
         .map_err(serde::de::Error::custom)
     }
@@ -268,6 +284,14 @@ mod tests {
         for bad in ["0", "all", "-3", ""] {
             assert!(bad.parse::<UnlabeledPool>().is_err(), "{bad}");
         }
+        // A folder whose name reads as a count stays a folder.
+        let folder = UnlabeledPool::Folder("300".into());
+        let json = serde_json::to_string(&folder).unwrap();
+        assert_eq!(json, r#"{"dir":"300"}"#);
+        assert_eq!(
+            serde_json::from_str::<UnlabeledPool>(&json).unwrap(),
+            folder
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
 use super::{TrainConfig, TrainError, UnlabeledPool};
-use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization};
+use crate::data::{Augmentation, Dataset, ImageSet, LoadOptions, Normalization, UnlabeledSet};
 use crate::eval::Metrics;
 use crate::mixup::{MixPoint, Mixable};
 use crate::models::{Classifier, ModelConfig};
@@ -69,20 +69,14 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
         dataset.test = dataset.test.padded(size)?;
     }
     let unlabeled = match &config.semi {
-        Some(semi) => {
-            let indices = match semi.unlabeled {
-                UnlabeledPool::Rest => split.unlabeled.clone(),
-                UnlabeledPool::Count(count) => {
-                    crate::data::draw_unlabeled(&split.unlabeled, count, &mut split_rng)?
-                }
-            };
-            if indices.is_empty() {
-                return Err(TrainError::Data(crate::data::DataError::Split(
-                    "--unlabeled rest: the labelled split keeps every training image, so none is left unlabelled (use --labels-per-class or --train-subset)".into(),
-                )));
-            }
-            Some(dataset.train.unlabeled(&indices))
-        }
+        Some(semi) => Some(unlabeled_images(
+            &semi.unlabeled,
+            config,
+            &dataset.train,
+            &split.unlabeled,
+            &mut split_rng,
+            unpadded_size,
+        )?),
         None => None,
     };
     let train = dataset.train.select(&split.train);
@@ -102,6 +96,35 @@ pub fn prepare_data(config: &TrainConfig) -> Result<RunData, TrainError> {
         unpadded_size,
         unlabeled,
     })
+}
+
+/// The unlabelled images of `pool`: training images `left_out` of the labelled split (`train`
+/// is already padded), or a folder's, read at the unpadded size and padded as `train` was.
+fn unlabeled_images(
+    pool: &UnlabeledPool,
+    config: &TrainConfig,
+    train: &ImageSet,
+    left_out: &[usize],
+    split_rng: &mut ChaCha12Rng,
+    unpadded_size: usize,
+) -> Result<UnlabeledSet, TrainError> {
+    let indices = match pool {
+        UnlabeledPool::Rest => left_out.to_vec(),
+        UnlabeledPool::Count(count) => crate::data::draw_unlabeled(left_out, *count, split_rng)?,
+        UnlabeledPool::Folder(dir) => {
+            let images = crate::data::read_unlabeled_folder(dir, unpadded_size, train.channels)?;
+            return Ok(match config.pad_to {
+                Some(size) => images.padded(size)?,
+                None => images,
+            });
+        }
+    };
+    if indices.is_empty() {
+        return Err(TrainError::Data(crate::data::DataError::Split(
+            "--unlabeled rest: the labelled split keeps every training image, so none is left unlabelled (use --labels-per-class or --train-subset)".into(),
+        )));
+    }
+    Ok(train.unlabeled(&indices))
 }
 
 pub(crate) fn model_config(config: &TrainConfig, data: &RunData) -> ModelConfig {
