@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The checks a lent GPU machine is for, in one run of about 6 minutes: the CUDA build's smoke
-# test, `mmix bench --device cuda` alternated with PyTorch's same step on that GPU
+# The checks a lent GPU machine is for, in one run of about 6 minutes: the PyTorch golden
+# cases on the GPU (`mmix parity`, tests/parity travels with the working tree), the CUDA build's
+# smoke test, `mmix bench --device cuda` alternated with PyTorch's same step on that GPU
 # (scripts/torch-step-cuda.py), and a short training. Results land in $OUT (the device tool's
 # folder), or /tmp/gpu-check elsewhere.
 #
@@ -42,6 +43,10 @@ export LD_LIBRARY_PATH="$libs:$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
 # hangs leaves time for the others; the training comes after the first round.
 budget=${GPU_CHECK_SECONDS:-520}
 limit() { local left=$((budget - SECONDS)); echo $(( left < $1 ? (left > 1 ? left : 1) : $1 )); }
+
+step "the PyTorch golden cases on the GPU (logits, loss, every gradient of one step per family)"
+timeout "$(limit 120)" "$mmix" parity --device cuda --cases tests/parity | tee "$out/parity.txt" ||
+  echo "parity failed: $?"
 
 step "smoke: one epoch of an MLP on the GPU"
 timeout "$(limit 120)" "$mmix" train --device cuda --model mlp --epochs 1 --train-subset 1000 \

@@ -76,6 +76,8 @@ pub mod kernels;
 pub mod machine;
 pub mod mixup;
 pub mod models;
+#[doc(hidden)]
+pub mod parity;
 pub mod predict;
 #[doc(hidden)]
 pub mod process;

@@ -40,6 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => cli::commands::inspect(&args)?,
         Command::Bench(args) => cli::commands::bench(&args)?,
         Command::Study(args) => return cli::study::run(&args),
+        Command::Parity(args) => return cli::commands::parity(&args),
     }
     Ok(0)
 }

@@ -52,6 +52,20 @@ pub enum Command {
     /// Run a grid of arms × seeds (resumable), then report every metric over seeds with
     /// 95% intervals and paired differences against a baseline arm.
     Study(StudyArgs),
+    /// Check a device against the PyTorch golden cases of tests/parity (one train step of
+    /// every model family: logits, loss, every gradient), the first thing a new GPU must show.
+    #[command(hide = true)]
+    Parity(ParityArgs),
+}
+
+#[derive(Args)]
+pub struct ParityArgs {
+    /// The device: cpu, cuda[:N] or wgpu[:N].
+    #[arg(long, default_value = "cpu")]
+    pub device: crate::train::DeviceName,
+    /// The folder of the cases' files.
+    #[arg(long, default_value = "tests/parity")]
+    pub cases: std::path::PathBuf,
 }
 
 #[derive(Subcommand)]

@@ -16,7 +16,7 @@ use crate::models::ModelKind;
 use crate::report;
 use crate::train::{self, checkpoint};
 
-use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, EvalSplit, InspectArgs};
+use super::args::{BenchArgs, CompareArgs, DemoArgs, EvalArgs, EvalSplit, InspectArgs, ParityArgs};
 use super::evaluate;
 use super::study;
 use super::train as train_cmd;
@@ -359,6 +359,40 @@ fn declared_findings(report: &str, source: &str) -> Result<(String, bool)> {
         ));
     }
     Ok((out, any_held))
+}
+
+/// `mmix parity`: every golden case on the device, one line each; exit status 1 if any
+/// disagrees.
+pub fn parity(args: &ParityArgs) -> Result<i32> {
+    let device = args.device.open().map_err(|reason| anyhow!("{reason}"))?;
+    let mut failed = 0;
+    for case in &crate::parity::CASES {
+        match crate::parity::check(&args.cases, case, &device) {
+            Ok(agreement) => {
+                let (parameter, error, tolerance) = &agreement.closest_gradient;
+                println!(
+                    "ok {}: logits {:.1e} (tolerance {:.1e}), loss {} (PyTorch {}), {} gradients, nearest its tolerance {parameter} {error:.1e} of {tolerance:.1e}",
+                    case.name,
+                    agreement.logits.0,
+                    agreement.logits.1,
+                    agreement.loss.0,
+                    agreement.loss.1,
+                    agreement.gradients,
+                );
+            }
+            Err(disagreement) => {
+                failed += 1;
+                println!("FAILED {}: {disagreement}", case.name);
+            }
+        }
+    }
+    println!(
+        "{} of {} golden cases match PyTorch on {}",
+        crate::parity::CASES.len() - failed,
+        crate::parity::CASES.len(),
+        args.device
+    );
+    Ok(i32::from(failed > 0))
 }
 
 pub fn models() -> Result<()> {
