@@ -13,8 +13,9 @@ use common::{
     run, text,
 };
 
-/// A tiny run with manifold mixing: an MLP on 400 embedded images, 8 epochs of 8 batches
-/// (long enough after its first epoch, whose kernels compile, to be killed before its end).
+/// A tiny run with manifold mixing: an MLP on 400 embedded images, 12 epochs of 8 batches
+/// (after the first, whose kernels compile, about 0.5 s each on lavapipe: seconds to be
+/// killed in before the end).
 fn tiny_run(out: &Path) -> Vec<String> {
     [
         "train",
@@ -27,7 +28,7 @@ fn tiny_run(out: &Path) -> Vec<String> {
         "--mix",
         "manifold",
         "--epochs",
-        "8",
+        "12",
         "--train-subset",
         "400",
         "--batch-size",
