@@ -12,8 +12,14 @@ pub struct ImageSet {
 }
 
 /// Every `old`×`old` plane of `pixels` centred in a `size`×`size` plane of zeros (the odd
-/// pixel, if any, at the bottom and right); `size` ≥ `old`.
-fn padded_planes(pixels: &[u8], old: usize, size: usize) -> Vec<u8> {
+/// pixel, if any, at the bottom and right); refused where `size` < `old`.
+fn padded_planes(pixels: &[u8], old: usize, size: usize) -> Result<Vec<u8>, super::DataError> {
+    if size < old {
+        return Err(super::DataError::PadBelowSize {
+            to: size,
+            size: old,
+        });
+    }
     let before = (size - old) / 2;
     let planes = pixels.len().checked_div(old * old).unwrap_or(0);
     let mut padded = vec![0u8; planes * size * size];
@@ -26,7 +32,7 @@ fn padded_planes(pixels: &[u8], old: usize, size: usize) -> Vec<u8> {
             target[start..start + old].copy_from_slice(row);
         }
     }
-    padded
+    Ok(padded)
 }
 
 /// Images without labels, held as [`ImageSet`]'s pixels are: the unlabelled pool of
@@ -65,14 +71,8 @@ impl UnlabeledSet {
 
     /// The set with every image padded to `size`×`size`, as [`ImageSet::padded`] pads.
     pub fn padded(&self, size: usize) -> Result<UnlabeledSet, super::DataError> {
-        if size < self.size {
-            return Err(super::DataError::PadBelowSize {
-                to: size,
-                size: self.size,
-            });
-        }
         Ok(UnlabeledSet {
-            pixels: padded_planes(&self.pixels, self.size, size),
+            pixels: padded_planes(&self.pixels, self.size, size)?,
             channels: self.channels,
             size,
         })
@@ -104,14 +104,8 @@ impl ImageSet {
     /// The set with every image padded to `size`×`size` with zero pixels, the same on every
     /// side (the odd pixel, if any, at the bottom and right).
     pub fn padded(&self, size: usize) -> Result<ImageSet, super::DataError> {
-        if size < self.size {
-            return Err(super::DataError::PadBelowSize {
-                to: size,
-                size: self.size,
-            });
-        }
         Ok(ImageSet {
-            pixels: padded_planes(&self.pixels, self.size, size),
+            pixels: padded_planes(&self.pixels, self.size, size)?,
             labels: self.labels.clone(),
             channels: self.channels,
             size,
