@@ -5,8 +5,11 @@
 #   scripts/bench-vs-torch.sh [ROUNDS] [STEPS_AT_WIDTH_64] [STEPS_AT_WIDTH_16]
 # Build first (`cargo build --release`, which takes oneDNN where libdnnl-dev is installed) and keep the machine
 # otherwise idle. Each round runs, per width: mmix --mix none, mmix --mix manifold, PyTorch
-# contiguous, PyTorch channels-last. With BURN_CONV=1 a oneDNN build is also timed with its
-# convolutions on Burn (MMIX_ONEDNN=off). With BF16=1 each round also times mmix's manifold
+# contiguous, PyTorch channels-last. With OWN_MMIX=PATH each round also times that binary, a
+# build without oneDNN (`MMIX_ONEDNN=off cargo build --release`, what a machine without
+# libdnnl-dev builds: convolutions on mmix's own kernels), in both mixes; the summary gives its
+# ratio too. With BURN_CONV=1 the main build is also timed with its convolutions on Burn
+# (MMIX_ONEDNN=off MMIX_OWN_CONV=off). With BF16=1 each round also times mmix's manifold
 # step with `--precision bf16` and PyTorch under torch.autocast("cpu", dtype=torch.bfloat16)
 # in both formats (a CPU with AVX512-BF16 or AMX). The ratio is mmix's images per second over
 # the faster PyTorch format's in the same round, at the same precision.
@@ -29,7 +32,7 @@ record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"; }
 mmix_run() { # round width steps mix label precision [env...]
   local round=$1 width=$2 steps=$3 mix=$4 label=$5 precision=$6
   shift 6
-  env "$@" "$mmix" bench --model preactresnet18 --width "$width" --batch-size 128 --mix "$mix" \
+  env "$@" "${MMIX_BINARY:-$mmix}" bench --model preactresnet18 --width "$width" --batch-size 128 --mix "$mix" \
     --steps "$steps" --warmup 1 --precision "$precision" | tail -n 1 | python3 -c '
 import json, sys
 line = json.loads(sys.stdin.read())
@@ -56,8 +59,11 @@ for round in $(seq "$rounds"); do
     echo "round $round, width $width" >&2
     for mix in none manifold; do
       mmix_run "$round" "$width" "$steps" "$mix" "mmix-$mix" f32
+      if [[ -n ${OWN_MMIX:-} ]]; then
+        MMIX_BINARY=$OWN_MMIX mmix_run "$round" "$width" "$steps" "$mix" "own-conv-$mix" f32
+      fi
       if [[ ${BURN_CONV:-0} == 1 ]]; then
-        mmix_run "$round" "$width" "$steps" "$mix" "burn-conv-$mix" f32 MMIX_ONEDNN=off
+        mmix_run "$round" "$width" "$steps" "$mix" "burn-conv-$mix" f32 MMIX_ONEDNN=off MMIX_OWN_CONV=off
       fi
     done
     if [[ ${BF16:-0} == 1 ]]; then
@@ -82,7 +88,9 @@ for line in open(sys.argv[1]):
     runs[(int(round_), int(width))][program] = (float(ips), float(rss))
 
 burn = any(p.startswith("burn-conv") for r in runs.values() for p in r)
+own = any(p.startswith("own-conv") for r in runs.values() for p in r)
 header = "| round | width | mmix none | mmix manifold |"
+header += " own kernels none / manifold |" if own else ""
 header += " Burn conv none / manifold |" if burn else ""
 header += " PyTorch contiguous / channels-last | ratio: manifold (none) |"
 print(header)
@@ -92,7 +100,11 @@ for (round_, width), r in sorted(runs.items(), key=lambda kv: (-kv[0][1], kv[0][
     torch_best = max(r["torch-contiguous"][0], r["torch-channels_last"][0])
     for mix in ("none", "manifold"):
         ratios[width][mix].append(r[f"mmix-{mix}"][0] / torch_best)
+        if own:
+            ratios[width][f"own-{mix}"].append(r[f"own-conv-{mix}"][0] / torch_best)
     row = f"| {round_} | {width} | {r['mmix-none'][0]:.1f} img/s | {r['mmix-manifold'][0]:.1f} img/s |"
+    if own:
+        row += f" {r['own-conv-none'][0]:.1f} / {r['own-conv-manifold'][0]:.1f} img/s ({ratios[width]['own-manifold'][-1]:.2f}×) |"
     if burn:
         row += f" {r['burn-conv-none'][0]:.1f} / {r['burn-conv-manifold'][0]:.1f} img/s |"
     row += f" {r['torch-contiguous'][0]:.1f} / {r['torch-channels_last'][0]:.1f} img/s |"
@@ -107,12 +119,14 @@ for width in sorted(ratios, reverse=True):
     def rss(*programs):
         values = [r[p][1] for r in rounds for p in programs]
         return f"{min(values):.0f}–{max(values):.0f} MiB"
-    for mix in ("manifold", "none"):
+    for mix in ("manifold", "none") + (("own-manifold", "own-none") if own else ()):
         values = ratios[width][mix]
+        program = "own-conv-" + mix[4:] if mix.startswith("own-") else "mmix-" + mix
         print(
             f"width {width}, {mix}: median ratio {statistics.median(values):.2f}× "
             f"(range {min(values):.2f}–{max(values):.2f}×, ≥ 1.0× in {sum(v >= 1 for v in values)} "
-            f"of {len(values)} rounds); median img/s mmix {median('mmix-' + mix):.1f}"
+            f"of {len(values)} rounds, ≥ 0.8× in {sum(v >= 0.8 for v in values)}); "
+            f"median img/s {median(program):.1f}"
         )
     print(
         f"width {width}: median img/s PyTorch contiguous {median('torch-contiguous'):.1f}, "

@@ -75,7 +75,8 @@ pub struct Provenance {
     pub crate_version: String,
     /// The git commit built from (`+dirty` when the tree differed), or `unknown`.
     pub revision: String,
-    /// The library computing the convolutions ("onednn" with its instruction set, or "burn").
+    /// The library computing the convolutions: "onednn" or "own" with its instruction set, or
+    /// "burn".
     pub convolutions: String,
     /// `f32` or `bf16`.
     pub precision: String,

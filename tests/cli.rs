@@ -24,9 +24,9 @@ fn two_epoch_runs_write_every_output_for_each_mix_mode() {
         );
         // The start line says how the convolutions run.
         let route = match std::env::var("MMIX_ONEDNN").as_deref() {
-            Ok("off") => ", convolutions on Burn's kernels in f32",
+            Ok("off") => ", convolutions on mmix's own kernels (",
             _ if cfg!(mmix_onednn) => ", convolutions on oneDNN (",
-            _ => ", convolutions on Burn's kernels in f32",
+            _ => ", convolutions on mmix's own kernels (",
         };
         assert!(stdout.lines().next().unwrap().contains(route), "{stdout}");
 

@@ -120,7 +120,7 @@ fn a_config_json_names_the_code_that_made_the_run() {
     assert!(!provenance["cpu"].as_str().unwrap().is_empty());
     let convolutions = provenance["convolutions"].as_str().unwrap();
     assert!(
-        convolutions.starts_with("onednn") || convolutions == "burn",
+        convolutions.starts_with("onednn (") || convolutions.starts_with("own ("),
         "{convolutions}"
     );
     assert_eq!(provenance["precision"], "f32");

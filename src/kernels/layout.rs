@@ -29,7 +29,6 @@ impl Layout {
     }
 
     /// The rank of a map in this layout.
-    #[cfg(mmix_onednn)]
     pub fn rank(self) -> usize {
         match self {
             Layout::Plain => 4,

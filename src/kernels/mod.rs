@@ -10,6 +10,8 @@
 //! - `lanes`: the kernels' inner loops, compiled per vector width and picked at run time.
 //! - `onednn` (built wherever oneDNN is installed, see `build.rs`): convolution forward, input
 //!   gradient and weight gradient on oneDNN, the library PyTorch's CPU convolutions use.
+//! - `direct`: convolutions of our own, forward and both gradients, for builds without oneDNN
+//!   (and whatever the oneDNN route leaves).
 //!
 //! Each route checks that its tensors are f32 on Flex (`on_flex_f32`); anything else (other
 //! dtypes, GPU backends) takes Burn's own operation, so models call these unconditionally.
@@ -18,6 +20,7 @@
 //! code is tested on any CPU ([`own_kernels`]).
 
 pub mod batch_norm;
+pub(crate) mod direct;
 mod lanes;
 pub mod layout;
 pub mod mix;
@@ -102,14 +105,15 @@ pub(crate) fn use_precision(precision: Precision, device: &Device) -> Result<(),
     Ok(())
 }
 
-/// The instruction set oneDNN computes the convolutions with here; `None` off its route.
+/// The instruction set the convolutions compute with here, on oneDNN or on our own loops;
+/// `None` on Burn's.
 pub(crate) fn convolution_isa(device: &Device) -> Option<String> {
-    #[cfg(mmix_onednn)]
-    if convolution_library(device) == "onednn" {
-        return Some(onednn::isa().to_string());
+    match convolution_library(device) {
+        #[cfg(mmix_onednn)]
+        "onednn" => Some(onednn::isa().to_string()),
+        "own" => Some(direct::isa().to_string()),
+        _ => None,
     }
-    let _ = device;
-    None
 }
 
 /// Whether this process uses mmix's own kernels (and oneDNN) on Flex: `MMIX_KERNELS=generic`
@@ -133,24 +137,31 @@ fn is_flex(device: &Device) -> bool {
     )
 }
 
-/// Which library computes f32 convolutions on `device`: `"onednn"` or `"burn"`.
+/// Which library computes f32 convolutions on `device`: `"onednn"`, `"own"` (the `direct`
+/// loops) or `"burn"`.
 pub(crate) fn convolution_library(device: &Device) -> &'static str {
     #[cfg(mmix_onednn)]
     if onednn::enabled() && is_flex(device) {
         return "onednn";
     }
-    let _ = device;
+    if direct::enabled() && is_flex(device) {
+        return "own";
+    }
     "burn"
 }
 
 /// How a run on `device` computes its convolutions, for its start line: "on oneDNN (avx2) in
-/// f32", "on Burn's kernels in f32", or nothing off the CPU (the GPU backends choose).
+/// f32", "on mmix's own kernels (avx512) in f32", "on Burn's kernels in f32", or nothing off the
+/// CPU (the GPU backends choose).
 pub(crate) fn convolution_route(device: &Device, precision: Precision) -> Option<String> {
     if !is_flex(device) {
         return None;
     }
     Some(match convolution_isa(device) {
-        Some(isa) => format!("on oneDNN ({isa}) in {precision}"),
+        Some(isa) if convolution_library(device) == "onednn" => {
+            format!("on oneDNN ({isa}) in {precision}")
+        }
+        Some(isa) => format!("on mmix's own kernels ({isa}) in {precision}"),
         None if !own_kernels() => {
             format!(
                 "on Burn's generic operations, as on a GPU (MMIX_KERNELS=generic), in {precision}"
@@ -183,10 +194,19 @@ pub(crate) fn fast_path_note(device: &Device) -> Option<&'static str> {
     if !is_flex(device) || convolution_library(device) == "onednn" {
         return None;
     }
-    Some(if cfg!(mmix_onednn) {
-        "note: MMIX_ONEDNN=off: convolutions run on Burn's own kernels, about 3-4x slower than on oneDNN here (BENCHMARKS.md)"
-    } else {
-        "note: this build has no oneDNN: convolutions run on Burn's own kernels, about 3-4x slower than on oneDNN here (BENCHMARKS.md); for the fast path: `apt-get install libdnnl-dev`, then `cargo build --release` again"
+    Some(match (cfg!(mmix_onednn), convolution_library(device)) {
+        (true, "own") => {
+            "note: MMIX_ONEDNN=off: convolutions run on mmix's own kernels, slower than on oneDNN here (BENCHMARKS.md)"
+        }
+        (true, _) => {
+            "note: convolutions run on Burn's kernels, about 3-4x slower than on oneDNN here (BENCHMARKS.md)"
+        }
+        (false, "own") => {
+            "note: this build has no oneDNN: convolutions run on mmix's own kernels; `apt-get install libdnnl-dev`, then `cargo build --release` again, makes them faster (BENCHMARKS.md)"
+        }
+        (false, _) => {
+            "note: convolutions run on Burn's kernels, about 3-4x slower than on oneDNN (BENCHMARKS.md); `apt-get install libdnnl-dev`, then `cargo build --release` again, for the fast path"
+        }
     })
 }
 

@@ -131,15 +131,17 @@ pub fn conv(
 /// of the model is a multiple of `channel_unit`: the block oneDNN computes in where the route
 /// takes the model's convolutions and the block divides `channel_unit`, else 1 (plain maps).
 pub fn feature_block(device: &Device, channel_unit: usize) -> usize {
-    #[cfg(mmix_onednn)]
-    if crate::kernels::convolution_library(device) == "onednn" {
-        let block = crate::kernels::onednn::native_block();
-        if channel_unit.is_multiple_of(block) {
-            return block;
-        }
+    let block = match crate::kernels::convolution_library(device) {
+        #[cfg(mmix_onednn)]
+        "onednn" => crate::kernels::onednn::native_block(),
+        "own" => crate::kernels::direct::BLOCK,
+        _ => 1,
+    };
+    if channel_unit.is_multiple_of(block) {
+        block
+    } else {
+        1
     }
-    let _ = (device, channel_unit);
-    1
 }
 
 /// A model that can keep its hidden maps channel-blocked: every channel count is a multiple
@@ -187,6 +189,23 @@ fn convolve<const D: usize, const R: usize>(conv: &Conv2d, x: Tensor<D>, out: La
             precision: crate::kernels::onednn::precision(),
         };
         let output = crate::kernels::onednn::conv2d(x, conv.weight.val(), geometry, out);
+        return match &conv.bias {
+            Some(bias) => output + per_channel(bias.val(), out),
+            None => output,
+        };
+    }
+    if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
+        && let Some(geometry) = crate::kernels::direct::accepts(
+            &x,
+            conv.weight.dims(),
+            conv.stride,
+            [(top, bottom), (left, right)],
+            conv.dilation,
+            conv.groups,
+            out,
+        )
+    {
+        let output = crate::kernels::direct::conv2d(x, conv.weight.val(), geometry, out);
         return match &conv.bias {
             Some(bias) => output + per_channel(bias.val(), out),
             None => output,

@@ -1,0 +1,850 @@
+//! The loops of the direct convolutions, over raw f32 buffers, each compiled for AVX-512, for
+//! AVX2 with FMA, and without either, and picked at run time.
+//!
+//! Every map the loops read is *packed*: zero-padded on every side and in blocks of 16
+//! channels, `[N, ⌈C / 16⌉, Hp, Wp, 16]`, channels past `C` zero. With the padding in memory the
+//! loops hold no bounds tests, and with 16 channels innermost one vector register holds the 16
+//! output channels a tile accumulates (AVX-512: one register; AVX2: two).
+//!
+//! - [`convolve`]: a tile of up to 16 output pixels (1, 2 or 4 rows; AVX2: 6) of 16 output
+//!   channels in registers; for each input channel and kernel tap, one weight
+//!   vector is loaded and every pixel of the tile adds its input value times it (an FMA with
+//!   a broadcast operand). The stride is a compile-time constant (1 or 2), so each pixel's
+//!   input is a fixed displacement from one pointer.
+//! - [`weight_gradient`]: 16 output channels × up to 16 consecutive input channels of one tap
+//!   in registers; for each output pixel, one vector of the output gradient and one broadcast
+//!   per input channel. Each image's sums start from zero and are added to the total, image by
+//!   image in order: the result does not depend on how the work is split between threads.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+/// Output channels per vector: one AVX-512 register of f32.
+pub(crate) const LANES: usize = 16;
+
+/// A packed map's dimensions: `[n, blocks, height, width, 16]`, padding included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Packed {
+    pub n: usize,
+    pub blocks: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Packed {
+    fn plane(&self) -> usize {
+        self.height * self.width * LANES
+    }
+
+    fn image(&self) -> usize {
+        self.blocks * self.plane()
+    }
+
+    pub fn len(&self) -> usize {
+        self.n * self.image()
+    }
+}
+
+/// How a map enters the packed layout: its `[n, c, h, w]`, channels in blocks of `block`
+/// (1: plain), `(before, after)` zeros along each axis, and `dilation - 1` zeros between
+/// neighbours (the input gradient of a strided convolution spreads the output gradient so).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Packing {
+    pub dims: [usize; 4],
+    pub block: usize,
+    pub padding: [(usize, usize); 2],
+    pub dilation: usize,
+}
+
+impl Packing {
+    pub fn packed(&self) -> Packed {
+        let [n, c, h, w] = self.dims;
+        let spread = |len: usize| (len.max(1) - 1) * self.dilation + 1;
+        Packed {
+            n,
+            blocks: c.div_ceil(LANES),
+            height: self.padding[0].0 + spread(h) + self.padding[0].1,
+            width: self.padding[1].0 + spread(w) + self.padding[1].1,
+        }
+    }
+}
+
+/// `x` (laid out as `packing` says) in the packed layout.
+pub(crate) fn pack(x: &[f32], packing: &Packing) -> Vec<f32> {
+    let [n, c, h, w] = packing.dims;
+    let block = packing.block;
+    assert!(
+        block > 0 && c.is_multiple_of(block),
+        "{c} channels in blocks of {block}"
+    );
+    assert_eq!(x.len(), n * c * h * w, "map of {:?}", packing.dims);
+    let packed = packing.packed();
+    let (top, left, d) = (packing.padding[0].0, packing.padding[1].0, packing.dilation);
+    let source_image = c * h * w;
+    if block == LANES && d == 1 && !x.is_empty() {
+        // Each element written once: the borders' zeros and the rows between them.
+        let mut out = Vec::<f32>::with_capacity(packed.len());
+        out.spare_capacity_mut()[..packed.len()]
+            .par_chunks_mut(packed.plane())
+            .zip(x.par_chunks(h * w * LANES))
+            .for_each(|(plane, source)| {
+                let zero = |run: &mut [MaybeUninit<f32>]| {
+                    run.iter_mut().for_each(|v| {
+                        v.write(0.0);
+                    })
+                };
+                let row = packed.width * LANES;
+                let (above, rest) = plane.split_at_mut(top * row);
+                zero(above);
+                let (rows, below) = rest.split_at_mut(h * row);
+                zero(below);
+                for (target, source) in rows.chunks_mut(row).zip(source.chunks(w * LANES)) {
+                    let (before, rest) = target.split_at_mut(left * LANES);
+                    zero(before);
+                    let (middle, after) = rest.split_at_mut(w * LANES);
+                    zero(after);
+                    for (t, s) in middle.iter_mut().zip(source) {
+                        t.write(*s);
+                    }
+                }
+            });
+        // SAFETY: the planes tile the buffer (one per block of each image, as the source's
+        // `h · w · 16` runs do) and each was written whole.
+        unsafe { out.set_len(packed.len()) };
+        return out;
+    }
+    let mut out = vec![0.0f32; packed.len()];
+    if out.is_empty() || x.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(packed.image())
+        .zip(x.par_chunks(source_image))
+        .for_each(|(image, source)| {
+            if block == LANES {
+                // Whole 16-channel pixels, spread.
+                for (plane, source) in image
+                    .chunks_mut(packed.plane())
+                    .zip(source.chunks(h * w * LANES))
+                {
+                    for (y, source) in source.chunks(w * LANES).enumerate() {
+                        let target = ((top + y * d) * packed.width + left) * LANES;
+                        for (x, pixel) in source.chunks(LANES).enumerate() {
+                            plane[target + x * d * LANES..][..LANES].copy_from_slice(pixel);
+                        }
+                    }
+                }
+                return;
+            }
+            for channel in 0..c {
+                let plane = &mut image[(channel / LANES) * packed.plane()..][..packed.plane()];
+                let lane = channel % LANES;
+                // The source's element (channel, y, x) sits at `base + y · row + x · step`.
+                let (base, row, step) = (
+                    (channel / block) * h * w * block + channel % block,
+                    w * block,
+                    block,
+                );
+                for y in 0..h {
+                    let target = ((top + y * d) * packed.width + left) * LANES + lane;
+                    let source = &source[base + y * row..];
+                    for x in 0..w {
+                        plane[target + x * d * LANES] = source[x * step];
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Weights `[o, c, kh, kw]` packed for [`convolve`]: `[⌈o / 16⌉, ⌈c / 16⌉, kh, kw, 16 (c), 16 (o)]`,
+/// zero past `o` and `c`. With `transpose`, the weights of the input gradient instead: the
+/// roles of `o` and `c` swapped and the kernel turned half a turn.
+pub(crate) fn pack_weights(weights: &[f32], dims: [usize; 4], transpose: bool) -> Vec<f32> {
+    let [o, c, kh, kw] = dims;
+    assert_eq!(weights.len(), o * c * kh * kw, "weights of {dims:?}");
+    let (outs, ins) = if transpose { (c, o) } else { (o, c) };
+    let (out_blocks, in_blocks) = (outs.div_ceil(LANES), ins.div_ceil(LANES));
+    let mut packed = vec![0.0f32; out_blocks * in_blocks * kh * kw * LANES * LANES];
+    for out_channel in 0..outs {
+        for in_channel in 0..ins {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let value = if transpose {
+                        weights
+                            [((in_channel * c + out_channel) * kh + kh - 1 - i) * kw + kw - 1 - j]
+                    } else {
+                        weights[((out_channel * c + in_channel) * kh + i) * kw + j]
+                    };
+                    let tap =
+                        ((out_channel / LANES * in_blocks + in_channel / LANES) * kh + i) * kw + j;
+                    packed[(tap * LANES + in_channel % LANES) * LANES + out_channel % LANES] =
+                        value;
+                }
+            }
+        }
+    }
+    packed
+}
+
+/// Where [`convolve`] writes its output `[n, channels, height, width]`: plain, or in blocks of
+/// 16 channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Output {
+    pub dims: [usize; 4],
+    pub blocked: bool,
+}
+
+impl Output {
+    fn groups(&self) -> usize {
+        self.dims[1].div_ceil(LANES)
+    }
+
+    /// The output's slice of image `n`'s channel group `g`: `[lanes, h, w]` plain,
+    /// `[h, w, 16]` blocked. Either way one contiguous run, in image and group order.
+    fn group_len(&self, g: usize) -> usize {
+        let [_, c, h, w] = self.dims;
+        (c - g * LANES).min(LANES) * h * w
+    }
+
+    pub fn len(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+/// A convolution's kernel and stride.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Kernel {
+    pub height: usize,
+    pub width: usize,
+    pub stride: usize,
+}
+
+/// The convolution of the packed map `x` by packed `weights` ([`pack_weights`]), written as
+/// `out` says. The output's height and width follow from the packed map, the kernel and the
+/// stride (1 or 2).
+pub(crate) fn convolve(
+    x: &[f32],
+    packed: Packed,
+    weights: &[f32],
+    kernel: Kernel,
+    out: Output,
+) -> Vec<f32> {
+    convolve_on(Isa::detect(), x, packed, weights, kernel, out)
+}
+
+/// [`convolve`] on the loops compiled for `isa` (which the CPU must have).
+pub(crate) fn convolve_on(
+    isa: Isa,
+    x: &[f32],
+    packed: Packed,
+    weights: &[f32],
+    kernel: Kernel,
+    out: Output,
+) -> Vec<f32> {
+    let [n, _, oh, ow] = out.dims;
+    assert_eq!(x.len(), packed.len(), "packed map of {packed:?}");
+    assert_eq!(n, packed.n, "images");
+    assert!(matches!(kernel.stride, 1 | 2), "stride {}", kernel.stride);
+    assert!(kernel.height > 0 && kernel.width > 0, "kernel {kernel:?}");
+    let reach = |o: usize, k: usize| (o.max(1) - 1) * kernel.stride + k;
+    assert!(
+        oh == 0
+            || ow == 0
+            || (reach(oh, kernel.height) <= packed.height
+                && reach(ow, kernel.width) <= packed.width),
+        "output {oh}×{ow} beyond the packed {packed:?} for {kernel:?}"
+    );
+    let groups = out.groups();
+    assert_eq!(
+        weights.len(),
+        groups * packed.blocks * kernel.height * kernel.width * LANES * LANES,
+        "packed weights"
+    );
+    let tasks: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| (0..groups).map(move |g| (i, g)))
+        .collect();
+    let lens: Vec<usize> = tasks.iter().map(|&(_, g)| out.group_len(g)).collect();
+    let mut result = Vec::<f32>::with_capacity(out.len());
+    let mut chunks: Vec<&mut [MaybeUninit<f32>]> = Vec::with_capacity(tasks.len());
+    let mut rest = &mut result.spare_capacity_mut()[..out.len()];
+    for &len in &lens {
+        let (chunk, tail) = rest.split_at_mut(len);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks
+        .into_par_iter()
+        .zip(tasks.into_par_iter())
+        .for_each(|(chunk, (image, group))| {
+            let task = Task {
+                x: &x[image * packed.image()..][..packed.image()],
+                packed,
+                weights: &weights
+                    [group * packed.blocks * kernel.height * kernel.width * LANES * LANES..],
+                kernel,
+                rows: oh,
+                cols: ow,
+                lanes: (out.dims[1] - group * LANES).min(LANES),
+                blocked: out.blocked,
+            };
+            // SAFETY: `task` reads within `x` and `weights` (their lengths checked above
+            // against the packed map, the kernel's reach and the groups) and writes every
+            // element of `chunk` (`lanes · rows · cols` of them) exactly once.
+            unsafe { isa.convolve(&task, chunk) };
+        });
+    // SAFETY: the chunks tile the buffer and each was written whole.
+    unsafe { result.set_len(out.len()) };
+    result
+}
+
+/// The gradient of the weights `[o, c, kh, kw]` of a convolution of the packed map `x` (`c`
+/// channels) whose output gradient `dy` is `[n, ⌈o / 16⌉, oh, ow, 16]` (lanes past `o` zero).
+pub(crate) fn weight_gradient(
+    x: &[f32],
+    packed: Packed,
+    dy: &[f32],
+    dims: [usize; 4],
+    kernel: Kernel,
+) -> Vec<f32> {
+    weight_gradient_on(Isa::detect(), x, packed, dy, dims, kernel)
+}
+
+/// [`weight_gradient`] on the loops compiled for `isa` (which the CPU must have).
+pub(crate) fn weight_gradient_on(
+    isa: Isa,
+    x: &[f32],
+    packed: Packed,
+    dy: &[f32],
+    [o, c, oh, ow]: [usize; 4],
+    kernel: Kernel,
+) -> Vec<f32> {
+    let (kh, kw) = (kernel.height, kernel.width);
+    let groups = o.div_ceil(LANES);
+    assert_eq!(x.len(), packed.len(), "packed map of {packed:?}");
+    assert_eq!(
+        dy.len(),
+        packed.n * groups * oh * ow * LANES,
+        "output gradient"
+    );
+    assert!(matches!(kernel.stride, 1 | 2), "stride {}", kernel.stride);
+    assert_eq!(packed.blocks, c.div_ceil(LANES), "input channels");
+    let reach = |o: usize, k: usize| (o.max(1) - 1) * kernel.stride + k;
+    assert!(
+        oh == 0 || ow == 0 || (reach(oh, kh) <= packed.height && reach(ow, kw) <= packed.width),
+        "output {oh}×{ow} beyond the packed {packed:?}"
+    );
+    let run = isa.gradient_run();
+    // A run: `run` consecutive input channels of one block at one tap.
+    let runs: Vec<Run> = (0..packed.blocks)
+        .flat_map(|b| (0..kh).flat_map(move |i| (0..kw).map(move |j| (b, i, j))))
+        .flat_map(|(b, i, j)| (0..LANES).step_by(run).map(move |first| (b, i, j, first)))
+        .collect();
+    let threads = rayon::current_num_threads().max(1);
+    let per_group = (4 * threads).div_ceil(groups).clamp(1, runs.len().max(1));
+    let chunk = runs.len().div_ceil(per_group).max(1);
+    let tasks: Vec<(usize, &[Run])> = (0..groups)
+        .flat_map(|g| runs.chunks(chunk).map(move |runs| (g, runs)))
+        .collect();
+    let sums: Vec<Vec<[f32; LANES]>> = tasks
+        .par_iter()
+        .map(|&(group, runs)| {
+            let mut total = vec![[0.0f32; LANES]; runs.len() * run];
+            for image in 0..packed.n {
+                let x = &x[image * packed.image()..][..packed.image()];
+                let dy = &dy[(image * groups + group) * oh * ow * LANES..][..oh * ow * LANES];
+                for (index, &(block, i, j, first)) in runs.iter().enumerate() {
+                    let task = GradientTask {
+                        x,
+                        packed,
+                        dy,
+                        start: block * packed.plane() + (i * packed.width + j) * LANES + first,
+                        stride: kernel.stride,
+                        rows: oh,
+                        cols: ow,
+                    };
+                    let len = run.min(LANES - first);
+                    // SAFETY: the run's `len` channels at the tap, over every output
+                    // pixel, lie inside the packed image (checked above: the kernel's reach
+                    // fits the packed map), and `dy` holds `rows · cols` vectors.
+                    unsafe { isa.gradient(&task, &mut total[index * run..][..len]) };
+                }
+            }
+            total
+        })
+        .collect();
+    let mut grad = vec![0.0f32; o * c * kh * kw];
+    for (&(group, runs), sums) in tasks.iter().zip(&sums) {
+        for (index, &(block, i, j, first)) in runs.iter().enumerate() {
+            for offset in 0..run.min(LANES - first) {
+                let in_channel = block * LANES + first + offset;
+                if in_channel >= c {
+                    continue;
+                }
+                for (lane, value) in sums[index * run + offset].iter().enumerate() {
+                    let out_channel = group * LANES + lane;
+                    if out_channel < o {
+                        grad[((out_channel * c + in_channel) * kh + i) * kw + j] = *value;
+                    }
+                }
+            }
+        }
+    }
+    grad
+}
+
+/// A run of the weight gradient: the input block, the tap's row and column, and the first
+/// channel of the run within the block.
+type Run = (usize, usize, usize, usize);
+
+/// One image's channel group of a convolution's output.
+struct Task<'a> {
+    x: &'a [f32],
+    packed: Packed,
+    weights: &'a [f32],
+    kernel: Kernel,
+    rows: usize,
+    cols: usize,
+    /// Output channels of this group (16 but in the last group of a count not a multiple).
+    lanes: usize,
+    blocked: bool,
+}
+
+/// One run of input channels at one tap, over one image's output pixels.
+struct GradientTask<'a> {
+    x: &'a [f32],
+    packed: Packed,
+    dy: &'a [f32],
+    /// The run's first element, relative to the packed image, at output pixel (0, 0).
+    start: usize,
+    stride: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// The instruction sets the loops are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Every instruction set this CPU runs the loops with, the fastest first.
+    #[cfg(test)]
+    pub fn available() -> Vec<Isa> {
+        let mut isas = vec![Isa::detect()];
+        if isas[0] == Isa::Avx512 && cfg!(target_arch = "x86_64") {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                isas.push(Isa::Avx2);
+            }
+        }
+        if isas[isas.len() - 1] != Isa::Portable {
+            isas.push(Isa::Portable);
+        }
+        isas
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    /// Input channels per run of the weight gradient: what fits the registers.
+    fn gradient_run(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 6,
+            Isa::Portable => 4,
+        }
+    }
+
+    /// # Safety
+    /// As `tile`: `task`'s reads stay within its slices; `out` holds its output.
+    unsafe fn convolve(self, task: &Task, out: &mut [MaybeUninit<f32>]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: detected.
+            Isa::Avx512 => unsafe { x86::convolve_avx512(task, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: detected.
+            Isa::Avx2 => unsafe { x86::convolve_avx2(task, out) },
+            // SAFETY: as the caller's.
+            _ => unsafe { convolve_task::<Portable, 4>(task, out) },
+        }
+    }
+
+    /// # Safety
+    /// As `gradient_run`.
+    unsafe fn gradient(self, task: &GradientTask, sums: &mut [[f32; LANES]]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: detected.
+            Isa::Avx512 => unsafe { x86::gradient_avx512(task, sums) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: detected.
+            Isa::Avx2 => unsafe { x86::gradient_avx2(task, sums) },
+            // SAFETY: as the caller's.
+            _ => unsafe { gradient_task::<Portable>(task, sums) },
+        }
+    }
+}
+
+/// 16 f32 lanes in registers.
+trait Vector: Copy {
+    unsafe fn zero() -> Self;
+    unsafe fn load(from: *const f32) -> Self;
+    unsafe fn store(self, to: *mut f32);
+    unsafe fn add(self, other: Self) -> Self;
+    /// `self + x · w`, `x` read from memory and broadcast.
+    unsafe fn add_product(self, x: *const f32, w: Self) -> Self;
+}
+
+#[derive(Clone, Copy)]
+struct Portable([f32; LANES]);
+
+impl Vector for Portable {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Portable([0.0; LANES])
+    }
+    #[inline(always)]
+    unsafe fn load(from: *const f32) -> Self {
+        // SAFETY: the caller's pointer holds 16 values.
+        Portable(unsafe { std::ptr::read_unaligned(from.cast::<[f32; LANES]>()) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, to: *mut f32) {
+        // SAFETY: the caller's pointer takes 16 values.
+        unsafe { std::ptr::write_unaligned(to.cast::<[f32; LANES]>(), self.0) }
+    }
+    #[inline(always)]
+    unsafe fn add(mut self, other: Self) -> Self {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+        self
+    }
+    #[inline(always)]
+    unsafe fn add_product(mut self, x: *const f32, w: Self) -> Self {
+        // SAFETY: the caller's pointer holds a value.
+        let x = unsafe { *x };
+        for (acc, w) in self.0.iter_mut().zip(w.0) {
+            *acc = x.mul_add(w, *acc);
+        }
+        self
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512(__m512);
+
+    impl Vector for Avx512 {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: only called inside functions compiled with AVX-512.
+            Avx512(unsafe { _mm512_setzero_ps() })
+        }
+        #[inline(always)]
+        unsafe fn load(from: *const f32) -> Self {
+            // SAFETY: as above; the caller's pointer holds 16 values.
+            Avx512(unsafe { _mm512_loadu_ps(from) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, to: *mut f32) {
+            // SAFETY: as above; the caller's pointer takes 16 values.
+            unsafe { _mm512_storeu_ps(to, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn add(self, other: Self) -> Self {
+            // SAFETY: only called inside functions compiled with AVX-512.
+            Avx512(unsafe { _mm512_add_ps(self.0, other.0) })
+        }
+        #[inline(always)]
+        unsafe fn add_product(self, x: *const f32, w: Self) -> Self {
+            // SAFETY: as above; the caller's pointer holds a value.
+            Avx512(unsafe { _mm512_fmadd_ps(_mm512_set1_ps(*x), w.0, self.0) })
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx2(__m256, __m256);
+
+    impl Vector for Avx2 {
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: only called inside functions compiled with AVX2 and FMA.
+            unsafe { Avx2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn load(from: *const f32) -> Self {
+            // SAFETY: as above; the caller's pointer holds 16 values.
+            unsafe { Avx2(_mm256_loadu_ps(from), _mm256_loadu_ps(from.add(8))) }
+        }
+        #[inline(always)]
+        unsafe fn store(self, to: *mut f32) {
+            // SAFETY: as above; the caller's pointer takes 16 values.
+            unsafe {
+                _mm256_storeu_ps(to, self.0);
+                _mm256_storeu_ps(to.add(8), self.1);
+            }
+        }
+        #[inline(always)]
+        unsafe fn add(self, other: Self) -> Self {
+            // SAFETY: only called inside functions compiled with AVX2.
+            unsafe {
+                Avx2(
+                    _mm256_add_ps(self.0, other.0),
+                    _mm256_add_ps(self.1, other.1),
+                )
+            }
+        }
+        #[inline(always)]
+        unsafe fn add_product(self, x: *const f32, w: Self) -> Self {
+            // SAFETY: as above; the caller's pointer holds a value.
+            unsafe {
+                let x = _mm256_broadcast_ss(&*x);
+                Avx2(
+                    _mm256_fmadd_ps(x, w.0, self.0),
+                    _mm256_fmadd_ps(x, w.1, self.1),
+                )
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F; as [`convolve_task`].
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn convolve_avx512(task: &Task, out: &mut [MaybeUninit<f32>]) {
+        // SAFETY: as the caller's.
+        unsafe { convolve_task::<Avx512, 16>(task, out) }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; as [`convolve_task`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn convolve_avx2(task: &Task, out: &mut [MaybeUninit<f32>]) {
+        // SAFETY: as the caller's.
+        unsafe { convolve_task::<Avx2, 6>(task, out) }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F; as [`gradient_task`].
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn gradient_avx512(task: &GradientTask, sums: &mut [[f32; LANES]]) {
+        // SAFETY: as the caller's.
+        unsafe { gradient_task::<Avx512>(task, sums) }
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; as [`gradient_task`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gradient_avx2(task: &GradientTask, sums: &mut [[f32; LANES]]) {
+        // SAFETY: as the caller's.
+        unsafe { gradient_task::<Avx2>(task, sums) }
+    }
+}
+
+/// One image's channel group, in tiles of at most `MAX` pixels: two or four rows at once
+/// where a row holds at most a half or a quarter of `MAX`.
+///
+/// # Safety
+/// `task.x` holds the packed image and `task.weights` the group's packed weights; the
+/// kernel's reach over `rows × cols` outputs fits the packed map; `out` holds
+/// `lanes · rows · cols` values.
+#[inline(always)]
+unsafe fn convolve_task<V: Vector, const MAX: usize>(task: &Task, out: &mut [MaybeUninit<f32>]) {
+    let (rows, cols) = (task.rows, task.cols);
+    // Rows at once: as many as fill the tile where a row is narrow (1, 2 or 4).
+    let band = match MAX / cols.max(1) {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        _ => 4,
+    };
+    // Tiles of even widths: a narrow last tile would load a weight vector for few pixels.
+    let width = cols.div_ceil(cols.div_ceil(MAX));
+    let mut row = 0;
+    while row < rows {
+        let band = if row + band <= rows { band } else { 1 };
+        let mut col = 0;
+        while col < cols {
+            let n = width.min(cols - col);
+            // SAFETY: as the caller's; the tile lies within the output.
+            unsafe {
+                match (task.kernel.stride, band) {
+                    (1, 1) => tile_of::<V, 1, 1>(task, out, row, col, n),
+                    (1, 2) => tile_of::<V, 1, 2>(task, out, row, col, n),
+                    (1, _) => tile_of::<V, 1, 4>(task, out, row, col, n),
+                    (_, 1) => tile_of::<V, 2, 1>(task, out, row, col, n),
+                    (_, 2) => tile_of::<V, 2, 2>(task, out, row, col, n),
+                    (_, _) => tile_of::<V, 2, 4>(task, out, row, col, n),
+                }
+            }
+            col += n;
+        }
+        row += band;
+    }
+}
+
+/// Dispatches a tile of `n` columns to its compile-time width.
+#[inline(always)]
+unsafe fn tile_of<V: Vector, const S: usize, const R: usize>(
+    task: &Task,
+    out: &mut [MaybeUninit<f32>],
+    row: usize,
+    col: usize,
+    n: usize,
+) {
+    macro_rules! widths {
+        ($($w:literal)*) => {
+            match n {
+                // SAFETY: as the caller's.
+                $($w => unsafe { tile::<V, S, R, $w>(task, out, row, col) },)*
+                _ => unreachable!("tile of {n} columns"),
+            }
+        };
+    }
+    widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+/// Output rows `row..row + R`, columns `col..col + W` of one channel group.
+#[inline(always)]
+unsafe fn tile<V: Vector, const S: usize, const R: usize, const W: usize>(
+    task: &Task,
+    out: &mut [MaybeUninit<f32>],
+    row: usize,
+    col: usize,
+) {
+    let packed = task.packed;
+    let (kh, kw) = (task.kernel.height, task.kernel.width);
+    let row_step = S * packed.width * LANES;
+    // SAFETY: inside the caller's instruction set.
+    let mut acc = [[unsafe { V::zero() }; W]; R];
+    let mut weights = task.weights.as_ptr();
+    let x = task.x.as_ptr();
+    for block in 0..packed.blocks {
+        for i in 0..kh {
+            for j in 0..kw {
+                let corner =
+                    block * packed.plane() + ((row * S + i) * packed.width + col * S + j) * LANES;
+                for lane in 0..LANES {
+                    // SAFETY: the caller's bounds: `corner + lane` and the tile's
+                    // displacements stay inside the packed image, and the weights hold
+                    // `blocks · kh · kw · 16` vectors.
+                    unsafe {
+                        let w = V::load(weights);
+                        weights = weights.add(LANES);
+                        let base = x.add(corner + lane);
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            for (c, acc) in acc.iter_mut().enumerate() {
+                                *acc = acc.add_product(base.add(r * row_step + c * S * LANES), w);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Out of the registers first, in a loop small enough to unroll: a register array that
+    // any loop left rolled would index stays in memory all along.
+    let mut values = [[[0.0f32; LANES]; W]; R];
+    for (values, acc) in values.iter_mut().zip(&acc) {
+        for (values, acc) in values.iter_mut().zip(acc) {
+            // SAFETY: `values` takes 16.
+            unsafe { acc.store(values.as_mut_ptr()) };
+        }
+    }
+    let (rows, cols, lanes) = (task.rows, task.cols, task.lanes);
+    for (r, values) in values.iter().enumerate() {
+        for (c, values) in values.iter().enumerate() {
+            let pixel = (row + r) * cols + col + c;
+            if task.blocked {
+                for (o, v) in out[pixel * LANES..][..LANES].iter_mut().zip(values) {
+                    o.write(*v);
+                }
+            } else {
+                for (lane, value) in values.iter().take(lanes).enumerate() {
+                    out[lane * rows * cols + pixel].write(*value);
+                }
+            }
+        }
+    }
+}
+
+/// Adds to `sums`, for `sums.len()` consecutive input channels at the task's tap, the sums of
+/// the input times the output gradient over one image's output pixels.
+///
+/// # Safety
+/// Every element read, `start + (y·S·width + x·S)·16 + k` for each output pixel `(y, x)` and
+/// `k < sums.len()`, lies inside `task.x`; `task.dy` holds `rows · cols` vectors.
+#[inline(always)]
+unsafe fn gradient_task<V: Vector>(task: &GradientTask, sums: &mut [[f32; LANES]]) {
+    macro_rules! runs {
+        ($($k:literal)*) => {
+            match sums.len() {
+                // SAFETY: as the caller's.
+                $($k => unsafe { gradient_run::<V, $k>(task, sums) },)*
+                n => unreachable!("a run of {n} channels"),
+            }
+        };
+    }
+    runs!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+#[inline(always)]
+unsafe fn gradient_run<V: Vector, const K: usize>(task: &GradientTask, sums: &mut [[f32; LANES]]) {
+    // SAFETY: inside the caller's instruction set.
+    let mut acc = [unsafe { V::zero() }; K];
+    let step = task.stride * LANES;
+    let row_step = task.stride * task.packed.width * LANES;
+    let mut dy = task.dy.as_ptr();
+    for y in 0..task.rows {
+        // SAFETY: the caller's bounds.
+        let mut x = unsafe { task.x.as_ptr().add(task.start + y * row_step) };
+        for _ in 0..task.cols {
+            // SAFETY: the caller's bounds.
+            unsafe {
+                let g = V::load(dy);
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    *acc = acc.add_product(x.add(k), g);
+                }
+                dy = dy.add(LANES);
+                x = x.add(step);
+            }
+        }
+    }
+    let sums: &mut [[f32; LANES]; K] = sums.try_into().expect("a run of K channels");
+    // One image's sums, started from zero, join the running totals: two levels of
+    // summation keep the rounding of a long sum over many images small.
+    for (sum, acc) in sums.iter_mut().zip(acc) {
+        // SAFETY: `sum` holds and takes 16.
+        unsafe { V::load(sum.as_ptr()).add(acc).store(sum.as_mut_ptr()) };
+    }
+}

@@ -1,0 +1,376 @@
+//! Convolutions of our own on the Flex CPU backend: direct convolution loops in Rust (see
+//! `loops`), for every build, so that a machine without oneDNN trains at a useful speed.
+//! Where oneDNN is built in and on, it takes the convolutions first; this route takes what it
+//! does not, and everything this route refuses stays on Burn.
+//!
+//! Like the oneDNN route, one bias-free 2-D convolution is routed here through Burn's
+//! backend-extension mechanism, and under autodiff a hand-written backward computes the input
+//! gradient (a stride-1 convolution of the output gradient, spread by the stride and padded,
+//! with the kernel turned half a turn and its channels swapped) and the weight gradient.
+//! Feature maps come and go plain or in blocks of 16 channels; inside, each is copied once
+//! into a zero-padded blocked buffer, which costs one pass over the map against the
+//! convolution's `9 · C_in` multiply-adds per output value.
+//!
+//! `MMIX_OWN_CONV=off` in the environment turns the route off at run time (Burn's
+//! convolutions then), and so does `MMIX_KERNELS=generic`.
+
+mod loops;
+
+use std::sync::{Arc, OnceLock};
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{Shape, Tensor, TensorData};
+
+use super::layout::{Layout, block_of};
+use loops::{Kernel, LANES, Output, Packing};
+
+/// Channels per block of the feature maps this route computes on without converting them.
+pub(crate) const BLOCK: usize = LANES;
+
+/// A convolution's stride (the same along both axes, 1 or 2) and `(before, after)` padding
+/// per spatial axis, each below the kernel's size (dilation 1, one group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub stride: usize,
+    pub padding: [(usize, usize); 2],
+}
+
+/// Whether the route is on for this process.
+pub(crate) fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        super::own_kernels()
+            && !matches!(
+                std::env::var("MMIX_OWN_CONV").as_deref(),
+                Ok("off" | "0" | "false")
+            )
+    })
+}
+
+/// The instruction set the loops run with here: `avx512`, `avx2` or `portable`.
+pub(crate) fn isa() -> &'static str {
+    loops::Isa::detect().name()
+}
+
+/// Whether this route takes the convolution of `x` (plain, or blocked in 16s) by `weight`
+/// with these settings, written in `out`: route on, f32 on Flex, one group, dilation 1, a
+/// stride of 1 or 2 along both axes, padding below the kernel's size.
+pub(crate) fn accepts<const D: usize>(
+    x: &Tensor<D>,
+    weight: [usize; 4],
+    stride: [usize; 2],
+    padding: [(usize, usize); 2],
+    dilation: [usize; 2],
+    groups: usize,
+    out: Layout,
+) -> Option<Geometry> {
+    let [_, _, kh, kw] = weight;
+    let block = block_of(&x.dims());
+    let fits = enabled()
+        && groups == 1
+        && dilation == [1, 1]
+        && stride[0] == stride[1]
+        && matches!(stride[0], 1 | 2)
+        && matches!(block, 1 | LANES)
+        && matches!(out, Layout::Plain | Layout::Blocked(LANES))
+        && padding[0].0.max(padding[0].1) < kh
+        && padding[1].0.max(padding[1].1) < kw
+        && super::on_flex_f32(x);
+    fits.then_some(Geometry {
+        stride: stride[0],
+        padding,
+    })
+}
+
+/// The bias-free convolution of `x` (plain `[N, C, H, W]` or `[N, C / 16, H, W, 16]`) by
+/// `weight` `[O, C, kH, kW]`, differentiable in both, written in `out` (rank `R`). Call it
+/// only where [`accepts`] says so.
+pub(crate) fn conv2d<const D: usize, const R: usize>(
+    x: Tensor<D>,
+    weight: Tensor<4>,
+    geometry: Geometry,
+    out: Layout,
+) -> Tensor<R> {
+    assert_eq!(R, out.rank(), "output rank");
+    Tensor::from_dispatch(<Dispatch as DirectConv>::direct_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        geometry,
+        out,
+    ))
+}
+
+#[backend_extension(Autodiff, Flex)]
+/// Convolutions on mmix's own loops, on Flex tensors.
+pub(crate) trait DirectConv: Backend {
+    /// The 2-D convolution of `x` by `weight` (no bias), written in layout `out`.
+    fn direct_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: Geometry,
+        out: Layout,
+    ) -> FloatTensor<Self>;
+}
+
+impl DirectConv for Flex {
+    fn direct_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        geometry: Geometry,
+        out: Layout,
+    ) -> FlexTensor {
+        forward(&x, &weight, geometry, out).0
+    }
+}
+
+impl<C: CheckpointStrategy> DirectConv for Autodiff<Flex, C> {
+    fn direct_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geometry: Geometry,
+        out: Layout,
+    ) -> FloatTensor<Self> {
+        match ConvBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let weight = weight.primitive().clone();
+                let (output, input) = forward(x.primitive(), &weight, geometry, out);
+                prep.finish((input, weight, geometry, out), output)
+            }
+            OpsKind::UnTracked(prep) => {
+                let (output, _) = forward(x.primitive(), weight.primitive(), geometry, out);
+                prep.finish(output)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+/// A convolution's input as its backward pass keeps it: the packed copy the forward pass
+/// made (the weight gradient reads that very layout), and the input's shape.
+#[derive(Clone, Debug)]
+struct SavedInput {
+    packed: Arc<Vec<f32>>,
+    shape: Shape,
+}
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (SavedInput, FlexTensor, Geometry, Layout);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        let output_grad = grads.consume::<Flex>(&ops.node);
+        let (x, weight, geometry, out) = ops.state;
+        let problem = Problem::new(&x.shape, &weight.shape(), geometry, out);
+        let output_grad = output_grad.to_contiguous();
+        let dy = f32s(&output_grad);
+        if let Some(node) = node_x {
+            let weight = weight.to_contiguous();
+            let grad = problem.input_gradient(dy, f32s(&weight));
+            grads.register::<Flex>(node.id, tensor(grad, x.shape.as_slice().to_vec()));
+        }
+        if let Some(node) = node_weight {
+            let grad = problem.weight_gradient(&x.packed, dy);
+            grads.register::<Flex>(node.id, tensor(grad, weight.shape().as_slice().to_vec()));
+        }
+    }
+}
+
+/// One convolution's sizes and layouts.
+#[derive(Clone, Copy, Debug)]
+struct Problem {
+    /// `[n, c, h, w]` of the input, and its channel block (1 or 16).
+    input: [usize; 4],
+    in_block: usize,
+    /// `[o, c, kh, kw]`.
+    weight: [usize; 4],
+    /// `[n, o, oh, ow]` of the output, and its layout.
+    output: [usize; 4],
+    out: Layout,
+    geometry: Geometry,
+}
+
+impl Problem {
+    /// The problem of convolving a map of shape `x` by weights of shape `weight`; shapes that
+    /// [`accepts`] let through always make one (anything else is a caller's bug).
+    fn new(x: &Shape, weight: &Shape, geometry: Geometry, out: Layout) -> Problem {
+        let dims = x.as_slice();
+        let in_block = block_of(dims);
+        let input = [dims[0], dims[1] * in_block, dims[2], dims[3]];
+        let &[o, c, kh, kw] = weight.as_slice() else {
+            panic!("weights of shape {:?}", weight.as_slice())
+        };
+        assert_eq!(
+            c, input[1],
+            "weights for {c} input channels, a map of {}",
+            input[1]
+        );
+        let [(top, bottom), (left, right)] = geometry.padding;
+        let span = |len: usize, before: usize, after: usize, k: usize| {
+            let padded = len + before + after;
+            assert!(padded >= k, "a {k}-wide kernel over {padded} padded");
+            (padded - k) / geometry.stride + 1
+        };
+        let output = [
+            input[0],
+            o,
+            span(input[2], top, bottom, kh),
+            span(input[3], left, right, kw),
+        ];
+        assert!(
+            out == Layout::Plain || o.is_multiple_of(out.block()),
+            "{o} channels in blocks of {}",
+            out.block()
+        );
+        Problem {
+            input,
+            in_block,
+            weight: [o, c, kh, kw],
+            output,
+            out,
+            geometry,
+        }
+    }
+
+    fn kernel(&self, stride: usize) -> Kernel {
+        Kernel {
+            height: self.weight[2],
+            width: self.weight[3],
+            stride,
+        }
+    }
+
+    fn packing(&self) -> Packing {
+        Packing {
+            dims: self.input,
+            block: self.in_block,
+            padding: self.geometry.padding,
+            dilation: 1,
+        }
+    }
+
+    fn packed_input(&self, x: &[f32]) -> (Vec<f32>, loops::Packed) {
+        let packing = self.packing();
+        (loops::pack(x, &packing), packing.packed())
+    }
+
+    /// The output, and the packed input.
+    fn forward(&self, x: &[f32], weight: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let (packed_x, packed) = self.packed_input(x);
+        let weights = loops::pack_weights(weight, self.weight, false);
+        let output = Output {
+            dims: self.output,
+            blocked: self.out != Layout::Plain,
+        };
+        let values = loops::convolve(
+            &packed_x,
+            packed,
+            &weights,
+            self.kernel(self.geometry.stride),
+            output,
+        );
+        (values, packed_x)
+    }
+
+    /// The input gradient, in the input's layout: the output gradient spread by the stride,
+    /// padded by the kernel's size less the forward padding, convolved at stride 1 by the
+    /// weights turned half a turn with their channels swapped.
+    fn input_gradient(&self, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+        let [_, _, kh, kw] = self.weight;
+        let [_, _, h, w] = self.input;
+        let [_, _, oh, ow] = self.output;
+        let s = self.geometry.stride;
+        let [(top, _), (left, _)] = self.geometry.padding;
+        // Before: `k − 1 − pad` (non-negative as `accepts` holds padding below the kernel);
+        // after: what makes the stride-1 output `h` tall, at least `k − 1 − pad_after`.
+        let (top, left) = (kh - 1 - top, kw - 1 - left);
+        let bottom = h + kh - 1 - top - ((oh - 1) * s + 1);
+        let right = w + kw - 1 - left - ((ow - 1) * s + 1);
+        let packing = Packing {
+            dims: self.output,
+            block: self.out.block(),
+            padding: [(top, bottom), (left, right)],
+            dilation: s,
+        };
+        let spread = loops::pack(dy, &packing);
+        let weights = loops::pack_weights(weight, self.weight, true);
+        let output = Output {
+            dims: self.input,
+            blocked: self.in_block == LANES,
+        };
+        loops::convolve(&spread, packing.packed(), &weights, self.kernel(1), output)
+    }
+
+    /// The weight gradient, from the packed input.
+    fn weight_gradient(&self, packed_x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let packed = self.packing().packed();
+        let [_, o, oh, ow] = self.output;
+        let blocked_dy;
+        let dy = if self.out == Layout::Blocked(LANES) {
+            dy
+        } else {
+            let packing = Packing {
+                dims: self.output,
+                block: self.out.block(),
+                padding: [(0, 0), (0, 0)],
+                dilation: 1,
+            };
+            blocked_dy = loops::pack(dy, &packing);
+            &blocked_dy
+        };
+        loops::weight_gradient(
+            packed_x,
+            packed,
+            dy,
+            [o, self.input[1], oh, ow],
+            self.kernel(self.geometry.stride),
+        )
+    }
+}
+
+/// The convolution, and its input as the backward pass keeps it.
+fn forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    geometry: Geometry,
+    out: Layout,
+) -> (FlexTensor, SavedInput) {
+    let problem = Problem::new(&x.shape(), &weight.shape(), geometry, out);
+    let (contiguous, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let (values, packed) = problem.forward(f32s(&contiguous), f32s(&weight));
+    let saved = SavedInput {
+        packed: Arc::new(packed),
+        shape: x.shape(),
+    };
+    (tensor(values, out.dims(problem.output)), saved)
+}
+
+fn f32s(tensor: &FlexTensor) -> &[f32] {
+    tensor
+        .as_slice::<f32>()
+        .expect("contiguous f32 tensor (checked by `accepts`)")
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+use super::*;
+use crate::kernels::layout::{from_plain, to_plain};
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tolerance};
+
+/// Sums over up to a few thousand products in f32, in another order than Burn's.
+fn tolerance() -> Tolerance<f32> {
+    Tolerance::rel_abs(1e-4, 5e-4)
+}
+
+/// `[batch, channels in, height, width]`, `[channels out, kernel]`, stride, padding.
+type Case = ([usize; 4], [usize; 2], usize, [(usize, usize); 2]);
+
+const fn same(pad: usize) -> [(usize, usize); 2] {
+    [(pad, pad), (pad, pad)]
+}
+
+/// Plain and blocked channel counts, strides 1 and 2 over even and odd sizes, 1×1, 3×3 and
+/// 7×7 kernels, lopsided padding, maps narrower than a tile and wider than two.
+const CASES: [Case; 13] = [
+    ([2, 3, 16, 16], [16, 3], 1, same(1)),
+    ([2, 16, 8, 8], [16, 3], 1, same(1)),
+    ([2, 3, 8, 8], [4, 3], 1, same(1)),
+    ([3, 4, 9, 7], [5, 3], 2, same(1)),
+    ([2, 6, 8, 8], [3, 1], 2, same(0)),
+    ([1, 2, 5, 6], [2, 7], 1, same(3)),
+    ([4, 16, 16, 16], [32, 3], 1, same(1)),
+    ([2, 3, 32, 32], [16, 7], 2, same(3)),
+    ([2, 16, 8, 8], [32, 1], 2, same(0)),
+    ([2, 64, 4, 4], [16, 1], 1, same(0)),
+    ([3, 32, 8, 8], [32, 3], 2, same(1)),
+    ([2, 32, 7, 30], [48, 3], 1, [(1, 0), (2, 1)]),
+    ([2, 17, 11, 5], [17, 3], 2, [(0, 2), (1, 1)]),
+];
+
+fn burn_conv(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    stride: usize,
+    padding: [(usize, usize); 2],
+) -> Tensor<4> {
+    let [(top, bottom), (left, right)] = padding;
+    let options =
+        ConvOptions::new_with_padding([stride, stride], [(top, bottom), (left, right)], [1, 1], 1);
+    burn_conv2d(x, weight, None, options)
+}
+
+fn inputs(device: &Device, x: [usize; 4], out: [usize; 2]) -> (Tensor<4>, Tensor<4>) {
+    let x = Tensor::random(x, Distribution::Normal(0.0, 1.0), device);
+    let weight = Tensor::random(
+        [out[0], x.dims()[1], out[1], out[1]],
+        Distribution::Normal(0.0, 0.3),
+        device,
+    );
+    (x, weight)
+}
+
+/// The route's convolution of a plain map, in `in_block` blocks on the way in and written
+/// in `out`, back in the plain layout.
+fn direct(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    stride: usize,
+    padding: [(usize, usize); 2],
+    in_block: usize,
+    out: Layout,
+) -> Tensor<4> {
+    let geometry = accepts(&x, weight.dims(), [stride, stride], padding, [1, 1], 1, out)
+        .expect("the route takes the case");
+    let output = |input| match out {
+        Layout::Plain => conv2d::<5, 4>(input, weight.clone(), geometry, out),
+        Layout::Blocked(_) => to_plain(conv2d::<5, 5>(input, weight.clone(), geometry, out)),
+    };
+    if in_block == 1 {
+        return match out {
+            Layout::Plain => conv2d::<4, 4>(x, weight, geometry, out),
+            Layout::Blocked(_) => to_plain(conv2d::<4, 5>(x, weight, geometry, out)),
+        };
+    }
+    output(from_plain::<5>(x, in_block))
+}
+
+#[test]
+fn every_case_and_layout_matches_burn_forward_and_backward() {
+    let device = Device::flex().autodiff();
+    let mut blocked_both = false;
+    for (x_dims, out, stride, padding) in CASES {
+        let in_blocks = if x_dims[1] % LANES == 0 {
+            vec![1, LANES]
+        } else {
+            vec![1]
+        };
+        let mut layouts = vec![Layout::Plain];
+        if out[0] % LANES == 0 {
+            layouts.push(Layout::Blocked(LANES));
+        }
+        let (x, weight) = inputs(&device, x_dims, out);
+        let output_dims = burn_conv(x.clone(), weight.clone(), stride, padding).dims();
+        // A random projection of the output, so that every output element has a gradient
+        // of its own.
+        let projection = Tensor::<4>::random(output_dims, Distribution::Normal(0.0, 1.0), &device);
+        let run = |conv: &dyn Fn(Tensor<4>, Tensor<4>) -> Tensor<4>| {
+            let x = x.clone().detach().require_grad();
+            let weight = weight.clone().detach().require_grad();
+            let output = conv(x.clone(), weight.clone());
+            let grads = (output.clone() * projection.clone()).sum().backward();
+            [
+                output.inner().into_data(),
+                x.grad(&grads).expect("input gradient").into_data(),
+                weight.grad(&grads).expect("weight gradient").into_data(),
+            ]
+        };
+        let expected = run(&|x, weight| burn_conv(x, weight, stride, padding));
+        for &in_block in &in_blocks {
+            for &layout in &layouts {
+                blocked_both |= in_block > 1 && layout != Layout::Plain;
+                let actual = run(&|x, weight| direct(x, weight, stride, padding, in_block, layout));
+                for (what, (actual, expected)) in ["output", "input gradient", "weight gradient"]
+                    .iter()
+                    .zip(actual.iter().zip(&expected))
+                {
+                    let case = format!(
+                        "{what} of {x_dims:?} {out:?} stride {stride} {padding:?} in {in_block}s out {layout:?}"
+                    );
+                    assert_eq!(actual.shape(), expected.shape(), "{case}");
+                    let (actual, expected) = (
+                        actual.try_to_vec::<f32>().unwrap(),
+                        expected.try_to_vec::<f32>().unwrap(),
+                    );
+                    for (index, (a, e)) in actual.iter().zip(&expected).enumerate() {
+                        assert!(
+                            (a - e).abs() <= 5e-4 + 1e-4 * e.abs(),
+                            "{case}: element {index}: {a} against {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(blocked_both, "some case runs blocked on both sides");
+}
+
+#[test]
+fn without_autodiff_the_forward_pass_matches_burn() {
+    let device = Device::flex();
+    for (x_dims, out, stride, padding) in CASES {
+        let (x, weight) = inputs(&device, x_dims, out);
+        let expected = burn_conv(x.clone(), weight.clone(), stride, padding);
+        let actual = direct(x, weight, stride, padding, 1, Layout::Plain);
+        actual
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), tolerance());
+    }
+}
+
+#[test]
+fn the_same_inputs_give_the_same_bits_on_one_thread_and_on_several() {
+    let device = Device::flex().autodiff();
+    let (x, weight) = inputs(&device, [6, 32, 12, 12], [32, 3]);
+    let run = || {
+        let x = x.clone().detach().require_grad();
+        let weight = weight.clone().detach().require_grad();
+        let output = direct(
+            x.clone(),
+            weight.clone(),
+            1,
+            same(1),
+            LANES,
+            Layout::Blocked(LANES),
+        );
+        let grads = (output.clone() * output.clone()).sum().backward();
+        [
+            output.inner().into_data(),
+            x.grad(&grads).unwrap().into_data(),
+            weight.grad(&grads).unwrap().into_data(),
+        ]
+    };
+    let several = run();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(run);
+    assert_eq!(one, several);
+}
+
+#[test]
+fn the_route_refuses_what_its_loops_do_not_compute() {
+    let x = Tensor::<4>::zeros([1, 16, 8, 8], &Device::flex());
+    let take = |weight, stride, padding, dilation, groups, out| {
+        accepts(&x, weight, stride, padding, dilation, groups, out).is_some()
+    };
+    let w = [16, 16, 3, 3];
+    assert_eq!(
+        take(w, [1, 1], same(1), [1, 1], 1, Layout::Plain),
+        enabled()
+    );
+    assert_eq!(
+        take(w, [2, 2], same(1), [1, 1], 1, Layout::Blocked(16)),
+        enabled()
+    );
+    assert!(
+        !take(w, [3, 3], same(1), [1, 1], 1, Layout::Plain),
+        "stride 3"
+    );
+    assert!(
+        !take(w, [1, 2], same(1), [1, 1], 1, Layout::Plain),
+        "uneven strides"
+    );
+    assert!(
+        !take(w, [1, 1], same(3), [1, 1], 1, Layout::Plain),
+        "padding past the kernel"
+    );
+    assert!(
+        !take(w, [1, 1], same(1), [2, 2], 1, Layout::Plain),
+        "dilation"
+    );
+    assert!(
+        !take(w, [1, 1], same(1), [1, 1], 2, Layout::Plain),
+        "groups"
+    );
+    assert!(
+        !take(w, [1, 1], same(1), [1, 1], 1, Layout::Blocked(8)),
+        "blocks of 8"
+    );
+    let eights: Tensor<5> = from_plain(x.clone(), 8);
+    assert!(accepts(&eights, w, [1, 1], same(1), [1, 1], 1, Layout::Plain).is_none());
+}
+
+#[test]
+fn every_instruction_set_this_cpu_has_computes_what_the_portable_loops_do() {
+    // Tiles of every width up to 16 columns, bands of 1, 2 and 4 rows, both strides, runs
+    // of channels past a register's width; each instruction set the CPU has (AVX-512 and
+    // AVX2 where present) against the portable loops.
+    let values = |len: usize, seed: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed) % 211) as f32 / 105.0) - 1.0)
+            .collect()
+    };
+    let isas = loops::Isa::available();
+    assert_eq!(isas.last(), Some(&loops::Isa::Portable));
+    for (dims, stride) in [
+        ([2, 32, 9, 29], 1),
+        ([2, 32, 9, 4], 1),
+        ([2, 32, 13, 11], 2),
+    ] {
+        let x = values(dims.iter().product(), 1);
+        let weight_dims = [32, 32, 3, 3];
+        let weight = values(weight_dims.iter().product(), 2);
+        let packing = Packing {
+            dims,
+            block: 1,
+            padding: same(1),
+            dilation: 1,
+        };
+        let packed_x = loops::pack(&x, &packing);
+        let weights = loops::pack_weights(&weight, weight_dims, false);
+        let kernel = Kernel {
+            height: 3,
+            width: 3,
+            stride,
+        };
+        let span = |len: usize| (len + 2 - 3) / stride + 1;
+        let out_dims = [2, 32, span(dims[2]), span(dims[3])];
+        let out = Output {
+            dims: out_dims,
+            blocked: true,
+        };
+        let run = |isa| {
+            let output =
+                loops::convolve_on(isa, &packed_x, packing.packed(), &weights, kernel, out);
+            let grad = loops::weight_gradient_on(
+                isa,
+                &packed_x,
+                packing.packed(),
+                &output,
+                [32, 32, out_dims[2], out_dims[3]],
+                kernel,
+            );
+            [output, grad]
+        };
+        let portable = run(loops::Isa::Portable);
+        for &isa in &isas {
+            for (what, (actual, expected)) in ["output", "weight gradient"]
+                .iter()
+                .zip(run(isa).iter().zip(&portable))
+            {
+                let largest = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                assert!(largest > 0.0);
+                for (a, b) in actual.iter().zip(expected) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * largest,
+                        "{isa:?} {what} of {dims:?} at stride {stride}: {a} against {b}"
+                    );
+                }
+            }
+        }
+    }
+}
