@@ -5,8 +5,9 @@
 //!
 //! Like the oneDNN route, one bias-free 2-D convolution is routed here through Burn's
 //! backend-extension mechanism, and under autodiff a hand-written backward computes the input
-//! gradient (a stride-1 convolution of the output gradient, spread by the stride and padded,
-//! with the kernel turned half a turn and its channels swapped) and the weight gradient.
+//! gradient (a stride-1 convolution of the padded output gradient with the kernel turned half
+//! a turn and its channels swapped; at a stride above 1, one per phase of the input, with the
+//! taps that reach it) and the weight gradient.
 //! Feature maps come and go plain or in blocks of 16 channels; inside, each is copied once
 //! into a zero-padded blocked buffer, which costs one pass over the map against the
 //! convolution's `9 · C_in` multiply-adds per output value.
@@ -27,6 +28,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Shape, Tensor, TensorData};
+use rayon::prelude::*;
 
 use super::layout::{Layout, block_of};
 use loops::{Kernel, LANES, Output, Packing};
@@ -289,10 +291,17 @@ impl Problem {
         (values, packed_x)
     }
 
-    /// The input gradient, in the input's layout: the output gradient spread by the stride,
-    /// padded by the kernel's size less the forward padding, convolved at stride 1 by the
-    /// weights turned half a turn with their channels swapped.
+    /// The input gradient, in the input's layout: phase by phase where the stride is above 1
+    /// (see [`Self::input_gradient_by_phases`]), else, and where a phase would need the
+    /// output gradient cropped, the output gradient spread by the stride, padded by the
+    /// kernel's size less the forward padding, convolved at stride 1 by the weights turned
+    /// half a turn with their channels swapped.
     fn input_gradient(&self, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+        if self.geometry.stride > 1
+            && let Some(phases) = self.phases()
+        {
+            return self.input_gradient_by_phases(dy, weight, &phases);
+        }
         let [_, _, kh, kw] = self.weight;
         let [_, _, h, w] = self.input;
         let [_, _, oh, ow] = self.output;
@@ -316,6 +325,93 @@ impl Problem {
             blocked: self.in_block == LANES,
         };
         loops::convolve(&spread, packing.packed(), &weights, self.kernel(1), output)
+    }
+
+    /// Per phase `(py, px)` of a strided convolution's input, its rows' and columns' taps;
+    /// `None` where one would need the output gradient cropped (padding of a stride or more).
+    fn phases(&self) -> Option<Vec<(Phase, Phase)>> {
+        let s = self.geometry.stride;
+        let [_, _, h, w] = self.input;
+        let [_, _, kh, kw] = self.weight;
+        let [_, _, oh, ow] = self.output;
+        let [(top, _), (left, _)] = self.geometry.padding;
+        let mut phases = Vec::new();
+        for py in 0..s.min(h) {
+            for px in 0..s.min(w) {
+                let rows = Phase::new(py, top, kh, s, h, oh)?;
+                let cols = Phase::new(px, left, kw, s, w, ow)?;
+                phases.push((rows, cols));
+            }
+        }
+        Some(phases)
+    }
+
+    /// The input gradient of a strided convolution, phase by phase: the input pixels whose
+    /// row and column leave remainders `(py, px)` by the stride take their gradient from the
+    /// taps `i ≡ py + pad (mod stride)` (and likewise for columns) alone, a stride-1
+    /// convolution of the output gradient by that part of the kernel. Spreading the output
+    /// gradient with zeros would multiply by zero three times in four at stride 2.
+    fn input_gradient_by_phases(
+        &self,
+        dy: &[f32],
+        weight: &[f32],
+        phases: &[(Phase, Phase)],
+    ) -> Vec<f32> {
+        let s = self.geometry.stride;
+        let [n, c, h, w] = self.input;
+        let [o, _, kh, kw] = self.weight;
+        let blocked = self.in_block == LANES;
+        let mut grad = vec![0.0f32; n * c * h * w];
+        for (rows, cols) in phases {
+            if rows.taps == 0 || cols.taps == 0 {
+                // No tap reaches these pixels: their gradient is 0.
+                continue;
+            }
+            let mut part = Vec::with_capacity(o * c * rows.taps * cols.taps);
+            for out_channel in 0..o {
+                for in_channel in 0..c {
+                    for t in 0..rows.taps {
+                        for u in 0..cols.taps {
+                            let (i, j) = (rows.first + s * t, cols.first + s * u);
+                            part.push(weight[((out_channel * c + in_channel) * kh + i) * kw + j]);
+                        }
+                    }
+                }
+            }
+            let packing = Packing {
+                dims: self.output,
+                block: self.out.block(),
+                padding: [(rows.before, rows.after), (cols.before, cols.after)],
+                dilation: 1,
+            };
+            let packed_dy = loops::pack(dy, &packing);
+            let weights = loops::pack_weights(&part, [o, c, rows.taps, cols.taps], true);
+            let output = Output {
+                dims: [n, c, rows.len, cols.len],
+                blocked,
+            };
+            let kernel = Kernel {
+                height: rows.taps,
+                width: cols.taps,
+                stride: 1,
+            };
+            let values = loops::convolve(&packed_dy, packing.packed(), &weights, kernel, output);
+            // Into every `s`-th row and column from the phase's own, in the input's layout.
+            let lanes = if blocked { LANES } else { 1 };
+            let (phase_plane, plane) = (rows.len * cols.len * lanes, h * w * lanes);
+            grad.par_chunks_mut(plane)
+                .zip(values.par_chunks(phase_plane))
+                .for_each(|(target, source)| {
+                    for a in 0..rows.len {
+                        for b in 0..cols.len {
+                            let pixel = (s * a + rows.phase) * w + s * b + cols.phase;
+                            target[pixel * lanes..][..lanes]
+                                .copy_from_slice(&source[(a * cols.len + b) * lanes..][..lanes]);
+                        }
+                    }
+                });
+        }
+        grad
     }
 
     /// The weight gradient, from the packed input.
@@ -360,6 +456,59 @@ fn forward(
         shape: x.shape(),
     };
     (tensor(values, out.dims(problem.output)), saved)
+}
+
+/// One phase of a strided convolution's input along one axis: positions `stride · a + phase`
+/// for `a < len`, reached by the taps `first + stride · t` for `t < taps`, and the output
+/// gradient's padding before and after that lines up their stride-1 convolution.
+#[derive(Clone, Copy, Debug)]
+struct Phase {
+    phase: usize,
+    first: usize,
+    taps: usize,
+    len: usize,
+    before: usize,
+    after: usize,
+}
+
+impl Phase {
+    /// The phase `phase` of an axis of `input` positions and `output` outputs, for a kernel
+    /// of `kernel` taps at `stride` with `pad` before; `None` where it would need the output
+    /// gradient cropped.
+    fn new(
+        phase: usize,
+        pad: usize,
+        kernel: usize,
+        stride: usize,
+        input: usize,
+        output: usize,
+    ) -> Option<Phase> {
+        let first = (phase + pad) % stride;
+        let len = (input - phase).div_ceil(stride);
+        if first >= kernel {
+            return Some(Phase {
+                phase,
+                first,
+                taps: 0,
+                len,
+                before: 0,
+                after: 0,
+            });
+        }
+        let taps = (kernel - first).div_ceil(stride);
+        // Input position `stride · a + phase` reads output `a + shift − t` by tap `t`.
+        let shift = (phase + pad - first) / stride;
+        let before = (taps - 1).checked_sub(shift)?;
+        let after = (len + taps - 1).saturating_sub(before + output);
+        Some(Phase {
+            phase,
+            first,
+            taps,
+            len,
+            before,
+            after,
+        })
+    }
 }
 
 fn f32s(tensor: &FlexTensor) -> &[f32] {

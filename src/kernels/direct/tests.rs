@@ -18,7 +18,7 @@ const fn same(pad: usize) -> [(usize, usize); 2] {
 
 /// Plain and blocked channel counts, strides 1 and 2 over even and odd sizes, 1×1, 3×3 and
 /// 7×7 kernels, lopsided padding, maps narrower than a tile and wider than two.
-const CASES: [Case; 13] = [
+const CASES: [Case; 15] = [
     ([2, 3, 16, 16], [16, 3], 1, same(1)),
     ([2, 16, 8, 8], [16, 3], 1, same(1)),
     ([2, 3, 8, 8], [4, 3], 1, same(1)),
@@ -32,6 +32,9 @@ const CASES: [Case; 13] = [
     ([3, 32, 8, 8], [32, 3], 2, same(1)),
     ([2, 32, 7, 30], [48, 3], 1, [(1, 0), (2, 1)]),
     ([2, 17, 11, 5], [17, 3], 2, [(0, 2), (1, 1)]),
+    // Padding of the stride: a phase would need the output gradient cropped (spread instead).
+    ([2, 16, 9, 9], [16, 3], 2, same(2)),
+    ([2, 16, 10, 7], [32, 4], 2, [(1, 3), (3, 0)]),
 ];
 
 fn burn_conv(
