@@ -228,3 +228,21 @@ fn filled_in_parallel(
     unsafe { out.set_len(len) };
     out
 }
+
+/// A random feature map `[n, c, h, w]` and weights `[out, c, k, k]` (`out = [out, k]`) for the
+/// convolution routes' tests.
+#[cfg(test)]
+pub(crate) fn conv_inputs(
+    device: &Device,
+    x: [usize; 4],
+    out: [usize; 2],
+) -> (Tensor<4>, Tensor<4>) {
+    use burn::tensor::Distribution;
+    let x = Tensor::random(x, Distribution::Normal(0.0, 1.0), device);
+    let weight = Tensor::random(
+        [out[0], x.dims()[1], out[1], out[1]],
+        Distribution::Normal(0.0, 0.3),
+        device,
+    );
+    (x, weight)
+}

@@ -492,7 +492,7 @@ impl Isa {
             // SAFETY: detected.
             Isa::Avx2 => unsafe { x86::convolve_avx2(task, out) },
             // SAFETY: as the caller's.
-            _ => unsafe { convolve_task::<Portable, 4>(task, out) },
+            _ => unsafe { convolve_task::<Portable>(task, out) },
         }
     }
 
@@ -512,8 +512,37 @@ impl Isa {
     }
 }
 
+/// The match from a tile's band of rows and its width to the loop compiled for them, over
+/// the shapes an instruction set's tiles take (`band × width` up to its register budget):
+/// only those are compiled.
+macro_rules! tiles {
+    ($v:ty, $s:ident, $task:ident, $out:ident, $row:ident, $col:ident, $band:ident, $n:ident;
+     $($r:literal: [$($w:literal)*]),*) => {
+        match ($band, $n) {
+            // SAFETY: as the caller's.
+            $($( ($r, $w) => unsafe { tile::<$v, $s, $r, $w>($task, $out, $row, $col) }, )*)*
+            _ => unreachable!("a tile of {} × {}", $band, $n),
+        }
+    };
+}
+
 /// 16 f32 lanes in registers.
 trait Vector: Copy {
+    /// Output pixels a tile holds in registers.
+    const MAX: usize;
+    /// Output rows `row..row + band`, columns `col..col + n` of one channel group, at stride
+    /// `S`: `band` 1, 2 or 4, and `band · n` at most [`Self::MAX`].
+    ///
+    /// # Safety
+    /// As [`convolve_task`]'s.
+    unsafe fn tile_of<const S: usize>(
+        task: &Task,
+        out: &mut [MaybeUninit<f32>],
+        row: usize,
+        col: usize,
+        band: usize,
+        n: usize,
+    );
     unsafe fn zero() -> Self;
     unsafe fn load(from: *const f32) -> Self;
     unsafe fn store(self, to: *mut f32);
@@ -526,6 +555,18 @@ trait Vector: Copy {
 struct Portable([f32; LANES]);
 
 impl Vector for Portable {
+    const MAX: usize = 4;
+    #[inline(always)]
+    unsafe fn tile_of<const S: usize>(
+        task: &Task,
+        out: &mut [MaybeUninit<f32>],
+        row: usize,
+        col: usize,
+        band: usize,
+        n: usize,
+    ) {
+        tiles!(Self, S, task, out, row, col, band, n; 1: [1 2 3 4], 2: [1 2], 4: [1])
+    }
     #[inline(always)]
     unsafe fn zero() -> Self {
         Portable([0.0; LANES])
@@ -567,6 +608,19 @@ mod x86 {
     pub(super) struct Avx512(__m512);
 
     impl Vector for Avx512 {
+        const MAX: usize = 16;
+        #[inline(always)]
+        unsafe fn tile_of<const S: usize>(
+            task: &Task,
+            out: &mut [MaybeUninit<f32>],
+            row: usize,
+            col: usize,
+            band: usize,
+            n: usize,
+        ) {
+            tiles!(Self, S, task, out, row, col, band, n;
+                1: [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], 2: [1 2 3 4 5 6 7 8], 4: [1 2 3 4])
+        }
         #[inline(always)]
         unsafe fn zero() -> Self {
             // SAFETY: only called inside functions compiled with AVX-512.
@@ -598,6 +652,18 @@ mod x86 {
     pub(super) struct Avx2(__m256, __m256);
 
     impl Vector for Avx2 {
+        const MAX: usize = 6;
+        #[inline(always)]
+        unsafe fn tile_of<const S: usize>(
+            task: &Task,
+            out: &mut [MaybeUninit<f32>],
+            row: usize,
+            col: usize,
+            band: usize,
+            n: usize,
+        ) {
+            tiles!(Self, S, task, out, row, col, band, n; 1: [1 2 3 4 5 6], 2: [1 2 3], 4: [1])
+        }
         #[inline(always)]
         unsafe fn zero() -> Self {
             // SAFETY: only called inside functions compiled with AVX2 and FMA.
@@ -644,7 +710,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,fma")]
     pub(super) unsafe fn convolve_avx512(task: &Task, out: &mut [MaybeUninit<f32>]) {
         // SAFETY: as the caller's.
-        unsafe { convolve_task::<Avx512, 16>(task, out) }
+        unsafe { convolve_task::<Avx512>(task, out) }
     }
 
     /// # Safety
@@ -652,7 +718,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn convolve_avx2(task: &Task, out: &mut [MaybeUninit<f32>]) {
         // SAFETY: as the caller's.
-        unsafe { convolve_task::<Avx2, 6>(task, out) }
+        unsafe { convolve_task::<Avx2>(task, out) }
     }
 
     /// # Safety
@@ -680,16 +746,17 @@ mod x86 {
 /// kernel's reach over `rows × cols` outputs fits the packed map; `out` holds
 /// `lanes · rows · cols` values.
 #[inline(always)]
-unsafe fn convolve_task<V: Vector, const MAX: usize>(task: &Task, out: &mut [MaybeUninit<f32>]) {
+unsafe fn convolve_task<V: Vector>(task: &Task, out: &mut [MaybeUninit<f32>]) {
+    let max = V::MAX;
     let (rows, cols) = (task.rows, task.cols);
     // Rows at once: as many as fill the tile where a row is narrow (1, 2 or 4).
-    let band = match MAX / cols.max(1) {
+    let band = match max / cols.max(1) {
         0 | 1 => 1,
         2 | 3 => 2,
         _ => 4,
     };
     // Tiles of even widths: a narrow last tile would load a weight vector for few pixels.
-    let width = cols.div_ceil(cols.div_ceil(MAX));
+    let width = cols.div_ceil(cols.div_ceil(max));
     let mut row = 0;
     while row < rows {
         let band = if row + band <= rows { band } else { 1 };
@@ -698,40 +765,15 @@ unsafe fn convolve_task<V: Vector, const MAX: usize>(task: &Task, out: &mut [May
             let n = width.min(cols - col);
             // SAFETY: as the caller's; the tile lies within the output.
             unsafe {
-                match (task.kernel.stride, band) {
-                    (1, 1) => tile_of::<V, 1, 1>(task, out, row, col, n),
-                    (1, 2) => tile_of::<V, 1, 2>(task, out, row, col, n),
-                    (1, _) => tile_of::<V, 1, 4>(task, out, row, col, n),
-                    (_, 1) => tile_of::<V, 2, 1>(task, out, row, col, n),
-                    (_, 2) => tile_of::<V, 2, 2>(task, out, row, col, n),
-                    (_, _) => tile_of::<V, 2, 4>(task, out, row, col, n),
+                match task.kernel.stride {
+                    1 => V::tile_of::<1>(task, out, row, col, band, n),
+                    _ => V::tile_of::<2>(task, out, row, col, band, n),
                 }
             }
             col += n;
         }
         row += band;
     }
-}
-
-/// Dispatches a tile of `n` columns to its compile-time width.
-#[inline(always)]
-unsafe fn tile_of<V: Vector, const S: usize, const R: usize>(
-    task: &Task,
-    out: &mut [MaybeUninit<f32>],
-    row: usize,
-    col: usize,
-    n: usize,
-) {
-    macro_rules! widths {
-        ($($w:literal)*) => {
-            match n {
-                // SAFETY: as the caller's.
-                $($w => unsafe { tile::<V, S, R, $w>(task, out, row, col) },)*
-                _ => unreachable!("tile of {n} columns"),
-            }
-        };
-    }
-    widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
 }
 
 /// Output rows `row..row + R`, columns `col..col + W` of one channel group.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::kernels::conv_inputs as inputs;
 use crate::kernels::layout::{from_plain, to_plain};
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -47,16 +48,6 @@ fn burn_conv(
     let options =
         ConvOptions::new_with_padding([stride, stride], [(top, bottom), (left, right)], [1, 1], 1);
     burn_conv2d(x, weight, None, options)
-}
-
-fn inputs(device: &Device, x: [usize; 4], out: [usize; 2]) -> (Tensor<4>, Tensor<4>) {
-    let x = Tensor::random(x, Distribution::Normal(0.0, 1.0), device);
-    let weight = Tensor::random(
-        [out[0], x.dims()[1], out[1], out[1]],
-        Distribution::Normal(0.0, 0.3),
-        device,
-    );
-    (x, weight)
 }
 
 /// The route's convolution of a plain map, in `in_block` blocks on the way in and written

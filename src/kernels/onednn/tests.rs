@@ -1,4 +1,5 @@
 use super::*;
+use crate::kernels::conv_inputs as inputs;
 use crate::kernels::layout::Layout;
 use burn::tensor::{Device, Distribution, TensorData, Tolerance};
 
@@ -33,16 +34,6 @@ const fn geometry(stride: usize, pad: usize) -> ConvGeometry {
         padding: [(pad, pad), (pad, pad)],
         precision: Precision::F32,
     }
-}
-
-fn inputs(device: &Device, x: [usize; 4], out: [usize; 2]) -> (Tensor<4>, Tensor<4>) {
-    let x = Tensor::random(x, Distribution::Normal(0.0, 1.0), device);
-    let weight = Tensor::random(
-        [out[0], x.dims()[1], out[1], out[1]],
-        Distribution::Normal(0.0, 0.3),
-        device,
-    );
-    (x, weight)
 }
 
 #[test]
