@@ -15,7 +15,11 @@ of mmix, the twin and the nudged twin, the relative weight distance mmix-twin an
 twin-nudged twin at every step mmix saved weights, the parameter norm per epoch, and both
 twins' final test accuracy and NLL.
 
-  trajectory.py RUN/trace [--out FILE] [--no-nudge] [--golden FILE [--golden-step K]]
+  trajectory.py RUN/trace [--out FILE] [--no-nudge] [--torch-init] [--golden FILE [--golden-step K]]
+
+--torch-init starts the twin from PyTorch's own initial weights (its default initialisation
+under torch.manual_seed(the run's seed)) instead of mmix's, on mmix's stream: what the
+initialisation alone changes.
 
 --golden writes what tests/trajectory.rs compares against (the twin's loss per step and its
 weights and running statistics after step K, 10 by default, as `after-step-K.<name>`) as a
@@ -138,6 +142,7 @@ def main():
     parser.add_argument("trace", type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--no-nudge", action="store_true")
+    parser.add_argument("--torch-init", action="store_true")
     parser.add_argument("--golden", type=Path)
     parser.add_argument("--golden-step", type=int, default=10)
     args = parser.parse_args()
@@ -151,6 +156,9 @@ def main():
     data = load_file(str(args.trace / "data.safetensors"))
     table = normalisation_table(data["mean"], data["std"])
     initial = load_file(str(args.trace / "initial.safetensors"))
+    if args.torch_init:
+        torch.manual_seed(int(config["seed"]))
+        initial = build(meta).state_dict()
     twins = {"twin": Twin(meta, initial, config, nudge=False)}
     if not args.no_nudge:
         twins["nudged"] = Twin(meta, initial, config, nudge=True)
