@@ -26,6 +26,7 @@ fn main() {
                 steps: 5,
                 warmup: 1,
                 precision: Default::default(),
+                semi: None,
             };
             let result = bench_step(&config, &device, "cpu").expect("a valid model");
             println!("{}", serde_json::to_string(&result).expect("serialisable"));

@@ -11,9 +11,12 @@ use rand_chacha::ChaCha12Rng;
 use serde::Serialize;
 
 use crate::data::{Augmentation, ImageSet, Normalization, make_batch};
-use crate::mixup::{MixConfig, MixLoss, MixMode, OUTPUT_POINT, TensorMix, mix_at, soft_targets};
+use crate::mixup::{
+    MixConfig, MixLoss, MixMode, Mixable, OUTPUT_POINT, TensorMix, interpolation_consistency,
+    mix_at, soft_targets,
+};
 use crate::models::{ModelConfig, ModelError, ModelKind};
-use crate::train::Objective;
+use crate::train::{MeanTeacher, Objective};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StepBench {
@@ -21,6 +24,8 @@ pub struct StepBench {
     pub width: usize,
     pub batch: usize,
     pub mix: String,
+    /// ICT beside the supervised step: where the unlabelled pair is mixed, and its batch.
+    pub semi: Option<String>,
     pub device: String,
     /// Which library ran the convolutions: `onednn` or `burn`.
     pub convolution: &'static str,
@@ -119,6 +124,92 @@ pub struct StepBenchConfig {
     pub steps: usize,
     pub warmup: usize,
     pub precision: crate::kernels::Precision,
+    /// ICT beside the supervised step: a second batch, of unlabelled images, through the
+    /// teacher and through the student mixed, and the teacher's update after the step.
+    pub semi: Option<SemiBench>,
+}
+
+/// What an ICT step adds: where its unlabelled pair is mixed and how many images it takes.
+#[derive(Clone, Copy, Debug)]
+pub struct SemiBench {
+    /// `input` (ICT) or `manifold` (at a point drawn from the model's eligible points).
+    pub mix: MixMode,
+    /// Unlabelled images per step (the whole global batch).
+    pub batch: usize,
+}
+
+/// A benchmark's unlabelled half: this rank's images, their mix and the mean teacher.
+struct UnlabeledBench<M> {
+    mix: MixConfig,
+    batch: usize,
+    rows: std::ops::Range<usize>,
+    images: Tensor<4>,
+    teacher: MeanTeacher<M>,
+}
+
+impl<M: Mixable> UnlabeledBench<M> {
+    fn new(
+        semi: SemiBench,
+        student: &M,
+        config: &StepBenchConfig,
+        device: &Device,
+    ) -> Result<Self, BenchError> {
+        let world = crate::distributed::world();
+        crate::distributed::check_split(semi.batch, world.size(), world.size())?;
+        let rows = crate::distributed::shard(semi.batch, world.size(), world.rank());
+        let points = match semi.mix {
+            MixMode::Input => vec![0],
+            _ => config.model.paper_mix_points(),
+        };
+        let mix = MixConfig {
+            partner_groups: world.size(),
+            ..MixConfig::new(semi.mix, 1.0, points)
+        };
+        mix.validate(&config.model.mix_points(), 1)?;
+        let shape = [
+            rows.len(),
+            config.channels,
+            config.image_size,
+            config.image_size,
+        ];
+        Ok(Self {
+            mix,
+            batch: semi.batch,
+            rows,
+            images: Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device),
+            // The semi-supervised study's decay; the update's cost does not depend on it.
+            teacher: MeanTeacher::new(student, 0.99),
+        })
+    }
+
+    /// The consistency term of one step, with a freshly drawn mix.
+    fn consistency(
+        &self,
+        student: &M,
+        rng: &mut ChaCha12Rng,
+        train_device: &Device,
+    ) -> Result<Tensor<1>, BenchError> {
+        let plan = self.mix.draw(rng, self.batch, 0, 1);
+        let plan = plan.map(|plan| {
+            plan.rows(self.rows.clone())
+                .expect("ranks hold whole groups")
+        });
+        let mix = plan.as_ref().map(|p| TensorMix::new(p, train_device));
+        let teacher_logits = self
+            .teacher
+            .model()
+            .forward_mixed(self.images.clone(), None)
+            .into_data()
+            .iter::<f64>()
+            .collect();
+        let images = Tensor::<4>::from_inner(self.images.clone());
+        Ok(interpolation_consistency(
+            student,
+            images,
+            teacher_logits,
+            mix.as_ref(),
+        )?)
+    }
 }
 
 /// Times full train steps (plan, mixed forward, backward, SGD update, loss to the host) on
@@ -165,6 +256,10 @@ pub fn bench_step(
         .map(|_| rng.random_range(0..config.classes))
         .collect();
     let labels = &labels[rows.clone()];
+    let mut unlabeled = config
+        .semi
+        .map(|semi| UnlabeledBench::new(semi, &model, config, device))
+        .transpose()?;
     let mut times = Vec::with_capacity(config.steps);
     let mut allreduce_times = Vec::with_capacity(config.steps);
     for step in 0..config.warmup + config.steps {
@@ -184,6 +279,10 @@ pub fn bench_step(
             },
         )?
         .loss;
+        let loss = match &unlabeled {
+            Some(unlabeled) => loss + unlabeled.consistency(&model, &mut rng, &train_device)?,
+            None => loss,
+        };
         let _ = loss.clone().into_scalar::<f32>();
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         if world.size() > 1 {
@@ -202,6 +301,9 @@ pub fn bench_step(
             }
         }
         model = optim.step(0.01, model, grads);
+        if let Some(unlabeled) = &mut unlabeled {
+            unlabeled.teacher.update(&model);
+        }
         // Wait for the update itself, not only its enqueueing, on asynchronous devices.
         let _ = device.sync();
         if step >= config.warmup {
@@ -218,6 +320,9 @@ pub fn bench_step(
             MixLoss::Replace => mix_name(&mix),
             MixLoss::Regmixup => format!("{} regmixup", mix_name(&mix)),
         },
+        semi: unlabeled
+            .as_ref()
+            .map(|unlabeled| format!("ict {} ×{}", unlabeled.mix.mode, unlabeled.batch)),
         device: device_name.to_string(),
         convolution: crate::kernels::convolution_library(device),
         precision: config.precision.to_string(),
@@ -355,5 +460,44 @@ fn mix_name(mix: &MixConfig) -> String {
         format!("{} per-example", mix.mode)
     } else {
         mix.mode.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_step(semi: Option<SemiBench>) -> StepBenchConfig {
+        StepBenchConfig {
+            model: ModelKind::SmallCnn,
+            width: 4,
+            batch: 4,
+            mix: MixMode::Manifold,
+            per_example: false,
+            mix_loss: MixLoss::Replace,
+            channels: 1,
+            image_size: 8,
+            classes: 3,
+            steps: 2,
+            warmup: 0,
+            precision: Default::default(),
+            semi,
+        }
+    }
+
+    #[test]
+    fn an_ict_step_times_its_unlabelled_half_and_says_so() {
+        let device = Device::flex();
+        let plain = bench_step(&small_step(None), &device, "cpu").unwrap();
+        assert_eq!(plain.semi, None);
+        for (mix, label) in [
+            (MixMode::Input, "ict input ×6"),
+            (MixMode::Manifold, "ict manifold ×6"),
+        ] {
+            let semi = SemiBench { mix, batch: 6 };
+            let ict = bench_step(&small_step(Some(semi)), &device, "cpu").unwrap();
+            assert_eq!(ict.semi.as_deref(), Some(label));
+            assert!(ict.median_ms > 0.0 && ict.images_per_second > 0.0);
+        }
     }
 }

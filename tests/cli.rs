@@ -413,6 +413,26 @@ fn bad_input_gives_one_clear_line() {
             "unknown model 'nope'",
         ),
         (
+            vec![
+                "bench".into(),
+                "--semi".into(),
+                "ict".into(),
+                "--semi-mix".into(),
+                "cutmix".into(),
+            ],
+            "--semi-mix must be input or manifold, not cutmix",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "--semi".into(),
+                "ict".into(),
+                "--unlabeled-batch-size".into(),
+                "0".into(),
+            ],
+            "--unlabeled-batch-size must be at least 1",
+        ),
+        (
             vec!["train".into(), "--epochs".into(), "many".into()],
             "invalid value 'many' for '--epochs",
         ),

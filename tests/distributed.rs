@@ -317,6 +317,48 @@ fn an_exploding_loss_stops_both_ranks_at_the_same_step() {
     );
 }
 
+/// `mmix bench --semi ict` splits the unlabelled batch between the ranks as it splits the
+/// labelled one, and rank 0 alone reports.
+#[test]
+fn an_ict_bench_step_runs_on_two_ranks_and_reports_once() {
+    let output = mpirun_output(
+        2,
+        &[
+            "bench",
+            "--model",
+            "small-cnn",
+            "--width",
+            "4",
+            "--batch-size",
+            "4",
+            "--channels",
+            "1",
+            "--image-size",
+            "8",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--semi",
+            "ict",
+            "--semi-mix",
+            "manifold",
+            "--unlabeled-batch-size",
+            "6",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(lines[0].contains("\"ranks\":2"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("\"semi\":\"ict manifold ×6\""),
+        "{}",
+        lines[0]
+    );
+}
+
 /// Where an error line says the loss became NaN: "epoch E, batch B".
 fn stopping_step(line: &str) -> &str {
     let at = line.find("at epoch ").expect(line);

@@ -226,6 +226,16 @@ pub struct BenchArgs {
     /// replace, or regmixup (the clean loss plus the mixed copy's: two forward passes).
     #[arg(long, value_enum, default_value = "replace")]
     pub mix_loss: crate::mixup::MixLoss,
+    /// ict: add Interpolation Consistency on a batch of random unlabelled images (a teacher
+    /// forward pass, a mixed student pass, the teacher's update) to each step.
+    #[arg(long, value_enum)]
+    pub semi: Option<crate::train::SemiMethod>,
+    /// Where --semi mixes the unlabelled pair: input (ICT) or manifold (hidden-space ICT).
+    #[arg(long, value_enum, default_value = "input", requires = "semi")]
+    pub semi_mix: MixMode,
+    /// Unlabelled images per --semi step (default: --batch-size).
+    #[arg(long, requires = "semi")]
+    pub unlabeled_batch_size: Option<usize>,
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
     #[arg(long, default_value_t = 2)]

@@ -11,7 +11,7 @@ use crate::data::{
     self, Augmentation, Dataset, DatasetName, ImageSet, LoadOptions, Normalization, make_batch,
 };
 use crate::eval::{EvalSuite, Evaluation, run_suite};
-use crate::mixup::PointShape;
+use crate::mixup::{MixMode, PointShape};
 use crate::models::ModelKind;
 use crate::report;
 use crate::train::{self, checkpoint};
@@ -586,9 +586,21 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         steps: args.steps,
         warmup: args.warmup,
         precision: args.precision,
+        semi: args.semi.map(|_| crate::bench::SemiBench {
+            mix: args.semi_mix,
+            batch: args.unlabeled_batch_size.unwrap_or(args.batch_size),
+        }),
     };
     if config.batch == 0 {
         bail!("--batch-size must be at least 1");
+    }
+    if let Some(semi) = &config.semi {
+        if !matches!(semi.mix, MixMode::Input | MixMode::Manifold) {
+            bail!("--semi-mix must be input or manifold, not {}", semi.mix);
+        }
+        if semi.batch == 0 {
+            bail!("--unlabeled-batch-size must be at least 1");
+        }
     }
     let model = crate::models::ModelConfig::new(
         config.model,
@@ -603,7 +615,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "{} at --width {} and --batch-size {} on {}×{} images",
             config.model, config.width, config.batch, config.image_size, config.image_size
         ),
-        model.training_bytes_lower_bound(config.batch)?,
+        model
+            .training_bytes_lower_bound(config.batch + config.semi.map_or(0, |semi| semi.batch))?,
         "lower --width, --batch-size or --image-size",
     )?;
     let result = bench_step(&config, &device, &args.device.to_string())?;

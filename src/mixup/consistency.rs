@@ -7,7 +7,9 @@
 //! with the mix the student's forward pass applied), as the reference code mixes them; the
 //! loss compares the softmax of both.
 
-use burn::tensor::{Tensor, activation};
+use burn::tensor::{Tensor, TensorData, activation};
+
+use super::{Mixable, MixupError, TensorMix, mix_rows, mixed_forward};
 
 /// The consistency weight's ramp-up at `epoch` (fractional: epochs done plus the share of the
 /// current one) over `length` epochs: `exp(−5·(1 − epoch/length)²)` up to `length`, then 1 —
@@ -28,6 +30,33 @@ pub fn consistency_loss(student_logits: Tensor<2>, target_logits: Tensor<2>) -> 
     let difference =
         activation::softmax(student_logits, 1) - activation::softmax(target_logits.detach(), 1);
     (difference.clone() * difference).mean()
+}
+
+/// ICT's consistency term on one batch of unlabelled `images` (on the student's autodiff
+/// device): the student's forward pass mixes them by `mix` (none: clean), and its softmax is
+/// compared with that of `teacher_logits` (the teacher's for the clean images, row by row)
+/// mixed with the same weights and partners.
+pub fn interpolation_consistency<M: Mixable>(
+    student: &M,
+    images: Tensor<4>,
+    teacher_logits: Vec<f64>,
+    mix: Option<&TensorMix>,
+) -> Result<Tensor<1>, MixupError> {
+    let rows = images.dims()[0];
+    let classes = teacher_logits.len() / rows.max(1);
+    let (student_logits, applied) = mixed_forward(student, images, mix)?;
+    let targets = match &applied {
+        Some(applied) => mix_rows(teacher_logits, applied, classes),
+        None => teacher_logits,
+    };
+    let targets = Tensor::<2>::from_data(
+        TensorData::new(
+            targets.into_iter().map(|t| t as f32).collect::<Vec<_>>(),
+            [rows, classes],
+        ),
+        &student_logits.device(),
+    );
+    Ok(consistency_loss(student_logits, targets))
 }
 
 #[cfg(test)]

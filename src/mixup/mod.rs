@@ -16,7 +16,7 @@ mod plan;
 mod schedule;
 mod targets;
 
-pub use consistency::{consistency_loss, sigmoid_rampup};
+pub use consistency::{consistency_loss, interpolation_consistency, sigmoid_rampup};
 pub use loss::{Loss, MixLoss, mixed_loss};
 pub use masks::{CutBox, ElementWeights, MapLayout, element_weights, patch_mask};
 pub use mixable::{MixPoint, Mixable, PointShape, mixed_forward};

@@ -115,7 +115,7 @@ mod tests {
     use burn::tensor::{Device, Distribution, Tensor};
 
     use super::*;
-    use crate::mixup::MixPlan;
+    use crate::mixup::{MixPlan, OUTPUT_POINT, interpolation_consistency};
     use crate::models::{Classifier, ModelConfig, ModelKind};
 
     /// A small CNN with batch norm (so each pass's statistics matter) and a batch of 6.
@@ -219,5 +219,36 @@ mod tests {
         };
         let weighted = loss_of(&model, &images, &labels, Some(&mix), weighted);
         assert_ne!(clean_grads, gradients(&model, weighted.loss));
+    }
+
+    /// ICT's targets are the teacher's logits mixed with the student's λ and partners: a
+    /// student that is its own teacher agrees with them exactly where only its logits are mixed,
+    /// and not where its input is.
+    #[test]
+    fn a_student_that_is_its_own_teacher_is_consistent_where_only_its_logits_are_mixed() {
+        let device = Device::flex().autodiff();
+        let (model, images, _) = model_and_batch(&device);
+        let own: Vec<f64> = model
+            .forward_mixed(images.clone(), None)
+            .into_data()
+            .iter::<f64>()
+            .collect();
+        let consistency = |teacher: &[f64], mix: Option<MixPlan>| {
+            let mix = mix.map(|plan| TensorMix::new(&plan, &device));
+            interpolation_consistency(&model, images.clone(), teacher.to_vec(), mix.as_ref())
+                .unwrap()
+                .into_scalar::<f32>()
+        };
+        let partners = vec![3, 4, 5, 0, 1, 2];
+        let at = |point| Some(MixPlan::interpolate(0.3, point, partners.clone()));
+        assert!(consistency(&own, None) < 1e-12);
+        let at_output = consistency(&own, at(OUTPUT_POINT));
+        assert!(at_output < 1e-12, "{at_output}");
+        let at_input = consistency(&own, at(0));
+        assert!(at_input > 1e-6, "{at_input}");
+        // The other partners' logits as targets: inconsistent at the output point too.
+        let reversed: Vec<f64> = own.chunks(3).rev().flatten().copied().collect();
+        let elsewhere = consistency(&reversed, at(OUTPUT_POINT));
+        assert!(elsewhere > 1e-6, "{elsewhere}");
     }
 }

@@ -23,9 +23,7 @@ use super::trace::StepTrace;
 use super::{SemiState, TrainConfig, TrainError};
 use crate::data::{Batch, ImageSet, Placement, assemble_batch};
 use crate::eval::suite::images_tensor;
-use crate::mixup::{
-    MixConfig, MixPlan, Mixable, TensorMix, consistency_loss, mix_rows, mixed_forward,
-};
+use crate::mixup::{MixConfig, MixPlan, Mixable, TensorMix, interpolation_consistency};
 use crate::models::{Classifier, to_safetensors};
 
 /// What the loop reports as it goes; the CLI turns it into a bar or log lines.
@@ -628,7 +626,7 @@ impl<M: Mixable> Run<'_, M> {
         model: &M,
         drawn: UnlabeledDraw,
     ) -> Result<(Tensor<1>, (usize, usize)), TrainError> {
-        let (data, classes) = (self.data, self.data.dataset.classes());
+        let data = self.data;
         let pool = data
             .unlabeled
             .as_ref()
@@ -652,27 +650,16 @@ impl<M: Mixable> Run<'_, M> {
             .into_data()
             .iter::<f64>()
             .collect();
-        let student_images = Tensor::<4>::from_inner(images);
         let mix = drawn.plan.as_ref().map(|plan| {
             let mine = plan
                 .rows(rows.clone())
                 .expect("a rank's rows are whole partner groups (checked by check_split)");
             TensorMix::new(&mine, &self.train_device)
         });
-        let (student_logits, applied) = mixed_forward(model, student_images, mix.as_ref())?;
-        let targets = match &applied {
-            Some(applied) => mix_rows(teacher_logits, applied, classes),
-            None => teacher_logits,
-        };
-        let targets = Tensor::<2>::from_data(
-            TensorData::new(
-                targets.into_iter().map(|t| t as f32).collect::<Vec<_>>(),
-                [rows.len(), classes],
-            ),
-            &self.train_device,
-        );
-        let counts = (rows.len(), drawn.indices.len());
-        Ok((consistency_loss(student_logits, targets), counts))
+        let student_images = Tensor::<4>::from_inner(images);
+        let consistency =
+            interpolation_consistency(model, student_images, teacher_logits, mix.as_ref())?;
+        Ok((consistency, (rows.len(), drawn.indices.len())))
     }
 
     /// This rank's mixed forward pass and loss, not yet differentiated (`None` for a rank with
