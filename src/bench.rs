@@ -16,7 +16,7 @@ use crate::mixup::{
     mix_at, soft_targets,
 };
 use crate::models::{ModelConfig, ModelError, ModelKind};
-use crate::train::{MeanTeacher, Objective};
+use crate::train::{MeanTeacher, Objective, unlabeled_mix};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StepBench {
@@ -157,13 +157,9 @@ impl<M: Mixable> UnlabeledBench<M> {
         let world = crate::distributed::world();
         crate::distributed::check_split(semi.batch, world.size(), world.size())?;
         let rows = crate::distributed::shard(semi.batch, world.size(), world.rank());
-        let points = match semi.mix {
-            MixMode::Input => vec![0],
-            _ => config.model.paper_mix_points(),
-        };
         let mix = MixConfig {
             partner_groups: world.size(),
-            ..MixConfig::new(semi.mix, 1.0, points)
+            ..unlabeled_mix(semi.mix, 1.0, &config.model.paper_mix_points())
         };
         mix.validate(&config.model.mix_points(), 1)?;
         let shape = [

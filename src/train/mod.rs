@@ -21,7 +21,7 @@ pub use config::{ConfigError, Schedule, TrainConfig, default_alpha};
 pub use device::nccl_loads;
 pub use device::{DeviceName, Devices, parse_device};
 pub use options::TrainOptions;
-pub use semi::{SemiConfig, SemiMethod, SemiState, UnlabeledPool};
+pub use semi::{SemiConfig, SemiMethod, SemiState, UnlabeledPool, unlabeled_mix};
 pub use setup::{RunData, build_model, check_run, evaluate, optimizer, prepare_data};
 pub use step::{BatchLoss, Objective, batch_loss};
 pub use teacher::MeanTeacher;

@@ -98,6 +98,16 @@ impl<'de> Deserialize<'de> for UnlabeledPool {
     }
 }
 
+/// ICT's mix of an unlabelled pair, per batch with λ ~ Beta(α, α): at the input (`input`), or
+/// at a point drawn from `mix_points` (`manifold`, the hidden-space version).
+pub fn unlabeled_mix(mode: MixMode, alpha: f64, mix_points: &[usize]) -> MixConfig {
+    let points = match mode {
+        MixMode::Input => vec![0],
+        _ => mix_points.to_vec(),
+    };
+    MixConfig::new(mode, alpha, points)
+}
+
 /// A semi-supervised run's options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SemiConfig {
@@ -123,11 +133,7 @@ pub struct SemiConfig {
 impl SemiConfig {
     /// The unlabelled mix: per batch, at the input or a point drawn from `mix_points`.
     pub fn mix_config(&self, mix_points: &[usize]) -> MixConfig {
-        let points = match self.mix {
-            MixMode::Input => vec![0],
-            _ => mix_points.to_vec(),
-        };
-        MixConfig::new(self.mix, self.alpha, points)
+        unlabeled_mix(self.mix, self.alpha, mix_points)
     }
 
     /// The consistency weight at step `batch` of `batches` in `epoch` (from 0): the ramp
