@@ -90,7 +90,7 @@ impl Provenance {
     /// This process, training on `device` in `precision`.
     pub fn here(device: &burn::tensor::Device, precision: crate::kernels::Precision) -> Self {
         let library = crate::kernels::convolution_library(device);
-        let convolutions = match crate::kernels::convolution_isa(device) {
+        let convolutions = match crate::kernels::convolution_isa(device, precision) {
             Some(isa) => format!("{library} ({isa})"),
             None => library.to_string(),
         };

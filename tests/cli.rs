@@ -526,16 +526,17 @@ fn bad_input_gives_one_clear_line() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    // bf16 convolutions need the oneDNN route, which MMIX_ONEDNN=off turns off.
+    // bf16 convolutions need oneDNN or the own kernels, which these turn off.
     let output = mmix()
         .env("MMIX_ONEDNN", "off")
+        .env("MMIX_OWN_CONV", "off")
         .args(["train", "--precision", "bf16", "--out", &out])
         .output()
         .unwrap();
     assert_one_line_error(
         &output,
-        "--precision bf16 needs the convolutions on oneDNN",
-        "bf16 without oneDNN",
+        "--precision bf16 needs the convolutions on oneDNN or on mmix's own kernels",
+        "bf16 on Burn's convolutions",
     );
     assert!(
         !dir.join("out").join("config.json").exists(),

@@ -20,6 +20,8 @@
 //! code is tested on any CPU ([`own_kernels`]).
 
 pub mod batch_norm;
+#[cfg(test)]
+pub(crate) mod bf16_bound;
 pub(crate) mod direct;
 mod lanes;
 pub mod layout;
@@ -66,52 +68,91 @@ impl std::fmt::Display for Precision {
     }
 }
 
-/// Makes `precision` the one this process's convolutions compute in on `device`, or says in
-/// one line why it cannot be: bf16 needs the oneDNN route and a CPU with bf16 instructions
-/// (`MMIX_FORCE_BF16=1` runs it on oneDNN's slower kernels where the CPU lacks them).
+thread_local! {
+    static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
+    static CONVOLUTION_FLOPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Adds a forward convolution's floating-point operations (two per multiply-add) to this
+/// thread's count, which `mmix bench` reads.
+pub(crate) fn count_convolution_flops(flops: u64) {
+    CONVOLUTION_FLOPS.set(CONVOLUTION_FLOPS.get().saturating_add(flops));
+}
+
+/// The forward convolutions' floating-point operations counted on this thread since the
+/// last call, on any route and device.
+pub(crate) fn take_convolution_flops() -> u64 {
+    CONVOLUTION_FLOPS.replace(0)
+}
+
+/// The multiply-add peak of the convolutions' loops in `precision` on `device`, in FLOP/s
+/// over all threads, where it can be measured: on mmix's own kernels (oneDNN's and Burn's
+/// loops are not ours to run alone, and a GPU's peak is not the CPU's).
+pub(crate) fn peak_flops(device: &Device, precision: Precision) -> Option<f64> {
+    match convolution_library(device) {
+        "own" => Some(direct::peak_flops(precision)),
+        #[cfg(mmix_onednn)]
+        "onednn" => Some(direct::peak_flops(precision)),
+        _ => None,
+    }
+}
+
+/// The precision of the convolutions this thread starts on the CPU's routes (oneDNN and the
+/// own kernels), as [`use_precision`] last set it: f32 at first. A run trains on one thread;
+/// tests run on several.
+pub fn precision() -> Precision {
+    PRECISION.get()
+}
+
+/// Makes `precision` the one this thread's convolutions compute in on `device`, or says in
+/// one line why it cannot be. With bf16, each convolution reads its input, weights and
+/// output gradient in bf16 and accumulates and writes in f32: the master weights, their
+/// gradients and every activation outside the convolutions stay f32. bf16 needs the
+/// convolutions on oneDNN or on the own kernels, and a CPU with bf16 instructions
+/// (`MMIX_FORCE_BF16=1` runs it on slower kernels where the CPU lacks them: oneDNN's, or the
+/// own loops' portable ones).
 pub(crate) fn use_precision(precision: Precision, device: &Device) -> Result<(), String> {
     if precision == Precision::F32 {
-        #[cfg(mmix_onednn)]
-        onednn::set_precision(precision);
+        PRECISION.set(precision);
         return Ok(());
     }
-    if convolution_library(device) != "onednn" {
-        return Err(format!(
-            "--precision {precision} needs the convolutions on oneDNN, which {}",
-            if !is_flex(device) {
-                "runs on the CPU only"
-            } else if cfg!(mmix_onednn) {
-                "MMIX_ONEDNN=off turned off"
-            } else {
-                "this build lacks (apt-get install libdnnl-dev, then cargo build --release)"
-            }
-        ));
-    }
-    #[cfg(mmix_onednn)]
-    {
-        let forced = std::env::var("MMIX_FORCE_BF16").is_ok_and(|v| v == "1");
-        match onednn::bf16_support() {
-            Ok(_) => {}
-            Err((reason, false)) => return Err(format!("--precision bf16: {reason}")),
-            Err((reason, true)) if !forced => {
-                return Err(format!(
-                    "--precision bf16: {reason} (MMIX_FORCE_BF16=1 runs it anyway, slowly)"
-                ));
-            }
-            Err(_) => {}
+    let forced = std::env::var("MMIX_FORCE_BF16").is_ok_and(|v| v == "1");
+    let support = match convolution_library(device) {
+        #[cfg(mmix_onednn)]
+        "onednn" => onednn::bf16_support().map(|_| ()),
+        "own" => direct::bf16_support(),
+        _ => {
+            return Err(format!(
+                "--precision {precision} needs the convolutions on oneDNN or on mmix's own kernels, {}",
+                if !is_flex(device) {
+                    "which run on the CPU only"
+                } else {
+                    "which MMIX_OWN_CONV=off or MMIX_KERNELS=generic turned off"
+                }
+            ));
         }
-        onednn::set_precision(precision);
+    };
+    match support {
+        Ok(()) => {}
+        Err((reason, false)) => return Err(format!("--precision bf16: {reason}")),
+        Err((reason, true)) if !forced => {
+            return Err(format!(
+                "--precision bf16: {reason} (MMIX_FORCE_BF16=1 runs it anyway, slowly)"
+            ));
+        }
+        Err(_) => {}
     }
+    PRECISION.set(precision);
     Ok(())
 }
 
-/// The instruction set the convolutions compute with here, on oneDNN or on our own loops;
-/// `None` on Burn's.
-pub(crate) fn convolution_isa(device: &Device) -> Option<String> {
+/// The instruction set the convolutions compute with here in `precision`, on oneDNN or on
+/// our own loops; `None` on Burn's.
+pub(crate) fn convolution_isa(device: &Device, precision: Precision) -> Option<String> {
     match convolution_library(device) {
         #[cfg(mmix_onednn)]
         "onednn" => Some(onednn::isa().to_string()),
-        "own" => Some(direct::isa().to_string()),
+        "own" => Some(direct::isa(precision).to_string()),
         _ => None,
     }
 }
@@ -157,7 +198,7 @@ pub(crate) fn convolution_route(device: &Device, precision: Precision) -> Option
     if !is_flex(device) {
         return None;
     }
-    Some(match convolution_isa(device) {
+    Some(match convolution_isa(device, precision) {
         Some(isa) if convolution_library(device) == "onednn" => {
             format!("on oneDNN ({isa}) in {precision}")
         }

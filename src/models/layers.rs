@@ -179,6 +179,18 @@ pub(crate) fn conv2d_blocked(conv: &Conv2d, x: Tensor<5>) -> Tensor<5> {
 
 /// `conv` of a plain or blocked map `x`, written in `out` (of rank `R`).
 fn convolve<const D: usize, const R: usize>(conv: &Conv2d, x: Tensor<D>, out: Layout) -> Tensor<R> {
+    let output = convolve_on_a_route::<D, R>(conv, x, out);
+    let [_, inputs_per_group, kh, kw] = conv.weight.dims();
+    let multiply_adds = output.shape().num_elements() * inputs_per_group * kh * kw;
+    crate::kernels::count_convolution_flops(2 * multiply_adds as u64);
+    output
+}
+
+fn convolve_on_a_route<const D: usize, const R: usize>(
+    conv: &Conv2d,
+    x: Tensor<D>,
+    out: Layout,
+) -> Tensor<R> {
     #[cfg(mmix_onednn)]
     if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
         && crate::kernels::onednn::accepts(&x, conv.dilation, conv.groups)
@@ -186,7 +198,7 @@ fn convolve<const D: usize, const R: usize>(conv: &Conv2d, x: Tensor<D>, out: La
         let geometry = crate::kernels::onednn::ConvGeometry {
             stride: conv.stride,
             padding: [(top, bottom), (left, right)],
-            precision: crate::kernels::onednn::precision(),
+            precision: crate::kernels::precision(),
         };
         let output = crate::kernels::onednn::conv2d(x, conv.weight.val(), geometry, out);
         return match &conv.bias {

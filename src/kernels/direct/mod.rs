@@ -12,6 +12,10 @@
 //! into a zero-padded blocked buffer, which costs one pass over the map against the
 //! convolution's `9 · C_in` multiply-adds per output value.
 //!
+//! In bf16 ([`Precision::Bf16`], where the CPU has AVX512-BF16) that copy, the weights' and
+//! the output gradient's are rounded to bf16 as they are made, the loops multiply pairs of
+//! them into f32 sums, and everything they write is f32: the oneDNN route's arithmetic.
+//!
 //! `MMIX_OWN_CONV=off` in the environment turns the route off at run time (Burn's
 //! convolutions then), and so does `MMIX_KERNELS=generic`.
 
@@ -28,20 +32,24 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Shape, Tensor, TensorData};
+use half::bf16;
 use rayon::prelude::*;
 
+use super::Precision;
 use super::layout::{Layout, block_of};
-use loops::{Kernel, LANES, Output, Packing};
+use loops::{Element, Isa, Kernel, LANES, Output, Packing};
 
 /// Channels per block of the feature maps this route computes on without converting them.
 pub(crate) const BLOCK: usize = LANES;
 
 /// A convolution's stride (the same along both axes, 1 or 2) and `(before, after)` padding
-/// per spatial axis, each below the kernel's size (dilation 1, one group).
+/// per spatial axis, each below the kernel's size (dilation 1, one group), and the precision
+/// its operands are read in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
     pub stride: usize,
     pub padding: [(usize, usize); 2],
+    pub precision: Precision,
 }
 
 /// Whether the route is on for this process.
@@ -56,9 +64,37 @@ pub(crate) fn enabled() -> bool {
     })
 }
 
-/// The instruction set the loops run with here: `avx512`, `avx2` or `portable`.
-pub(crate) fn isa() -> &'static str {
-    loops::Isa::detect().name()
+/// The instruction set the loops run with here in `precision`: `avx512`, `avx2` or
+/// `portable` in f32; `avx512-bf16` or `portable` in bf16.
+pub(crate) fn isa(precision: Precision) -> &'static str {
+    match precision {
+        Precision::F32 => Isa::detect().name(),
+        Precision::Bf16 => Isa::detect_bf16().name(),
+    }
+}
+
+/// The multiply-add peak of this route's loops in `precision` on this machine, in FLOP/s over
+/// all threads (measured: see `loops::peak_flops`).
+pub(crate) fn peak_flops(precision: Precision) -> f64 {
+    match precision {
+        Precision::F32 => loops::peak_flops::<f32>(),
+        Precision::Bf16 => loops::peak_flops::<bf16>(),
+    }
+}
+
+/// `Ok` where this CPU multiplies bf16 natively (AVX512-BF16); else why not, and `true`: the
+/// portable loops compute the same sums, far more slowly.
+pub(crate) fn bf16_support() -> Result<(), (String, bool)> {
+    match Isa::detect_bf16() {
+        Isa::Avx512Bf16 => Ok(()),
+        _ => Err((
+            format!(
+                "this CPU has no AVX512-BF16, which mmix's own kernels compute bf16 with (they run {} here)",
+                Isa::detect().name()
+            ),
+            true,
+        )),
+    }
 }
 
 /// Whether this route takes the convolution of `x` (plain, or blocked in 16s) by `weight`
@@ -88,6 +124,7 @@ pub(crate) fn accepts<const D: usize>(
     fits.then_some(Geometry {
         stride: stride[0],
         padding,
+        precision: super::precision(),
     })
 }
 
@@ -161,11 +198,18 @@ impl<C: CheckpointStrategy> DirectConv for Autodiff<Flex, C> {
 struct ConvBackward;
 
 /// A convolution's input as its backward pass keeps it: the packed copy the forward pass
-/// made (the weight gradient reads that very layout), and the input's shape.
+/// made (the weight gradient reads that very copy), and the input's shape.
 #[derive(Clone, Debug)]
 struct SavedInput {
-    packed: Arc<Vec<f32>>,
+    packed: Arc<PackedValues>,
     shape: Shape,
+}
+
+/// A packed map's values in the precision of the convolution that made it.
+#[derive(Debug)]
+enum PackedValues {
+    F32(Vec<f32>),
+    Bf16(Vec<bf16>),
 }
 
 impl Backward<Flex, 2> for ConvBackward {
@@ -185,11 +229,17 @@ impl Backward<Flex, 2> for ConvBackward {
         let dy = f32s(&output_grad);
         if let Some(node) = node_x {
             let weight = weight.to_contiguous();
-            let grad = problem.input_gradient(dy, f32s(&weight));
+            let grad = match geometry.precision {
+                Precision::F32 => problem.input_gradient::<f32>(dy, f32s(&weight)),
+                Precision::Bf16 => problem.input_gradient::<bf16>(dy, f32s(&weight)),
+            };
             grads.register::<Flex>(node.id, tensor(grad, x.shape.as_slice().to_vec()));
         }
         if let Some(node) = node_weight {
-            let grad = problem.weight_gradient(&x.packed, dy);
+            let grad = match &*x.packed {
+                PackedValues::F32(packed) => problem.weight_gradient(packed, dy),
+                PackedValues::Bf16(packed) => problem.weight_gradient_bf16(packed, dy),
+            };
             grads.register::<Flex>(node.id, tensor(grad, weight.shape().as_slice().to_vec()));
         }
     }
@@ -268,15 +318,11 @@ impl Problem {
         }
     }
 
-    fn packed_input(&self, x: &[f32]) -> (Vec<f32>, loops::Packed) {
-        let packing = self.packing();
-        (loops::pack(x, &packing), packing.packed())
-    }
-
     /// The output, and the packed input.
-    fn forward(&self, x: &[f32], weight: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let (packed_x, packed) = self.packed_input(x);
-        let weights = loops::pack_weights(weight, self.weight, false);
+    fn forward<E: Element>(&self, x: &[f32], weight: &[f32]) -> (Vec<f32>, Vec<E>) {
+        let packing = self.packing();
+        let (packed_x, packed) = (loops::pack::<E>(x, &packing), packing.packed());
+        let weights = loops::pack_weights::<E>(weight, self.weight, false);
         let output = Output {
             dims: self.output,
             blocked: self.out != Layout::Plain,
@@ -296,11 +342,11 @@ impl Problem {
     /// output gradient cropped, the output gradient spread by the stride, padded by the
     /// kernel's size less the forward padding, convolved at stride 1 by the weights turned
     /// half a turn with their channels swapped.
-    fn input_gradient(&self, dy: &[f32], weight: &[f32]) -> Vec<f32> {
+    fn input_gradient<E: Element>(&self, dy: &[f32], weight: &[f32]) -> Vec<f32> {
         if self.geometry.stride > 1
             && let Some(phases) = self.phases()
         {
-            return self.input_gradient_by_phases(dy, weight, &phases);
+            return self.input_gradient_by_phases::<E>(dy, weight, &phases);
         }
         let [_, _, kh, kw] = self.weight;
         let [_, _, h, w] = self.input;
@@ -318,8 +364,8 @@ impl Problem {
             padding: [(top, bottom), (left, right)],
             dilation: s,
         };
-        let spread = loops::pack(dy, &packing);
-        let weights = loops::pack_weights(weight, self.weight, true);
+        let spread = loops::pack::<E>(dy, &packing);
+        let weights = loops::pack_weights::<E>(weight, self.weight, true);
         let output = Output {
             dims: self.input,
             blocked: self.in_block == LANES,
@@ -351,7 +397,7 @@ impl Problem {
     /// taps `i ≡ py + pad (mod stride)` (and likewise for columns) alone, a stride-1
     /// convolution of the output gradient by that part of the kernel. Spreading the output
     /// gradient with zeros would multiply by zero three times in four at stride 2.
-    fn input_gradient_by_phases(
+    fn input_gradient_by_phases<E: Element>(
         &self,
         dy: &[f32],
         weight: &[f32],
@@ -384,8 +430,8 @@ impl Problem {
                 padding: [(rows.before, rows.after), (cols.before, cols.after)],
                 dilation: 1,
             };
-            let packed_dy = loops::pack(dy, &packing);
-            let weights = loops::pack_weights(&part, [o, c, rows.taps, cols.taps], true);
+            let packed_dy = loops::pack::<E>(dy, &packing);
+            let weights = loops::pack_weights::<E>(&part, [o, c, rows.taps, cols.taps], true);
             let output = Output {
                 dims: [n, c, rows.len, cols.len],
                 blocked,
@@ -416,28 +462,59 @@ impl Problem {
 
     /// The weight gradient, from the packed input.
     fn weight_gradient(&self, packed_x: &[f32], dy: &[f32]) -> Vec<f32> {
-        let packed = self.packing().packed();
         let [_, o, oh, ow] = self.output;
         let blocked_dy;
         let dy = if self.out == Layout::Blocked(LANES) {
             dy
         } else {
-            let packing = Packing {
-                dims: self.output,
-                block: self.out.block(),
-                padding: [(0, 0), (0, 0)],
-                dilation: 1,
-            };
-            blocked_dy = loops::pack(dy, &packing);
+            blocked_dy = self.blocked_output_gradient(dy);
             &blocked_dy
         };
         loops::weight_gradient(
             packed_x,
-            packed,
+            self.packing().packed(),
             dy,
             [o, self.input[1], oh, ow],
             self.kernel(self.geometry.stride),
         )
+    }
+
+    /// The weight gradient in bf16, from the packed input: the loops sum over two images per
+    /// instruction, so the packed input and the output gradient are first laid out with their
+    /// images in pairs.
+    fn weight_gradient_bf16(&self, packed_x: &[bf16], dy: &[f32]) -> Vec<f32> {
+        let [n, o, oh, ow] = self.output;
+        let blocked_dy;
+        let dy = if self.out == Layout::Blocked(LANES) {
+            dy
+        } else {
+            blocked_dy = self.blocked_output_gradient(dy);
+            &blocked_dy
+        };
+        let paired_dy = loops::pair_images(dy, n, bf16::from_f32);
+        let paired_x = loops::pair_images(packed_x, n, |value| value);
+        let packed = loops::Packed {
+            n: n.div_ceil(2),
+            ..self.packing().packed()
+        };
+        loops::weight_gradient(
+            &paired_x,
+            packed,
+            &paired_dy,
+            [o, self.input[1], oh, ow],
+            self.kernel(self.geometry.stride),
+        )
+    }
+
+    /// A plain output gradient in blocks of 16 channels, as the weight gradient reads it.
+    fn blocked_output_gradient(&self, dy: &[f32]) -> Vec<f32> {
+        let packing = Packing {
+            dims: self.output,
+            block: self.out.block(),
+            padding: [(0, 0), (0, 0)],
+            dilation: 1,
+        };
+        loops::pack(dy, &packing)
     }
 }
 
@@ -450,7 +527,17 @@ fn forward(
 ) -> (FlexTensor, SavedInput) {
     let problem = Problem::new(&x.shape(), &weight.shape(), geometry, out);
     let (contiguous, weight) = (x.to_contiguous(), weight.to_contiguous());
-    let (values, packed) = problem.forward(f32s(&contiguous), f32s(&weight));
+    let (x_values, weight) = (f32s(&contiguous), f32s(&weight));
+    let (values, packed) = match geometry.precision {
+        Precision::F32 => {
+            let (values, packed) = problem.forward::<f32>(x_values, weight);
+            (values, PackedValues::F32(packed))
+        }
+        Precision::Bf16 => {
+            let (values, packed) = problem.forward::<bf16>(x_values, weight);
+            (values, PackedValues::Bf16(packed))
+        }
+    };
     let saved = SavedInput {
         packed: Arc::new(packed),
         shape: x.shape(),

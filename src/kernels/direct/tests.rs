@@ -1,9 +1,10 @@
 use super::*;
+use crate::kernels::bf16_bound::assert_within_bf16_rounding;
 use crate::kernels::conv_inputs as inputs;
 use crate::kernels::layout::{from_plain, to_plain};
 use burn::tensor::module::conv2d as burn_conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tolerance};
+use burn::tensor::{Device, Distribution, TensorData, Tolerance};
 
 /// Sums over up to a few thousand products in f32, in another order than Burn's.
 fn tolerance() -> Tolerance<f32> {
@@ -286,6 +287,189 @@ fn every_instruction_set_this_cpu_has_computes_what_the_portable_loops_do() {
                     assert!(
                         (a - b).abs() <= 1e-5 * largest,
                         "{isa:?} {what} of {dims:?} at stride {stride}: {a} against {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The route's convolution of a plain map `x` in `precision`, written in `out`, with its
+/// output, input gradient and weight gradient under the loss `Σ output · projection`.
+fn in_precision(
+    (x, weight): (&Tensor<4>, &Tensor<4>),
+    (stride, padding): (usize, [(usize, usize); 2]),
+    out: Layout,
+    projection: &Tensor<4>,
+    precision: Precision,
+) -> [TensorData; 3] {
+    let geometry = Geometry {
+        precision,
+        ..accepts(x, weight.dims(), [stride, stride], padding, [1, 1], 1, out)
+            .expect("the route takes the case")
+    };
+    let x = x.clone().detach().require_grad();
+    let weight = weight.clone().detach().require_grad();
+    let output = match out {
+        Layout::Plain => conv2d::<4, 4>(x.clone(), weight.clone(), geometry, out),
+        Layout::Blocked(_) => to_plain(conv2d::<4, 5>(x.clone(), weight.clone(), geometry, out)),
+    };
+    let grads = (output.clone() * projection.clone()).sum().backward();
+    [
+        output.inner().into_data(),
+        x.grad(&grads).expect("input gradient").into_data(),
+        weight.grad(&grads).expect("weight gradient").into_data(),
+    ]
+}
+
+#[test]
+fn bf16_convolutions_and_gradients_match_f32_to_bf16_precision() {
+    // Whichever bf16 loops this CPU runs: AVX512-BF16's, or the portable ones, which form
+    // the same sums. Every case: odd image counts leave a pair half empty in the weight
+    // gradient, and strided cases take the input gradient by phases.
+    let device = Device::flex().autodiff();
+    for (x_dims, out, stride, padding) in CASES {
+        let (x, weight) = inputs(&device, x_dims, out);
+        let layout = if out[0] % LANES == 0 {
+            Layout::Blocked(LANES)
+        } else {
+            Layout::Plain
+        };
+        let output_dims = burn_conv(x.clone(), weight.clone(), stride, padding).dims();
+        let projection = Tensor::<4>::random(output_dims, Distribution::Normal(0.0, 1.0), &device);
+        let run = |precision| {
+            in_precision(
+                (&x, &weight),
+                (stride, padding),
+                layout,
+                &projection,
+                precision,
+            )
+        };
+        let (f32s, bf16s) = (run(Precision::F32), run(Precision::Bf16));
+        assert_ne!(bf16s[0], f32s[0], "bf16 operands round");
+        for (what, (bf16s, f32s)) in ["output", "input gradient", "weight gradient"]
+            .iter()
+            .zip(bf16s.iter().zip(&f32s))
+        {
+            let case = format!("{what} of {x_dims:?} {out:?} stride {stride} {padding:?}");
+            assert_within_bf16_rounding(bf16s, f32s, &case);
+        }
+    }
+}
+
+#[test]
+fn every_bf16_instruction_set_sums_the_products_of_the_rounded_operands() {
+    // Against sums in f64 of the products of the operands rounded to bf16 (each product is
+    // exact in f32, so only the order of the f32 sums differs): AVX512-BF16's loops where
+    // the CPU has them and the portable ones everywhere; tiles of every width up to 16, both
+    // strides, an odd number of images, output channels that leave a block part empty.
+    let values = |len: usize, seed: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed) % 211) as f32 / 105.0) - 1.0)
+            .collect()
+    };
+    let round = |v: f32| bf16::from_f32(v).to_f32() as f64;
+    let isas: Vec<loops::Isa> = loops::Isa::available()
+        .into_iter()
+        .filter(|isa| matches!(isa, loops::Isa::Avx512Bf16 | loops::Isa::Portable))
+        .collect();
+    for (dims, o, stride) in [
+        ([3, 32, 9, 29], 32, 1),
+        ([2, 20, 9, 4], 24, 1),
+        ([3, 16, 13, 11], 16, 2),
+    ] {
+        let [n, c, h, w] = dims;
+        let x = values(dims.iter().product(), 1);
+        let weight_dims = [o, c, 3, 3];
+        let weight = values(weight_dims.iter().product(), 2);
+        let packing = Packing {
+            dims,
+            block: 1,
+            padding: same(1),
+            dilation: 1,
+        };
+        let packed = packing.packed();
+        let packed_x = loops::pack::<bf16>(&x, &packing);
+        let weights = loops::pack_weights::<bf16>(&weight, weight_dims, false);
+        let kernel = Kernel {
+            height: 3,
+            width: 3,
+            stride,
+        };
+        let span = |len: usize| (len + 2 - 3) / stride + 1;
+        let (oh, ow) = (span(h), span(w));
+        let dy = values(n * o * oh * ow, 3);
+        // x[n][c][y][x] of the rounded input, zero in the padding.
+        let input = |image: usize, channel: usize, y: usize, x_: usize| -> f64 {
+            if y == 0 || x_ == 0 || y > h || x_ > w {
+                return 0.0;
+            }
+            round(x[((image * c + channel) * h + y - 1) * w + x_ - 1])
+        };
+        let mut expected_output = vec![0.0f64; n * o * oh * ow];
+        let mut expected_grad = vec![0.0f64; o * c * 9];
+        for image in 0..n {
+            for out_channel in 0..o {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let at = ((image * o + out_channel) * oh + oy) * ow + ox;
+                        let gradient = round(dy[at]);
+                        for channel in 0..c {
+                            for i in 0..3 {
+                                for j in 0..3 {
+                                    let tap = (out_channel * c + channel) * 9 + i * 3 + j;
+                                    let value =
+                                        input(image, channel, oy * stride + i, ox * stride + j);
+                                    expected_output[at] += value * round(weight[tap]);
+                                    expected_grad[tap] += value * gradient;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let blocked_dy = loops::pack::<f32>(
+            &dy,
+            &Packing {
+                dims: [n, o, oh, ow],
+                block: 1,
+                padding: same(0),
+                dilation: 1,
+            },
+        );
+        let paired_dy = loops::pair_images(&blocked_dy, n, bf16::from_f32);
+        let paired_x = loops::pair_images(&packed_x, n, |v| v);
+        let paired = loops::Packed {
+            n: n.div_ceil(2),
+            ..packed
+        };
+        for &isa in &isas {
+            let output = Output {
+                dims: [n, o, oh, ow],
+                blocked: false,
+            };
+            let actual_output =
+                loops::convolve_on(isa, &packed_x, packed, &weights, kernel, output);
+            let actual_grad = loops::weight_gradient_on(
+                isa,
+                &paired_x,
+                paired,
+                &paired_dy,
+                [o, c, oh, ow],
+                kernel,
+            );
+            for (what, actual, expected) in [
+                ("output", &actual_output, &expected_output),
+                ("weight gradient", &actual_grad, &expected_grad),
+            ] {
+                let largest = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                assert!(largest > 0.0);
+                for (index, (a, e)) in actual.iter().zip(expected).enumerate() {
+                    assert!(
+                        (*a as f64 - e).abs() <= 1e-5 * largest,
+                        "{isa:?} {what} of {dims:?} → {o} at stride {stride}, element {index}: {a} against {e}"
                     );
                 }
             }

@@ -164,22 +164,9 @@ pub fn accepts<const D: usize>(x: &Tensor<D>, dilation: [usize; 2], groups: usiz
     enabled() && dilation == [1, 1] && groups == 1 && super::on_flex_f32(x)
 }
 
-thread_local! {
-    static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
-}
-
-/// Sets the precision of the convolutions this thread starts on the route from here on (a
-/// run trains on one thread; tests run on several). With [`Precision::Bf16`], each reads its
-/// input, weights and output gradient in bf16 and accumulates and writes in f32: the master
-/// weights, their gradients and every activation outside the convolutions stay f32. Check
-/// [`bf16_support`] first.
-pub(crate) fn set_precision(precision: Precision) {
-    PRECISION.set(precision);
-}
-
-/// The precision `set_precision` last set on this thread (f32 at first).
+/// The precision of the convolutions this thread starts on the route ([`super::precision`]).
 pub fn precision() -> Precision {
-    PRECISION.get()
+    super::precision()
 }
 
 /// The instruction set oneDNN dispatches to on this CPU, as oneDNN names it.
