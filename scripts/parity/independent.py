@@ -12,7 +12,11 @@ With --image-pad 0 --crop-padding 2 --per-epoch --subset-seed S it trains mmix's
 instead (28 px, crops of the image padded by 2, a rate per epoch, a subset per seed) with the
 same independent code.
 
-  independent.py --seed S [--epochs 12] [--out FILE.json]
+With --eval-every-epoch it evaluates the test set after every epoch, as mmix's whole-job
+benchmark has both trainers do (scripts/bench-job.sh), and its report splits the wall time into
+start-up (reading and padding the data set, building the model), training and evaluation.
+
+  independent.py --seed S [--epochs 12] [--eval-every-epoch] [--out FILE.json]
 """
 import argparse
 import gzip
@@ -87,8 +91,10 @@ def main():
     parser.add_argument("--image-pad", type=int, default=2, help="zeros around the 28-px images")
     parser.add_argument("--crop-padding", type=int, default=4)
     parser.add_argument("--per-epoch", action="store_true", help="cosine rate per epoch, not per step")
+    parser.add_argument("--eval-every-epoch", action="store_true", help="the test set after every epoch")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    launched = time.time()
     torch.set_num_threads(2)
 
     train_images, train_labels = read_idx("train-images-idx3-ubyte.gz"), read_idx("train-labels-idx1-ubyte.gz")
@@ -108,7 +114,10 @@ def main():
     layers = [int(k) for k in args.mix_layers.split(",")]
     steps_per_epoch = math.ceil(args.subset / args.batch_size)
     total, step, started = args.epochs * steps_per_epoch, 0, time.time()
+    timing = {"startup": started - launched, "train": 0.0, "eval": 0.0}
+    final = None
     for epoch in range(1, args.epochs + 1):
+        epoch_started = time.time()
         model.train()
         order = torch.randperm(args.subset, generator=generator)
         loss_sum = 0.0
@@ -130,11 +139,17 @@ def main():
             optimizer.step()
             loss_sum += loss.item() * len(index)
             step += 1
-        print(json.dumps({"epoch": epoch, "train_loss": loss_sum / args.subset,
-                          "seconds": round(time.time() - started, 1)}), flush=True)
-    final = evaluate(model, x_test, y_test, mean, std)
+        timing["train"] += time.time() - epoch_started
+        record = {"epoch": epoch, "train_loss": loss_sum / args.subset}
+        if args.eval_every_epoch or epoch == args.epochs:
+            evaluated = time.time()
+            final = evaluate(model, x_test, y_test, mean, std)
+            timing["eval"] += time.time() - evaluated
+            record["test"] = final
+        record["seconds"] = round(time.time() - started, 1)
+        print(json.dumps(record), flush=True)
     report = {"seed": args.seed, "options": {k: str(v) for k, v in vars(args).items()},
-              "final": final, "seconds": time.time() - started}
+              "final": final, "seconds": time.time() - started, "timing": timing}
     print(json.dumps(report), flush=True)
     if args.out:
         tmp = args.out.with_suffix(".tmp")

@@ -36,6 +36,10 @@ pub(crate) trait Element: Copy + Default + Send + Sync + 'static {
     /// `value`, rounded to the nearest (ties to even) where `Self` is narrower.
     fn from_f32(value: f32) -> Self;
 
+    /// Writes `source` as `Self` into `target`, of the same length: [`Self::from_f32`] of
+    /// each, in vectors where the CPU has the instruction.
+    fn write_from_f32(target: &mut [MaybeUninit<Self>], source: &[f32]);
+
     /// The instruction set this CPU computes in `Self` with.
     fn detect() -> Isa;
 
@@ -64,6 +68,12 @@ impl Element for f32 {
 
     fn from_f32(value: f32) -> Self {
         value
+    }
+
+    fn write_from_f32(target: &mut [MaybeUninit<f32>], source: &[f32]) {
+        for (t, s) in target.iter_mut().zip(source) {
+            t.write(*s);
+        }
     }
 
     fn detect() -> Isa {
@@ -101,6 +111,18 @@ impl Element for bf16 {
 
     fn from_f32(value: f32) -> Self {
         bf16::from_f32(value)
+    }
+
+    fn write_from_f32(target: &mut [MaybeUninit<bf16>], source: &[f32]) {
+        assert_eq!(target.len(), source.len(), "values to write");
+        #[cfg(target_arch = "x86_64")]
+        if Isa::detect_bf16() == Isa::Avx512Bf16 {
+            // SAFETY: detected; the lengths are equal.
+            return unsafe { x86::write_bf16(target, source) };
+        }
+        for (t, s) in target.iter_mut().zip(source) {
+            t.write(bf16::from_f32(*s));
+        }
     }
 
     fn detect() -> Isa {
@@ -262,9 +284,7 @@ pub(crate) fn pack<E: Element>(x: &[f32], packing: &Packing) -> Vec<E> {
                     zero(before);
                     let (middle, after) = rest.split_at_mut(w * LANES);
                     zero(after);
-                    for (t, s) in middle.iter_mut().zip(source) {
-                        t.write(E::from_f32(*s));
-                    }
+                    E::write_from_f32(middle, source);
                 }
             });
         // SAFETY: the planes tile the buffer (one per block of each image, as the source's
@@ -570,33 +590,73 @@ pub(crate) fn weight_gradient_on<E: Element>(
     grad
 }
 
-/// Two images at a time, their values side by side, as `E`: `[⌈n / 2⌉, len, 2]` from the `n`
+/// Two images at a time, their values side by side, in bf16: `[⌈n / 2⌉, len, 2]` from the `n`
 /// images of `len` values each in `values`, the second of a last, odd one's pair zero. The
 /// bf16 weight gradient sums over images a pair per instruction, and reads them so.
-pub(crate) fn pair_images<S: Copy + Sync, E: Element>(
-    values: &[S],
-    n: usize,
-    convert: impl Fn(S) -> E + Sync,
-) -> Vec<E> {
+pub(crate) fn pair_images<S: Pairable>(values: &[S], n: usize) -> Vec<bf16> {
     let len = values.len().checked_div(n).unwrap_or(0);
     assert_eq!(values.len(), n * len, "{n} images");
-    let mut paired = vec![E::default(); n.div_ceil(2) * len * 2];
-    if len == 0 {
-        return paired;
+    let total = n.div_ceil(2) * len * 2;
+    let mut paired = Vec::<bf16>::with_capacity(total);
+    if len > 0 {
+        paired.spare_capacity_mut()[..total]
+            .par_chunks_mut(2 * len)
+            .zip(values.par_chunks(2 * len))
+            .for_each(|(target, source)| {
+                let (first, second) = source.split_at(len.min(source.len()));
+                S::interleave(first, second, target);
+            });
     }
+    // SAFETY: the chunks tile the buffer and `interleave` writes each whole.
+    unsafe { paired.set_len(total) };
     paired
-        .par_chunks_mut(2 * len)
-        .zip(values.par_chunks(2 * len))
-        .for_each(|(target, source)| {
-            let (first, second) = source.split_at(len.min(source.len()));
-            for (index, value) in first.iter().enumerate() {
-                target[2 * index] = convert(*value);
-            }
-            for (index, value) in second.iter().enumerate() {
-                target[2 * index + 1] = convert(*value);
-            }
-        });
-    paired
+}
+
+/// What [`pair_images`] takes: f32 (an output gradient, rounded on the way) or bf16 (a
+/// packed map).
+pub(crate) trait Pairable: Copy + Send + Sync {
+    /// Writes `first[i]` and `second[i]` (0 where `second` is empty) in bf16 at `2i` and
+    /// `2i + 1` of `target`, which holds twice `first`.
+    fn interleave(first: &[Self], second: &[Self], target: &mut [MaybeUninit<bf16>]);
+}
+
+impl Pairable for f32 {
+    fn interleave(first: &[f32], second: &[f32], target: &mut [MaybeUninit<bf16>]) {
+        check_pairs(first.len(), second.len(), target.len());
+        #[cfg(target_arch = "x86_64")]
+        if Isa::detect_bf16() == Isa::Avx512Bf16 && !second.is_empty() {
+            // SAFETY: detected; the lengths are checked.
+            return unsafe { x86::interleave_f32(first, second, target) };
+        }
+        let second = |i: usize| second.get(i).copied().unwrap_or(0.0);
+        for (i, pair) in target.chunks_exact_mut(2).enumerate() {
+            pair[0].write(bf16::from_f32(first[i]));
+            pair[1].write(bf16::from_f32(second(i)));
+        }
+    }
+}
+
+impl Pairable for bf16 {
+    fn interleave(first: &[bf16], second: &[bf16], target: &mut [MaybeUninit<bf16>]) {
+        check_pairs(first.len(), second.len(), target.len());
+        #[cfg(target_arch = "x86_64")]
+        if Isa::detect_bf16() == Isa::Avx512Bf16 && !second.is_empty() {
+            // SAFETY: detected; the lengths are checked.
+            return unsafe { x86::interleave_bf16(first, second, target) };
+        }
+        let second = |i: usize| second.get(i).copied().unwrap_or(bf16::ZERO);
+        for (i, pair) in target.chunks_exact_mut(2).enumerate() {
+            pair[0].write(first[i]);
+            pair[1].write(second(i));
+        }
+    }
+}
+
+fn check_pairs(first: usize, second: usize, target: usize) {
+    assert!(
+        (second == first || second == 0) && target == 2 * first,
+        "pairs of {first} and {second} values into {target}"
+    );
 }
 
 /// A run of the weight gradient: the input block, the tap's row and column, and the first
@@ -1117,6 +1177,97 @@ mod x86 {
     pub(super) unsafe fn gradient_avx2(task: &GradientTask<f32>, sums: &mut [[f32; LANES]]) {
         // SAFETY: as the caller's.
         unsafe { gradient_task::<Avx2>(task, sums) }
+    }
+
+    /// `source` rounded to bf16 into `target`, 16 at a time with `vcvtneps2bf16` (nearest,
+    /// ties to even, as `bf16::from_f32`; values below f32's normal range become 0, as
+    /// `vdpbf16ps` would read them anyway).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512-BF16; `target` is as long as `source`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn write_bf16(target: &mut [MaybeUninit<bf16>], source: &[f32]) {
+        let vectors = source.len() / 16;
+        for i in 0..vectors {
+            // SAFETY: 16 values from `16 i` lie within both slices.
+            unsafe {
+                let rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(source.as_ptr().add(16 * i)));
+                let bits = std::mem::transmute::<__m256bh, __m256i>(rounded);
+                _mm256_storeu_si256(target.as_mut_ptr().add(16 * i).cast(), bits);
+            }
+        }
+        for (t, s) in target[16 * vectors..]
+            .iter_mut()
+            .zip(&source[16 * vectors..])
+        {
+            t.write(bf16::from_f32(*s));
+        }
+    }
+
+    /// 16 pairs `(first[i], second[i])` in bf16 as one vector of 32: each first value in the
+    /// low half of a 32-bit lane, its partner in the high half.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn pairs_of(first: __m256i, second: __m256i) -> __m512i {
+        _mm512_or_si512(
+            _mm512_cvtepu16_epi32(first),
+            _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(second)),
+        )
+    }
+
+    /// [`Pairable::interleave`] of f32, rounded with `vcvtneps2bf16`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX512-BF16; `second` is as long as `first` and `target`
+    /// twice as long.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn interleave_f32(
+        first: &[f32],
+        second: &[f32],
+        target: &mut [MaybeUninit<bf16>],
+    ) {
+        let vectors = first.len() / 16;
+        for i in 0..vectors {
+            // SAFETY: 16 values from `16 i` lie within `first` and `second`, 32 from `32 i`
+            // within `target`.
+            unsafe {
+                let round = |values: &[f32]| {
+                    let rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(values.as_ptr().add(16 * i)));
+                    std::mem::transmute::<__m256bh, __m256i>(rounded)
+                };
+                let pairs = pairs_of(round(first), round(second));
+                _mm512_storeu_si512(target.as_mut_ptr().add(32 * i).cast(), pairs);
+            }
+        }
+        for i in 16 * vectors..first.len() {
+            target[2 * i].write(bf16::from_f32(first[i]));
+            target[2 * i + 1].write(bf16::from_f32(second[i]));
+        }
+    }
+
+    /// [`Pairable::interleave`] of bf16.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `second` is as long as `first` and `target` twice as long.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn interleave_bf16(
+        first: &[bf16],
+        second: &[bf16],
+        target: &mut [MaybeUninit<bf16>],
+    ) {
+        let vectors = first.len() / 16;
+        for i in 0..vectors {
+            // SAFETY: as in `interleave_f32`.
+            unsafe {
+                let load = |values: &[bf16]| _mm256_loadu_si256(values.as_ptr().add(16 * i).cast());
+                let pairs = pairs_of(load(first), load(second));
+                _mm512_storeu_si512(target.as_mut_ptr().add(32 * i).cast(), pairs);
+            }
+        }
+        for i in 16 * vectors..first.len() {
+            target[2 * i].write(first[i]);
+            target[2 * i + 1].write(second[i]);
+        }
     }
 
     /// [`Element::spin`] with AVX-512 FMAs.

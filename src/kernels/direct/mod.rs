@@ -491,8 +491,8 @@ impl Problem {
             blocked_dy = self.blocked_output_gradient(dy);
             &blocked_dy
         };
-        let paired_dy = loops::pair_images(dy, n, bf16::from_f32);
-        let paired_x = loops::pair_images(packed_x, n, |value| value);
+        let paired_dy = loops::pair_images(dy, n);
+        let paired_x = loops::pair_images(packed_x, n);
         let packed = loops::Packed {
             n: n.div_ceil(2),
             ..self.packing().packed()

@@ -439,8 +439,8 @@ fn every_bf16_instruction_set_sums_the_products_of_the_rounded_operands() {
                 dilation: 1,
             },
         );
-        let paired_dy = loops::pair_images(&blocked_dy, n, bf16::from_f32);
-        let paired_x = loops::pair_images(&packed_x, n, |v| v);
+        let paired_dy = loops::pair_images(&blocked_dy, n);
+        let paired_x = loops::pair_images(&packed_x, n);
         let paired = loops::Packed {
             n: n.div_ceil(2),
             ..packed
@@ -474,5 +474,61 @@ fn every_bf16_instruction_set_sums_the_products_of_the_rounded_operands() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn bf16_rounding_in_vectors_is_the_scalar_rounding() {
+    // Ties to even both ways, the largest f32 (which rounds to infinity), infinities, NaN, a
+    // negative zero, the smallest normal, and a tail past a whole vector; on AVX512-BF16
+    // `vcvtneps2bf16`, elsewhere the scalar path, against `bf16::from_f32` bit for bit.
+    let mut values = vec![
+        1.0 + 1.0 / 256.0,
+        1.0 + 3.0 / 256.0,
+        -(1.0 + 1.0 / 256.0),
+        f32::MAX,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0,
+        f32::MIN_POSITIVE,
+        f32::NAN,
+    ];
+    values.extend((0..28).map(|i| (i as f32 * 0.618).sin() * 10f32.powi(i % 7 - 3)));
+    let expected: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+    let same = |a: &bf16, b: &bf16| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    let mut written = vec![std::mem::MaybeUninit::<bf16>::uninit(); values.len()];
+    <bf16 as loops::Element>::write_from_f32(&mut written, &values);
+    for (index, (w, e)) in written.iter().zip(&expected).enumerate() {
+        // SAFETY: `write_from_f32` wrote every element.
+        let w = unsafe { w.assume_init() };
+        assert!(
+            same(&w, e),
+            "value {index} ({}): {w} against {e}",
+            values[index]
+        );
+    }
+    // Two images and an odd third: pairs of each, the last with a zero partner.
+    let images: Vec<f32> = [
+        values.clone(),
+        values.iter().map(|v| -v).collect(),
+        values.clone(),
+    ]
+    .concat();
+    let paired = loops::pair_images(&images, 3);
+    let paired_bf16 = loops::pair_images(&expected.repeat(3), 3);
+    let len = values.len();
+    for (index, pair) in paired.chunks(2).enumerate() {
+        let (image_pair, i) = (index / len, index % len);
+        let first = bf16::from_f32(images[2 * image_pair * len + i]);
+        let second = match 2 * image_pair + 1 {
+            image if image < 3 => bf16::from_f32(images[image * len + i]),
+            _ => bf16::ZERO,
+        };
+        assert!(
+            same(&pair[0], &first) && same(&pair[1], &second),
+            "pair {index}"
+        );
+        let from_bf16 = &paired_bf16[2 * index..][..2];
+        assert!(same(&from_bf16[0], &expected[i]), "bf16 pair {index}");
     }
 }
