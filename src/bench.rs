@@ -2,9 +2,7 @@
 
 use std::time::Instant;
 
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
@@ -238,11 +236,14 @@ pub fn bench_step(
     )
     .with_width(config.width)
     .init(&train_device)?;
-    // The PyTorch reference's optimizer: momentum 0.9 without dampening, weight decay 5e-4.
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
-        .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-        .init();
+    // The training loop's own optimizer, set as the PyTorch reference's: momentum 0.9
+    // without dampening or Nesterov, weight decay 5e-4.
+    let mut optim = crate::train::optimizer(&crate::train::TrainConfig {
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 5e-4,
+        ..Default::default()
+    });
     let world = crate::distributed::world();
     crate::distributed::check_split(config.batch, world.size(), world.size())?;
     let rows = crate::distributed::shard(config.batch, world.size(), world.rank());
@@ -524,6 +525,47 @@ mod tests {
             warmup: 0,
             precision: Default::default(),
             semi,
+        }
+    }
+
+    #[test]
+    fn a_step_counts_the_floating_point_work_of_its_convolutions_and_linear_layer() {
+        // PreActResNet-18 of width 4 on 8×8 one-channel images, counted by hand: the stem,
+        // then per stage two blocks of two 3×3 convolutions (the first of stages 2-4 strided,
+        // with a 1×1 projection beside it), then the linear layer; three times the forward
+        // pass, two FLOP a multiply-add.
+        let (n, width, side, classes) = (2usize, 4usize, 8usize, 10usize);
+        let mut multiply_adds = n * width * 9 * side * side;
+        let mut in_planes = width;
+        for stage in 0..4 {
+            let (planes, size) = (width << stage, side >> stage);
+            let pixels = n * size * size;
+            multiply_adds += pixels * planes * in_planes * 9 + 3 * pixels * planes * planes * 9;
+            if in_planes != planes {
+                multiply_adds += pixels * planes * in_planes;
+            }
+            in_planes = planes;
+        }
+        multiply_adds += n * in_planes * classes;
+        let config = StepBenchConfig {
+            model: ModelKind::PreActResNet { depth: 18 },
+            width,
+            batch: n,
+            channels: 1,
+            image_size: side,
+            classes,
+            ..small_step(None)
+        };
+        let result = bench_step(&config, &Device::flex(), "cpu").unwrap();
+        let expected = 3.0 * 2.0 * multiply_adds as f64 * 1e-9;
+        assert!(
+            (result.gflop_per_step - expected).abs() <= 1e-9 * expected,
+            "{} GFLOP counted, {expected} by hand",
+            result.gflop_per_step
+        );
+        assert!(result.gflops > 0.0);
+        if let (Some(peak), Some(share)) = (result.peak_gflops, result.peak_share) {
+            assert!(peak > 0.0 && (share - result.gflops / peak).abs() < 1e-12);
         }
     }
 

@@ -8,13 +8,13 @@ pub mod predict;
 pub mod study;
 pub mod train;
 
-/// Says once per process how to get the CPU's fast path where `device` lacks it, or that a
-/// faster precision exists where the CPU has bf16: on stdout, with the run's headline, so that
-/// stderr holds only what went wrong.
+/// Says once per process that a faster precision exists where the CPU has bf16, or else how
+/// to get the CPU's fast path where `device` lacks it: on stdout, with the run's headline, so
+/// that stderr holds only what went wrong.
 pub fn note_fast_path(device: &burn::tensor::Device, precision: crate::kernels::Precision) {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    let note = crate::kernels::fast_path_note(device)
-        .or_else(|| crate::kernels::bf16_note(device, precision));
+    let note = crate::kernels::bf16_note(device, precision)
+        .or_else(|| crate::kernels::fast_path_note(device));
     if let Some(note) = note {
         ONCE.call_once(|| println!("{note}"));
     }
