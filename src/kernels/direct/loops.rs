@@ -811,8 +811,18 @@ macro_rules! tiles {
     };
 }
 
-/// 16 f32 lanes in registers, and the products they add up.
-trait Vector: Copy {
+/// 16 f32 sums in registers: what a tile accumulates into.
+trait Sums: Copy {
+    unsafe fn zero() -> Self;
+    unsafe fn load(from: *const f32) -> Self;
+    unsafe fn store(self, to: *mut f32);
+    unsafe fn add(self, other: Self) -> Self;
+}
+
+/// The products the loops add to their [`Sums`], on one instruction set and element.
+trait Vector {
+    /// The sums the products go into.
+    type Sum: Sums;
     /// What the loops read: f32, or bf16.
     type Elem: Element;
     /// The non-broadcast factor of a product: 16 values (f32), or 16 pairs (bf16).
@@ -832,35 +842,18 @@ trait Vector: Copy {
         band: usize,
         n: usize,
     );
-    unsafe fn zero() -> Self;
-    unsafe fn load(from: *const f32) -> Self;
-    unsafe fn store(self, to: *mut f32);
-    unsafe fn add(self, other: Self) -> Self;
     /// The operand at `from`: `16 · PAIR` values, each lane's pair adjacent.
     unsafe fn operand(from: *const Self::Elem) -> Self::Operand;
-    /// `self + x · w` lane by lane, `x` (`PAIR` values) read from memory and broadcast; with
+    /// `sum + x · w` lane by lane, `x` (`PAIR` values) read from memory and broadcast; with
     /// pairs, `x₀ · w₀ + x₁ · w₁`.
-    unsafe fn add_product(self, x: *const Self::Elem, w: Self::Operand) -> Self;
+    unsafe fn add_product(sum: Self::Sum, x: *const Self::Elem, w: Self::Operand) -> Self::Sum;
 }
 
+/// Plain Rust: 16 lanes in an array, which the compiler vectorises as the target allows.
 #[derive(Clone, Copy)]
 struct Portable([f32; LANES]);
 
-impl Vector for Portable {
-    type Elem = f32;
-    type Operand = Self;
-    const MAX: usize = 4;
-    #[inline(always)]
-    unsafe fn tile_of<const S: usize>(
-        task: &Task<f32>,
-        out: &mut [MaybeUninit<f32>],
-        row: usize,
-        col: usize,
-        band: usize,
-        n: usize,
-    ) {
-        tiles!(Self, S, task, out, row, col, band, n; 1: [1 2 3 4], 2: [1 2], 4: [1])
-    }
+impl Sums for Portable {
     #[inline(always)]
     unsafe fn zero() -> Self {
         Portable([0.0; LANES])
@@ -882,28 +875,46 @@ impl Vector for Portable {
         }
         self
     }
+}
+
+impl Vector for Portable {
+    type Sum = Portable;
+    type Elem = f32;
+    type Operand = Portable;
+    const MAX: usize = 4;
     #[inline(always)]
-    unsafe fn operand(from: *const f32) -> Self {
-        // SAFETY: as the caller's.
-        unsafe { Self::load(from) }
+    unsafe fn tile_of<const S: usize>(
+        task: &Task<f32>,
+        out: &mut [MaybeUninit<f32>],
+        row: usize,
+        col: usize,
+        band: usize,
+        n: usize,
+    ) {
+        tiles!(Self, S, task, out, row, col, band, n; 1: [1 2 3 4], 2: [1 2], 4: [1])
     }
     #[inline(always)]
-    unsafe fn add_product(mut self, x: *const f32, w: Self) -> Self {
+    unsafe fn operand(from: *const f32) -> Portable {
+        // SAFETY: as the caller's.
+        unsafe { Portable::load(from) }
+    }
+    #[inline(always)]
+    unsafe fn add_product(mut sum: Portable, x: *const f32, w: Portable) -> Portable {
         // SAFETY: the caller's pointer holds a value.
         let x = unsafe { *x };
-        for (acc, w) in self.0.iter_mut().zip(w.0) {
+        for (acc, w) in sum.0.iter_mut().zip(w.0) {
             *acc = x.mul_add(w, *acc);
         }
-        self
+        sum
     }
 }
 
 /// bf16 products as `vdpbf16ps` forms them, one at a time: a product of two bf16 values is
 /// exact in f32, and each is added to the sum in f32.
-#[derive(Clone, Copy)]
-struct PortableBf16([f32; LANES]);
+struct PortableBf16;
 
 impl Vector for PortableBf16 {
+    type Sum = Portable;
     type Elem = bf16;
     type Operand = [f32; 2 * LANES];
     const MAX: usize = 4;
@@ -919,40 +930,19 @@ impl Vector for PortableBf16 {
         tiles!(Self, S, task, out, row, col, band, n; 1: [1 2 3 4], 2: [1 2], 4: [1])
     }
     #[inline(always)]
-    unsafe fn zero() -> Self {
-        PortableBf16([0.0; LANES])
-    }
-    #[inline(always)]
-    unsafe fn load(from: *const f32) -> Self {
-        // SAFETY: the caller's pointer holds 16 values.
-        PortableBf16(unsafe { std::ptr::read_unaligned(from.cast::<[f32; LANES]>()) })
-    }
-    #[inline(always)]
-    unsafe fn store(self, to: *mut f32) {
-        // SAFETY: the caller's pointer takes 16 values.
-        unsafe { std::ptr::write_unaligned(to.cast::<[f32; LANES]>(), self.0) }
-    }
-    #[inline(always)]
-    unsafe fn add(mut self, other: Self) -> Self {
-        for (a, b) in self.0.iter_mut().zip(other.0) {
-            *a += b;
-        }
-        self
-    }
-    #[inline(always)]
     unsafe fn operand(from: *const bf16) -> [f32; 2 * LANES] {
         // SAFETY: the caller's pointer holds 32 values.
         let values = unsafe { std::ptr::read_unaligned(from.cast::<[bf16; 2 * LANES]>()) };
         values.map(f32::from)
     }
     #[inline(always)]
-    unsafe fn add_product(mut self, x: *const bf16, w: [f32; 2 * LANES]) -> Self {
+    unsafe fn add_product(mut sum: Portable, x: *const bf16, w: [f32; 2 * LANES]) -> Portable {
         // SAFETY: the caller's pointer holds a pair.
         let (x0, x1) = unsafe { (f32::from(*x), f32::from(*x.add(1))) };
-        for (acc, w) in self.0.iter_mut().zip(w.chunks_exact(2)) {
+        for (acc, w) in sum.0.iter_mut().zip(w.chunks_exact(2)) {
             *acc = *acc + x0 * w[0] + x1 * w[1];
         }
-        self
+        sum
     }
 }
 
@@ -963,25 +953,11 @@ mod x86 {
     use half::bf16;
     use std::arch::x86_64::*;
 
+    /// 16 sums in one AVX-512 register; also the f32 loops' products.
     #[derive(Clone, Copy)]
     pub(super) struct Avx512(__m512);
 
-    impl Vector for Avx512 {
-        type Elem = f32;
-        type Operand = Self;
-        const MAX: usize = 16;
-        #[inline(always)]
-        unsafe fn tile_of<const S: usize>(
-            task: &Task<f32>,
-            out: &mut [MaybeUninit<f32>],
-            row: usize,
-            col: usize,
-            band: usize,
-            n: usize,
-        ) {
-            tiles!(Self, S, task, out, row, col, band, n;
-                1: [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], 2: [1 2 3 4 5 6 7 8], 4: [1 2 3 4])
-        }
+    impl Sums for Avx512 {
         #[inline(always)]
         unsafe fn zero() -> Self {
             // SAFETY: only called inside functions compiled with AVX-512.
@@ -1002,23 +978,43 @@ mod x86 {
             // SAFETY: only called inside functions compiled with AVX-512.
             Avx512(unsafe { _mm512_add_ps(self.0, other.0) })
         }
+    }
+
+    impl Vector for Avx512 {
+        type Sum = Avx512;
+        type Elem = f32;
+        type Operand = Avx512;
+        const MAX: usize = 16;
         #[inline(always)]
-        unsafe fn operand(from: *const f32) -> Self {
-            // SAFETY: as the caller's.
-            unsafe { Self::load(from) }
+        unsafe fn tile_of<const S: usize>(
+            task: &Task<f32>,
+            out: &mut [MaybeUninit<f32>],
+            row: usize,
+            col: usize,
+            band: usize,
+            n: usize,
+        ) {
+            tiles!(Self, S, task, out, row, col, band, n;
+                1: [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], 2: [1 2 3 4 5 6 7 8], 4: [1 2 3 4])
         }
         #[inline(always)]
-        unsafe fn add_product(self, x: *const f32, w: Self) -> Self {
-            // SAFETY: as above; the caller's pointer holds a value.
-            Avx512(unsafe { _mm512_fmadd_ps(_mm512_set1_ps(*x), w.0, self.0) })
+        unsafe fn operand(from: *const f32) -> Avx512 {
+            // SAFETY: as the caller's.
+            unsafe { Avx512::load(from) }
+        }
+        #[inline(always)]
+        unsafe fn add_product(sum: Avx512, x: *const f32, w: Avx512) -> Avx512 {
+            // SAFETY: only called inside functions compiled with AVX-512; the caller's
+            // pointer holds a value.
+            Avx512(unsafe { _mm512_fmadd_ps(_mm512_set1_ps(*x), w.0, sum.0) })
         }
     }
 
     /// f32 sums of bf16 pairs' products, `vdpbf16ps`.
-    #[derive(Clone, Copy)]
-    pub(super) struct Avx512Bf16(__m512);
+    pub(super) struct Avx512Bf16;
 
     impl Vector for Avx512Bf16 {
+        type Sum = Avx512;
         type Elem = bf16;
         /// 32 bf16, their bits in an f32 register.
         type Operand = __m512;
@@ -1036,28 +1032,9 @@ mod x86 {
                 1: [1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16], 2: [1 2 3 4 5 6 7 8], 4: [1 2 3 4])
         }
         #[inline(always)]
-        unsafe fn zero() -> Self {
-            // SAFETY: only called inside functions compiled with AVX-512.
-            Avx512Bf16(unsafe { _mm512_setzero_ps() })
-        }
-        #[inline(always)]
-        unsafe fn load(from: *const f32) -> Self {
-            // SAFETY: as above; the caller's pointer holds 16 values.
-            Avx512Bf16(unsafe { _mm512_loadu_ps(from) })
-        }
-        #[inline(always)]
-        unsafe fn store(self, to: *mut f32) {
-            // SAFETY: as above; the caller's pointer takes 16 values.
-            unsafe { _mm512_storeu_ps(to, self.0) }
-        }
-        #[inline(always)]
-        unsafe fn add(self, other: Self) -> Self {
-            // SAFETY: only called inside functions compiled with AVX-512.
-            Avx512Bf16(unsafe { _mm512_add_ps(self.0, other.0) })
-        }
-        #[inline(always)]
         unsafe fn operand(from: *const bf16) -> __m512 {
-            // SAFETY: as above; the caller's pointer holds 32 values.
+            // SAFETY: only called inside functions compiled with AVX-512; the caller's
+            // pointer holds 32 values.
             unsafe { _mm512_loadu_ps(from.cast()) }
         }
         /// `vdpbf16ps` with the pair broadcast from memory by the instruction itself: a
@@ -1066,8 +1043,8 @@ mod x86 {
         /// either way).
         #[inline]
         #[target_feature(enable = "avx512f,avx512bf16")]
-        unsafe fn add_product(self, x: *const bf16, w: __m512) -> Self {
-            let mut sum = self.0;
+        unsafe fn add_product(sum: Avx512, x: *const bf16, w: __m512) -> Avx512 {
+            let mut sum = sum.0;
             // SAFETY: the caller's pointer holds a pair, which the instruction reads as one
             // 32-bit value; it touches no other memory, stack or flags.
             unsafe {
@@ -1079,28 +1056,15 @@ mod x86 {
                     options(pure, readonly, nostack, preserves_flags),
                 );
             }
-            Avx512Bf16(sum)
+            Avx512(sum)
         }
     }
 
+    /// 16 sums in two AVX2 registers; also the f32 loops' products.
     #[derive(Clone, Copy)]
     pub(super) struct Avx2(__m256, __m256);
 
-    impl Vector for Avx2 {
-        type Elem = f32;
-        type Operand = Self;
-        const MAX: usize = 6;
-        #[inline(always)]
-        unsafe fn tile_of<const S: usize>(
-            task: &Task<f32>,
-            out: &mut [MaybeUninit<f32>],
-            row: usize,
-            col: usize,
-            band: usize,
-            n: usize,
-        ) {
-            tiles!(Self, S, task, out, row, col, band, n; 1: [1 2 3 4 5 6], 2: [1 2 3], 4: [1])
-        }
+    impl Sums for Avx2 {
         #[inline(always)]
         unsafe fn zero() -> Self {
             // SAFETY: only called inside functions compiled with AVX2 and FMA.
@@ -1129,19 +1093,38 @@ mod x86 {
                 )
             }
         }
+    }
+
+    impl Vector for Avx2 {
+        type Sum = Avx2;
+        type Elem = f32;
+        type Operand = Avx2;
+        const MAX: usize = 6;
         #[inline(always)]
-        unsafe fn operand(from: *const f32) -> Self {
-            // SAFETY: as the caller's.
-            unsafe { Self::load(from) }
+        unsafe fn tile_of<const S: usize>(
+            task: &Task<f32>,
+            out: &mut [MaybeUninit<f32>],
+            row: usize,
+            col: usize,
+            band: usize,
+            n: usize,
+        ) {
+            tiles!(Self, S, task, out, row, col, band, n; 1: [1 2 3 4 5 6], 2: [1 2 3], 4: [1])
         }
         #[inline(always)]
-        unsafe fn add_product(self, x: *const f32, w: Self) -> Self {
-            // SAFETY: as above; the caller's pointer holds a value.
+        unsafe fn operand(from: *const f32) -> Avx2 {
+            // SAFETY: as the caller's.
+            unsafe { Avx2::load(from) }
+        }
+        #[inline(always)]
+        unsafe fn add_product(sum: Avx2, x: *const f32, w: Avx2) -> Avx2 {
+            // SAFETY: only called inside functions compiled with AVX2 and FMA; the caller's
+            // pointer holds a value.
             unsafe {
                 let x = _mm256_broadcast_ss(&*x);
                 Avx2(
-                    _mm256_fmadd_ps(x, w.0, self.0),
-                    _mm256_fmadd_ps(x, w.1, self.1),
+                    _mm256_fmadd_ps(x, w.0, sum.0),
+                    _mm256_fmadd_ps(x, w.1, sum.1),
                 )
             }
         }
@@ -1393,7 +1376,7 @@ unsafe fn tile<V: Vector, const S: usize, const R: usize, const W: usize>(
     let row_step = S * packed.width * LANES;
     let pair = <V::Elem as Element>::PAIR;
     // SAFETY: inside the caller's instruction set.
-    let mut acc = [[unsafe { V::zero() }; W]; R];
+    let mut acc = [[unsafe { V::Sum::zero() }; W]; R];
     let mut weights = task.weights.as_ptr();
     let x = task.x.as_ptr();
     for block in 0..packed.blocks {
@@ -1411,7 +1394,8 @@ unsafe fn tile<V: Vector, const S: usize, const R: usize, const W: usize>(
                         let base = x.add(corner + lane);
                         for (r, acc) in acc.iter_mut().enumerate() {
                             for (c, acc) in acc.iter_mut().enumerate() {
-                                *acc = acc.add_product(base.add(r * row_step + c * S * LANES), w);
+                                *acc =
+                                    V::add_product(*acc, base.add(r * row_step + c * S * LANES), w);
                             }
                         }
                     }
@@ -1472,7 +1456,7 @@ unsafe fn gradient_run<V: Vector, const K: usize>(
     sums: &mut [[f32; LANES]],
 ) {
     // SAFETY: inside the caller's instruction set.
-    let mut acc = [unsafe { V::zero() }; K];
+    let mut acc = [unsafe { V::Sum::zero() }; K];
     // With pairs, every value of the packed map and of `dy` is one of two images'.
     let pair = <V::Elem as Element>::PAIR;
     let step = task.stride * LANES * pair;
@@ -1486,7 +1470,7 @@ unsafe fn gradient_run<V: Vector, const K: usize>(
             unsafe {
                 let g = V::operand(dy);
                 for (k, acc) in acc.iter_mut().enumerate() {
-                    *acc = acc.add_product(x.add(k * pair), g);
+                    *acc = V::add_product(*acc, x.add(k * pair), g);
                 }
                 dy = dy.add(LANES * pair);
                 x = x.add(step);
@@ -1498,6 +1482,6 @@ unsafe fn gradient_run<V: Vector, const K: usize>(
     // summation keep the rounding of a long sum over many images small.
     for (sum, acc) in sums.iter_mut().zip(acc) {
         // SAFETY: `sum` holds and takes 16.
-        unsafe { V::load(sum.as_ptr()).add(acc).store(sum.as_mut_ptr()) };
+        unsafe { V::Sum::load(sum.as_ptr()).add(acc).store(sum.as_mut_ptr()) };
     }
 }
