@@ -51,8 +51,9 @@ pub struct StepBench {
     /// `gflop_per_step` over the median step time.
     pub gflops: f64,
     /// This machine's multiply-add peak for the convolutions' arithmetic, in GFLOP/s over all
-    /// threads, measured by running the loops' own instruction (FMA, or `vdpbf16ps` in bf16)
-    /// on registers alone on every thread at once; null off the CPU's routes.
+    /// threads, measured by running the own kernels' instruction (FMA, or `vdpbf16ps` in bf16)
+    /// on registers alone on every thread at once; null where the convolutions run elsewhere
+    /// (oneDNN, Burn, a GPU).
     pub peak_gflops: Option<f64>,
     /// `gflops` over `peak_gflops`.
     pub peak_share: Option<f64>,

@@ -86,15 +86,11 @@ pub(crate) fn take_convolution_flops() -> u64 {
 }
 
 /// The multiply-add peak of the convolutions' loops in `precision` on `device`, in FLOP/s
-/// over all threads, where it can be measured: on mmix's own kernels (oneDNN's and Burn's
-/// loops are not ours to run alone, and a GPU's peak is not the CPU's).
+/// over all threads, where the convolutions run on mmix's own kernels: the peak of the
+/// instruction they use. oneDNN may use others (AMX's tiles), Burn's are not ours to run
+/// alone, and a GPU's peak is not the CPU's.
 pub(crate) fn peak_flops(device: &Device, precision: Precision) -> Option<f64> {
-    match convolution_library(device) {
-        "own" => Some(direct::peak_flops(precision)),
-        #[cfg(mmix_onednn)]
-        "onednn" => Some(direct::peak_flops(precision)),
-        _ => None,
-    }
+    (convolution_library(device) == "own").then(|| direct::peak_flops(precision))
 }
 
 /// The precision of the convolutions this thread starts on the CPU's routes (oneDNN and the
