@@ -21,6 +21,7 @@
 
 mod loops;
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use burn::backend::TensorMetadata;
@@ -463,17 +464,11 @@ impl Problem {
     /// The weight gradient, from the packed input.
     fn weight_gradient(&self, packed_x: &[f32], dy: &[f32]) -> Vec<f32> {
         let [_, o, oh, ow] = self.output;
-        let blocked_dy;
-        let dy = if self.out == Layout::Blocked(LANES) {
-            dy
-        } else {
-            blocked_dy = self.blocked_output_gradient(dy);
-            &blocked_dy
-        };
+        let dy = self.blocked_output_gradient(dy);
         loops::weight_gradient(
             packed_x,
             self.packing().packed(),
-            dy,
+            &dy,
             [o, self.input[1], oh, ow],
             self.kernel(self.geometry.stride),
         )
@@ -484,14 +479,8 @@ impl Problem {
     /// images in pairs.
     fn weight_gradient_bf16(&self, packed_x: &[bf16], dy: &[f32]) -> Vec<f32> {
         let [n, o, oh, ow] = self.output;
-        let blocked_dy;
-        let dy = if self.out == Layout::Blocked(LANES) {
-            dy
-        } else {
-            blocked_dy = self.blocked_output_gradient(dy);
-            &blocked_dy
-        };
-        let paired_dy = loops::pair_images(dy, n);
+        let dy = self.blocked_output_gradient(dy);
+        let paired_dy = loops::pair_images(&dy, n);
         let paired_x = loops::pair_images(packed_x, n);
         let packed = loops::Packed {
             n: n.div_ceil(2),
@@ -506,15 +495,19 @@ impl Problem {
         )
     }
 
-    /// A plain output gradient in blocks of 16 channels, as the weight gradient reads it.
-    fn blocked_output_gradient(&self, dy: &[f32]) -> Vec<f32> {
+    /// The output gradient in blocks of 16 channels, as the weight gradient reads it: as it
+    /// came where the output was blocked, else a blocked copy.
+    fn blocked_output_gradient<'a>(&self, dy: &'a [f32]) -> Cow<'a, [f32]> {
+        if self.out == Layout::Blocked(LANES) {
+            return Cow::Borrowed(dy);
+        }
         let packing = Packing {
             dims: self.output,
             block: self.out.block(),
             padding: [(0, 0), (0, 0)],
             dilation: 1,
         };
-        loops::pack(dy, &packing)
+        Cow::Owned(loops::pack(dy, &packing))
     }
 }
 
