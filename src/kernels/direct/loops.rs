@@ -340,6 +340,67 @@ pub(crate) fn pack<E: Element>(x: &[f32], packing: &Packing) -> Vec<E> {
     out
 }
 
+/// The patches `kernel` reads from the plain map `x` `[n, c, h, w]` (zero where they reach
+/// into `padding`), as a packed map for a 1×1 convolution: `[n, ⌈c·kh·kw / 16⌉, oh, ow, 16]`,
+/// the summed axis in the lanes in the order the weights `[o, c, kh, kw]` lie in. A map of
+/// few channels packed as [`pack`] does fills one lane in 16 of every vector the loops
+/// multiply by; its patches fill all but the last block's tail.
+pub(crate) fn pack_patches<E: Element>(
+    x: &[f32],
+    packing: &Packing,
+    kernel: Kernel,
+    [oh, ow]: [usize; 2],
+) -> Vec<E> {
+    let [n, c, h, w] = packing.dims;
+    assert!(
+        packing.block == 1 && packing.dilation == 1,
+        "patches of a plain map"
+    );
+    assert_eq!(x.len(), n * c * h * w, "map of {:?}", packing.dims);
+    let (kh, kw, s) = (kernel.height, kernel.width, kernel.stride);
+    let summed = c * kh * kw;
+    let packed = patches_packed(n, summed, [oh, ow]);
+    let mut out = vec![E::default(); packed.len()];
+    if out.is_empty() {
+        return out;
+    }
+    let [(top, _), (left, _)] = packing.padding;
+    // Output position `o` reads input `o · s + tap − pad`: the outputs whose read lies inside.
+    let inside = |tap: usize, pad: usize, input: usize, outputs: usize| {
+        let first = pad.saturating_sub(tap).div_ceil(s);
+        let end = (input + pad).saturating_sub(tap).div_ceil(s).min(outputs);
+        first..end.max(first)
+    };
+    out.par_chunks_mut(packed.image())
+        .zip(x.par_chunks(c * h * w))
+        .for_each(|(image, source)| {
+            for k in 0..summed {
+                let (channel, i, j) = (k / (kh * kw), k / kw % kh, k % kw);
+                let plane = &mut image[(k / LANES) * packed.plane()..][..packed.plane()];
+                let source = &source[channel * h * w..][..h * w];
+                let columns = inside(j, left, w, ow);
+                for y in inside(i, top, h, oh) {
+                    let row = &source[(y * s + i - top) * w..][..w];
+                    for x in columns.clone() {
+                        plane[(y * ow + x) * LANES + k % LANES] =
+                            E::from_f32(row[x * s + j - left]);
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// The packed map [`pack_patches`] makes of `n` images with `summed` values per patch.
+pub(crate) fn patches_packed(n: usize, summed: usize, [oh, ow]: [usize; 2]) -> Packed {
+    Packed {
+        n,
+        blocks: summed.div_ceil(LANES),
+        height: oh,
+        width: ow,
+    }
+}
+
 /// Weights `[o, c, kh, kw]` packed for [`convolve`]: `[⌈o / 16⌉, ⌈c / 16⌉, kh, kw, 16 (c), 16 (o)]`,
 /// zero past `o` and `c`; in bf16, `[…, kh, kw, 8 (c / 2), 16 (o), 2 (c % 2)]`, so that one
 /// vector holds a pair of input channels for each of 16 outputs. With `transpose`, the

@@ -38,10 +38,14 @@ use rayon::prelude::*;
 
 use super::Precision;
 use super::layout::{Layout, block_of};
-use loops::{Element, Isa, Kernel, LANES, Output, Packing};
+use loops::{Element, Isa, Kernel, LANES, Output, Packed, Packing};
 
 /// Channels per block of the feature maps this route computes on without converting them.
 pub(crate) const BLOCK: usize = LANES;
+
+/// The most values a patch may hold for the input to be packed as patches: 16 blocks, which
+/// covers a 7×7 stem of three colours (147) at about 13 times the input's memory.
+const MAX_PATCH: usize = 16 * LANES;
 
 /// A convolution's stride (the same along both axes, 1 or 2) and `(before, after)` padding
 /// per spatial axis, each below the kernel's size (dilation 1, one group), and the precision
@@ -319,22 +323,61 @@ impl Problem {
         }
     }
 
+    /// Whether the input is packed as its patches ([`loops::pack_patches`]), a 1×1
+    /// convolution of fewer blocks than the kernel's taps times the input's blocks: a stem
+    /// convolution of a few colour channels, which the padded map would leave 13 lanes in 16
+    /// idle in (and more for a grey image).
+    fn by_patches(&self) -> bool {
+        let [_, c, kh, kw] = self.weight;
+        let summed = c * kh * kw;
+        self.in_block == 1
+            && summed <= MAX_PATCH
+            && summed.div_ceil(LANES) < kh * kw * c.div_ceil(LANES)
+    }
+
+    /// The packed input the forward pass and the weight gradient read, the kernel they
+    /// convolve it with, and the channels it sums over.
+    fn packed_input(&self) -> (Packed, Kernel, usize) {
+        let [_, c, kh, kw] = self.weight;
+        if self.by_patches() {
+            let [n, _, oh, ow] = self.output;
+            let one_by_one = Kernel {
+                height: 1,
+                width: 1,
+                stride: 1,
+            };
+            let summed = c * kh * kw;
+            return (
+                loops::patches_packed(n, summed, [oh, ow]),
+                one_by_one,
+                summed,
+            );
+        }
+        (
+            self.packing().packed(),
+            self.kernel(self.geometry.stride),
+            c,
+        )
+    }
+
     /// The output, and the packed input.
     fn forward<E: Element>(&self, x: &[f32], weight: &[f32]) -> (Vec<f32>, Vec<E>) {
-        let packing = self.packing();
-        let (packed_x, packed) = (loops::pack::<E>(x, &packing), packing.packed());
-        let weights = loops::pack_weights::<E>(weight, self.weight, false);
+        let [_, o, oh, ow] = self.output;
+        let (packed, kernel, summed) = self.packed_input();
+        let packed_x = if self.by_patches() {
+            let stride = self.kernel(self.geometry.stride);
+            loops::pack_patches::<E>(x, &self.packing(), stride, [oh, ow])
+        } else {
+            loops::pack::<E>(x, &self.packing())
+        };
+        // `[o, c, kh, kw]` and `[o, c·kh·kw, 1, 1]` lie alike in memory.
+        let dims = [o, summed, kernel.height, kernel.width];
+        let weights = loops::pack_weights::<E>(weight, dims, false);
         let output = Output {
             dims: self.output,
             blocked: self.out != Layout::Plain,
         };
-        let values = loops::convolve(
-            &packed_x,
-            packed,
-            &weights,
-            self.kernel(self.geometry.stride),
-            output,
-        );
+        let values = loops::convolve(&packed_x, packed, &weights, kernel, output);
         (values, packed_x)
     }
 
@@ -465,13 +508,8 @@ impl Problem {
     fn weight_gradient(&self, packed_x: &[f32], dy: &[f32]) -> Vec<f32> {
         let [_, o, oh, ow] = self.output;
         let dy = self.blocked_output_gradient(dy);
-        loops::weight_gradient(
-            packed_x,
-            self.packing().packed(),
-            &dy,
-            [o, self.input[1], oh, ow],
-            self.kernel(self.geometry.stride),
-        )
+        let (packed, kernel, summed) = self.packed_input();
+        loops::weight_gradient(packed_x, packed, &dy, [o, summed, oh, ow], kernel)
     }
 
     /// The weight gradient in bf16, from the packed input: the loops sum over two images per
@@ -482,17 +520,12 @@ impl Problem {
         let dy = self.blocked_output_gradient(dy);
         let paired_dy = loops::pair_images(&dy, n);
         let paired_x = loops::pair_images(packed_x, n);
+        let (packed, kernel, summed) = self.packed_input();
         let packed = loops::Packed {
             n: n.div_ceil(2),
-            ..self.packing().packed()
+            ..packed
         };
-        loops::weight_gradient(
-            &paired_x,
-            packed,
-            &paired_dy,
-            [o, self.input[1], oh, ow],
-            self.kernel(self.geometry.stride),
-        )
+        loops::weight_gradient(&paired_x, packed, &paired_dy, [o, summed, oh, ow], kernel)
     }
 
     /// The output gradient in blocks of 16 channels, as the weight gradient reads it: as it

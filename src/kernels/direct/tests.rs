@@ -531,3 +531,48 @@ fn bf16_rounding_in_vectors_is_the_scalar_rounding() {
         assert!(same(&from_bf16[0], &expected[i]), "bf16 pair {index}");
     }
 }
+
+#[test]
+fn stems_of_few_channels_are_packed_as_patches_and_the_rest_padded() {
+    // The comparisons with Burn above run every case through whichever packing it takes:
+    // this holds that both packings are among them.
+    let problem = |[n, c, h, w]: [usize; 4], [o, k]: [usize; 2], stride, padding| {
+        let geometry = Geometry {
+            stride,
+            padding,
+            precision: Precision::F32,
+        };
+        Problem::new(
+            &Shape::new([n, c, h, w]),
+            &Shape::new([o, c, k, k]),
+            geometry,
+            Layout::Plain,
+        )
+    };
+    let by_patches: Vec<bool> = CASES
+        .iter()
+        .map(|&(x, out, stride, padding)| problem(x, out, stride, padding).by_patches())
+        .collect();
+    assert!(
+        by_patches[0] && by_patches[7],
+        "3-channel 3×3 and 7×7 stems"
+    );
+    assert!(
+        !by_patches[1] && !by_patches[4],
+        "16 channels, and 1×1 kernels"
+    );
+    // Grey images, as Fashion-MNIST's: one value per tap.
+    assert!(problem([1, 1, 28, 28], [16, 3], 1, same(1)).by_patches());
+    // In blocks of 16, the map is packed as it lies.
+    let blocked = Problem::new(
+        &Shape::new([1, 1, 8, 8, 16]),
+        &Shape::new([16, 16, 3, 3]),
+        Geometry {
+            stride: 1,
+            padding: same(1),
+            precision: Precision::F32,
+        },
+        Layout::Plain,
+    );
+    assert!(!blocked.by_patches());
+}
