@@ -13,8 +13,9 @@ use manifold_mixup::mixup::MixConfig;
 fn main() {
     manifold_mixup::process::configure();
     let device = Device::flex();
-    let only = std::env::args()
+    let only = std::env::args_os()
         .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
         .find(|a| !a.starts_with('-'))
         .unwrap_or_default();
     let mut medians: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();

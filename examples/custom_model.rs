@@ -112,8 +112,11 @@ pub fn train_tiny_net_under(dir: &Path, config: &TrainConfig) -> Result<RunState
 
 #[allow(dead_code)]
 fn main() -> Result<()> {
-    let epochs = match std::env::args().nth(1) {
-        Some(text) => text.parse().context("the argument is a number of epochs")?,
+    let epochs = match std::env::args_os().nth(1) {
+        Some(text) => text
+            .to_string_lossy()
+            .parse()
+            .context("the argument is a number of epochs")?,
         None => 10,
     };
     let dir = Path::new("runs/custom-model");

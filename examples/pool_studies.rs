@@ -111,7 +111,11 @@ fn family(label: &str, reports: &[Report], metric: &str, arms: &[&str]) -> Resul
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.into_string())
+        .collect::<Result<_, _>>()
+        .map_err(|arg| anyhow::anyhow!("{arg:?} is not UTF-8"))?;
     let [metric, arms, paths @ ..] = args.as_slice() else {
         bail!("usage: pool_studies METRIC ARM[,ARM...] REPORT.json...");
     };

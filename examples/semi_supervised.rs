@@ -17,8 +17,11 @@ use manifold_mixup::mixup::MixMode;
 use manifold_mixup::train::{SemiConfig, SemiMethod, UnlabeledPool};
 
 fn main() -> Result<()> {
-    let epochs: usize = match std::env::args().nth(1) {
-        Some(text) => text.parse().context("the argument is a number of epochs")?,
+    let epochs: usize = match std::env::args_os().nth(1) {
+        Some(text) => text
+            .to_string_lossy()
+            .parse()
+            .context("the argument is a number of epochs")?,
         None => 20,
     };
     let mut config = tiny_net_config(epochs, 1);

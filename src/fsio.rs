@@ -21,6 +21,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// A path as text for JSON, reports and one-line messages: as it is where it is UTF-8 and
+/// printable, else each byte that is not UTF-8 written `\xNN` and each control character
+/// escaped (`\n`), so that no path makes a write fail or splits a line.
+pub fn path_text(path: &Path) -> String {
+    let mut text = String::new();
+    let push_valid = |text: &mut String, valid: &str| {
+        for c in valid.chars() {
+            if c.is_control() {
+                text.extend(c.escape_default());
+            } else {
+                text.push(c);
+            }
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+            push_valid(&mut text, chunk.valid());
+            for byte in chunk.invalid() {
+                text.push_str(&format!("\\x{byte:02x}"));
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    push_valid(&mut text, &path.to_string_lossy());
+    text
+}
+
 fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     for attempt in 0..100u32 {
@@ -36,6 +65,76 @@ fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(std::path::PathBuf
         }
     }
     Err(std::io::Error::other("could not create a temporary file"))
+}
+
+/// The file in a run or study folder that the one process working in it holds locked.
+pub const LOCK: &str = ".mmix-lock";
+
+/// A run's or study's folder, held by this process until the value is dropped (or the
+/// process ends, however it ends: the lock is the operating system's advisory lock).
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+/// Why a folder could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds it.
+    #[error("{} is in use by another mmix process{}: one process works in a run or study folder at a time, so wait for it to end (or stop it) and try again", path_text(dir), holder.map(|pid| format!(" (PID {pid})")).unwrap_or_default())]
+    Busy {
+        /// The folder.
+        dir: PathBuf,
+        /// The holder's process ID, as it wrote it.
+        holder: Option<u32>,
+    },
+    /// The lock file could not be made or locked.
+    #[error("cannot lock {}: {reason}", path_text(path))]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        reason: std::io::Error,
+    },
+}
+
+/// Locks the existing folder `dir` for this process through its [`LOCK`] file (made if
+/// missing), which then names this process's ID for the message another one gets.
+pub fn lock_folder(dir: &Path) -> Result<FolderLock, LockError> {
+    use std::io::{Read, Seek};
+    let path = dir.join(LOCK);
+    let io = |reason| LockError::Io {
+        path: path.clone(),
+        reason,
+    };
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+        return Err(io(std::io::Error::other(
+            "it is not a regular file (mmix's lock file is), so it is left alone",
+        )));
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.take(32).read_to_string(&mut text);
+            return Err(LockError::Busy {
+                dir: dir.to_path_buf(),
+                holder: text.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(FolderLock { _file: file })
 }
 
 /// Why mmix will not write into an output path: something there is not its own.
@@ -259,5 +358,52 @@ mod ownership_tests {
         std::fs::write(&big, vec![0u8; 100]).unwrap();
         assert!(read_regular(&big, 99).is_err());
         assert_eq!(read_regular(&big, 100).unwrap().len(), 100);
+    }
+}
+
+#[cfg(test)]
+mod path_text_tests {
+    use super::*;
+
+    #[test]
+    fn a_path_as_text_keeps_utf8_and_escapes_the_rest() {
+        assert_eq!(path_text(Path::new("runs/é x")), "runs/é x");
+        assert_eq!(path_text(Path::new("a\nb.png")), "a\\nb.png");
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let path = Path::new(std::ffi::OsStr::from_bytes(b"runs/r\xff\xfe"));
+            assert_eq!(path_text(path), "runs/r\\xff\\xfe");
+            // It goes into JSON, which a path of these bytes itself cannot.
+            assert!(serde_json::to_string(path).is_err());
+            assert!(serde_json::to_string(&path_text(path)).is_ok());
+        }
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_folder_refuses_a_second_holder_until_the_first_lets_go() {
+        let root = tempfile::tempdir().unwrap();
+        let first = lock_folder(root.path()).unwrap();
+        match lock_folder(root.path()) {
+            Err(LockError::Busy { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
+            other => panic!("a second lock: {other:?}"),
+        }
+        drop(first);
+        let again = lock_folder(root.path()).unwrap();
+        drop(again);
+        // A link in the lock file's place is refused, not followed.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::remove_file(root.path().join(LOCK)).unwrap();
+        std::os::unix::fs::symlink(other.path().join("target"), root.path().join(LOCK)).unwrap();
+        assert!(matches!(
+            lock_folder(root.path()),
+            Err(LockError::Io { .. })
+        ));
+        assert!(!other.path().join("target").exists());
     }
 }

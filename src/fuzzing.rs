@@ -128,6 +128,7 @@ pub fn checkpoint_seed() -> Vec<u8> {
         train_seconds: 0.02,
         train_images: 2,
         semi: None,
+        config: None,
         partial: Some(PartialEpoch {
             order: vec![1, 0],
             next_batch: 1,

@@ -149,7 +149,8 @@ pub fn tensors(bytes: &[u8]) -> Result<HashMap<String, Vec<f32>>, String> {
 }
 
 fn read_tensors(path: &Path) -> Result<HashMap<String, Vec<f32>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = crate::fsio::read_regular(path, crate::fsio::data_file_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     tensors(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -187,7 +188,8 @@ fn step(folder: &Path, case: &Case, device: &Device) -> Result<Step, String> {
         .init(&device)
         .map_err(|e| e.to_string())?;
     let weights = folder.join(format!("{}.weights.safetensors", case.name));
-    let bytes = std::fs::read(&weights).map_err(|e| format!("{}: {e}", weights.display()))?;
+    let bytes = crate::fsio::read_regular(&weights, crate::fsio::data_file_bytes())
+        .map_err(|e| format!("{}: {e}", weights.display()))?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .skip_enum_variants(true)
         .with_from_adapter(PyTorchToBurnAdapter);

@@ -974,3 +974,106 @@ fn resume_on_another_thread_count_is_bit_exact() {
         "the weight files differ"
     );
 }
+
+#[test]
+fn resume_refuses_a_config_json_edited_since_the_run_trained() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    let done = run(&as_strs(&small_run(&out, &[])));
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let path = out.join("config.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let resume = || run(&["train", "--resume", out.to_str().unwrap()]);
+    // Another seed would continue on another subset while config.json claimed the new one.
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["train"]["seed"] = serde_json::json!(6);
+    std::fs::write(&path, edited.to_string()).unwrap();
+    assert_one_line_error(&resume(), "(seed differs)", "a resume under another seed");
+    let mut unknown: serde_json::Value = serde_json::from_str(&original).unwrap();
+    unknown["train"]["sede"] = serde_json::json!(5);
+    std::fs::write(&path, unknown.to_string()).unwrap();
+    assert_one_line_error(&resume(), "unknown field `sede`", "an unknown key");
+    // As it was, the run resumes (finished: it evaluates again).
+    std::fs::write(&path, &original).unwrap();
+    let again = resume();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+}
+
+#[test]
+fn a_second_process_on_a_run_or_a_study_is_refused_and_the_first_finishes_unharmed() {
+    let root = tempfile::tempdir().unwrap();
+    // Long enough (a few seconds) that the second process starts while the first trains.
+    let args = |out: &Path| {
+        let mut args = small_run(out, &[]);
+        for (flag, value) in [("--epochs", "8"), ("--train-subset", "3000")] {
+            let at = args.iter().position(|a| a == flag).unwrap();
+            args[at + 1] = value.into();
+        }
+        args
+    };
+    let alone = root.path().join("alone");
+    let output = run(&as_strs(&args(&alone)));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let busy = root.path().join("busy");
+    let first = mmix()
+        .args(as_strs(&args(&busy)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&busy.join("config.json"), |_| true, Duration::from_secs(60));
+    let dir = busy.to_str().unwrap();
+    for second in [
+        vec!["train", "--resume", dir],
+        vec!["eval", dir],
+        as_strs(&small_run(&busy, &[])),
+    ] {
+        let refused = run(&second);
+        let expected = match second[1] {
+            "--model" => "already holds a run",
+            _ => "is in use by another mmix process (PID",
+        };
+        assert_one_line_error(&refused, expected, &second.join(" "));
+    }
+    let output = first.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        metrics_without_timing(&busy),
+        metrics_without_timing(&alone)
+    );
+    // No line twice (the folders' names differ, so the lines are counted, not compared).
+    let lines = |dir: &Path| {
+        std::fs::read_to_string(dir.join("train.log"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(lines(&busy), lines(&alone));
+    assert_eq!(
+        std::fs::read(busy.join("model.safetensors")).unwrap(),
+        std::fs::read(alone.join("model.safetensors")).unwrap()
+    );
+
+    let file = root.path().join("tiny.toml");
+    std::fs::write(&file, TINY_STUDY).unwrap();
+    let out = root.path().join("study");
+    let study = [
+        "study",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let mut first = mmix().args(study).stdout(Stdio::null()).spawn().unwrap();
+    wait_for(
+        &out.join("runs/none/seed-1/config.json"),
+        |_| true,
+        Duration::from_secs(120),
+    );
+    assert_one_line_error(
+        &run(&study),
+        "is in use by another mmix process (PID",
+        "a second process on the study",
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

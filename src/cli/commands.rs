@@ -11,6 +11,7 @@ use crate::data::{
     self, Augmentation, Dataset, DatasetName, ImageSet, LoadOptions, Normalization, make_batch,
 };
 use crate::eval::{EvalSuite, Evaluation, run_suite};
+use crate::fsio::path_text;
 use crate::mixup::{MixMode, PointShape};
 use crate::models::ModelKind;
 use crate::report;
@@ -27,6 +28,11 @@ use crate::study::{Estimate, StudyReport, holm_adjusted};
 pub fn eval(args: &EvalArgs) -> Result<()> {
     train::run_dir::check_own_entries(&args.dir)?;
     let mut config = train_cmd::load_saved_config(&args.dir)?;
+    // On the test split it writes the run's evaluation and reports: not while the run trains.
+    let _lock = match args.split {
+        EvalSplit::Test => Some(crate::fsio::lock_folder(&args.dir)?),
+        _ => None,
+    };
     if let Some(name) = &config.custom_model {
         bail!(
             "{} holds a run of the library model '{name}', which only the program that defines it can build (it evaluates with `train::run_dir::evaluate_latest`)",
@@ -84,8 +90,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         }
     };
     let out = serde_json::json!({
-        "run": args.dir,
-        "checkpoint": folder,
+        "run": path_text(&args.dir),
+        "checkpoint": path_text(&folder),
         "split": args.split,
         "accuracy": evaluation.clean.accuracy,
         "nll": evaluation.clean.nll,
@@ -549,7 +555,16 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// The most steps (or warm-up steps) one `mmix bench` times: hours of steps on any model, and
+/// far from a count whose timings would not fit in memory.
+const MAX_BENCH_STEPS: usize = 100_000;
+
 pub fn bench(args: &BenchArgs) -> Result<()> {
+    for (flag, steps) in [("--steps", args.steps), ("--warmup", args.warmup)] {
+        if steps > MAX_BENCH_STEPS {
+            bail!("{flag} must be at most {MAX_BENCH_STEPS}, got {steps}");
+        }
+    }
     if args.data {
         let dataset = load_named(&args.dataset, &args.data_dir)?;
         let (mean, std) = dataset.train.channel_stats();

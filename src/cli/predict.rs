@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 
+use crate::fsio::path_text;
 use crate::predict::{Predictor, Ranked};
 
 use super::args::{PredictArgs, PredictFormat};
@@ -73,7 +74,9 @@ fn image_files(paths: &[PathBuf]) -> (Vec<PathBuf>, usize) {
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(path) {
             Ok(entries) => entries
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && crate::data::is_image(p))
+                // Named as images, they are read and any that is not a regular file (a FIFO,
+                // a device, a broken link) is named and counted there.
+                .filter(|p| crate::data::is_image(p) && !p.is_dir())
                 .collect(),
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
@@ -106,10 +109,10 @@ fn line(
                 .iter()
                 .map(|c| format!("{} {:.1}%", c.name, c.probability * 100.0))
                 .collect();
-            format!("{}: {}", path.display(), ranked.join(", "))
+            format!("{}: {}", path_text(path), ranked.join(", "))
         }
         PredictFormat::Json => serde_json::json!({
-            "file": path,
+            "file": path_text(path),
             "top": classes,
             "temperature": temperature,
         })
@@ -120,7 +123,7 @@ fn line(
             .map(|(rank, c)| {
                 format!(
                     "{},{},{},{},{}",
-                    csv_field(&path.display().to_string()),
+                    csv_field(&path_text(path)),
                     rank + 1,
                     c.class,
                     csv_field(&c.name),

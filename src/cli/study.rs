@@ -113,6 +113,15 @@ pub fn run(args: &StudyArgs) -> Result<i32> {
         }
     }
     crate::fsio::check_own_folder(&out, &study::design::STUDY_ENTRIES)?;
+    if !args.report_only {
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
+    }
+    // One process per study: a second would train the same runs at the same time.
+    let _lock = match out.is_dir() {
+        true => Some(crate::fsio::lock_folder(&out)?),
+        false => None,
+    };
     if args.report_only {
         return report_finished(args, &out, &design);
     }
@@ -239,7 +248,10 @@ fn report_finished(args: &StudyArgs, out: &Path, design: &Design) -> Result<i32>
 
 /// Writes the study's report and prints it.
 fn report(out: &Path, design: &Design, cells: &[&Cell], partial_of: Option<usize>) -> Result<()> {
-    let command: Vec<String> = std::env::args().skip(1).collect();
+    let command: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|arg| crate::fsio::path_text(std::path::Path::new(&arg)))
+        .collect();
     let md = study::write_report(out, design, cells, partial_of, &command.join(" "))?;
     println!("{md}");
     println!("report: {}", out.join(study::report::REPORT_MD).display());

@@ -213,9 +213,11 @@ pub fn read_unlabeled_folder(
     size: usize,
     channels: usize,
 ) -> Result<UnlabeledSet, DataError> {
+    // Every entry named as an image is read, as the labelled folders' are: a FIFO, a device
+    // or a broken link among them is refused by name rather than passed over.
     let files: Vec<PathBuf> = sorted_entries(dir)?
         .into_iter()
-        .filter(|p| p.is_file() && is_image(p))
+        .filter(|p| is_image(p) && !p.is_dir())
         .collect();
     if files.is_empty() {
         return Err(DataError::NoUnlabeledImages { path: dir.into() });
@@ -228,7 +230,8 @@ pub fn read_unlabeled_folder(
     )?;
     let mut pixels = Vec::with_capacity(bytes as usize);
     for file in &files {
-        let encoded = std::fs::read(file).map_err(|e| DataError::io(file, e))?;
+        let encoded =
+            crate::fsio::read_regular(file, MAX_FILE_BYTES).map_err(|e| DataError::io(file, e))?;
         pixels.extend(decode_image_in(file, &encoded, size, channels)?);
     }
     Ok(UnlabeledSet {

@@ -43,6 +43,18 @@ pub enum DatasetName {
     Folder,
 }
 
+impl DatasetName {
+    /// The side of the images it gives, before any `--pad-to`: its own for the built-in
+    /// data sets, `image_size` (the images' resized side) for folders.
+    pub fn image_side(&self, image_size: usize) -> usize {
+        match self {
+            DatasetName::FashionMnistMini | DatasetName::FashionMnist | DatasetName::Mnist => 28,
+            DatasetName::Cifar10 | DatasetName::Cifar100 => 32,
+            DatasetName::Folder => image_size,
+        }
+    }
+}
+
 impl FromStr for DatasetName {
     type Err = DataError;
     fn from_str(name: &str) -> Result<Self, DataError> {

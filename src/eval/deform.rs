@@ -49,7 +49,8 @@ impl FromStr for Deformation {
             .filter(|v: &f64| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| bad("the parameter must be a finite number ≥ 0"))?;
         match kind {
-            "rotate" => Ok(Deformation::Rotate { max_degrees: value }),
+            "rotate" if value <= 180.0 => Ok(Deformation::Rotate { max_degrees: value }),
+            "rotate" => Err(bad("a rotation angle must be at most 180°")),
             "shear" if value < 90.0 => Ok(Deformation::Shear { max_degrees: value }),
             "shear" => Err(bad("a shear angle must be below 90°")),
             "zoom-out" if value >= 100.0 => Ok(Deformation::Zoom {
@@ -241,6 +242,8 @@ mod tests {
         for spec in [
             "rotate",
             "rotate:-5",
+            "rotate:1e308",
+            "rotate:181",
             "spin:10",
             "shear:95",
             "zoom-out:80",

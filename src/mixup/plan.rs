@@ -118,7 +118,7 @@ pub enum MixupError {
     UnknownMixPoint { point: usize, last: usize },
     #[error("{weights} layer weights were given for {points} mix points")]
     WeightCount { weights: usize, points: usize },
-    #[error("layer weights must be finite, non-negative and not all zero")]
+    #[error("layer weights must be finite, non-negative, not all zero, and sum to a finite number")]
     BadWeights,
     #[error("the {what} must be in [0, 1], got {value}")]
     BadProbability { what: &'static str, value: f64 },
@@ -317,7 +317,9 @@ impl MixConfig {
             .layer_weights
             .iter()
             .all(|w| w.is_finite() && *w >= 0.0);
-        if !valid || self.layer_weights.iter().sum::<f64>() <= 0.0 {
+        // Each weight finite is not enough: `WeightedIndex` sums them, and 1e308 + 1e308 is not.
+        let sum = self.layer_weights.iter().sum::<f64>();
+        if !(valid && sum.is_finite() && sum > 0.0) {
             return Err(MixupError::BadWeights);
         }
         Ok(())

@@ -281,6 +281,7 @@ mod tests {
             train_images: 1000,
             partial: None,
             semi: None,
+            config: None,
         };
         CompareRow {
             provenance: None,

@@ -368,8 +368,9 @@ pub const STUDY_RECORD: &str = "study.json";
 pub const GAIN_PLOT: &str = "gain.png";
 
 /// What a study writes into its folder; anything else there is refused, never overwritten.
-pub const STUDY_ENTRIES: [&str; 8] = [
+pub const STUDY_ENTRIES: [&str; 9] = [
     "runs",
+    crate::fsio::LOCK,
     STUDY_RECORD,
     GAIN_PLOT,
     "report.md",
@@ -414,7 +415,7 @@ pub fn record_design(
     }
     if saved.as_deref() != Some(text) {
         std::fs::create_dir_all(out).map_err(|e| StudyError::io("create", out, e))?;
-        let json = serde_json::json!({ "file": file, "text": text });
+        let json = serde_json::json!({ "file": crate::fsio::path_text(file), "text": text });
         let bytes = serde_json::to_string_pretty(&json).expect("a string map serialises");
         write_atomic(&record, bytes.as_bytes()).map_err(|e| StudyError::io("write", &record, e))?;
     }

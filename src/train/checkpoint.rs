@@ -79,6 +79,31 @@ pub struct RunState {
     /// A semi-supervised run's unlabelled stream (runs that save none have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semi: Option<super::SemiState>,
+    /// The configuration the run trains under, less its devices (which a resume may change):
+    /// a resume refuses a `config.json` edited since. Checkpoints of older runs hold none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `config` as a checkpoint records it: its keys, less the devices.
+pub fn config_record(
+    config: &super::TrainConfig,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut record = serde_json::to_value(config).ok()?.as_object()?.clone();
+    record.remove("device");
+    Some(record)
+}
+
+/// The keys whose values differ between two records of a configuration, sorted.
+pub fn differing_keys(
+    saved: &serde_json::Map<String, serde_json::Value>,
+    now: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = saved.keys().chain(now.keys()).collect();
+    keys.into_iter()
+        .filter(|key| saved.get(*key) != now.get(*key))
+        .cloned()
+        .collect()
 }
 
 impl RunState {

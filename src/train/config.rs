@@ -160,6 +160,7 @@ fn cosine(base: f64, progress: f64) -> f64 {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 /// Everything that defines a run: `config.json` holds it, and a resume continues from it.
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// The data set.
     pub dataset: DatasetName,
@@ -579,6 +580,27 @@ impl TrainConfig {
         }
         if let Some(semi) = &self.semi {
             self.validate_semi(semi)?;
+        }
+        let folders = [
+            ("data-dir", self.data_dir.as_deref()),
+            (
+                "unlabeled-dir",
+                match self.semi.as_ref().map(|semi| &semi.unlabeled) {
+                    Some(super::UnlabeledPool::Folder(dir)) => Some(dir.as_path()),
+                    _ => None,
+                },
+            ),
+        ];
+        for (option, dir) in folders {
+            if let Some(dir) = dir.filter(|dir| dir.to_str().is_none()) {
+                return Err(invalid(
+                    option,
+                    format!(
+                        "must be UTF-8 text, as config.json records it: {} is not (rename the folder or link to it under a UTF-8 name)",
+                        crate::fsio::path_text(dir)
+                    ),
+                ));
+            }
         }
         if !(self.lr_decay.is_finite() && self.lr_decay > 0.0) {
             return Err(invalid(

@@ -29,8 +29,9 @@ pub const SPECTRUM: &str = "spectrum.png";
 pub const TRACE: &str = "trace";
 
 /// Every entry a run writes into its folder.
-pub(crate) const OWN_ENTRIES: [&str; 11] = [
+pub(crate) const OWN_ENTRIES: [&str; 12] = [
     CONFIG,
+    crate::fsio::LOCK,
     LOG,
     CHECKPOINTS,
     WEIGHTS,
@@ -79,6 +80,8 @@ pub enum RunDirError {
         path: PathBuf,
         reason: std::io::Error,
     },
+    #[error(transparent)]
+    Lock(#[from] crate::fsio::LockError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
@@ -144,8 +147,17 @@ pub fn read_record(dir: &Path) -> Result<RunRecord, RunDirError> {
     let dataset: DataRecord = serde_json::from_value(value["dataset"].clone())
         .map_err(|e| bad(format!("no record of the run's data ({e})")))?;
     let [channels, height, width] = dataset.image_shape;
-    let consistent = channels > 0
+    // No larger than the options that wrote it give: the network's every map is sized by it.
+    let side = train
+        .pad_to
+        .unwrap_or_else(|| train.dataset.image_side(train.image_size));
+    let consistent = matches!(channels, 1 | 3)
         && height > 0
+        && height <= side
+        && dataset
+            .unpadded_size
+            .is_none_or(|unpadded| unpadded <= height)
+        && dataset.normalization.mean.iter().all(|m| m.is_finite())
         && height == width
         && dataset.normalization.mean.len() == channels
         && dataset.normalization.std.len() == channels
@@ -191,6 +203,8 @@ pub(crate) fn check_fresh(dir: &Path) -> Result<Found, RunDirError> {
         .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect::<Result<_, _>>()
         .map_err(io(dir))?;
+    // A lock file alone is what a run that stopped before writing its configuration left.
+    names.retain(|name| name != crate::fsio::LOCK);
     if names.is_empty() {
         return Ok(Found::Empty);
     }
@@ -289,6 +303,8 @@ pub struct RunDir {
     /// What a fresh run found at the path (to leave it so if it keeps nothing); `None` for a
     /// run that continues.
     found: Option<Found>,
+    /// Held while the run works in the folder: a second process is refused.
+    _lock: crate::fsio::FolderLock,
 }
 
 impl RunDir {
@@ -301,10 +317,18 @@ impl RunDir {
         device: &burn::tensor::Device,
     ) -> Result<Self, RunDirError> {
         let found = check_fresh(dir)?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // Locked before anything is written, and checked again once locked: another
+        // process may have started a run here since the check above. What it made is its own.
+        let lock = crate::fsio::lock_folder(dir)?;
+        if dir.join(CONFIG).exists() {
+            return Err(RunDirError::HoldsRun {
+                dir: dir.to_path_buf(),
+            });
+        }
         let made = (|| {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
             let text = serde_json::to_vec_pretty(&config_record(config, data, device))
-                .expect("a configuration serialises");
+                .map_err(|e| io(dir)(std::io::Error::other(e)))?;
             let path = dir.join(CONFIG);
             crate::fsio::write_atomic(&path, &text).map_err(io(&path))
         })();
@@ -315,6 +339,7 @@ impl RunDir {
         Ok(Self {
             dir: dir.to_path_buf(),
             found: Some(found),
+            _lock: lock,
         })
     }
 
@@ -322,9 +347,11 @@ impl RunDir {
     pub fn open(dir: &Path) -> Result<Self, RunDirError> {
         check_own_entries(dir)?;
         read_record(dir)?;
+        let lock = crate::fsio::lock_folder(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             found: None,
+            _lock: lock,
         })
     }
 
@@ -535,11 +562,24 @@ mod tests {
             RunDir::create(&dir, &config, &data, &device),
             Err(RunDirError::HoldsRun { .. })
         ));
-        assert!(RunDir::open(&dir).unwrap().abandon().unwrap().is_empty());
+        // Nor may a second process continue it while the first works there.
+        assert!(matches!(
+            RunDir::open(&dir),
+            Err(RunDirError::Lock(crate::fsio::LockError::Busy { .. }))
+        ));
+        let path = run.path().to_path_buf();
+        drop(run);
+        let run = RunDir::open(&path).unwrap();
+        assert!(run.abandon().unwrap().is_empty());
         assert!(
             dir.join(CONFIG).exists(),
             "a continued run keeps its folder"
         );
+        drop(run);
+        let run = RunDir {
+            found: Some(Found::Absent),
+            ..RunDir::open(&path).unwrap()
+        };
         // A fresh run that kept no checkpoint leaves no trace of itself.
         assert!(
             run.abandon()
@@ -575,6 +615,22 @@ mod tests {
         });
         std::fs::write(dir.join(CONFIG), record.to_string()).unwrap();
         assert_eq!(read_record(dir).unwrap().dataset.classes, ["a", "b"]);
+        // Larger images than the options give: each would take memory without bound.
+        for shape in [
+            [1, 1_000_000, 1_000_000],
+            [1, 5000, 5000],
+            [1, 29, 29],
+            [2, 8, 8],
+        ] {
+            let mut edited = record.clone();
+            edited["dataset"]["image_shape"] = serde_json::json!(shape);
+            std::fs::write(dir.join(CONFIG), edited.to_string()).unwrap();
+            let refused = read_record(dir).unwrap_err().to_string();
+            assert!(
+                refused.contains("does not hold together"),
+                "{shape:?}: {refused}"
+            );
+        }
         record["dataset"]["normalization"]["std"] = serde_json::json!([0.0]);
         std::fs::write(dir.join(CONFIG), record.to_string()).unwrap();
         let refused = read_record(dir).unwrap_err().to_string();

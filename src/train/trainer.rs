@@ -306,6 +306,7 @@ impl<M: Mixable> Run<'_, M> {
                 .semi
                 .as_ref()
                 .map(|_| SemiState::new(self.config.seed)),
+            config: super::checkpoint::config_record(self.config),
         };
         if let Some(semi) = &self.config.semi {
             self.teacher = Some(MeanTeacher::new(&model, semi.ema_decay));
@@ -384,7 +385,22 @@ impl<M: Mixable> Run<'_, M> {
             let updates = state.semi.as_ref().map_or(0, |s| s.teacher_updates);
             self.teacher = Some(MeanTeacher::resume(teacher, semi.ema_decay, updates));
         }
-        let (model, optim, state) = files.decode(model, optim)?;
+        let (model, optim, mut state) = files.decode(model, optim)?;
+        let now = super::checkpoint::config_record(self.config);
+        if let (Some(saved), Some(now)) = (&state.config, &now) {
+            let keys = super::checkpoint::differing_keys(saved, now);
+            if !keys.is_empty() {
+                return Err(TrainError::Checkpoint {
+                    path: folder.join("state.json"),
+                    reason: format!(
+                        "the run trained under another configuration than config.json now holds ({} differ{}): restore config.json, or start a new run with the new values",
+                        keys.join(", "),
+                        if keys.len() == 1 { "s" } else { "" }
+                    ),
+                });
+            }
+        }
+        state.config = now;
         if let Some(partial) = &state.partial
             && partial.order.len() != self.data.train.len()
         {

@@ -339,6 +339,11 @@ fn validation_names_the_problem() {
         manifold(vec![0, 1], vec![0.0, 0.0]).validate(&points, 1),
         Err(MixupError::BadWeights)
     );
+    // Each finite, their sum not: drawing a point would fail in the first epoch.
+    assert_eq!(
+        manifold(vec![0, 1], vec![1e308, 1e308]).validate(&points, 1),
+        Err(MixupError::BadWeights)
+    );
     let mut config = manifold(vec![0], vec![]);
     for alpha in [f64::NAN, f64::INFINITY, -1.0] {
         config.alpha = alpha;
