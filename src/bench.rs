@@ -37,6 +37,9 @@ pub struct StepBench {
     pub max_ms: f64,
     pub images_per_second: f64,
     pub peak_rss_mb: f64,
+    /// The memory check's estimate of the process's peak (`ModelConfig::training_bytes`),
+    /// which `peak_rss_mb` must stay below.
+    pub estimated_peak_mb: Option<f64>,
     /// Data-parallel ranks: each steps on its share of `batch`, and the gradients are
     /// all-reduced between backward and update (inside the timed step).
     pub ranks: usize,
@@ -357,6 +360,7 @@ pub fn bench_step(
         max_ms: max,
         images_per_second: config.batch as f64 * 1e3 / median,
         peak_rss_mb: peak_rss_mb(),
+        estimated_peak_mb: None,
         ranks: world.size(),
         allreduce_ms,
         gradient_mb: crate::models::trainable_parameter_count(&model) as f64 * 4e-6,

@@ -4,7 +4,7 @@
 /// written or allocated.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error(
-    "{what} would need at least {} of memory and this machine has {}: {hint}",
+    "{what} would need up to {} of memory (an estimate from above) and this machine has {}: {hint}",
     gib(*needed),
     gib(*available)
 )]

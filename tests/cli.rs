@@ -1077,3 +1077,90 @@ fn a_second_process_on_a_run_or_a_study_is_refused_and_the_first_finishes_unharm
     first.kill().unwrap();
     first.wait().unwrap();
 }
+
+#[test]
+fn the_memory_estimate_bounds_the_measured_peak_from_above() {
+    for args in [
+        &[
+            "--model",
+            "preactresnet18",
+            "--width",
+            "16",
+            "--batch-size",
+            "32",
+        ][..],
+        &[
+            "--model",
+            "small-cnn",
+            "--channels",
+            "1",
+            "--image-size",
+            "28",
+        ],
+        &[
+            "--model",
+            "resnet50",
+            "--width",
+            "16",
+            "--batch-size",
+            "4",
+            "--image-size",
+            "64",
+        ],
+        &[
+            "--model",
+            "wrn-16-2",
+            "--batch-size",
+            "16",
+            "--mix-loss",
+            "regmixup",
+        ],
+        &[
+            "--model",
+            "preactresnet18",
+            "--width",
+            "8",
+            "--batch-size",
+            "2",
+            "--image-size",
+            "256",
+        ],
+    ] {
+        let mut command = vec!["bench", "--steps", "1", "--warmup", "1"];
+        command.extend_from_slice(args);
+        let output = run(&command);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+        let stdout = text(&output.stdout);
+        let result: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        let (peak, estimate) = (
+            result["peak_rss_mb"].as_f64().unwrap(),
+            result["estimated_peak_mb"].as_f64().unwrap(),
+        );
+        assert!(
+            peak > 0.0 && estimate >= peak,
+            "{args:?}: peak {peak} MB, estimate {estimate} MB"
+        );
+    }
+    // What a bound from below let through, to reach 20 GB before it was killed.
+    let refused = run(&[
+        "bench",
+        "--model",
+        "wrn-28-10",
+        "--batch-size",
+        "8",
+        "--image-size",
+        "4096",
+        "--steps",
+        "1",
+    ]);
+    assert_one_line_error(
+        &refused,
+        "of memory (an estimate from above)",
+        "a 4096-pixel wrn-28-10",
+    );
+}

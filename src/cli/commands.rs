@@ -625,16 +625,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     )
     .with_width(config.width);
     model.validate()?;
+    let graphs = match config.mix_loss {
+        crate::mixup::MixLoss::Regmixup => 2,
+        crate::mixup::MixLoss::Replace => 1,
+    };
+    let needed =
+        model.training_bytes(config.batch * graphs + config.semi.map_or(0, |semi| semi.batch))?;
     crate::machine::check_fits(
         format!(
             "{} at --width {} and --batch-size {} on {}×{} images",
             config.model, config.width, config.batch, config.image_size, config.image_size
         ),
-        model
-            .training_bytes_lower_bound(config.batch + config.semi.map_or(0, |semi| semi.batch))?,
+        needed,
         "lower --width, --batch-size or --image-size",
     )?;
-    let result = bench_step(&config, &device, &args.device.to_string())?;
+    let mut result = bench_step(&config, &device, &args.device.to_string())?;
+    result.estimated_peak_mb = Some(needed as f64 / (1 << 20) as f64);
     if world.rank() == 0 {
         println!("{}", serde_json::to_string(&result)?);
     }

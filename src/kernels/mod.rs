@@ -71,6 +71,18 @@ impl std::fmt::Display for Precision {
 thread_local! {
     static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
     static CONVOLUTION_FLOPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static CONVOLUTION_OUTPUTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Adds a convolution's output values to this thread's count, which the memory estimate
+/// reads (`ModelConfig::feature_floats_per_image`).
+pub(crate) fn count_convolution_outputs(values: u64) {
+    CONVOLUTION_OUTPUTS.set(CONVOLUTION_OUTPUTS.get().saturating_add(values));
+}
+
+/// The convolutions' output values counted on this thread since the last call.
+pub(crate) fn take_convolution_outputs() -> u64 {
+    CONVOLUTION_OUTPUTS.replace(0)
 }
 
 /// Adds a forward convolution's floating-point operations (two per multiply-add) to this

@@ -181,8 +181,9 @@ pub(crate) fn conv2d_blocked(conv: &Conv2d, x: Tensor<5>) -> Tensor<5> {
 fn convolve<const D: usize, const R: usize>(conv: &Conv2d, x: Tensor<D>, out: Layout) -> Tensor<R> {
     let output = convolve_on_a_route::<D, R>(conv, x, out);
     let [_, inputs_per_group, kh, kw] = conv.weight.dims();
-    let multiply_adds = output.shape().num_elements() * inputs_per_group * kh * kw;
-    crate::kernels::count_convolution_flops(2 * multiply_adds as u64);
+    let outputs = output.shape().num_elements();
+    crate::kernels::count_convolution_outputs(outputs as u64);
+    crate::kernels::count_convolution_flops(2 * (outputs * inputs_per_group * kh * kw) as u64);
     output
 }
 

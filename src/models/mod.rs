@@ -302,25 +302,88 @@ impl ModelConfig {
         Ok(count.0)
     }
 
-    /// A lower bound on the bytes a train step at `batch` examples takes: weights, their
-    /// gradients and momentum, and per example the input and one full-width feature map
-    /// (a quarter of the input's pixels), each with its gradient. A configuration refused
-    /// on it cannot run; one accepted may still need more.
-    pub fn training_bytes_lower_bound(&self, batch: usize) -> Result<u64, ModelError> {
-        let parameters = self.parameter_floats()?;
-        let pixels = (self.image_size as u64).saturating_pow(2);
-        let input = pixels.saturating_mul(self.in_channels as u64);
-        let feature_map = match self.kind {
-            ModelKind::Mlp => self.width as u64,
-            _ => (self.width as u64).saturating_mul(pixels / 4),
+    /// The values the model's convolutions write for one image: counted in a forward pass of
+    /// one image of at most [`PROBE_SIZE`] pixels a side, and scaled by the pixels of the
+    /// model's image size over the probe's (every map of a convolutional network grows with
+    /// the image; the head after the global pooling does not, and is small).
+    pub fn feature_floats_per_image(&self) -> Result<u64, ModelError> {
+        self.validate()?;
+        let probe = self
+            .image_size
+            .min(PROBE_SIZE)
+            .max(self.kind.min_image_size());
+        let config = ModelConfig {
+            image_size: probe,
+            ..self.clone()
         };
-        let per_example = input.saturating_add(feature_map).saturating_mul(2);
-        let floats = parameters
-            .saturating_mul(3)
-            .saturating_add(per_example.saturating_mul(batch as u64));
-        Ok(floats.saturating_mul(4))
+        let device = Device::flex();
+        let model = config.init(&device)?;
+        let image = Tensor::<4>::zeros([1, self.in_channels, probe, probe], &device);
+        crate::kernels::take_convolution_outputs();
+        let _ = crate::mixup::Mixable::forward_mixed(&model, image, None);
+        let counted = crate::kernels::take_convolution_outputs() as f64;
+        let scale = (self.image_size as f64 / probe as f64).powi(2);
+        Ok((counted * scale).ceil() as u64)
+    }
+
+    /// An upper bound on the bytes of memory a training process of this model takes at
+    /// `batch` examples a step: the parameters with their gradients, momentum and packed
+    /// copies, and per example the input and every convolution's output, each with what the
+    /// backward pass keeps of it and the gradients it makes (factors measured against peak
+    /// resident memory: `memory_estimate_bounds_measured_peaks` in the tests, and the
+    /// figures in BENCHMARKS.md).
+    pub fn training_bytes(&self, batch: usize) -> Result<u64, ModelError> {
+        self.bytes_at(batch, PARAMETER_COPIES, INPUT_COPIES, FEATURE_COPIES)
+    }
+
+    /// An upper bound on the bytes of memory a process evaluating this model takes at
+    /// `batch` examples a forward pass: without autodiff, each map is freed once read, so
+    /// all of them together bound what is alive at once.
+    pub fn inference_bytes(&self, batch: usize) -> Result<u64, ModelError> {
+        self.bytes_at(batch, 2, 4, 1)
+    }
+
+    fn bytes_at(
+        &self,
+        batch: usize,
+        parameter_copies: u64,
+        input_copies: u64,
+        feature_copies: u64,
+    ) -> Result<u64, ModelError> {
+        let parameters = self
+            .parameter_floats()?
+            .saturating_mul(parameter_copies)
+            .saturating_mul(4);
+        // The probe's forward pass builds the weights: not where they alone do not fit.
+        if parameters >= crate::machine::memory_bytes() {
+            return Ok(parameters.saturating_add(PROCESS_BYTES));
+        }
+        let features = self.feature_floats_per_image()?;
+        let input = (self.image_size as u64)
+            .saturating_pow(2)
+            .saturating_mul(self.in_channels as u64);
+        let per_example = input
+            .saturating_mul(input_copies)
+            .saturating_add(features.saturating_mul(feature_copies));
+        Ok(per_example
+            .saturating_mul(batch as u64)
+            .saturating_mul(4)
+            .saturating_add(parameters)
+            .saturating_add(PROCESS_BYTES))
     }
 }
+
+/// The largest image side [`ModelConfig::feature_floats_per_image`] runs a forward pass at.
+const PROBE_SIZE: usize = 64;
+/// Copies of each parameter a training process holds (calibrated, see
+/// [`ModelConfig::training_bytes`]).
+const PARAMETER_COPIES: u64 = 6;
+/// Copies of each input value.
+const INPUT_COPIES: u64 = 8;
+/// Copies of each convolution output value.
+const FEATURE_COPIES: u64 = 4;
+/// The process without its tensors: code, the runtime, thread stacks, the embedded data.
+const PROCESS_BYTES: u64 = 128 << 20;
 
 /// Any of the supported models, so the training loop runs whichever one the user names.
 // One value per run: the size difference between variants costs nothing.

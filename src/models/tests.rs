@@ -565,15 +565,22 @@ fn parameters_are_counted_from_their_shapes_without_allocating_them() {
         wide_mlp,
         3072 * 100_000 + 100_000 + 100_000 * 100_000 + 100_000 + 100_000 * 10 + 10
     );
-    let bound = config("mlp", 100_000)
-        .training_bytes_lower_bound(1)
-        .unwrap();
-    assert!(bound > 12 * wide_mlp, "{bound}");
-    // The input and one feature map per example, with their gradients, grow with the batch.
-    let small = config("small-cnn", 8);
-    let per_example =
-        small.training_bytes_lower_bound(2).unwrap() - small.training_bytes_lower_bound(1).unwrap();
-    assert_eq!(per_example, 4 * 2 * (3 * 32 * 32 + 8 * 32 * 32 / 4));
+    // Refused on its weights alone, before any is built.
+    let bytes = config("mlp", 100_000).training_bytes(1).unwrap();
+    assert!(bytes > 6 * 4 * wide_mlp, "{bytes}");
+    // Every convolution's output, counted by hand: the stem (64 × 32²), stage 1 (4 × 64 × 32²),
+    // and at each later stage two blocks of two convolutions plus the projection (5 maps).
+    let preact = config("preactresnet18", 64);
+    let by_hand = 64 * 1024 * 5 + 5 * (128 * 256 + 256 * 64 + 512 * 16);
+    assert_eq!(preact.feature_floats_per_image().unwrap(), by_hand);
+    // Maps grow with the pixels (this one counted at the probe's 64 px, then scaled).
+    let larger = ModelConfig::new("preactresnet18".parse().unwrap(), 3, 128, 10).with_width(64);
+    assert_eq!(larger.feature_floats_per_image().unwrap(), 16 * by_hand);
+    // Per example: the input and every map, with what training keeps of each.
+    let per_example = preact.training_bytes(2).unwrap() - preact.training_bytes(1).unwrap();
+    assert_eq!(per_example, 4 * (8 * 3 * 32 * 32 + 4 * by_hand));
+    let inference = preact.inference_bytes(2).unwrap() - preact.inference_bytes(1).unwrap();
+    assert_eq!(inference, 4 * (4 * 3 * 32 * 32 + by_hand));
     assert!(matches!(
         config("small-cnn", MAX_WIDTH + 1).validate(),
         Err(ModelError::TooLarge { what: "width", .. })

@@ -180,7 +180,7 @@ pub fn save<M: Module>(
         Some(p) => format!("epoch-{:04}-batch-{:06}", state.epochs_done, p.next_batch),
     };
     let staging = dir.join(format!(".staging-{name}"));
-    let _ = std::fs::remove_dir_all(&staging);
+    let _ = remove_checkpoint_folder(&staging);
     std::fs::create_dir(&staging).map_err(|e| TrainError::io(&staging, e))?;
     let [model_bytes, optim_bytes, state_json] =
         encode(model, optimizer, state).map_err(|reason| checkpoint_error(&staging, reason))?;
@@ -199,7 +199,7 @@ pub fn save<M: Module>(
             .map_err(|e| TrainError::io(staging.join(file), e))?;
     }
     let final_dir = dir.join(&name);
-    let _ = std::fs::remove_dir_all(&final_dir);
+    let _ = remove_checkpoint_folder(&final_dir);
     std::fs::rename(&staging, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
     write_atomic(&dir.join(LATEST), name.as_bytes())
         .map_err(|e| TrainError::io(dir.join(LATEST), e))?;
@@ -210,7 +210,7 @@ pub fn save<M: Module>(
             let own_name = is_own_name(&entry.file_name().to_string_lossy());
             let real_folder = entry.file_type().is_ok_and(|t| t.is_dir());
             if own_name && real_folder && entry.path() != final_dir {
-                let _ = std::fs::remove_dir_all(entry.path());
+                let _ = remove_checkpoint_folder(&entry.path());
             }
         }
     }
@@ -218,6 +218,31 @@ pub fn save<M: Module>(
 }
 
 /// The names of the folders [`save`] writes: `epoch-E[-batch-B]` and their `.staging-` forms.
+/// Removes a checkpoint folder if it holds nothing but a checkpoint's files (and the
+/// temporary files their atomic writes leave after a crash); a folder with anything else in
+/// it, though named like a checkpoint, was not written by mmix alone and is left whole.
+fn remove_checkpoint_folder(folder: &Path) -> std::io::Result<()> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = FILES.contains(&name.as_str())
+            || name == TEACHER
+            || (name.starts_with('.') && name.contains(".tmp"));
+        if !(ours && entry.file_type()?.is_file()) {
+            return Err(std::io::Error::other(format!(
+                "{} holds {name}, which is not a checkpoint's: the folder is left as it is",
+                folder.display()
+            )));
+        }
+        files.push(entry.path());
+    }
+    for file in files {
+        std::fs::remove_file(file)?;
+    }
+    std::fs::remove_dir(folder)
+}
+
 fn is_own_name(name: &str) -> bool {
     let name = name.strip_prefix(".staging-").unwrap_or(name);
     let Some(rest) = name.strip_prefix("epoch-") else {
@@ -442,5 +467,37 @@ mod tests {
         ] {
             assert!(!super::is_own_name(other), "{other}");
         }
+    }
+
+    #[test]
+    fn a_folder_named_like_a_checkpoint_goes_only_if_it_holds_a_checkpoints_files_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let ours = root.path().join("epoch-0001");
+        std::fs::create_dir(&ours).unwrap();
+        for file in [
+            "model.bpk",
+            "optimizer.bpk",
+            "state.json",
+            ".state.json.tmp7-0",
+        ] {
+            std::fs::write(ours.join(file), b"x").unwrap();
+        }
+        super::remove_checkpoint_folder(&ours).unwrap();
+        assert!(!ours.exists());
+        let mixed = root.path().join("epoch-0000");
+        std::fs::create_dir(&mixed).unwrap();
+        std::fs::write(mixed.join("model.bpk"), b"x").unwrap();
+        std::fs::write(mixed.join("mine.txt"), b"mine").unwrap();
+        let kept = super::remove_checkpoint_folder(&mixed)
+            .unwrap_err()
+            .to_string();
+        assert!(kept.contains("mine.txt"), "{kept}");
+        assert_eq!(std::fs::read(mixed.join("mine.txt")).unwrap(), b"mine");
+        assert!(mixed.join("model.bpk").exists(), "nothing of it removed");
+        // A folder inside, even one of a checkpoint's names, is not a checkpoint's.
+        let nested = root.path().join("epoch-0002");
+        std::fs::create_dir_all(nested.join("state.json")).unwrap();
+        assert!(super::remove_checkpoint_folder(&nested).is_err());
+        assert!(nested.join("state.json").is_dir());
     }
 }

@@ -158,8 +158,17 @@ pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError>
         ),
         None => (0, format!("--batch-size {}", config.batch_size)),
     };
-    let needed =
-        model.training_bytes_lower_bound(config.batch_size.saturating_add(unlabeled_rows))?;
+    // RegMixup's step holds the clean batch's graph and the mixed copy's.
+    let graphs = match config.mix_loss {
+        crate::mixup::MixLoss::Regmixup => 2,
+        crate::mixup::MixLoss::Replace => 1,
+    };
+    let needed = model.training_bytes(
+        config
+            .batch_size
+            .saturating_mul(graphs)
+            .saturating_add(unlabeled_rows),
+    )?;
     crate::machine::check_fits(
         format!(
             "{} at --width {} and {batches} on {}×{} images",
@@ -187,7 +196,7 @@ pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError>
             "{} at --width {} and --eval-batch-size {} on {}×{} images",
             config.model, config.width, config.eval_batch_size, data.train.size, data.train.size
         ),
-        model.training_bytes_lower_bound(eval_rows)?,
+        model.inference_bytes(eval_rows)?,
         "lower --eval-batch-size, --width or --image-size",
     )?;
     Ok(())
