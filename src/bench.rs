@@ -193,6 +193,7 @@ impl<M: Mixable> UnlabeledBench<M> {
     }
 
     /// The consistency term of one step, with a freshly drawn mix.
+    #[allow(clippy::expect_used, reason = "cannot fail: ranks hold whole groups")]
     fn consistency(
         &self,
         student: &M,
@@ -224,6 +225,7 @@ impl<M: Mixable> UnlabeledBench<M> {
 
 /// Times full train steps (plan, mixed forward, backward, SGD update, loss to the host) on
 /// random input of the model's shape.
+#[allow(clippy::expect_used, reason = "cannot fail: ranks hold whole groups")]
 pub fn bench_step(
     config: &StepBenchConfig,
     device: &Device,

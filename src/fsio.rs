@@ -50,6 +50,28 @@ pub fn path_text(path: &Path) -> String {
     text
 }
 
+/// Serialises a path as [`path_text`] writes it, for `#[serde(serialize_with)]`: a
+/// non-UTF-8 path would otherwise fail the whole record.
+pub fn serialize_path<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path_text(path))
+}
+
+/// Whether `name` is a temporary file [`write_atomic`] makes (or a crash left) for one of
+/// the entries `own`: `.NAME.tmpPID-N`.
+fn is_own_temp_file(name: &str, own: &[&str]) -> bool {
+    let Some((target, suffix)) = name
+        .strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(".tmp"))
+    else {
+        return false;
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    own.contains(&target)
+        && suffix
+            .split_once('-')
+            .is_some_and(|(pid, attempt)| digits(pid) && digits(attempt))
+}
+
 fn tempfile_in(dir: &Path, target: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     for attempt in 0..100u32 {
@@ -188,7 +210,7 @@ pub fn check_own_folder(dir: &Path, own: &[&str]) -> Result<(), OwnershipError> 
     names.sort();
     for name in names {
         let text = name.to_string_lossy();
-        if !own.contains(&text.as_ref()) {
+        if !(own.contains(&text.as_ref()) || is_own_temp_file(&text, own)) {
             return Err(OwnershipError::Foreign {
                 dir: dir.to_path_buf(),
                 name: text.into_owned(),
@@ -318,6 +340,12 @@ mod ownership_tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("report.md"), b"#").unwrap();
         check_own_folder(&dir, &["report.md"]).unwrap();
+        // A write of another mmix process under way (or left by a crash) is mmix's own.
+        std::fs::write(dir.join(".report.md.tmp4242-0"), b"#").unwrap();
+        check_own_folder(&dir, &["report.md"]).unwrap();
+        std::fs::write(dir.join(".thesis.tex.tmp4242-0"), b"#").unwrap();
+        assert!(check_own_folder(&dir, &["report.md"]).is_err());
+        std::fs::remove_file(dir.join(".thesis.tex.tmp4242-0")).unwrap();
         std::fs::write(dir.join("thesis.tex"), b"mine").unwrap();
         let error = check_own_folder(&dir, &["report.md"]).unwrap_err();
         assert!(error.to_string().contains("thesis.tex"), "{error}");

@@ -63,6 +63,7 @@ pub fn image(data: &[u8]) {
 }
 
 /// The configuration of the checkpoint target: an mlp of width 4 and the paper's SGD.
+#[allow(clippy::expect_used, reason = "cannot fail: a valid configuration")]
 pub fn checkpoint_config() -> TrainConfig {
     let options = TrainOptions {
         model: Some("mlp".into()),
@@ -74,10 +75,12 @@ pub fn checkpoint_config() -> TrainConfig {
 
 /// A fresh model of [`checkpoint_config`] for 4×4 grey images in ten classes: small, so
 /// that the target's inputs (two records of its weights) are small.
+#[allow(clippy::expect_used, reason = "cannot fail: the CPU exists")]
 pub fn checkpoint_model(config: &TrainConfig) -> Classifier {
     checkpoint_model_on(config, &parse_device("cpu").expect("the CPU exists"))
 }
 
+#[allow(clippy::expect_used, reason = "cannot fail: an mlp fits 4×4 images")]
 fn checkpoint_model_on(config: &TrainConfig, device: &burn::tensor::Device) -> Classifier {
     ModelConfig::new(config.model, 1, 4, 10)
         .with_width(config.width)
@@ -87,6 +90,10 @@ fn checkpoint_model_on(config: &TrainConfig, device: &burn::tensor::Device) -> C
 
 /// A valid input of [`checkpoint`]: the model, optimizer and state of a checkpoint taken
 /// mid-epoch after one SGD step, as `checkpoint::save` writes them (the target's seed).
+#[allow(
+    clippy::expect_used,
+    reason = "cannot fail: the CPU exists; a checkpoint encodes"
+)]
 pub fn checkpoint_seed() -> Vec<u8> {
     use burn::optim::GradientsParams;
     use burn::tensor::Tensor;

@@ -1,3 +1,4 @@
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! `mmix`: the command line. Errors from the library arrive here and leave as one line.
 
 use clap::Parser;
@@ -11,7 +12,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Some(command) => command,
         None => Cli::parse_from(["mmix", "demo"])
             .command
-            .expect("`mmix demo` parses as a command"),
+            .ok_or_else(|| anyhow::anyhow!("`mmix demo` did not parse as a command"))?,
     };
     let world = manifold_mixup::distributed::init()?;
     if world.size() > 1 && !matches!(command, Command::Train(_) | Command::Bench(_)) {

@@ -111,6 +111,10 @@ pub const CASES: [Case; 10] = [
 
 impl Case {
     /// The case's model configuration.
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: the cases name known models"
+    )]
     pub fn model_config(&self) -> ModelConfig {
         let kind: ModelKind = self.model.parse().expect("the cases name known models");
         ModelConfig::new(kind, self.channels, self.size, CLASSES).with_width(self.width)

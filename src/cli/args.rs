@@ -138,9 +138,9 @@ pub struct PredictArgs {
     /// Image files, or folders whose image files (.png, .jpg, .jpeg) are all classified.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// How many of the most probable classes to print per image.
-    #[arg(long, default_value_t = 3)]
-    pub top: usize,
+    /// How many of the most probable classes to print per image (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top: u16,
     /// text (one line per image), json (one JSON object per line) or csv.
     #[arg(long, value_enum, default_value = "text")]
     pub format: PredictFormat,

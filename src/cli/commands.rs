@@ -181,6 +181,7 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::expect_used, reason = "cannot fail: some suffix is free")]
 fn first_free(base: &Path) -> PathBuf {
     (0..)
         .map(|i| {

@@ -65,6 +65,7 @@ impl Console {
     /// and stderr are terminals. The bar draws on stderr, and prints nothing where it cannot
     /// draw: with stderr redirected (or under mpirun, which gives stdout alone a terminal)
     /// the epoch lines go to stdout plainly.
+    #[allow(clippy::expect_used, reason = "cannot fail: valid template")]
     pub(super) fn new(
         epochs: usize,
         show_bar: bool,

@@ -43,7 +43,7 @@ pub fn run(args: &PredictArgs) -> Result<i32> {
         if read.is_empty() {
             continue;
         }
-        let ranked = predictor.classify(pixels, args.top);
+        let ranked = predictor.classify(pixels, usize::from(args.top));
         for (path, classes) in read.into_iter().zip(ranked) {
             println!(
                 "{}",

@@ -48,6 +48,10 @@ fn cell_args(cell: &Cell) -> Result<TrainArgs> {
 
 /// The `mmix train` options of one arm of a study (its evaluation suite included), for a
 /// single run of it at `seed` into `out`: what the demo runs.
+#[allow(
+    clippy::expect_used,
+    reason = "cannot fail: every arm has a cell per seed"
+)]
 pub fn arm_run(text: &str, source: &str, arm: &str, seed: u64, out: &Path) -> Result<TrainArgs> {
     let design = parse_text(text, source, Path::new(""))?;
     let index = design
@@ -78,6 +82,24 @@ pub fn check_text(text: &str, name: &str) -> Result<()> {
 }
 
 /// The study's folder: `--out`, or the file's path without `.toml`.
+/// The command that continues the study: its file, and the folder where one was given.
+fn again_command(args: &StudyArgs) -> String {
+    // Quoted for a POSIX shell where the path holds more than plain characters.
+    let word = |path: &Path| {
+        let text = crate::fsio::path_text(path);
+        let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@".contains(c);
+        match text.chars().all(plain) && !text.is_empty() {
+            true => text,
+            false => format!("'{}'", text.replace('\'', "'\\''")),
+        }
+    };
+    let mut command = format!("mmix study {}", word(&args.file));
+    if let Some(out) = &args.out {
+        command.push_str(&format!(" --out {}", word(out)));
+    }
+    command
+}
+
 fn study_folder(args: &StudyArgs) -> Result<PathBuf> {
     if let Some(out) = &args.out {
         super::require_path("--out", out)?;
@@ -180,8 +202,8 @@ fn run_cell(args: &StudyArgs, design: &Design, cell: &Cell, head: &str) -> Resul
         let result = train_cmd::run(&train_args, true)?;
         if result.interrupted {
             println!(
-                "study interrupted; run `mmix study {}` again to continue",
-                args.file.display()
+                "study interrupted; run `{}` again to continue",
+                again_command(args)
             );
             return Ok(Some(train_cmd::INTERRUPTED_EXIT));
         }
@@ -261,6 +283,24 @@ fn report(out: &Path, design: &Design, cells: &[&Cell], partial_of: Option<usize
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn the_hint_after_an_interruption_keeps_the_folder_given() {
+        let args = |out: Option<&str>| super::StudyArgs {
+            file: "studies/x.toml".into(),
+            out: out.map(Into::into),
+            device: None,
+            report_only: false,
+        };
+        assert_eq!(
+            super::again_command(&args(None)),
+            "mmix study studies/x.toml"
+        );
+        assert_eq!(
+            super::again_command(&args(Some("runs/x 2"))),
+            "mmix study studies/x.toml --out 'runs/x 2'"
+        );
+    }
 
     /// Every study the repository ships is one `mmix study` takes: a study only an AMX machine
     /// or a long session runs would otherwise rot unseen.

@@ -45,6 +45,8 @@ pub enum DataError {
     },
     #[error("{}: no class folders with images in it", path.display())]
     EmptyFolder { path: PathBuf },
+    #[error("{}: a class folder without images (.png, .jpg, .jpeg); add its images or remove it, so that no class is dropped unseen", path.display())]
+    EmptyClass { path: PathBuf },
     #[error("{}: no PNG or JPEG images in it (an unlabelled folder holds them directly, not in subfolders)", path.display())]
     NoUnlabeledImages { path: PathBuf },
     #[error("{}: cannot read image: {reason}", path.display())]

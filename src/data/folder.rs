@@ -23,22 +23,31 @@ pub fn is_image(path: &Path) -> bool {
 }
 
 /// Class names: the sorted subfolders that hold at least one image.
+/// A class folder without images is refused by name, not dropped (its class would vanish
+/// from the labels); hidden folders (`.name`) are passed over.
 pub(crate) fn class_names(split_dir: &Path) -> Result<Vec<String>, DataError> {
-    let mut names = Vec::new();
+    let (mut names, mut empty) = (Vec::new(), Vec::new());
     for path in sorted_entries(split_dir)? {
-        if path.is_dir() && sorted_entries(&path)?.iter().any(|p| is_image(p)) {
-            names.push(
-                path.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if !path.is_dir() || name.starts_with('.') {
+            continue;
+        }
+        match sorted_entries(&path)?.iter().any(|p| is_image(p)) {
+            true => names.push(name),
+            false => empty.push(path),
         }
     }
     if names.is_empty() {
         return Err(DataError::EmptyFolder {
             path: split_dir.into(),
         });
+    }
+    if let Some(path) = empty.into_iter().next() {
+        return Err(DataError::EmptyClass { path });
     }
     Ok(names)
 }

@@ -297,6 +297,13 @@ fn empty_folder_and_unreadable_image_are_reported() {
     std::fs::create_dir_all(dir.path().join("train/cat")).unwrap();
     let err = load(DatasetName::Folder, &options(dir.path())).unwrap_err();
     assert!(matches!(err, DataError::EmptyFolder { .. }), "{err}");
+    // Beside a class with images, an empty class folder is named, not dropped.
+    write_png(&dir.path().join("train/dog/a.png"), 1);
+    let err = load(DatasetName::Folder, &options(dir.path())).unwrap_err();
+    assert!(matches!(err, DataError::EmptyClass { .. }), "{err}");
+    assert!(message(err).contains("cat"));
+    write_png(&dir.path().join("train/cat/a.png"), 1);
+    write_png(&dir.path().join("test/dog/a.png"), 1);
 
     write_png(&dir.path().join("test/cat/a.png"), 1);
     std::fs::write(dir.path().join("train/cat/broken.png"), b"not a png").unwrap();

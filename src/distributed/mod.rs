@@ -46,6 +46,7 @@ pub trait Collective: Send + Sync {
 
 /// [`Collective::sum_tensor`] through host memory: the values leave the device, are summed
 /// with [`Collective::sum_f32`] and come back.
+#[allow(clippy::expect_used, reason = "cannot fail: converted to f32")]
 pub(crate) fn sum_through_host<C: Collective + ?Sized>(world: &C, values: Tensor<1>) -> Tensor<1> {
     let device = values.device();
     let mut host = values

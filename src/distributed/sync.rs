@@ -28,6 +28,7 @@ fn trainable<M: Module>(model: &M) -> Vec<(ParamId, Vec<usize>)> {
 /// A parameter keeps no gradient only where no rank had one, as in a single process. The
 /// buffer is built and cut on `device`, the (non-autodiff) device the model trains on, so that
 /// ranks on GPUs sum it where it lies ([`Collective::sum_tensor`]).
+#[allow(clippy::expect_used, reason = "cannot fail: converted to f32")]
 pub(crate) fn all_reduce_gradients<M: Module>(
     world: &dyn Collective,
     model: &M,
@@ -86,6 +87,10 @@ pub(crate) fn all_reduce_gradients<M: Module>(
 }
 
 /// The gradient of parameter `id` (of `rank` dimensions), flattened, if it has one.
+#[allow(
+    clippy::panic,
+    reason = "cannot fail: every model's parameters have ranks 1 to 4"
+)]
 fn take_flat_grad(grads: &mut GradientsParams, id: ParamId, rank: usize) -> Option<Tensor<1>> {
     fn flat<const D: usize>(grad: Tensor<D>) -> Tensor<1> {
         grad.flatten(0, D - 1)
@@ -100,6 +105,10 @@ fn take_flat_grad(grads: &mut GradientsParams, id: ParamId, rank: usize) -> Opti
     }
 }
 
+#[allow(
+    clippy::panic,
+    reason = "cannot fail: parameters of rank … are not supported"
+)]
 fn register(grads: &mut GradientsParams, id: ParamId, values: Tensor<1>, dims: &[usize]) {
     match *dims {
         [a] => grads.register(id, values.reshape([a])),
@@ -117,6 +126,7 @@ fn register(grads: &mut GradientsParams, id: ParamId, values: Tensor<1>, dims: &
 pub(crate) fn average_running_statistics<M: Module>(world: &dyn Collective, model: M) -> M {
     struct Collect(Vec<f32>);
     impl ModuleVisitor for Collect {
+        #[allow(clippy::expect_used, reason = "cannot fail: converted to f32")]
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let value = param.val();
             if !value.is_require_grad() {
@@ -189,6 +199,7 @@ pub(crate) fn broadcast_model<M: Module>(world: &dyn Collective, model: M) -> Re
 pub(crate) fn fingerprint<M: Module>(model: &M) -> u64 {
     struct Fnv(u64);
     impl ModuleVisitor for Fnv {
+        #[allow(clippy::expect_used, reason = "cannot fail: converted to f32")]
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let values = param.val().into_data().convert::<f32>();
             for value in values.try_into_vec::<f32>().expect("converted to f32") {

@@ -51,6 +51,10 @@ impl ThreadRank {
     }
 
     /// Every rank's device, by rank, given this rank's. Every rank calls it at the same point.
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: every rank wrote its device"
+    )]
     fn devices(&self, mine: Device) -> Vec<Device> {
         self.shared
             .devices
@@ -69,6 +73,7 @@ impl ThreadRank {
 }
 
 /// Sums fixed-size little-endian numbers element-wise across the ranks' byte strings.
+#[allow(clippy::expect_used, reason = "cannot fail: N bytes")]
 fn sum_bytes<const N: usize, T: Copy + std::iter::Sum<T>>(
     all: &[Vec<u8>],
     values: &mut [T],
@@ -152,6 +157,10 @@ pub fn thread_world() -> Option<&'static dyn Collective> {
 /// ([`super::world`] on that thread) that sums tensors as `sums` says, and returns what each
 /// returned, by rank. A rank whose body panics ends the process: the others would wait for it
 /// forever.
+#[allow(
+    clippy::expect_used,
+    reason = "cannot fail: rank threads do not unwind"
+)]
 pub fn run_on_threads<T: Send>(
     ranks: usize,
     sums: TensorSums,

@@ -51,6 +51,10 @@ fn default_step_size(epsilon: f64, steps: usize) -> f64 {
     2.5 * epsilon / steps as f64
 }
 
+/// The most PGD steps an attack takes: published evaluations use 7 to 100, and every step
+/// is a forward and a backward pass over the attacked examples.
+const MAX_PGD_STEPS: usize = 1000;
+
 impl FromStr for Attack {
     type Err = EvalError;
 
@@ -88,8 +92,12 @@ impl FromStr for Attack {
                     .trim()
                     .parse()
                     .ok()
-                    .filter(|&s| s >= 1)
-                    .ok_or_else(|| bad("the step count must be an integer ≥ 1"))?;
+                    .filter(|&s| (1..=MAX_PGD_STEPS).contains(&s))
+                    .ok_or_else(|| {
+                        bad(&format!(
+                            "the step count must be an integer from 1 to {MAX_PGD_STEPS}"
+                        ))
+                    })?;
                 let step_size = match rest {
                     [size] => number(size, "step size")?,
                     _ => default_step_size(epsilon, steps),
@@ -208,6 +216,7 @@ impl AttackTarget {
 
     /// The adversarial version of `clean` (pixels in [0, 1]) under `attack`; PGD's random start
     /// is drawn from `rng`.
+    #[allow(clippy::expect_used, reason = "cannot fail: a finite ε ≥ 0")]
     pub fn perturb<R: Rng + ?Sized>(
         &self,
         clean: Tensor<4>,
@@ -291,6 +300,7 @@ pub fn robust_accuracy<R: Rng + ?Sized>(
     robust as f64 / set.len().max(1) as f64
 }
 
+#[allow(clippy::expect_used, reason = "cannot fail: logits are f32")]
 fn correct(logits: Tensor<2>, labels: &[usize]) -> Vec<bool> {
     let values = logits
         .into_data()
@@ -475,6 +485,8 @@ mod tests {
             "pgd:1.5:3",
             "pgd:0.1",
             "pgd:0.1:0",
+            "pgd:0.1:1001",
+            "pgd:0.1:18446744073709551615",
             "cw:0.1",
             "fgsm:nan",
         ] {

@@ -34,6 +34,7 @@ pub struct Spectrum {
 }
 
 /// Descending singular values of `rows` (`n × d`, row-major) after subtracting their mean.
+#[allow(clippy::expect_used, reason = "cannot fail: a float matrix")]
 pub(crate) fn centred_singular_values(
     rows: &[f32],
     n: usize,
@@ -89,6 +90,10 @@ pub(crate) fn spread(sigma: &[f64]) -> (f64, usize) {
 
 /// The spectrum of the representations at mix point `point` of `model` (evaluation mode) over
 /// the first `per_class` examples of each class of `set`.
+#[allow(
+    clippy::expect_used,
+    reason = "cannot fail: every model passes each mix point; hidden states are f32"
+)]
 pub fn class_spectrum<M: Mixable>(
     model: &M,
     set: &ImageSet,

@@ -161,6 +161,7 @@ pub fn logits<M: Mixable>(
 }
 
 /// [`logits`] of the examples `indices` of `set` alone.
+#[allow(clippy::expect_used, reason = "cannot fail: logits are f32")]
 fn logits_of_rows<M: Mixable>(
     model: &M,
     set: &ImageSet,

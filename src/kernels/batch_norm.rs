@@ -212,6 +212,11 @@ struct Runs<'a> {
 
 impl<'a> Runs<'a> {
     /// `tensor` must be contiguous (`FlexTensor::to_contiguous`).
+    #[allow(
+        clippy::expect_used,
+        clippy::panic,
+        reason = "cannot fail: batch norm of a tensor of shape …; a contiguous f32 tensor"
+    )]
     fn new(tensor: &'a FlexTensor) -> Self {
         let shape = tensor.shape();
         let (batch, blocks, block, run) = match *shape.as_slice() {
@@ -307,6 +312,7 @@ fn vector(values: Vec<f32>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, [len]))
 }
 
+#[allow(clippy::expect_used, reason = "cannot fail: a contiguous f32 tensor")]
 fn f32_values(tensor: &FlexTensor) -> Vec<f32> {
     tensor
         .to_contiguous()

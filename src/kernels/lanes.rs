@@ -187,6 +187,7 @@ pub(crate) fn write_affine(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: &La
     debug_assert_eq!(out.len(), xs.len());
     #[inherit_target]
     #[inline(never)]
+    #[allow(clippy::expect_used, reason = "cannot fail: a whole chunk")]
     fn chunk(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: &LaneAffine) {
         let xs: &[f32; LANES] = xs.try_into().expect("a whole chunk");
         store(
@@ -214,6 +215,7 @@ pub(crate) fn write_affine(out: &mut [MaybeUninit<f32>], xs: &[f32], affine: &La
 /// its own, kept out of line: inlined, the compiler vectorises across chunks instead of along
 /// them (one lane of each of 16 chunks per register, with gathers and scatters).
 #[inline(always)]
+#[allow(clippy::expect_used, reason = "cannot fail: a whole chunk")]
 fn store(out: &mut [MaybeUninit<f32>], values: [f32; LANES]) {
     let out: &mut [MaybeUninit<f32>; LANES] = out.try_into().expect("a whole chunk");
     *out = values.map(MaybeUninit::new);
@@ -319,6 +321,7 @@ pub(crate) fn write_gated_gradient(
     debug_assert_eq!(out.len(), xs.len());
     #[inherit_target]
     #[inline(never)]
+    #[allow(clippy::expect_used, reason = "cannot fail: a whole chunk")]
     fn chunk(out: &mut [MaybeUninit<f32>], dy: &[f32], xs: &[f32], gradient: &LaneGradient) {
         let dy: &[f32; LANES] = dy.try_into().expect("a whole chunk");
         let xs: &[f32; LANES] = xs.try_into().expect("a whole chunk");

@@ -46,6 +46,7 @@ impl Layout {
 }
 
 /// Channels per block of a rank-4 (plain) or rank-5 (blocked) feature map's shape.
+#[allow(clippy::panic, reason = "cannot fail: a feature map of shape …")]
 pub(crate) fn block_of(dims: &[usize]) -> usize {
     match *dims {
         [_, _, _, _] => 1,
@@ -60,6 +61,7 @@ pub(crate) fn channels_of(dims: &[usize]) -> usize {
 }
 
 /// `x`, plain or blocked, in the plain layout `[N, C, H, W]` (a copy only when `b > 1`).
+#[allow(clippy::panic, reason = "cannot fail: a feature map of shape …")]
 pub(crate) fn to_plain<const D: usize>(x: Tensor<D>) -> Tensor<4> {
     let dims = x.dims();
     match dims[..] {
@@ -75,6 +77,7 @@ pub(crate) fn to_plain<const D: usize>(x: Tensor<D>) -> Tensor<4> {
 
 /// A plain `[N, C, H, W]` map as a rank-`D` map: plain for `D = 4`, else in blocks of
 /// `block` channels (`block` must divide `C`).
+#[allow(clippy::panic, reason = "cannot fail: a rank-… feature map")]
 pub(crate) fn from_plain<const D: usize>(x: Tensor<4>, block: usize) -> Tensor<D> {
     let [n, c, h, w] = x.dims();
     let as_rank_d = |dims: Vec<usize>| -> [usize; D] {

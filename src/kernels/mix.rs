@@ -189,6 +189,7 @@ enum Direction {
     Backward,
 }
 
+#[allow(clippy::expect_used, reason = "cannot fail: a contiguous f32 tensor")]
 fn mix(h: &FlexTensor, partners: &[usize], own: &OwnWeights, direction: Direction) -> FlexTensor {
     let shape = h.shape();
     let h = h.to_contiguous();

@@ -120,6 +120,7 @@ impl CutBox {
 /// per feature), and grown to `block × block` squares clipped at the border, one channel's
 /// plane at a time (rows, then columns: a sliding count each). Returns how many features
 /// were altered.
+#[allow(clippy::expect_used, reason = "cannot fail: a probability in (0, 1)")]
 pub fn patch_mask(
     config: &PatchUpConfig,
     rng: &mut impl Rng,

@@ -81,6 +81,10 @@ impl TensorMix {
 
     /// What the forward pass mixed, for the targets; an error if it skipped a planned point
     /// or gave a box or block mix a flat state.
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: no forward pass panicked holding it"
+    )]
     pub fn applied(&self) -> Result<AppliedMix, MixupError> {
         let Action::Mix(placed) = &self.action else {
             return Err(MixupError::NotMixing);
@@ -126,6 +130,10 @@ impl TensorMix {
 }
 
 impl PlacedPlan {
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: no forward pass panicked holding it"
+    )]
     fn apply_at<const D: usize>(&self, point: usize, hidden: Tensor<D>) -> Tensor<D> {
         let Some(index) = self.plan.mixes.iter().position(|m| m.point == point) else {
             return hidden;

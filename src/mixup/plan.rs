@@ -418,6 +418,7 @@ impl MixConfig {
         MixPlan { permutation, mixes }
     }
 
+    #[allow(clippy::expect_used, reason = "cannot fail: weights are validated")]
     fn draw_point<R: Rng + ?Sized>(&self, rng: &mut R) -> usize {
         let index = if self.layer_weights.is_empty() {
             rng.random_range(0..self.mix_points.len())
@@ -442,6 +443,10 @@ fn happens<R: Rng + ?Sized>(rng: &mut R, p: f64) -> bool {
 }
 
 /// λ ~ Beta(α, α), or exactly 1 when α ≤ 0.
+#[allow(
+    clippy::expect_used,
+    reason = "cannot fail: a positive finite alpha is a valid Beta parameter"
+)]
 pub fn sample_lambda<R: Rng + ?Sized>(rng: &mut R, alpha: f64) -> f64 {
     if alpha <= 0.0 {
         return 1.0;

@@ -98,6 +98,7 @@ fn layout_of(dims: &[usize]) -> Layout {
 }
 
 /// A per-channel vector `[C]` shaped to broadcast over maps of rank `D` in `layout`.
+#[allow(clippy::panic, reason = "cannot fail: a rank-… map in …")]
 fn per_channel<const D: usize>(values: Tensor<1>, layout: Layout) -> Tensor<D> {
     let dims: [usize; D] = layout
         .dims([1, values.dims()[0], 1, 1])

@@ -492,6 +492,10 @@ pub fn to_safetensors<M: Module>(model: &M) -> Result<Vec<u8>, String> {
 /// tell they agree. The header keeps its length, so no offset moves.
 fn sort_safetensors_header(bytes: &mut [u8]) -> Result<(), String> {
     use std::collections::BTreeMap;
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: a string and a JSON value read from JSON serialise"
+    )]
     fn write_sorted(value: &serde_json::Value, out: &mut Vec<u8>) {
         match value {
             serde_json::Value::Object(map) => {
@@ -513,7 +517,8 @@ fn sort_safetensors_header(bytes: &mut [u8]) -> Result<(), String> {
     let malformed = || "the safetensors writer produced a malformed header".to_string();
     let length = bytes
         .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes")) as usize)
+        .and_then(|b| b.try_into().ok())
+        .map(|b| u64::from_le_bytes(b) as usize)
         .ok_or_else(malformed)?;
     let header = bytes.get_mut(8..8 + length).ok_or_else(malformed)?;
     let value: serde_json::Value = serde_json::from_slice(header).map_err(|_| malformed())?;

@@ -140,6 +140,10 @@ pub(crate) fn preact_layout(depth: usize) -> Option<([usize; 4], bool)> {
 impl PreActResNet {
     /// A pre-activation ResNet of `depth` for `in_channels`-channel images, `classes` classes and
     /// base width `width`.
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: depth is validated by the caller"
+    )]
     pub fn new(
         depth: usize,
         in_channels: usize,

@@ -206,8 +206,9 @@ pub fn write_run_reports(
     crate::fsio::write_atomic(&metrics, metrics_csv(&state.history).as_bytes())
         .map_err(at(&metrics))?;
     let summary = summary(config, state, evaluation);
-    let bytes = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     let summary_path = dir.join("summary.json");
+    let bytes = serde_json::to_vec_pretty(&summary)
+        .map_err(|e| at(&summary_path)(std::io::Error::other(e)))?;
     crate::fsio::write_atomic(&summary_path, &bytes).map_err(at(&summary_path))?;
     let title = format!("{} on {}", run_label(config), config.dataset);
     let curves = dir.join("curves.png");

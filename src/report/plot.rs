@@ -76,6 +76,7 @@ fn chart(
     Ok(())
 }
 
+#[allow(clippy::expect_used, reason = "cannot fail: buffer matches size")]
 fn render(
     path: &Path,
     size: (u32, u32),

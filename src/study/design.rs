@@ -416,7 +416,8 @@ pub fn record_design(
     if saved.as_deref() != Some(text) {
         std::fs::create_dir_all(out).map_err(|e| StudyError::io("create", out, e))?;
         let json = serde_json::json!({ "file": crate::fsio::path_text(file), "text": text });
-        let bytes = serde_json::to_string_pretty(&json).expect("a string map serialises");
+        let bytes = serde_json::to_string_pretty(&json)
+            .map_err(|e| StudyError::io("write", &record, std::io::Error::other(e)))?;
         write_atomic(&record, bytes.as_bytes()).map_err(|e| StudyError::io("write", &record, e))?;
     }
     Ok(())

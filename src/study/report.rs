@@ -49,9 +49,8 @@ pub struct StudyReport {
 
 impl StudyReport {
     /// The report as `report.json` holds it (keys sorted, so that reruns compare as text).
-    pub fn to_json(&self) -> String {
-        let value = serde_json::to_value(self).expect("a report serialises");
-        serde_json::to_string_pretty(&value).expect("a JSON value serialises")
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(&serde_json::to_value(self)?)
     }
 }
 
@@ -91,6 +90,7 @@ pub struct StudyProvenance {
 /// What made one run of a study.
 pub struct RunProvenance {
     /// The run folder.
+    #[serde(serialize_with = "crate::fsio::serialize_path")]
     pub run: PathBuf,
     /// Its seed.
     pub seed: u64,
@@ -224,7 +224,10 @@ pub fn write_report(
         write_atomic(&path, bytes).map_err(|e| StudyError::io("write", &path, e))
     };
     write(REPORT_MD, md.as_bytes())?;
-    write(REPORT_JSON, json.to_json().as_bytes())?;
+    let text = json
+        .to_json()
+        .map_err(|e| StudyError::io("write", &out.join(REPORT_JSON), std::io::Error::other(e)))?;
+    write(REPORT_JSON, text.as_bytes())?;
     if file.sweep.is_none() {
         plot_arms(out, &arms_at(arms, &rows, None))?;
     }
@@ -580,7 +583,8 @@ mod tests {
             );
             let mut original: serde_json::Value = serde_json::from_str(&text).unwrap();
             rename_configuration_keys(&mut original);
-            let mut again: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+            let mut again: serde_json::Value =
+                serde_json::from_str(&report.to_json().unwrap()).unwrap();
             // Reports older than the declared family and the provenance record lack them.
             for key in ["primary", "provenance"] {
                 let empty = again[key].is_null() || again[key] == serde_json::json!([]);

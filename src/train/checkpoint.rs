@@ -154,7 +154,8 @@ pub(crate) fn encode<M: Module>(
     // `valid` folds pending batch-norm running-statistic updates into the recorded values.
     let model_bytes = model.valid().into_record().into_bytes()?;
     let optim_bytes = optimizer.into_bytes()?;
-    let state_json = serde_json::to_vec_pretty(state).expect("run state serialises");
+    let state_json =
+        serde_json::to_vec_pretty(state).map_err(|e| RecordError::Io(e.to_string()))?;
     Ok([model_bytes, optim_bytes, Bytes::from_bytes_vec(state_json)])
 }
 

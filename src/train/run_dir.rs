@@ -483,7 +483,8 @@ fn evaluate_checkpoint<M: crate::mixup::Mixable + 'static>(
         data.valid.as_ref(),
     );
     let path = dir.join(EVALUATION);
-    let bytes = serde_json::to_vec_pretty(&evaluation).expect("an evaluation serialises");
+    let bytes = serde_json::to_vec_pretty(&evaluation)
+        .map_err(|e| super::TrainError::io(&path, std::io::Error::other(e)))?;
     crate::fsio::write_atomic(&path, &bytes).map_err(|e| super::TrainError::io(&path, e))?;
     Ok((evaluation, state))
 }

@@ -81,6 +81,10 @@ struct Average<I> {
 }
 
 impl<I: Iterator<Item = Tensor<1>>> ModuleMapper for Average<I> {
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: a teacher has the student's structure"
+    )]
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let student = self
             .student

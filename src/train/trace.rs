@@ -76,7 +76,8 @@ impl TraceWriter {
             "revision": crate::machine::REVISION,
             "config": config,
         });
-        let text = serde_json::to_vec_pretty(&meta).expect("plain values serialise");
+        let text = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| TrainError::io(dir.join(META), std::io::Error::other(e)))?;
         write_atomic(&dir.join(META), &text).map_err(|e| TrainError::io(dir.join(META), e))?;
         let bytes = data_safetensors(data).map_err(|reason| TrainError::Checkpoint {
             path: dir.join(DATA),
@@ -111,7 +112,8 @@ impl TraceWriter {
         weights: &dyn Fn() -> Result<Vec<u8>, String>,
     ) -> Result<(), TrainError> {
         let path = self.dir.join(STEPS);
-        let line = serde_json::to_string(trace).expect("plain values serialise");
+        let line = serde_json::to_string(trace)
+            .map_err(|e| TrainError::io(&path, std::io::Error::other(e)))?;
         writeln!(self.steps, "{line}").map_err(|e| TrainError::io(&path, e))?;
         if trace.step == self.last_step {
             self.steps.flush().map_err(|e| TrainError::io(&path, e))?;

@@ -581,6 +581,10 @@ impl<M: Mixable> Run<'_, M> {
 
     /// Batch `b`'s randomness, drawn whole by every rank (the augmentation, then the mixes),
     /// and this rank's rows of it.
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: a rank's rows are whole partner groups (checked by check_split)"
+    )]
     fn draw_batch(
         &self,
         rng: &mut ChaCha12Rng,
@@ -616,6 +620,10 @@ impl<M: Mixable> Run<'_, M> {
     }
 
     /// The next unlabelled batch (the whole global batch), its augmentation and its mix.
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: a semi-supervised run has its pool; a semi-supervised run has its stream"
+    )]
     fn draw_unlabeled(&self, state: &mut RunState, semi: &super::SemiConfig) -> UnlabeledDraw {
         let data = self.data;
         let pool = data
@@ -637,6 +645,10 @@ impl<M: Mixable> Run<'_, M> {
     /// Interpolation consistency on this rank's rows of the next unlabelled batch: the
     /// student's softmax at the mixed images against the softmax of the teacher's logits for
     /// the clean images, mixed as the images were; with this rank's rows and the batch's size.
+    #[allow(
+        clippy::expect_used,
+        reason = "cannot fail: a semi-supervised run has its pool; a semi-supervised run has its teacher; a rank's rows are whole partner groups (checked by check_split)"
+    )]
     fn consistency(
         &self,
         model: &M,
@@ -681,6 +693,7 @@ impl<M: Mixable> Run<'_, M> {
     /// This rank's mixed forward pass and loss, not yet differentiated (`None` for a rank with
     /// no rows), and its sums: the loss over its rows, the mixup hits, and whether the loss is
     /// not a number.
+    #[allow(clippy::expect_used, reason = "cannot fail: logits are f32")]
     fn local_loss(
         &self,
         model: &M,
@@ -717,6 +730,7 @@ impl<M: Mixable> Run<'_, M> {
 
     /// After an epoch's training: the ranks' statistics averaged, the evaluation (on the
     /// epochs the config asks for), the epoch's record, its checkpoint and reports.
+    #[allow(clippy::expect_used, reason = "cannot fail: just pushed")]
     fn end_epoch(
         &mut self,
         model: M,

@@ -1512,6 +1512,7 @@ unsafe fn gradient_task<V: Vector>(task: &GradientTask<V::Elem>, sums: &mut [[f3
 }
 
 #[inline(always)]
+#[allow(clippy::expect_used, reason = "cannot fail: a run of K channels")]
 unsafe fn gradient_run<V: Vector, const K: usize>(
     task: &GradientTask<V::Elem>,
     sums: &mut [[f32; LANES]],

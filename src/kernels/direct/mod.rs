@@ -267,6 +267,7 @@ struct Problem {
 impl Problem {
     /// The problem of convolving a map of shape `x` by weights of shape `weight`; shapes that
     /// [`accepts`] let through always make one (anything else is a caller's bug).
+    #[allow(clippy::panic, reason = "cannot fail: weights of shape …")]
     fn new(x: &Shape, weight: &Shape, geometry: Geometry, out: Layout) -> Problem {
         let dims = x.as_slice();
         let in_block = block_of(dims);
@@ -624,6 +625,10 @@ impl Phase {
     }
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "cannot fail: contiguous f32 tensor (checked by `accepts`)"
+)]
 fn f32s(tensor: &FlexTensor) -> &[f32] {
     tensor
         .as_slice::<f32>()

@@ -179,12 +179,15 @@ impl ConvShape {
             ])?,
         ])
     }
+    #[allow(clippy::expect_used, reason = "cannot fail: a checked shape")]
     fn src_len(&self) -> usize {
         self.lengths().expect("a checked shape")[0]
     }
+    #[allow(clippy::expect_used, reason = "cannot fail: a checked shape")]
     fn weights_len(&self) -> usize {
         self.lengths().expect("a checked shape")[1]
     }
+    #[allow(clippy::expect_used, reason = "cannot fail: a checked shape")]
     fn dst_len(&self) -> usize {
         self.lengths().expect("a checked shape")[2]
     }

@@ -124,6 +124,7 @@ impl ConvGeometry {
 
     /// [`Self::shape`] of a convolution about to run: a refused shape is a caller's bug that
     /// no computation could answer, and stops here, before any buffer is touched.
+    #[allow(clippy::panic, reason = "cannot fail: oneDNN convolution refused: …")]
     fn checked_shape(self, x: &Shape, weight: &Shape, out_block: usize) -> ConvShape {
         self.shape(x, weight, out_block)
             .unwrap_or_else(|reason| panic!("oneDNN convolution refused: {reason}"))
@@ -365,6 +366,10 @@ fn forward(
 }
 
 /// The gradients of the input and of the weights, each where `want` asks for it.
+#[allow(
+    clippy::panic,
+    reason = "cannot fail: …; then, recovering the input: …"
+)]
 fn gradients(
     input: Input,
     weight: FlexTensor,
@@ -430,6 +435,7 @@ fn gradients(
 }
 
 /// A plain or blocked Flex tensor in the plain layout, for Flex's own convolutions.
+#[allow(clippy::panic, reason = "cannot fail: a feature map of shape …")]
 fn to_plain(x: FlexTensor) -> FlexTensor {
     match *x.shape().as_slice() {
         [_, _, _, _] => x,
@@ -452,6 +458,10 @@ fn from_plain(x: FlexTensor, block: usize) -> FlexTensor {
     Flex::float_reshape(blocked, Shape::from([n, c / block, h, w, block]))
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "cannot fail: contiguous f32 tensor (checked by `accepts`)"
+)]
 fn f32s(tensor: &FlexTensor) -> &[f32] {
     tensor
         .as_slice::<f32>()
