@@ -2,16 +2,21 @@
 """Every flag of `mmix train`, `eval`, `study`, `compare` and `predict` given its edge values.
 
 Each flag (read from the command's --help) and each positional argument is given, one at a
-time, each of: 0, -1, a huge number, NaN, inf, the empty string, and a path to a file, a
-folder, a symbolic link and a FIFO. Training flags ride on a tiny run, so a value that is
-accepted trains for a second or two. What must hold for every invocation:
+time, each of: 0, -1, ±1e308, u64::MAX and one past it, NaN, inf, the empty string, and a
+path to a file, a folder, a symbolic link, a FIFO, a link to /dev/zero, a symbolic link to
+itself, a name that is not UTF-8 and a name with a newline. Training flags ride on a tiny run,
+so a value that is accepted trains for a second or two. Then every key of a finished run's
+saved configuration (`config.json`'s "train") is given each of 0, -1, 1e308, -1e308, u64::MAX,
+a string and null, and the run is resumed, evaluated and asked to predict. What must hold for
+every invocation:
 
   - the exit status is 0, 1 (an error in one line), 2 (a usage error) or 130 (interrupted);
     a run that is still going after --limit seconds is sent SIGINT and must then exit 130,
     so a hang (a FIFO read, a loop) fails;
   - no file outside the invocation's output folder changed, appeared or disappeared (the
     files, folder, link and FIFO offered as values included);
-  - stderr holds no Rust panic.
+  - stderr holds no Rust panic;
+  - no process's peak resident memory exceeds --max-rss-mb.
 
 Usage: scripts/edge-sweep.py [--mmix target/release/mmix] [--limit 8]
 Prints one line per failure and a count; exits 1 if anything failed.
@@ -19,7 +24,9 @@ Prints one line per failure and a count; exits 1 if anything failed.
 
 import argparse
 import hashlib
+import json
 import os
+import resource
 import re
 import shutil
 import signal
@@ -36,8 +43,12 @@ TINY_RUN = [
     "--model", "small-cnn", "--width", "4", "--epochs", "1", "--train-subset", "100",
     "--batch-size", "50", "--seed", "1",
 ]
-NUMBERS = ["0", "-1", "18446744073709551616", "NaN", "inf", ""]
-PATHS = ["file.txt", "folder", "link", "fifo"]
+NUMBERS = ["0", "-1", "1e308", "-1e308", "18446744073709551615", "18446744073709551616", "NaN",
+           "inf", ""]
+NON_UTF8 = os.fsdecode(b"name-\xff")
+PATHS = ["file.txt", "folder", "link", "fifo", "zero-link", "loop", NON_UTF8, "new\nline"]
+CONFIG_VALUES = [0, -1, 1e308, -1e308, 18446744073709551615, "x", None]
+PATH_FLAGS = {"out", "resume", "config", "data-dir", "unlabeled-dir", "plot", "cases"}
 ALLOWED = {0, 1, 2, 130}
 
 
@@ -74,7 +85,8 @@ def snapshot(root, skip):
 
 def invoke(mmix, args, cwd, limit):
     process = subprocess.Popen(
-        [mmix] + args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [mmix] + args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        errors="backslashreplace",
     )
     try:
         _, stderr = process.communicate(timeout=limit)
@@ -106,6 +118,10 @@ def make_sandbox(root, mmix):
     (root / "folder" / "inside.txt").write_text("the user's folder\n")
     os.symlink(root / "folder", root / "link")
     os.mkfifo(root / "fifo")
+    os.symlink("/dev/zero", root / "zero-link")
+    os.symlink(root / "loop", root / "loop")
+    (root / NON_UTF8).write_text("a file whose name is not UTF-8\n")
+    (root / "new\nline").write_text("a file whose name holds a newline\n")
     (root / "study.toml").write_text(
         'seeds = [1]\n[train]\nmodel = "small-cnn"\nwidth = 4\nepochs = 1\n'
         'train-subset = 100\nbatch-size = 50\n[[arm]]\nname = "none"\nmix = "none"\n'
@@ -122,12 +138,15 @@ def cases(mmix, root):
     """(args, output paths) for every invocation: what it may write is its own output folder,
     or a folder named by a plain number given as a path, which is a valid new folder."""
     values = NUMBERS + [str(root / p) for p in PATHS]
-    named = lambda value: [root / value] if value in NUMBERS[:5] else []
+    # Flags that name files get every path; the others the numbers and one file.
+    value_flags = NUMBERS + [str(root / PATHS[0])]
+    named = lambda value: [root / value] if value in NUMBERS and value != "" else []
     made = []
     image = root / "image.png"
     for command in ["train", "eval", "study", "compare", "predict"]:
         for name, takes_value in flags(mmix, command):
-            for value in values if takes_value else [None]:
+            offered = values if name in PATH_FLAGS else value_flags
+            for value in offered if takes_value else [None]:
                 out = root / f"out-{len(made)}"
                 flag = [f"--{name}"] + ([value] if value is not None else [])
                 path_value = named(value) if name in ("out", "plot", "config", "resume") else []
@@ -169,36 +188,70 @@ def cases(mmix, root):
     return made
 
 
+def config_cases(root):
+    """(args, output paths, setup) for every key of the reference run's saved configuration
+    given each edge value: a copy of the run with that config.json, resumed, evaluated, and
+    asked to predict."""
+    saved = json.loads((root / "run" / "config.json").read_text())
+    made = []
+    for key in sorted(saved["train"]):
+        for value in CONFIG_VALUES:
+            copy = root / "edited"
+            def setup(key=key, value=value, copy=copy):
+                shutil.rmtree(copy, ignore_errors=True)
+                shutil.copytree(root / "run", copy, symlinks=True)
+                edited = json.loads(json.dumps(saved))
+                edited["train"][key] = value
+                (copy / "config.json").write_text(json.dumps(edited))
+            for command in (["train", "--resume", str(copy)], ["eval", str(copy)],
+                            ["predict", str(copy), str(root / "image.png")]):
+                made.append((command, [copy], setup, f"{key}={value!r}"))
+    return made
+
+
+def shown(text):
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mmix", default="target/release/mmix")
     parser.add_argument("--limit", type=float, default=8.0)
+    parser.add_argument("--max-rss-mb", type=float, default=4096.0)
     options = parser.parse_args()
     mmix = str(Path(options.mmix).resolve())
     work = Path(tempfile.mkdtemp(prefix="mmix-edge-sweep-"))
     root = work / "sandbox"
     root.mkdir()
     make_sandbox(root, mmix)
-    all_cases = cases(mmix, root)
+    all_cases = [(args, outputs, None, "") for args, outputs in cases(mmix, root)]
+    all_cases += config_cases(root)
     failures = []
     codes = {}
     started = time.time()
-    for args, outputs in all_cases:
+    for args, outputs, setup, label in all_cases:
+        if setup is not None:
+            setup()
         before = snapshot(root, outputs)
+        peak_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         code, stderr, timed_out = invoke(mmix, args, root, options.limit)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         codes[code] = codes.get(code, 0) + 1
         problems = []
         if code not in ALLOWED:
             problems.append(f"exit {code}" + (" after SIGINT" if timed_out else ""))
         if "panicked" in stderr:
             problems.append("panicked")
+        if peak > peak_before and peak / 1024 > options.max_rss_mb:
+            problems.append(f"peak memory {peak / 1024:.0f} MB")
         after = snapshot(root, outputs)
         changed = [p for p in sorted(set(before) | set(after)) if before.get(p) != after.get(p)]
         if changed:
             problems.append("changed outside its output: " + ", ".join(changed[:3]))
         if problems:
             last = stderr.strip().splitlines()[-1:] if stderr.strip() else []
-            failures.append(f"mmix {' '.join(args)}: {'; '.join(problems)} {last}")
+            what = f"mmix {' '.join(args)}" + (f" with config.json {label}" if label else "")
+            failures.append(shown(f"{what}: {'; '.join(problems)} {last}"))
             print("FAIL", failures[-1], flush=True)
     print(
         f"{len(all_cases)} invocations in {time.time() - started:.0f} s, "

@@ -196,6 +196,9 @@ fn stream(seed: u64, stream: u64) -> ChaCha12Rng {
     rng
 }
 
+/// The fewest validation images a temperature is fitted on.
+pub const MIN_CALIBRATION_IMAGES: usize = 100;
+
 /// Runs `suite` on `model` over the test `set`; `epoch` labels the weights evaluated. With a
 /// validation split (`calibrate_on`), a temperature fitted on it scales the test logits too.
 #[allow(clippy::too_many_arguments)]
@@ -212,10 +215,14 @@ pub fn run_suite<M: Mixable + 'static>(
     let started = Instant::now();
     let test_logits = logits(model, set, normalization, batch_size, device);
     let clean = test_logits.accumulated();
-    let temperature_scaled = calibrate_on.map(|valid| {
-        let valid = logits(model, valid, normalization, batch_size, device);
-        temperature_scale(&valid, &test_logits)
-    });
+    // A temperature fitted on a handful of images is noise (on 1-2 of them it ranged from
+    // 0.08 to 100 and made the test NLL worse): below the floor, none is fitted.
+    let temperature_scaled = calibrate_on
+        .filter(|valid| valid.len() >= MIN_CALIBRATION_IMAGES)
+        .map(|valid| {
+            let valid = logits(model, valid, normalization, batch_size, device);
+            temperature_scale(&valid, &test_logits)
+        });
     let attacked_set = match suite.attack_examples {
         Some(n) if n < set.len() => set.select(&(0..n).collect::<Vec<_>>()),
         _ => set.clone(),
@@ -277,5 +284,50 @@ pub fn run_suite<M: Mixable + 'static>(
         spectrum,
         temperature_scaled,
         seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{ModelConfig, ModelKind};
+
+    fn images(count: usize) -> ImageSet {
+        ImageSet {
+            pixels: (0..count * 16).map(|i| (i * 37 % 251) as u8).collect(),
+            labels: (0..count).map(|i| i % 3).collect(),
+            channels: 1,
+            size: 4,
+        }
+    }
+
+    #[test]
+    fn a_temperature_is_fitted_only_on_enough_validation_images() {
+        let device = Device::flex();
+        let model = ModelConfig::new(ModelKind::Mlp, 1, 4, 3)
+            .with_width(8)
+            .init(&device)
+            .unwrap();
+        let normalization = Normalization {
+            mean: vec![0.5],
+            std: vec![0.25],
+        };
+        let fitted_on = |valid: &ImageSet| {
+            let suite = EvalSuite::default();
+            run_suite(
+                &model,
+                &images(20),
+                &normalization,
+                &suite,
+                1,
+                50,
+                &device,
+                Some(valid),
+            )
+            .temperature_scaled
+        };
+        assert!(fitted_on(&images(2)).is_none());
+        assert!(fitted_on(&images(MIN_CALIBRATION_IMAGES - 1)).is_none());
+        assert!(fitted_on(&images(MIN_CALIBRATION_IMAGES)).is_some());
     }
 }

@@ -79,18 +79,20 @@ pub struct RunState {
     /// A semi-supervised run's unlabelled stream (runs that save none have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semi: Option<super::SemiState>,
-    /// The configuration the run trains under, less its devices (which a resume may change):
-    /// a resume refuses a `config.json` edited since. Checkpoints of older runs hold none.
+    /// The configuration the run trains under, less what a resume may change (its devices,
+    /// and its length, which a library caller may extend): a resume refuses a
+    /// `config.json` edited since. Checkpoints of older runs hold none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// `config` as a checkpoint records it: its keys, less the devices.
+/// `config` as a checkpoint records it: its keys, less the devices and the epochs.
 pub fn config_record(
     config: &super::TrainConfig,
 ) -> Option<serde_json::Map<String, serde_json::Value>> {
     let mut record = serde_json::to_value(config).ok()?.as_object()?.clone();
     record.remove("device");
+    record.remove("epochs");
     Some(record)
 }
 

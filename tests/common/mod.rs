@@ -224,7 +224,8 @@ pub fn largest_weight_difference(a: &Path, b: &Path) -> f32 {
 }
 
 /// Every file under `dir` with a digest of its bytes, to tell whether a command changed
-/// anything.
+/// anything. A run's or study's lock file counts by its presence: it holds the PID of the
+/// last process that worked there.
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -233,6 +234,8 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64)> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
+            } else if path.file_name().is_some_and(|name| name == ".mmix-lock") {
+                files.push((path, 0));
             } else {
                 let mut hasher = std::hash::DefaultHasher::new();
                 std::hash::Hash::hash(&std::fs::read(&path).unwrap(), &mut hasher);
