@@ -7,8 +7,12 @@ path to a file, a folder, a symbolic link, a FIFO, a link to /dev/zero, a symbol
 itself, a name that is not UTF-8 and a name with a newline. Training flags ride on a tiny run,
 so a value that is accepted trains for a second or two. Then every key of a finished run's
 saved configuration (`config.json`'s "train") is given each of 0, -1, 1e308, -1e308, u64::MAX,
-a string and null, and the run is resumed, evaluated and asked to predict. What must hold for
-every invocation:
+a string and null, and the run is resumed, evaluated and asked to predict. Last, the
+reproductions no single value reaches (values inside a flag's syntax such as
+`--deform rotate:1e308`, a folder of oddly named and special files for `predict`,
+`--unlabeled-dir` and `parity --cases`, `bench`'s step count, a saved image shape of a
+million pixels a side); these train nothing, so each must end within the limit. What must
+hold for every invocation:
 
   - the exit status is 0, 1 (an error in one line), 2 (a usage error) or 130 (interrupted);
     a run that is still going after --limit seconds is sent SIGINT and must then exit 130,
@@ -48,8 +52,18 @@ NUMBERS = ["0", "-1", "1e308", "-1e308", "18446744073709551615", "18446744073709
 NON_UTF8 = os.fsdecode(b"name-\xff")
 PATHS = ["file.txt", "folder", "link", "fifo", "zero-link", "loop", NON_UTF8, "new\nline"]
 CONFIG_VALUES = [0, -1, 1e308, -1e308, 18446744073709551615, "x", None]
+# Values inside a flag's own syntax, where a plain number is refused before it is read.
+COMPOSITE = {
+    "deform": ["rotate:1e308", "shear:1e308", "zoom-out:1e308", "zoom-in:1e-308"],
+    "layer-weights": ["1e308,1e308,1e308", "0,0,1e-320"],
+    "attack": ["pgd:0.1:18446744073709551615", "pgd:1:1000000", "fgsm:1e308"],
+    "mix-layers": ["0,1,18446744073709551615", "0,0,0"],
+    "spectrum-at": ["18446744073709551615"],
+}
 PATH_FLAGS = {"out", "resume", "config", "data-dir", "unlabeled-dir", "plot", "cases"}
 ALLOWED = {0, 1, 2, 130}
+# The label of the cases that train nothing, so must end within the limit, not by SIGINT.
+MUST_FINISH = "must finish"
 
 
 def flags(mmix, command):
@@ -145,7 +159,7 @@ def cases(mmix, root):
     image = root / "image.png"
     for command in ["train", "eval", "study", "compare", "predict"]:
         for name, takes_value in flags(mmix, command):
-            offered = values if name in PATH_FLAGS else value_flags
+            offered = values if name in PATH_FLAGS else value_flags + COMPOSITE.get(name, [])
             for value in offered if takes_value else [None]:
                 out = root / f"out-{len(made)}"
                 flag = [f"--{name}"] + ([value] if value is not None else [])
@@ -188,6 +202,42 @@ def cases(mmix, root):
     return made
 
 
+def odd_folder(root):
+    """A folder of images whose every other entry is odd: a name that is not UTF-8, a name
+    with a newline, a FIFO, a link to /dev/zero and a symbolic link to itself, each named as
+    an image."""
+    folder = root / "odd-images"
+    folder.mkdir()
+    (folder / "plain.png").write_bytes(grey_png(2))
+    (folder / os.fsdecode(b"name-\xff.png")).write_bytes(grey_png(2))
+    (folder / "new\nline.png").write_bytes(grey_png(2))
+    os.mkfifo(folder / "fifo.png")
+    os.symlink("/dev/zero", folder / "zero.png")
+    os.symlink(folder / "loop.png", folder / "loop.png")
+    cases = root / "odd-cases"
+    cases.mkdir()
+    os.mkfifo(cases / "mlp-input.case.safetensors")
+    return folder, cases
+
+
+def specific_cases(root):
+    """The reproductions of earlier failures that no single flag's edge value reaches."""
+    images, cases = odd_folder(root)
+    made = []
+    for format in ["text", "json", "csv"]:
+        made.append((["predict", str(root / "run"), str(images), "--format", format], []))
+    made.append((["train", *TINY_RUN, "--unlabeled-dir", str(images), "--semi", "ict",
+                  "--out", str(root / "odd-semi")], [root / "odd-semi", root / "runs"]))
+    made.append((["parity", "--cases", str(cases)], []))
+    made.append((["bench", "--model", "mlp", "--width", "4", "--channels", "1", "--image-size",
+                  "4", "--steps", "18446744073709551615", "--warmup", "0"], []))
+    made.append((["bench", "--model", "wrn-28-10", "--batch-size", "8", "--image-size", "4096",
+                  "--steps", "1"], []))
+    for shape in ([1, 1000000, 1000000], [1, 5000, 5000], [3, 29, 29]):
+        made.append((["predict", str(root / "run"), str(root / "image.png")], [], shape))
+    return made
+
+
 def config_cases(root):
     """(args, output paths, setup) for every key of the reference run's saved configuration
     given each edge value: a copy of the run with that config.json, resumed, evaluated, and
@@ -226,6 +276,20 @@ def main():
     make_sandbox(root, mmix)
     all_cases = [(args, outputs, None, "") for args, outputs in cases(mmix, root)]
     all_cases += config_cases(root)
+    for case in specific_cases(root):
+        if len(case) == 3:
+            args, outputs, shape = case
+            copy = root / "edited"
+            def setup(shape=shape, copy=copy):
+                shutil.rmtree(copy, ignore_errors=True)
+                shutil.copytree(root / "run", copy, symlinks=True)
+                record = json.loads((copy / "config.json").read_text())
+                record["dataset"]["image_shape"] = shape
+                (copy / "config.json").write_text(json.dumps(record))
+            args = [copy if a == str(root / "run") else a for a in args]
+            all_cases.append(([str(a) for a in args], [copy], setup, f"image_shape={shape}"))
+        else:
+            all_cases.append((*case, None, MUST_FINISH))
     failures = []
     codes = {}
     started = time.time()
@@ -240,6 +304,8 @@ def main():
         problems = []
         if code not in ALLOWED:
             problems.append(f"exit {code}" + (" after SIGINT" if timed_out else ""))
+        elif timed_out and label == MUST_FINISH:
+            problems.append(f"still running after {options.limit} s")
         if "panicked" in stderr:
             problems.append("panicked")
         if peak > peak_before and peak / 1024 > options.max_rss_mb:
@@ -250,7 +316,8 @@ def main():
             problems.append("changed outside its output: " + ", ".join(changed[:3]))
         if problems:
             last = stderr.strip().splitlines()[-1:] if stderr.strip() else []
-            what = f"mmix {' '.join(args)}" + (f" with config.json {label}" if label else "")
+            edited = label and label != MUST_FINISH
+            what = f"mmix {' '.join(args)}" + (f" with config.json {label}" if edited else "")
             failures.append(shown(f"{what}: {'; '.join(problems)} {last}"))
             print("FAIL", failures[-1], flush=True)
     print(
