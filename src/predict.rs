@@ -37,6 +37,9 @@ pub enum PredictError {
     Padded { dir: PathBuf, size: usize },
     #[error("{}: {reason}", path.display())]
     BadEvaluation { path: PathBuf, reason: String },
+    /// The evaluation file could not be read; the message names it.
+    #[error("{0}")]
+    UnreadableEvaluation(String),
     #[error(transparent)]
     Image(#[from] DataError),
 }
@@ -237,7 +240,8 @@ fn fitted_temperature(dir: &Path) -> Result<Option<f64>, PredictError> {
         path: path.clone(),
         reason,
     };
-    let evaluation = crate::report::read_evaluation(dir).map_err(bad)?;
+    let evaluation =
+        crate::report::read_evaluation(dir).map_err(PredictError::UnreadableEvaluation)?;
     match evaluation.and_then(|e| e.temperature_scaled) {
         None => Ok(None),
         Some(scaled) if scaled.temperature.is_finite() && scaled.temperature > 0.0 => {

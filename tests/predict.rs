@@ -169,6 +169,15 @@ fn predict_agrees_with_the_evaluation_and_names_a_corrupt_file_in_one_line() {
         "{stdout}"
     );
     assert!(lines[1].starts_with(&expected_line), "{stdout}");
+
+    // A damaged evaluation.json is named once, in one line.
+    let evaluation = dir.join(run_dir::EVALUATION);
+    std::fs::write(&evaluation, "{").unwrap();
+    let output = run(&["predict", dir.to_str().unwrap(), one.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("evaluation.json").count(), 1, "{stderr}");
 }
 
 /// A `--pad-to` run reads a new image at the data set's own size and pads it as training
