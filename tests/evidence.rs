@@ -258,6 +258,21 @@ fn bad_hypotheses_sweeps_and_schedules_are_one_line_and_write_nothing() {
             tiny_study(PRIMARY, &SWEEP.replace("[50, 25]", "[50]")),
             "must list one value per swept value (2)",
         ),
+        (
+            tiny_study(&PRIMARY.replace("at = [4]", "at = []"), SWEEP),
+            "sets `at = []`, which declares it nowhere",
+        ),
+        (
+            // The same comparison in the other direction: twice in the family.
+            tiny_study(
+                &PRIMARY.replace(
+                    "direction = \"lower\" }]",
+                    "direction = \"lower\" }, { arm = \"manifold\", metric = \"Final Test Acc\", direction = \"lower\", at = [4, 2] }]",
+                ),
+                SWEEP,
+            ),
+            "primary hypothesis 1 already does",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let file = root.path().join(format!("case-{i}.toml"));

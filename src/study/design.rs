@@ -330,6 +330,9 @@ fn check_primary(
             );
         }
         match (&hypothesis.at, &file.sweep) {
+            (Some(at), _) if at.is_empty() => refuse!(
+                "{which} sets `at = []`, which declares it nowhere: list the values, or leave `at` out for every value"
+            ),
             (Some(_), None) => refuse!("{which} sets `at`, but the study sweeps nothing"),
             (Some(at), Some(sweep)) => {
                 if let Some(value) = at.iter().find(|v| !sweep.values.contains(v)) {
@@ -340,6 +343,28 @@ fn check_primary(
                 }
             }
             _ => {}
+        }
+        // One test per arm, metric and value: a second (in either direction) would count the
+        // same comparison twice in the family the correction is over.
+        let values = |at: &Option<Vec<toml::Value>>| -> Vec<toml::Value> {
+            match (at, &file.sweep) {
+                (Some(at), _) => at.clone(),
+                (None, Some(sweep)) => sweep.values.clone(),
+                (None, None) => vec![toml::Value::Boolean(true)],
+            }
+        };
+        let mine = values(&hypothesis.at);
+        if let Some((j, earlier)) = file.primary[..i].iter().enumerate().find(|(_, earlier)| {
+            earlier.arm == hypothesis.arm
+                && find_metric(&earlier.metric, &known) == find_metric(&hypothesis.metric, &known)
+                && values(&earlier.at).iter().any(|v| mine.contains(v))
+        }) {
+            refuse!(
+                "{which} tests '{}' on '{}' where primary hypothesis {} already does: declare each comparison once",
+                hypothesis.arm,
+                earlier.metric,
+                j + 1
+            );
         }
     }
     Ok(())
