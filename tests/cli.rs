@@ -1164,3 +1164,30 @@ fn the_memory_estimate_bounds_the_measured_peak_from_above() {
         "a 4096-pixel wrn-28-10",
     );
 }
+
+#[test]
+fn compare_counts_a_copied_run_once_and_names_weights_that_are_not_a_file() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    let done = run(&as_strs(&small_run(&out, &[])));
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    let copy = root.path().join("copy");
+    let copied = Command::new("cp")
+        .args(["-r", out.to_str().unwrap(), copy.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let plot = root.path().join("c.png");
+    let compare = |dirs: &[&Path]| {
+        let mut args = vec!["compare"];
+        args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+        args.extend(["--plot", plot.to_str().unwrap()]);
+        run(&args)
+    };
+    assert_one_line_error(&compare(&[&out, &copy]), "each run counts once", "a copy");
+    let weights = copy.join("checkpoint/epoch-0002/model.bpk");
+    std::fs::remove_file(&weights).unwrap();
+    let made = Command::new("mkfifo").arg(&weights).status().unwrap();
+    assert!(made.success());
+    assert_one_line_error(&compare(&[&copy]), "model.bpk", "a FIFO for weights");
+}

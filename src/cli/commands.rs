@@ -136,6 +136,19 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
         .iter()
         .map(|dir| report::load_run(dir).map_err(|e| anyhow!(e)))
         .collect::<Result<Vec<_>>>()?;
+    // A copy of a run has its configuration and its seed: it would count as a second seed.
+    for (i, row) in rows.iter().enumerate() {
+        if let Some(first) = rows[..i]
+            .iter()
+            .find(|earlier| earlier.config == row.config)
+        {
+            bail!(
+                "{} and {} are runs of one configuration and seed (a copy?); each run counts once",
+                first.dir,
+                row.dir
+            );
+        }
+    }
     print!("{}", report::compare_table(&rows));
     let curves: Vec<(String, Vec<train::EpochRecord>)> = rows
         .iter()

@@ -41,6 +41,18 @@ pub fn load_run(dir: &Path) -> Result<CompareRow, String> {
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{}: the run has no finished epoch yet", dir.display()))?;
     let state = crate::train::checkpoint::load_state(&folder).map_err(|e| e.to_string())?;
+    // The weights are not decoded here, but they must be there as a file of their own.
+    let weights = folder.join("model.bpk");
+    match std::fs::symlink_metadata(&weights) {
+        Ok(metadata) if metadata.is_file() && metadata.len() > 0 => {}
+        Ok(_) => {
+            return Err(format!(
+                "{}: not a checkpoint's weights (empty, or not a regular file)",
+                weights.display()
+            ));
+        }
+        Err(e) => return Err(format!("{}: {e}", weights.display())),
+    }
     let evaluation = super::read_evaluation(dir)?;
     Ok(CompareRow {
         provenance: serde_json::from_value(value["provenance"].clone()).ok(),
@@ -159,6 +171,14 @@ fn cell(values: &[f64], scale: f64, digits: usize) -> String {
     }
 }
 
+/// The data a run trained on, as a table names it: the data set, and its folder for folders.
+fn data_label(config: &TrainConfig) -> String {
+    match &config.data_dir {
+        Some(dir) => format!("{} ({})", config.dataset, crate::fsio::path_text(dir)),
+        None => config.dataset.to_string(),
+    }
+}
+
 /// Groups runs whose configurations differ only in the seed, in first-seen order.
 pub fn compare_table(rows: &[CompareRow]) -> String {
     let mut groups: Vec<(TrainConfig, Vec<&CompareRow>)> = Vec::new();
@@ -171,6 +191,9 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
         }
     }
     let columns = evaluation_columns(rows.iter().filter_map(|r| r.summary.evaluation.as_ref()));
+    // Runs on different data would otherwise share a label.
+    let data = |config: &TrainConfig| (config.dataset, config.data_dir.clone());
+    let mixed_data = groups.iter().any(|(k, _)| data(k) != data(&groups[0].0));
     let mut out = String::from(
         "| model | mix | α | runs | final test acc (%) | test NLL | test ECE (%) | best-valid test acc (%) |",
     );
@@ -212,7 +235,10 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
             .collect();
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |{} {} | {} |\n",
-            config.model_name(),
+            match mixed_data {
+                true => format!("{} on {}", config.model_name(), data_label(&config)),
+                false => config.model_name(),
+            },
             config.mix_variant(),
             if config.mix == crate::mixup::MixMode::None {
                 "–".to_string()
@@ -290,6 +316,23 @@ mod tests {
             history,
             config,
         }
+    }
+
+    #[test]
+    fn runs_on_different_data_say_which_in_their_label() {
+        let same = compare_table(&[row(MixMode::None, 1, 0.7), row(MixMode::Manifold, 1, 0.8)]);
+        assert!(!same.contains(" on "), "{same}");
+        let mut other = row(MixMode::None, 1, 0.7);
+        other.config.dataset = crate::data::DatasetName::Cifar10;
+        let mixed = compare_table(&[row(MixMode::None, 1, 0.7), other]);
+        let labels: Vec<&str> = mixed
+            .lines()
+            .skip(2)
+            .map(|line| line.split('|').nth(1).unwrap_or_default().trim())
+            .collect();
+        assert_eq!(labels.len(), 2, "{mixed}");
+        assert_ne!(labels[0], labels[1], "{mixed}");
+        assert!(labels[1].ends_with("on cifar10"), "{mixed}");
     }
 
     #[test]
