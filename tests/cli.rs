@@ -1191,3 +1191,35 @@ fn compare_counts_a_copied_run_once_and_names_weights_that_are_not_a_file() {
     assert!(made.success());
     assert_one_line_error(&compare(&[&copy]), "model.bpk", "a FIFO for weights");
 }
+
+#[test]
+fn an_interrupt_during_the_final_evaluation_stops_it_and_keeps_the_trained_run() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    // A final evaluation of minutes: a thousand PGD steps over the test split.
+    let mut args = small_run(&out, &["--attack", "pgd:0.1:1000"]);
+    let at = args.iter().position(|a| a == "--epochs").unwrap();
+    args[at + 1] = "1".into();
+    let child = mmix()
+        .args(as_strs(&args))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The epoch's reports are written before the final evaluation begins.
+    wait_for(&out.join("summary.json"), |_| true, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let interrupted = std::time::Instant::now();
+    interrupt(&child);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(20),
+        "{:?} after the interrupt",
+        interrupted.elapsed()
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("mmix eval"), "{stderr}");
+    assert!(!out.join("evaluation.json").exists());
+    assert!(out.join("checkpoint/epoch-0001").is_dir());
+}

@@ -128,6 +128,15 @@ fn interrupt_flag() -> &'static AtomicBool {
     HANDLER.call_once(|| {
         // A second Ctrl-C leaves at once; the last committed checkpoint is intact either way.
         let installed = ctrlc::set_handler(|| {
+            if FINAL_EVALUATION.load(Ordering::SeqCst) {
+                // Training is over and checkpointed; what is left is measuring it, which
+                // `mmix eval` redoes, and `evaluation.json` is replaced whole or not at all.
+                eprintln!(
+                    "\ninterrupt: the run is trained and checkpointed; its final evaluation stops here (`mmix eval` on the run folder measures it)"
+                );
+                // SAFETY: `_exit` ends the process at once and is async-signal-safe.
+                unsafe { libc::_exit(INTERRUPTED_EXIT) };
+            }
             if FLAG.swap(true, Ordering::SeqCst) {
                 // `_exit`, not `exit`: no destructors or exit handlers run, which would tear
                 // oneDNN down under the thread still inside it.
@@ -146,8 +155,12 @@ fn interrupt_flag() -> &'static AtomicBool {
         }
     });
     FLAG.store(false, Ordering::SeqCst);
+    FINAL_EVALUATION.store(false, Ordering::SeqCst);
     &FLAG
 }
+
+/// Set while a finished run is measured at the end: an interrupt then stops at once.
+static FINAL_EVALUATION: AtomicBool = AtomicBool::new(false);
 
 /// What a finished (or interrupted) train command reports back.
 pub struct TrainResult {
@@ -306,10 +319,11 @@ fn run_rank(
         // Only rank 0 writes the folder.
         None => Ok(()),
     };
+    let interrupt = interrupt_flag();
     let outcome = Trainer::new(config, &data, &device)
         .checkpoints(dir.join(run_dir::CHECKPOINTS))
         .teacher_weights(dir.join(run_dir::TEACHER_WEIGHTS))
-        .interrupt(interrupt_flag())
+        .interrupt(interrupt)
         .on_progress(|event| console.show(event))
         .after_epoch(write_reports)
         .run();
@@ -325,10 +339,15 @@ fn run_rank(
             return Err(e).with_context(|| format!("run {}{kept}", dir.display()));
         }
     };
+    // An interrupt that came as the last epoch ended stops before the final evaluation.
+    let interrupted = interrupted || interrupt.load(Ordering::SeqCst);
     let evaluation = match (&folder, interrupted) {
         (Some(folder), false) => {
             let init = |device: &burn::tensor::Device| train::build_model(config, &data, device);
-            let evaluation = folder.finish(config, &data, &device, &init)?;
+            FINAL_EVALUATION.store(true, Ordering::SeqCst);
+            let evaluation = folder.finish(config, &data, &device, &init);
+            FINAL_EVALUATION.store(false, Ordering::SeqCst);
+            let evaluation = evaluation?;
             let line = evaluate::describe(&evaluation);
             println!("{line}");
             console.log().start();
