@@ -52,6 +52,23 @@ pub(crate) fn class_names(split_dir: &Path) -> Result<Vec<String>, DataError> {
     Ok(names)
 }
 
+/// A decoder's error as a line for people: the PNG decoder names a chunk by its Rust debug
+/// form (`ChunkType { type: IHDR, critical: true, … }`), which becomes `IHDR`.
+pub(super) fn decoder_message(text: &str) -> String {
+    const CHUNK: &str = "ChunkType { type: ";
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(CHUNK) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + CHUNK.len()..];
+        let name_end = after.find([',', ' ', '}']).unwrap_or(after.len());
+        out.push_str(&after[..name_end]);
+        rest = after.find('}').map_or("", |end| &after[end + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
 /// An encoded PNG or JPEG image as planar RGB bytes (`[3, size, size]`), resized to
 /// `size`×`size`; `path` names it in errors.
 pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>, DataError> {
@@ -82,11 +99,11 @@ pub fn decode_image_in(
     limits.max_alloc = Some(MAX_DECODED_BYTES);
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| unreadable(e.to_string()))?;
+        .map_err(|e| unreadable(decoder_message(&e.to_string())))?;
     reader.limits(limits);
     let image = crate::contained::contain(|| reader.decode())
         .map_err(|panic| unreadable(format!("the decoder failed on it ({panic})")))?
-        .map_err(|e| unreadable(e.to_string()))?;
+        .map_err(|e| unreadable(decoder_message(&e.to_string())))?;
     let image = image.resize_exact(side, side, FilterType::Triangle);
     if channels == 1 {
         return Ok(image.to_luma8().into_raw());

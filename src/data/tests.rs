@@ -323,3 +323,13 @@ fn unknown_dataset_name_is_an_error() {
         DatasetName::Cifar10
     );
 }
+
+#[test]
+fn a_decoders_debug_form_of_a_png_chunk_becomes_its_name() {
+    let text = "Format error decoding Png: CRC error: expected 0xa8668048 have 0x57668048 while decoding ChunkType { type: IHDR, critical: true, private: false, reserved: false, safecopy: false } chunk.";
+    assert_eq!(
+        super::folder::decoder_message(text),
+        "Format error decoding Png: CRC error: expected 0xa8668048 have 0x57668048 while decoding IHDR chunk."
+    );
+    assert_eq!(super::folder::decoder_message("plain"), "plain");
+}
