@@ -52,6 +52,26 @@ pub(crate) fn class_names(split_dir: &Path) -> Result<Vec<String>, DataError> {
     Ok(names)
 }
 
+/// How a JPEG's first frame is coded, where the decoder cannot read it: the frame markers
+/// SOF3 to SOF15 other than the tables' (lossless, differential or arithmetic coding).
+pub(super) fn unsupported_jpeg_coding(bytes: &[u8]) -> Option<&'static str> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut at = 2;
+    // Segments: `FF marker length(2) …`; the frame header comes before the first scan.
+    while let [0xFF, marker, high, low, ..] = *bytes.get(at..)? {
+        match marker {
+            0xC0..=0xC2 | 0xDA => return None,
+            0xC3 | 0xC7 => return Some("lossless"),
+            0xC5 | 0xC6 => return Some("differential (hierarchical)"),
+            0xC9..=0xCB | 0xCD..=0xCF => return Some("arithmetic-coded"),
+            _ => at += 2 + usize::from(u16::from_be_bytes([high, low])),
+        }
+    }
+    None
+}
+
 /// A decoder's error as a line for people: the PNG decoder names a chunk by its Rust debug
 /// form (`ChunkType { type: IHDR, critical: true, … }`), which becomes `IHDR`.
 pub(super) fn decoder_message(text: &str) -> String {
@@ -101,6 +121,12 @@ pub fn decode_image_in(
         .with_guessed_format()
         .map_err(|e| unreadable(decoder_message(&e.to_string())))?;
     reader.limits(limits);
+    if let Some(coding) = unsupported_jpeg_coding(bytes) {
+        // The decoder skips such a frame and then reports a confusing error about its scan.
+        return Err(unreadable(format!(
+            "a {coding} JPEG, which mmix's decoder does not read (it reads baseline and progressive JPEG): convert it to PNG or to a baseline JPEG"
+        )));
+    }
     let image = crate::contained::contain(|| reader.decode())
         .map_err(|panic| unreadable(format!("the decoder failed on it ({panic})")))?
         .map_err(|e| unreadable(decoder_message(&e.to_string())))?;

@@ -333,3 +333,26 @@ fn a_decoders_debug_form_of_a_png_chunk_becomes_its_name() {
     );
     assert_eq!(super::folder::decoder_message("plain"), "plain");
 }
+
+#[test]
+fn a_jpeg_coded_as_the_decoder_cannot_read_is_named_for_its_coding() {
+    let frame = |marker: u8| {
+        let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x00, 0x00];
+        bytes.extend([0xFF, marker, 0x00, 0x0B, 8, 0, 16, 0, 16, 1, 1, 0x11, 0]);
+        bytes.extend([0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 0x3F, 0, 0xFF, 0xD9]);
+        bytes
+    };
+    let coding = super::folder::unsupported_jpeg_coding;
+    assert_eq!(coding(&frame(0xC3)), Some("lossless"));
+    assert_eq!(coding(&frame(0xC9)), Some("arithmetic-coded"));
+    assert_eq!(coding(&frame(0xC0)), None);
+    assert_eq!(coding(&frame(0xC2)), None);
+    assert_eq!(coding(b"\x89PNG"), None);
+    assert_eq!(coding(&[0xFF, 0xD8, 0xFF]), None);
+    let error = super::decode_image(Path::new("lossless.jpg"), &frame(0xC3), 4).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("lossless.jpg") && text.contains("a lossless JPEG"),
+        "{text}"
+    );
+}
