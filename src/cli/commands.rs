@@ -639,12 +639,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     )
     .with_width(config.width);
     model.validate()?;
-    let graphs = match config.mix_loss {
-        crate::mixup::MixLoss::Regmixup => 2,
-        crate::mixup::MixLoss::Replace => 1,
-    };
-    let needed =
-        model.training_bytes(config.batch * graphs + config.semi.map_or(0, |semi| semi.batch))?;
+    let needed = model.training_bytes(
+        config.batch * config.mix_loss.graphs() + config.semi.map_or(0, |semi| semi.batch),
+    )?;
     crate::machine::check_fits(
         format!(
             "{} at --width {} and --batch-size {} on {}×{} images",

@@ -32,6 +32,17 @@ pub enum MixLoss {
     Regmixup,
 }
 
+impl MixLoss {
+    /// The forward graphs a step holds at once per example: RegMixup keeps the clean batch's
+    /// and the mixed copy's.
+    pub fn graphs(self) -> usize {
+        match self {
+            MixLoss::Replace => 1,
+            MixLoss::Regmixup => 2,
+        }
+    }
+}
+
 impl std::fmt::Display for MixLoss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

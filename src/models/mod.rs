@@ -326,20 +326,62 @@ impl ModelConfig {
         Ok((counted * scale).ceil() as u64)
     }
 
+    /// What the memory estimates of this model read, measured once: its parameters and
+    /// (where they fit at all) a probe forward pass's feature maps.
+    pub fn memory_estimate(&self) -> Result<MemoryEstimate, ModelError> {
+        let parameters = self.parameter_floats()?;
+        // The probe's forward pass builds the weights: not where training's copies of them
+        // alone would not fit (the estimate is then refused whatever the maps add).
+        let fits = parameters.saturating_mul(PARAMETER_COPIES * 4) < crate::machine::memory_bytes();
+        let features = match fits {
+            true => Some(self.feature_floats_per_image()?),
+            false => None,
+        };
+        let input = (self.image_size as u64)
+            .saturating_pow(2)
+            .saturating_mul(self.in_channels as u64);
+        Ok(MemoryEstimate {
+            parameters,
+            features,
+            input,
+        })
+    }
+
+    /// [`MemoryEstimate::training_bytes`] of this model.
+    pub fn training_bytes(&self, batch: usize) -> Result<u64, ModelError> {
+        Ok(self.memory_estimate()?.training_bytes(batch))
+    }
+
+    /// [`MemoryEstimate::inference_bytes`] of this model.
+    pub fn inference_bytes(&self, batch: usize) -> Result<u64, ModelError> {
+        Ok(self.memory_estimate()?.inference_bytes(batch))
+    }
+}
+
+/// A model's sizes, as its memory estimates read them.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryEstimate {
+    parameters: u64,
+    /// Feature-map values per image; `None` where the weights alone exceed the memory.
+    features: Option<u64>,
+    input: u64,
+}
+
+impl MemoryEstimate {
     /// An upper bound on the bytes of memory a training process of this model takes at
     /// `batch` examples a step: the parameters with their gradients, momentum and packed
     /// copies, and per example the input and every convolution's output, each with what the
     /// backward pass keeps of it and the gradients it makes (factors measured against peak
-    /// resident memory: `memory_estimate_bounds_measured_peaks` in the tests, and the
-    /// figures in BENCHMARKS.md).
-    pub fn training_bytes(&self, batch: usize) -> Result<u64, ModelError> {
+    /// resident memory: `the_memory_estimate_bounds_the_measured_peak_from_above` in the
+    /// tests, and the figures in BENCHMARKS.md).
+    pub fn training_bytes(&self, batch: usize) -> u64 {
         self.bytes_at(batch, PARAMETER_COPIES, INPUT_COPIES, FEATURE_COPIES)
     }
 
     /// An upper bound on the bytes of memory a process evaluating this model takes at
     /// `batch` examples a forward pass: without autodiff, each map is freed once read, so
     /// all of them together bound what is alive at once.
-    pub fn inference_bytes(&self, batch: usize) -> Result<u64, ModelError> {
+    pub fn inference_bytes(&self, batch: usize) -> u64 {
         self.bytes_at(batch, 2, 4, 1)
     }
 
@@ -349,27 +391,23 @@ impl ModelConfig {
         parameter_copies: u64,
         input_copies: u64,
         feature_copies: u64,
-    ) -> Result<u64, ModelError> {
+    ) -> u64 {
         let parameters = self
-            .parameter_floats()?
+            .parameters
             .saturating_mul(parameter_copies)
-            .saturating_mul(4);
-        // The probe's forward pass builds the weights: not where they alone do not fit.
-        if parameters >= crate::machine::memory_bytes() {
-            return Ok(parameters.saturating_add(PROCESS_BYTES));
-        }
-        let features = self.feature_floats_per_image()?;
-        let input = (self.image_size as u64)
-            .saturating_pow(2)
-            .saturating_mul(self.in_channels as u64);
-        let per_example = input
+            .saturating_mul(4)
+            .saturating_add(PROCESS_BYTES);
+        let Some(features) = self.features else {
+            return parameters;
+        };
+        let per_example = self
+            .input
             .saturating_mul(input_copies)
             .saturating_add(features.saturating_mul(feature_copies));
-        Ok(per_example
+        per_example
             .saturating_mul(batch as u64)
             .saturating_mul(4)
             .saturating_add(parameters)
-            .saturating_add(PROCESS_BYTES))
     }
 }
 

@@ -158,17 +158,13 @@ pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError>
         ),
         None => (0, format!("--batch-size {}", config.batch_size)),
     };
-    // RegMixup's step holds the clean batch's graph and the mixed copy's.
-    let graphs = match config.mix_loss {
-        crate::mixup::MixLoss::Regmixup => 2,
-        crate::mixup::MixLoss::Replace => 1,
-    };
-    let needed = model.training_bytes(
+    let estimate = model.memory_estimate()?;
+    let needed = estimate.training_bytes(
         config
             .batch_size
-            .saturating_mul(graphs)
+            .saturating_mul(config.mix_loss.graphs())
             .saturating_add(unlabeled_rows),
-    )?;
+    );
     crate::machine::check_fits(
         format!(
             "{} at --width {} and {batches} on {}×{} images",
@@ -196,7 +192,7 @@ pub fn check_run(config: &TrainConfig, data: &RunData) -> Result<(), TrainError>
             "{} at --width {} and --eval-batch-size {} on {}×{} images",
             config.model, config.width, config.eval_batch_size, data.train.size, data.train.size
         ),
-        model.inference_bytes(eval_rows)?,
+        estimate.inference_bytes(eval_rows),
         "lower --eval-batch-size, --width or --image-size",
     )?;
     Ok(())
